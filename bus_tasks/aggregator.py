@@ -1,0 +1,274 @@
+"""The aggregator: consumes events into the view, answers JSON-RPC, relays control commands."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from bus_tasks import codec, names, rpc
+from bus_tasks.bus import BusConnection, Delivery, control_queue, events_queue, reply_queue, rpc_queue
+from bus_tasks.errors import BusTasksError, EventRejected, GeneralError, InvalidRequest
+from bus_tasks.model import decode_event
+from bus_tasks.store import NullStore, Store
+from bus_tasks.view import Outcome, TaskView, Tombstone
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTROL_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class AggregatorPolicy:
+    """Limits and timings of one aggregator."""
+
+    prefetch_count: int = 256
+    ack_batch: int = 128
+    max_event_bytes: int = 1 << 20
+    max_request_bytes: int = 1 << 20
+    done_ttl_s: float | None = 7 * 24 * 3600.0
+    tombstone_ttl_s: float = 30 * 24 * 3600.0
+    expire_every_s: float = 60.0
+
+
+@dataclass(slots=True)
+class _PendingControl:
+    """An RPC waiting for the owning subsystem to answer a forwarded command."""
+
+    request_id: rpc.RequestId
+    reply_to: str
+    correlation_id: str | None
+    deadline: float
+    method: str
+    task_id: str
+
+
+class Aggregator:
+    """Keeps the merged view of every task and serves it over the request/reply queue."""
+
+    def __init__(
+        self,
+        connection: BusConnection,
+        *,
+        view: TaskView | None = None,
+        store: Store | None = None,
+        policy: AggregatorPolicy | None = None,
+    ) -> None:
+        self.connection = connection
+        self.view = view if view is not None else TaskView()
+        self.store = store if store is not None else NullStore()
+        self.policy = policy or AggregatorPolicy()
+        self.dispatcher = rpc.Dispatcher(self.view, on_clear=self._on_clear)
+        self.counts: Counter[str] = Counter()
+        self.ready = threading.Event()
+        self._unacked: list[Delivery] = []
+        self._pending: dict[str, _PendingControl] = {}
+        self._control_replies = reply_queue(names.CONTROL_REPLY_PREFIX)
+        self._declared_control: set[str] = set()
+        self._next_expiry = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the store, bind the event queue, then start serving RPC; logs one ready line."""
+        loaded = self.store.load(self.view)
+        self.connection.declare_topology()
+        self.connection.declare(self._control_replies)
+        # Events first: an event published once RPC answers must already have a queue.
+        self.connection.consume(
+            [events_queue()], self._on_event, prefetch=self.policy.prefetch_count
+        )
+        self.connection.consume([self._control_replies], self._on_control_reply, no_ack=True)
+        self.connection.consume([rpc_queue()], self._on_request, prefetch=64)
+        log.info(
+            "aggregator ready on %r: %d tasks loaded from %s", self.connection, loaded, self.store
+        )
+        self.ready.set()
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; reconnects when the broker connection drops."""
+        self.start()
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self._flush()
+            self.store.close()
+            self.connection.close()
+            log.info("aggregator stopped: %s", dict(self.counts))
+
+    def step(self, timeout_s: float = 0.2) -> None:
+        """Process what arrives within ``timeout_s``; flush acks when the queue is idle."""
+        try:
+            got = self.connection.drain(0.005 if self._unacked else timeout_s)
+            if not got:
+                self._flush()
+            self._tick()
+        except self.connection.errors:
+            self._unacked.clear()  # unacked deliveries come back after a reconnect
+            self.connection.recover()
+
+    # -- events -------------------------------------------------------------------------
+
+    def _on_event(self, delivery: Delivery) -> None:
+        try:
+            event = decode_event(delivery.body, max_bytes=self.policy.max_event_bytes)
+            outcome = self.view.apply(event)
+        except EventRejected as exc:
+            self._dead_letter(delivery, exc.reason)
+            return
+        self.counts[f"events_{outcome.value}"] += 1
+        if outcome is Outcome.APPLIED:
+            self.store.put(self.view.get(event.task.id))
+        elif outcome is Outcome.CLEARED:
+            self.store.bury(event.task.id, self.view.tombstones[event.task.id])
+        log.debug(
+            "event %s task=%s seq=%d %s", event.event, event.task.id, event.seq, outcome.value
+        )
+        self._unacked.append(delivery)
+        if len(self._unacked) >= self.policy.ack_batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Make applied events durable, then ack them."""
+        if not self._unacked:
+            return
+        self.store.commit()
+        for delivery in self._unacked:
+            delivery.ack()
+        self._unacked.clear()
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self.counts["events_dead"] += 1
+        log.warning("event rejected key=%s: %s", delivery.routing_key, reason)
+        self._flush()  # keep acks in delivery order
+        self.connection.dead_letter(delivery, reason)
+
+    # -- requests -----------------------------------------------------------------------
+
+    def _on_request(self, delivery: Delivery) -> None:
+        received = time.time()
+        deadline = delivery.deadline()
+        if deadline is not None and deadline <= received:
+            self.counts["requests_expired"] += 1
+            log.info("rpc request %s dropped: its caller gave up", delivery.correlation_id)
+            delivery.ack()
+            return
+        if len(delivery.body) > self.policy.max_request_bytes:
+            error = InvalidRequest(f"request of {len(delivery.body)} bytes is too large")
+            reply = rpc.Reply(None, rpc.error_body(None, error))
+        else:
+            self._flush()  # answer from a view whose events are durable
+            reply = self.dispatcher.handle(delivery.body)
+        self.counts["requests"] += 1
+        if reply.forward is not None and delivery.reply_to:
+            self._forward(delivery, reply, received)
+        elif reply.body is not None and delivery.reply_to:
+            self._reply(delivery.reply_to, delivery.correlation_id, reply.body)
+        delivery.ack()
+
+    def _reply(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
+        self.connection.publish(
+            body, routing_key=reply_to, correlation_id=correlation_id, persistent=False
+        )
+
+    # -- control ------------------------------------------------------------------------
+
+    def _forward(self, delivery: Delivery, reply: rpc.Reply, received: float) -> None:
+        assert reply.forward is not None and delivery.reply_to is not None
+        forward = reply.forward
+        timeout_s = (
+            delivery.expiration_ms / 1000.0
+            if delivery.expiration_ms is not None
+            else DEFAULT_CONTROL_TIMEOUT_S
+        )
+        # Answer 100 a little before the caller's own deadline, so it hears why.
+        margin_s = min(0.25, timeout_s * 0.1)
+        deadline = time.monotonic() - (time.time() - received) + timeout_s - margin_s
+        control_id = uuid.uuid4().hex
+        self._pending[control_id] = _PendingControl(
+            request_id=reply.request_id,
+            reply_to=delivery.reply_to,
+            correlation_id=delivery.correlation_id,
+            deadline=deadline,
+            method=reply.method,
+            task_id=forward.task_id,
+        )
+        self._ensure_control_queue(forward.subsystem)
+        body = rpc.request_body(control_id, forward.command, {"taskID": forward.task_id})
+        self.connection.publish(
+            body,
+            exchange=names.CONTROL_EXCHANGE,
+            routing_key=forward.subsystem,
+            reply_to=self._control_replies.name,
+            correlation_id=control_id,
+            expiration_s=max(timeout_s - margin_s, 0.001),
+            headers={names.HEADER_SENT_AT: received},
+            persistent=False,
+        )
+        self.counts[f"control_{forward.command}"] += 1
+        log.info("rpc %s task=%s forwarded to %s", reply.method, forward.task_id, forward.subsystem)
+
+    def _on_control_reply(self, delivery: Delivery) -> None:
+        pending = self._pending.pop(delivery.correlation_id or "", None)
+        if pending is None:
+            log.info("late control reply %s dropped", delivery.correlation_id)
+            return
+        try:
+            answer = codec.loads(delivery.body)
+            error = answer.get("error")
+            if error is not None:
+                body = codec.dumps({"jsonrpc": "2.0", "id": pending.request_id, "error": error})
+            else:
+                body = rpc.result_body(pending.request_id, answer["result"])
+        except (codec.DecodeError, AttributeError, KeyError, TypeError):
+            log.warning("malformed control reply for task %s", pending.task_id)
+            failure = GeneralError(message=f"General Exception: malformed reply from the subsystem of {pending.task_id}")
+            body = rpc.error_body(pending.request_id, failure)
+        self._reply(pending.reply_to, pending.correlation_id, body)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for control_id in [c for c, p in self._pending.items() if p.deadline <= now]:
+            pending = self._pending.pop(control_id)
+            error: BusTasksError = GeneralError(
+                message=f"General Exception: the subsystem owning task {pending.task_id} did not answer {pending.method} in time"
+            )
+            self.counts["control_timeouts"] += 1
+            log.warning("rpc %s task=%s: subsystem did not answer", pending.method, pending.task_id)
+            self._reply(pending.reply_to, pending.correlation_id, rpc.error_body(pending.request_id, error))
+        if now >= self._next_expiry:
+            self._next_expiry = now + self.policy.expire_every_s
+            self._expire()
+
+    def _expire(self) -> None:
+        expired = self.view.expire(
+            tombstone_ttl_s=self.policy.tombstone_ttl_s, done_ttl_s=self.policy.done_ttl_s
+        )
+        for task_id in expired.buried:
+            self.store.bury(task_id, self.view.tombstones[task_id])
+        for task_id in expired.forgotten:
+            self.store.forget(task_id)
+        if expired.buried or expired.forgotten:
+            self.store.commit()
+            log.info(
+                "expired %d done tasks and %d tombstones", len(expired.buried), len(expired.forgotten)
+            )
+
+    def _on_clear(self, task_id: str, tombstone: Tombstone) -> None:
+        """A done task was cleared through RPC: persist it and tell its subsystem."""
+        self.store.bury(task_id, tombstone)
+        self.store.commit()
+        self._ensure_control_queue(tombstone.subsystem)
+        body = codec.dumps({"jsonrpc": "2.0", "method": "clear", "params": {"taskID": task_id}})
+        self.connection.publish(body, exchange=names.CONTROL_EXCHANGE, routing_key=tombstone.subsystem)
+        self.counts["cleared"] += 1
+
+    def _ensure_control_queue(self, subsystem: str) -> None:
+        # The queue is durable: a subsystem that is offline gets the message when it is back.
+        if subsystem not in self._declared_control:
+            self.connection.declare(control_queue(subsystem))
+            self._declared_control.add(subsystem)

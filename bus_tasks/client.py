@@ -1,0 +1,202 @@
+"""The engine side: call the aggregator with a real deadline; typed errors; a VDSM facade."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bus_tasks import codec, legacy, names, rpc
+from bus_tasks.bus import BusConnection, Delivery, reply_queue
+from bus_tasks.errors import BusTasksError, DeadlineExceeded, InternalError, from_wire
+
+log = logging.getLogger(__name__)
+
+# Methods that change nothing may be re-sent after a reconnect.
+_SAFE_TO_RESEND = frozenset(
+    {
+        "Host.getAllTasks",
+        "Host.getAllTasksInfo",
+        "Host.getAllTasksStatuses",
+        "Task.getStatus",
+        "Task.getInfo",
+    }
+)
+
+
+class TasksClient:
+    """Calls the aggregator over the request/reply queue. Thread-safe (one call at a time)."""
+
+    def __init__(
+        self,
+        connection: BusConnection | str,
+        *,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.connection = connection if isinstance(connection, BusConnection) else BusConnection(connection)
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._replies: dict[str, bytes] = {}
+        self._waiting: str | None = None
+        self._queue = reply_queue(names.REPLY_QUEUE_PREFIX)
+        self._started = False
+
+    def _start(self) -> None:
+        if not self._started:
+            self.connection.declare(self._queue)
+            self.connection.consume([self._queue], self._on_reply, no_ack=True)
+            self._started = True
+
+    def _on_reply(self, delivery: Delivery) -> None:
+        if delivery.correlation_id is not None and delivery.correlation_id == self._waiting:
+            self._replies[delivery.correlation_id] = delivery.body
+        else:
+            log.debug("stale reply %s dropped", delivery.correlation_id)
+
+    def call(self, method: str, params: dict[str, Any] | None = None, *, timeout_s: float | None = None) -> Any:
+        """Call ``method`` and return its result, within ``timeout_s`` from now.
+
+        Raises:
+            DeadlineExceeded: when no reply arrived in time.
+            BusTasksError: the typed error the aggregator answered (UnknownTask, InvalidParams ...).
+        """
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+        correlation_id = uuid.uuid4().hex
+        body = rpc.request_body(correlation_id, method, params or {})
+        with self._lock:
+            self._start()
+            self._waiting = correlation_id
+            try:
+                self._send(body, correlation_id, deadline)
+                while correlation_id not in self._replies:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise DeadlineExceeded(method, timeout)
+                    try:
+                        self.connection.drain(min(remaining, 1.0))
+                    except self.connection.errors:
+                        self.connection.recover()
+                        if method not in _SAFE_TO_RESEND:
+                            raise
+                        self._send(body, correlation_id, deadline)
+                reply = self._replies.pop(correlation_id)
+            finally:
+                self._waiting = None
+                self._replies.clear()
+        return _unpack(reply)
+
+    def _send(self, body: bytes, correlation_id: str, deadline: float) -> None:
+        remaining = max(deadline - time.monotonic(), 0.001)
+        self.connection.publish(
+            body,
+            routing_key=names.RPC_QUEUE,
+            reply_to=self._queue.name,
+            correlation_id=correlation_id,
+            expiration_s=remaining,
+            headers={names.HEADER_SENT_AT: time.time()},
+            persistent=False,
+        )
+
+    # -- the API ------------------------------------------------------------------------
+
+    def get_all_tasks(
+        self, tags: str | Sequence[str] | None = None, options: dict[str, Any] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Every task (``tags=None``), or those carrying any of ``tags`` (all with ``{"match": "all"}``)."""
+        tag_param = list(tags) if tags is not None and not isinstance(tags, str) else tags
+        return self.call("Host.getAllTasks", {"tags": tag_param, "options": options})  # type: ignore[no-any-return]
+
+    def get_all_tasks_info(self) -> dict[str, dict[str, Any]]:
+        """VDSM's ``getAllTasksInfo``: ``{id: {"id", "verb"}}`` of tasks tagged ``spm``."""
+        return self.call("Host.getAllTasksInfo")  # type: ignore[no-any-return]
+
+    def get_all_tasks_statuses(self) -> dict[str, dict[str, Any]]:
+        """VDSM's ``getAllTasksStatuses``: ``{id: status}`` of tasks tagged ``spm``."""
+        return self.call("Host.getAllTasksStatuses")  # type: ignore[no-any-return]
+
+    def get_task_status(self, task_id: str) -> dict[str, Any]:
+        return self.call("Task.getStatus", {"taskID": task_id})  # type: ignore[no-any-return]
+
+    def get_task_info(self, task_id: str) -> dict[str, Any]:
+        return self.call("Task.getInfo", {"taskID": task_id})  # type: ignore[no-any-return]
+
+    def stop_task(self, task_id: str) -> bool:
+        """Ask the owning subsystem to stop a task (asynchronous: it moves on to aborting)."""
+        return bool(self.call("Task.stop", {"taskID": task_id}))
+
+    def revert_task(self, task_id: str) -> bool:
+        """Ask the owning subsystem to revert a done task."""
+        return bool(self.call("Task.revert", {"taskID": task_id}))
+
+    def clear_task(self, task_id: str) -> bool:
+        """Remove a done task from the view (410 while it is not done)."""
+        return bool(self.call("Task.clear", {"taskID": task_id}))
+
+    @property
+    def vdsm(self) -> VdsmFacade:
+        """The wrapped VDSM Python-API form of the same calls."""
+        return VdsmFacade(self)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> TasksClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VdsmFacade:
+    """VDSM's Python API: every call returns ``{"status": {"code", "message"}, <key>: result}``."""
+
+    def __init__(self, client: TasksClient) -> None:
+        self._client = client
+
+    def _wrapped(self, verb: str, call: Callable[[], Any]) -> dict[str, Any]:
+        try:
+            return legacy.wrap(verb, call())
+        except BusTasksError as exc:
+            return legacy.wrap_error(exc)
+
+    def getAllTasks(self, tags: str | Sequence[str] | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:  # noqa: N802
+        return self._wrapped("getAllTasks", lambda: self._client.get_all_tasks(tags, options))
+
+    def getAllTasksInfo(self, spUUID: str | None = None, options: Any = None) -> dict[str, Any]:  # noqa: N802, N803
+        return self._wrapped("getAllTasksInfo", self._client.get_all_tasks_info)
+
+    def getAllTasksStatuses(self, spUUID: str | None = None, options: Any = None) -> dict[str, Any]:  # noqa: N802, N803
+        return self._wrapped("getAllTasksStatuses", self._client.get_all_tasks_statuses)
+
+    def getTaskStatus(self, taskID: str) -> dict[str, Any]:  # noqa: N802, N803
+        return self._wrapped("getTaskStatus", lambda: self._client.get_task_status(taskID))
+
+    def getTaskInfo(self, taskID: str) -> dict[str, Any]:  # noqa: N802, N803
+        return self._wrapped("getTaskInfo", lambda: self._client.get_task_info(taskID))
+
+    def stopTask(self, taskID: str) -> dict[str, Any]:  # noqa: N802, N803
+        return self._wrapped("stopTask", lambda: self._client.stop_task(taskID))
+
+    def clearTask(self, taskID: str) -> dict[str, Any]:  # noqa: N802, N803
+        return self._wrapped("clearTask", lambda: self._client.clear_task(taskID))
+
+    def revertTask(self, taskID: str) -> dict[str, Any]:  # noqa: N802, N803
+        return self._wrapped("revertTask", lambda: self._client.revert_task(taskID))
+
+
+def _unpack(body: bytes) -> Any:
+    try:
+        reply = codec.loads(body)
+    except codec.DecodeError as exc:
+        raise InternalError(f"reply is not JSON: {exc}") from None
+    if not isinstance(reply, dict):
+        raise InternalError("reply is not a JSON object")
+    if "error" in reply:
+        raise from_wire(reply["error"] if isinstance(reply["error"], dict) else {})
+    if "result" not in reply:
+        raise InternalError("reply has neither result nor error")
+    return reply["result"]

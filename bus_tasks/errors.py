@@ -1,0 +1,173 @@
+"""One root error; each error knows its VDSM or JSON-RPC code and crosses the wire as data."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class BusTasksError(Exception):
+    """Raised when bus_tasks cannot do what was asked; the root of every bus_tasks error."""
+
+    code: ClassVar[int] = 100
+    title: ClassVar[str] = "General Exception"
+
+    def __init__(self, *args: Any, message: str | None = None) -> None:
+        super().__init__(*args)
+        self.args_detail = args
+        self._message = message
+
+    @property
+    def message(self) -> str:
+        """The wire message, in VDSM's ``Title: ('arg', ...)`` form."""
+        if self._message is not None:
+            return self._message
+        if not self.args_detail:
+            return self.title
+        return f"{self.title}: {self.args_detail!r}"
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+class GeneralError(BusTasksError):
+    """Raised when a control command was not answered in time, or on an unclassified failure."""
+
+
+class UnknownTask(BusTasksError):
+    """Raised when a task id is not in the view."""
+
+    code = 401
+    title = "Task id unknown"
+
+
+class TaskNotFinished(BusTasksError):
+    """Raised when a task that is not done is reverted."""
+
+    code = 403
+    title = "Task not finished"
+
+
+class TaskStateError(BusTasksError):
+    """Raised when a task that is not done is cleared."""
+
+    code = 410
+    title = "Operation is not allowed in this task state"
+
+
+class TaskAborted(BusTasksError):
+    """Raised when a task that is already aborting is stopped again."""
+
+    code = 411
+    title = "Task is aborted"
+
+
+class InvalidParameter(BusTasksError, ValueError):
+    """Raised when a parameter is well-typed but malformed (a task id that is not a UUID, a bad tag)."""
+
+    code = 1000
+    title = "Invalid parameter"
+
+
+class JsonRpcError(BusTasksError):
+    """Raised for JSON-RPC 2.0 protocol errors; the message is free text."""
+
+    code = -32603
+    title = "Internal error"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(message=f"{self.title}: {detail}" if detail else self.title)
+
+
+class ParseError(JsonRpcError):
+    """Raised when a request body is not valid JSON."""
+
+    code = -32700
+    title = "Parse error"
+
+
+class InvalidRequest(JsonRpcError):
+    """Raised when a request is JSON but not a JSON-RPC 2.0 request object."""
+
+    code = -32600
+    title = "Invalid request"
+
+
+class MethodNotFound(JsonRpcError):
+    """Raised when a request names a method the service does not have."""
+
+    code = -32601
+    title = "Method not found"
+
+
+class InvalidParams(JsonRpcError):
+    """Raised when a request's params have the wrong shape, type, or unknown names."""
+
+    code = -32602
+    title = "Invalid params"
+
+
+class InternalError(JsonRpcError):
+    """Raised when the service failed unexpectedly while serving a request."""
+
+
+class DeadlineExceeded(BusTasksError):
+    """Raised in the client when no reply arrived before the call's deadline."""
+
+    title = "General Exception"
+
+    def __init__(self, method: str, timeout_s: float) -> None:
+        super().__init__(message=f"{self.title}: no reply to {method} within {timeout_s:g}s")
+
+
+class RemoteError(BusTasksError):
+    """Raised in the client for a wire error whose code no local class knows."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message=message)
+        self.code = code  # type: ignore[misc]
+
+
+_BY_CODE: dict[int, type[BusTasksError]] = {
+    cls.code: cls
+    for cls in (
+        GeneralError,
+        UnknownTask,
+        TaskNotFinished,
+        TaskStateError,
+        TaskAborted,
+        InvalidParameter,
+        ParseError,
+        InvalidRequest,
+        MethodNotFound,
+        InvalidParams,
+        InternalError,
+    )
+}
+
+
+def from_wire(error: dict[str, Any]) -> BusTasksError:
+    """Rebuild the typed error for a wire ``{"code", "message"}`` object."""
+    code = error.get("code")
+    message = str(error.get("message") or "")
+    if not isinstance(code, int):
+        return RemoteError(-32603, f"malformed error object: {error!r}")
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return RemoteError(code, message)
+    exc = cls.__new__(cls)
+    BusTasksError.__init__(exc, message=message)
+    return exc
+
+
+class EventRejected(BusTasksError):
+    """Raised when an event is malformed or may not be applied (e.g. a task owned by another subsystem)."""
+
+    code = 1000
+    title = "Event rejected"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(message=reason)
+        self.reason = reason

@@ -1,0 +1,211 @@
+"""The task record, its states, and the deprecated state the engine sees (SPEC section 3)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+)
+
+from bus_tasks import codec
+from bus_tasks.errors import EventRejected
+
+SCHEMA_VERSION = 1
+MAX_TAGS = 32
+
+SUBSYSTEM_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+TAG_PATTERN = r"^[A-Za-z0-9_.:/-]{1,64}$"
+_TAG_RE = re.compile(TAG_PATTERN)
+
+
+class State(StrEnum):
+    """VDSM's internal task states."""
+
+    UNKNOWN = "unknown"
+    INIT = "init"
+    PREPARING = "preparing"
+    BLOCKED = "blocked"
+    ACQUIRING = "acquiring"
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    ABORTING = "aborting"
+    WAITRECOVER = "waitrecover"
+    RECOVERING = "recovering"
+    RACQUIRING = "racquiring"
+    RABORTING = "raborting"
+    RECOVERED = "recovered"
+    FAILED = "failed"
+
+    @property
+    def is_done(self) -> bool:
+        return self in DONE_STATES
+
+    @property
+    def is_aborting(self) -> bool:
+        return self in (State.ABORTING, State.RABORTING)
+
+
+DONE_STATES = frozenset({State.FINISHED, State.RECOVERED, State.FAILED})
+
+# internal state -> (taskState, taskResult): the deprecated pair the engine parses.
+LEGACY_STATE: dict[State, tuple[str, str]] = {
+    State.UNKNOWN: ("unknown", ""),
+    State.INIT: ("init", ""),
+    State.PREPARING: ("running", ""),
+    State.BLOCKED: ("running", ""),
+    State.ACQUIRING: ("running", ""),
+    State.QUEUED: ("running", ""),
+    State.RUNNING: ("running", ""),
+    State.FINISHED: ("finished", "success"),
+    State.ABORTING: ("aborting", ""),
+    State.RABORTING: ("aborting", ""),
+    State.WAITRECOVER: ("cleaning", ""),
+    State.RECOVERING: ("cleaning", ""),
+    State.RACQUIRING: ("cleaning", ""),
+    State.RECOVERED: ("finished", "cleanSuccess"),
+    State.FAILED: ("finished", "cleanFailure"),
+}
+
+
+def canonical_task_id(value: object) -> str:
+    """Return the canonical lower-case form of a UUID task id.
+
+    Raises:
+        ValueError: when ``value`` is not a UUID string.
+    """
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"task id must be a UUID string, got {type(value).__name__}")  # noqa: TRY004
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        raise ValueError(f"task id is not a UUID: {value!r}") from None
+    canonical = str(parsed)
+    # uuid.UUID also accepts braces, urn: prefixes and missing dashes; ids on the wire
+    # are the canonical form only (case aside), so that one task has one key.
+    if canonical != value.lower():
+        raise ValueError(f"task id is not a canonical UUID: {value!r}")
+    return canonical
+
+
+def check_tag(tag: str) -> str:
+    """Return ``tag`` if it is a valid tag.
+
+    Raises:
+        ValueError: when the tag is empty, too long, or has a character outside the tag alphabet.
+    """
+    if not isinstance(tag, str) or not _TAG_RE.match(tag):
+        raise ValueError(f"invalid tag {tag!r}: 1-64 characters of [A-Za-z0-9_.:/-]")
+    return tag
+
+
+def check_tags(tags: tuple[str, ...]) -> tuple[str, ...]:
+    if len(tags) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS} tags, got {len(tags)}")
+    if len(set(tags)) != len(tags):
+        raise ValueError(f"duplicate tags in {list(tags)!r}")
+    return tags
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+TaskId = Annotated[str, AfterValidator(canonical_task_id)]
+Subsystem = Annotated[str, StringConstraints(pattern=SUBSYSTEM_PATTERN)]
+Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
+Tags = Annotated[tuple[Tag, ...], AfterValidator(check_tags)]
+Verb = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Timestamp = Annotated[AwareDatetime, AfterValidator(to_utc)]
+EventName = Literal["created", "updated", "finished", "cleared"]
+
+
+class TaskRecord(BaseModel):
+    """The whole current record of one task, as every event carries it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: TaskId
+    subsystem: Subsystem
+    verb: Verb
+    tags: Tags = ()
+    state: State
+    code: StrictInt = 0
+    message: str = ""
+    result: JsonValue = ""
+    progress: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
+    data: dict[str, JsonValue] = Field(default_factory=dict)
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @property
+    def legacy_state(self) -> tuple[str, str]:
+        """The deprecated ``(taskState, taskResult)`` pair."""
+        return LEGACY_STATE[self.state]
+
+
+class Event(BaseModel):
+    """One lifecycle event: the task's whole record and its ordering number."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    event: EventName
+    seq: Annotated[StrictInt, Field(gt=0)]
+    task: TaskRecord
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def describe_validation(exc: ValidationError, limit: int = 5) -> str:
+    """A one-line summary of a pydantic error: ``where: what; ...``."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False)[:limit]:
+        where = ".".join(str(p) for p in error["loc"]) or "value"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def decode_event(body: bytes, *, max_bytes: int) -> Event:
+    """Validate one event body.
+
+    Raises:
+        EventRejected: with a one-line reason when the body is too large, not UTF-8 JSON,
+            of an unknown schema, or invalid per the model.
+    """
+    if len(body) > max_bytes:
+        raise EventRejected(f"too large: {len(body)} bytes > {max_bytes}")
+    try:
+        return Event.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc
+    # The fast path failed: find the most useful reason.
+    try:
+        raw = codec.loads(body)
+    except codec.DecodeError as exc:
+        raise EventRejected(f"not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise EventRejected(f"not a JSON object but {type(raw).__name__}")
+    if raw.get("schema") != SCHEMA_VERSION:
+        raise EventRejected(f"unknown schema {raw.get('schema')!r}")
+    raise EventRejected(f"invalid event: {describe_validation(first)}")

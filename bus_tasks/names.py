@@ -1,0 +1,30 @@
+"""Every exchange, queue, routing key and header name on the bus, spelled once."""
+
+from __future__ import annotations
+
+EVENTS_EXCHANGE = "bus_tasks.events"
+EVENTS_QUEUE = "bus_tasks.aggregator.events"
+EVENTS_BINDING = "task.#"
+
+RPC_QUEUE = "bus_tasks.rpc"
+
+CONTROL_EXCHANGE = "bus_tasks.control"
+CONTROL_REPLY_PREFIX = "bus_tasks.control.reply."
+REPLY_QUEUE_PREFIX = "bus_tasks.reply."
+
+DEAD_QUEUE = "bus_tasks.dead"
+
+HEADER_REASON = "x-bus-tasks-reason"
+HEADER_SENT_AT = "x-bus-tasks-sent-at"
+
+CONTENT_TYPE = "application/json"
+
+
+def event_routing_key(subsystem: str, event: str) -> str:
+    """Routing key of an event: ``task.<subsystem>.<event>``."""
+    return f"task.{subsystem}.{event}"
+
+
+def control_queue(subsystem: str) -> str:
+    """The queue on which one subsystem receives control commands for its tasks."""
+    return f"bus_tasks.control.{subsystem}"

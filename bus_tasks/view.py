@@ -1,0 +1,231 @@
+"""The merged view of every task: apply events, answer queries through a tag index. Pure, no I/O."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from bus_tasks import codec, legacy
+from bus_tasks.errors import EventRejected, TaskStateError, UnknownTask
+from bus_tasks.model import Event, State, TaskRecord
+
+
+@dataclass(slots=True)
+class Entry:
+    """One live task: the fields queries need, and its TaskDetails pre-encoded once."""
+
+    id: str
+    seq: int
+    subsystem: str
+    verb: str
+    tags: tuple[str, ...]
+    state: State
+    code: int
+    message: str
+    updated_at: float
+    details: codec.Fragment
+
+    @classmethod
+    def from_record(cls, record: TaskRecord, seq: int) -> Entry:
+        return cls(
+            id=record.id,
+            seq=seq,
+            subsystem=record.subsystem,
+            verb=record.verb,
+            tags=record.tags,
+            state=record.state,
+            code=record.code,
+            message=record.message,
+            updated_at=record.updated_at.timestamp(),
+            details=codec.Fragment(codec.dumps(legacy.task_details(record))),
+        )
+
+    def status(self) -> dict[str, object]:
+        return legacy.task_status(self.id, self.state, self.code, self.message)
+
+    def info(self) -> dict[str, object]:
+        return legacy.task_info(self.id, self.verb)
+
+
+@dataclass(slots=True, frozen=True)
+class Tombstone:
+    """A cleared task: it blocks every later event of that id until it expires."""
+
+    subsystem: str
+    seq: int
+    cleared_at: float
+
+
+@dataclass(slots=True, frozen=True)
+class Expired:
+    """What :meth:`TaskView.expire` removed: done tasks buried, tombstones forgotten."""
+
+    buried: list[str]
+    forgotten: list[str]
+
+
+class Outcome(Enum):
+    """What applying one event did to the view."""
+
+    APPLIED = "applied"
+    CLEARED = "cleared"
+    STALE = "stale"
+
+
+class TaskView:
+    """Highest ``seq`` wins per task; ``cleared`` leaves a tombstone; queries go through a tag index.
+
+    Applying any set of events, in any order and with any duplication, yields the same view.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._entries: dict[str, Entry] = {}
+        self._tombstones: dict[str, Tombstone] = {}
+        self._by_tag: dict[str, set[str]] = {}
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries.values())
+
+    @property
+    def tombstones(self) -> dict[str, Tombstone]:
+        return self._tombstones
+
+    def apply(self, event: Event) -> Outcome:
+        """Apply one event.
+
+        Raises:
+            EventRejected: when the task is owned by another subsystem.
+        """
+        record = event.task
+        task_id = record.id
+        current = self._entries.get(task_id)
+        tombstone = self._tombstones.get(task_id)
+        owner = current.subsystem if current else tombstone.subsystem if tombstone else None
+        if owner is not None and owner != record.subsystem:
+            raise EventRejected(
+                f"task {task_id} is owned by subsystem {owner!r}, not {record.subsystem!r}"
+            )
+        if tombstone is not None:
+            return Outcome.STALE
+        if event.event == "cleared":
+            self._bury(task_id, record.subsystem, event.seq)
+            return Outcome.CLEARED
+        if current is not None and current.seq >= event.seq:
+            return Outcome.STALE
+        self._put(Entry.from_record(record, event.seq), current)
+        return Outcome.APPLIED
+
+    def restore(self, entry: Entry) -> None:
+        """Put back an entry read from a store, unless a newer one or a tombstone is there."""
+        current = self._entries.get(entry.id)
+        if entry.id in self._tombstones or (current is not None and current.seq >= entry.seq):
+            return
+        self._put(entry, current)
+
+    def restore_tombstone(self, task_id: str, tombstone: Tombstone) -> None:
+        self._drop(task_id)
+        self._tombstones[task_id] = tombstone
+
+    def get(self, task_id: str) -> Entry:
+        """The live entry of ``task_id``.
+
+        Raises:
+            UnknownTask: when the task is not in the view.
+        """
+        entry = self._entries.get(task_id)
+        if entry is None:
+            raise UnknownTask(task_id)
+        return entry
+
+    def clear(self, task_id: str) -> Tombstone:
+        """Remove a done task, leaving a tombstone.
+
+        Raises:
+            UnknownTask: when the task is not in the view.
+            TaskStateError: when the task is not done.
+        """
+        entry = self.get(task_id)
+        if not entry.state.is_done:
+            raise TaskStateError(task_id, entry.state.value)
+        return self._bury(task_id, entry.subsystem, entry.seq)
+
+    def select(self, tags: Sequence[str] | None = None, *, match_all: bool = False) -> list[Entry]:
+        """Entries carrying any (or, with ``match_all``, every) tag of ``tags``; all when empty.
+
+        Cost follows the number of tasks that carry the tags, not the number stored.
+        """
+        if not tags:
+            return list(self._entries.values())
+        sets = [self._by_tag.get(tag, _EMPTY) for tag in dict.fromkeys(tags)]
+        ids: Iterable[str]
+        if len(sets) == 1:
+            ids = sets[0]
+        elif match_all:
+            sets.sort(key=len)
+            smallest, rest = sets[0], sets[1:]
+            ids = [i for i in smallest if all(i in s for s in rest)]
+        else:
+            ids = set().union(*sets)
+        entries = self._entries
+        return [entries[i] for i in ids]
+
+    def expire(
+        self, *, tombstone_ttl_s: float, done_ttl_s: float | None, now: float | None = None
+    ) -> Expired:
+        """Bury done tasks not updated for ``done_ttl_s``; forget tombstones older than ``tombstone_ttl_s``."""
+        now = self._clock() if now is None else now
+        buried: list[str] = []
+        if done_ttl_s is not None:
+            buried = [
+                e.id for e in self._entries.values() if e.state.is_done and now - e.updated_at >= done_ttl_s
+            ]
+            for task_id in buried:
+                entry = self._entries[task_id]
+                self._bury(task_id, entry.subsystem, entry.seq)
+        forgotten = [t for t, s in self._tombstones.items() if now - s.cleared_at >= tombstone_ttl_s]
+        for task_id in forgotten:
+            del self._tombstones[task_id]
+        return Expired(buried, forgotten)
+
+    def _put(self, entry: Entry, current: Entry | None) -> None:
+        if current is not None and current.tags != entry.tags:
+            self._unindex(current)
+            self._index(entry)
+        elif current is None:
+            self._index(entry)
+        self._entries[entry.id] = entry
+
+    def _bury(self, task_id: str, subsystem: str, seq: int) -> Tombstone:
+        self._drop(task_id)
+        tombstone = Tombstone(subsystem=subsystem, seq=seq, cleared_at=self._clock())
+        self._tombstones[task_id] = tombstone
+        return tombstone
+
+    def _drop(self, task_id: str) -> None:
+        entry = self._entries.pop(task_id, None)
+        if entry is not None:
+            self._unindex(entry)
+
+    def _index(self, entry: Entry) -> None:
+        for tag in entry.tags:
+            self._by_tag.setdefault(tag, set()).add(entry.id)
+
+    def _unindex(self, entry: Entry) -> None:
+        for tag in entry.tags:
+            ids = self._by_tag.get(tag)
+            if ids is not None:
+                ids.discard(entry.id)
+                if not ids:
+                    del self._by_tag[tag]
+
+
+_EMPTY: frozenset[str] = frozenset()

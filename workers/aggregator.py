@@ -1,0 +1,46 @@
+"""Composition root of ``bus-tasks serve``: wire the aggregator from settings and run it."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from bus_tasks.aggregator import Aggregator, AggregatorPolicy
+from bus_tasks.bus import BusConnection
+from bus_tasks.config import Settings
+from bus_tasks.store import NullStore, Store
+
+log = logging.getLogger("bus_tasks.serve")
+
+
+def build(settings: Settings, store: Store | None = None) -> Aggregator:
+    connection = BusConnection(
+        settings.broker,
+        heartbeat_s=settings.heartbeat_s,
+        connect_timeout_s=settings.connect_timeout_s,
+        redis_key_prefix=settings.redis_key_prefix,
+    )
+    policy = AggregatorPolicy(
+        prefetch_count=settings.prefetch_count,
+        max_event_bytes=settings.max_event_bytes,
+        max_request_bytes=settings.max_request_bytes,
+        done_ttl_s=settings.done_ttl_s,
+        tombstone_ttl_s=settings.tombstone_ttl_s,
+    )
+    return Aggregator(connection, store=store or NullStore(), policy=policy)
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT; returns the exit status."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    build(settings).run(stop)
+    return 0
