@@ -10,7 +10,14 @@ from collections import Counter
 from dataclasses import dataclass
 
 from bus_tasks import codec, names, rpc
-from bus_tasks.bus import BusConnection, Delivery, control_queue, events_queue, reply_queue, rpc_queue
+from bus_tasks.bus import (
+    BusConnection,
+    Delivery,
+    control_queue,
+    events_queue,
+    reply_queue,
+    rpc_queue,
+)
 from bus_tasks.errors import BusTasksError, EventRejected, GeneralError, InvalidRequest
 from bus_tasks.model import decode_event
 from bus_tasks.store import NullStore, Store
@@ -78,14 +85,10 @@ class Aggregator:
         self.connection.declare_topology()
         self.connection.declare(self._control_replies)
         # Events first: an event published once RPC answers must already have a queue.
-        self.connection.consume(
-            [events_queue()], self._on_event, prefetch=self.policy.prefetch_count
-        )
+        self.connection.consume([events_queue()], self._on_event, prefetch=self.policy.prefetch_count)
         self.connection.consume([self._control_replies], self._on_control_reply, no_ack=True)
         self.connection.consume([rpc_queue()], self._on_request, prefetch=64)
-        log.info(
-            "aggregator ready on %r: %d tasks loaded from %s", self.connection, loaded, self.store
-        )
+        log.info("aggregator ready on %r: %d tasks loaded from %s", self.connection, loaded, self.store)
         self.ready.set()
 
     def run(self, stop: threading.Event) -> None:
@@ -125,9 +128,7 @@ class Aggregator:
             self.store.put(self.view.get(event.task.id))
         elif outcome is Outcome.CLEARED:
             self.store.bury(event.task.id, self.view.tombstones[event.task.id])
-        log.debug(
-            "event %s task=%s seq=%d %s", event.event, event.task.id, event.seq, outcome.value
-        )
+        log.debug("event %s task=%s seq=%d %s", event.event, event.task.id, event.seq, outcome.value)
         self._unacked.append(delivery)
         if len(self._unacked) >= self.policy.ack_batch:
             self._flush()
@@ -171,15 +172,14 @@ class Aggregator:
         delivery.ack()
 
     def _reply(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
-        self.connection.publish(
-            body, routing_key=reply_to, correlation_id=correlation_id, persistent=False
-        )
+        self.connection.publish(body, routing_key=reply_to, correlation_id=correlation_id, persistent=False)
 
     # -- control ------------------------------------------------------------------------
 
     def _forward(self, delivery: Delivery, reply: rpc.Reply, received: float) -> None:
-        assert reply.forward is not None and delivery.reply_to is not None
         forward = reply.forward
+        assert forward is not None
+        assert delivery.reply_to is not None
         timeout_s = (
             delivery.expiration_ms / 1000.0
             if delivery.expiration_ms is not None
@@ -226,7 +226,7 @@ class Aggregator:
                 body = rpc.result_body(pending.request_id, answer["result"])
         except (codec.DecodeError, AttributeError, KeyError, TypeError):
             log.warning("malformed control reply for task %s", pending.task_id)
-            failure = GeneralError(message=f"General Exception: malformed reply from the subsystem of {pending.task_id}")
+            failure = GeneralError(pending.task_id, "malformed reply from the owning subsystem")
             body = rpc.error_body(pending.request_id, failure)
         self._reply(pending.reply_to, pending.correlation_id, body)
 
@@ -235,7 +235,7 @@ class Aggregator:
         for control_id in [c for c, p in self._pending.items() if p.deadline <= now]:
             pending = self._pending.pop(control_id)
             error: BusTasksError = GeneralError(
-                message=f"General Exception: the subsystem owning task {pending.task_id} did not answer {pending.method} in time"
+                pending.task_id, f"the owning subsystem did not answer {pending.method} in time"
             )
             self.counts["control_timeouts"] += 1
             log.warning("rpc %s task=%s: subsystem did not answer", pending.method, pending.task_id)
@@ -255,7 +255,9 @@ class Aggregator:
         if expired.buried or expired.forgotten:
             self.store.commit()
             log.info(
-                "expired %d done tasks and %d tombstones", len(expired.buried), len(expired.forgotten)
+                "expired %d done tasks and %d tombstones",
+                len(expired.buried),
+                len(expired.forgotten),
             )
 
     def _on_clear(self, task_id: str, tombstone: Tombstone) -> None:

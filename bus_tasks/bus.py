@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
 from kombu.message import Message
+from kombu.messaging import Consumer, Producer
+from kombu.transport import memory
 
 from bus_tasks import names
 from bus_tasks.config import redact_url
@@ -21,12 +23,11 @@ log = logging.getLogger(__name__)
 EVENTS_EXCHANGE = Exchange(names.EVENTS_EXCHANGE, type="topic", durable=True)
 CONTROL_EXCHANGE = Exchange(names.CONTROL_EXCHANGE, type="direct", durable=True)
 DEFAULT_EXCHANGE = Exchange("", type="direct")
+_EXCHANGES = {e.name: e for e in (EVENTS_EXCHANGE, CONTROL_EXCHANGE)}
 
 
 def events_queue() -> Queue:
-    return Queue(
-        names.EVENTS_QUEUE, EVENTS_EXCHANGE, routing_key=names.EVENTS_BINDING, durable=True
-    )
+    return Queue(names.EVENTS_QUEUE, EVENTS_EXCHANGE, routing_key=names.EVENTS_BINDING, durable=True)
 
 
 def rpc_queue() -> Queue:
@@ -38,9 +39,7 @@ def dead_queue() -> Queue:
 
 
 def control_queue(subsystem: str) -> Queue:
-    return Queue(
-        names.control_queue(subsystem), CONTROL_EXCHANGE, routing_key=subsystem, durable=True
-    )
+    return Queue(names.control_queue(subsystem), CONTROL_EXCHANGE, routing_key=subsystem, durable=True)
 
 
 def reply_queue(prefix: str) -> Queue:
@@ -150,6 +149,7 @@ class BusConnection:
         self._producer: Producer | None = None
         self._declared: list[Queue | Exchange] = []
         self._last_heartbeat = 0.0
+        self._exchanges_declared: set[str] = set()
 
     def __repr__(self) -> str:
         return f"BusConnection({redact_url(self.url)!r})"
@@ -177,8 +177,8 @@ class BusConnection:
         self.connect()
         channel = self._conn.default_channel
         for entity in entities:
-            entity.maybe_bind(channel)
-            entity.declare()
+            # bind() makes a bound copy: the module-level entities stay unbound and shareable.
+            entity.bind(channel).declare()
             if entity not in self._declared:
                 self._declared.append(entity)
 
@@ -187,7 +187,12 @@ class BusConnection:
         self.declare(EVENTS_EXCHANGE, CONTROL_EXCHANGE, events_queue(), rpc_queue(), dead_queue())
 
     def consume(
-        self, queues: list[Queue], handler: Handler, *, no_ack: bool = False, prefetch: int | None = None
+        self,
+        queues: list[Queue],
+        handler: Handler,
+        *,
+        no_ack: bool = False,
+        prefetch: int | None = None,
     ) -> None:
         """Deliver messages of ``queues`` to ``handler`` during :meth:`drain`."""
         self._consumers.append((queues, handler, no_ack, prefetch))
@@ -210,7 +215,7 @@ class BusConnection:
         self,
         body: bytes,
         *,
-        exchange: Exchange | str = "",
+        exchange: str = "",
         routing_key: str,
         headers: dict[str, Any] | None = None,
         reply_to: str | None = None,
@@ -222,6 +227,10 @@ class BusConnection:
         if self._producer is None:
             self.connect()
             self._producer = Producer(self._conn.default_channel)
+        if exchange and exchange not in self._exchanges_declared:
+            # Virtual transports (redis, memory) route by the exchange type this connection knows.
+            self.declare(_EXCHANGES[exchange])
+            self._exchanges_declared.add(exchange)
         self._producer.publish(
             body,
             exchange=exchange,
@@ -258,7 +267,7 @@ class BusConnection:
                 self._last_heartbeat = now
         try:
             self._conn.drain_events(timeout=timeout_s)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         return True
 
@@ -275,9 +284,7 @@ class BusConnection:
         self.connect()
         channel = self._conn.default_channel
         for entity in self._declared:
-            entity.maybe_bind(channel)
-            if isinstance(entity, Queue | Exchange):
-                entity.bind(channel).declare()
+            entity.bind(channel).declare()
         for queues, handler, no_ack, prefetch in self._consumers:
             self._start(queues, handler, no_ack, prefetch)
         log.info("broker connection to %s re-established", redact_url(self.url))
@@ -294,6 +301,13 @@ class BusConnection:
         self.connect()
         message = queue.bind(self._conn.default_channel).get(no_ack=False)
         return None if message is None else Delivery.of(message)
+
+    def delete_queues(self, queue_names: list[str]) -> None:
+        """Delete queues by name (tools and test teardown)."""
+        self.connect()
+        channel = self._conn.default_channel
+        for name in queue_names:
+            channel.queue_delete(name)
 
     def close(self) -> None:
         for consumer in self._live:
@@ -316,8 +330,6 @@ def reset_memory_transport() -> None:
 
     kombu keeps that broker's state in class attributes; tests call this between runs.
     """
-    from kombu.transport import memory
-
     memory.Channel.queues.clear()
     memory.Channel.events.clear()
     memory.Transport.global_state.clear()

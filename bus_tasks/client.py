@@ -56,7 +56,9 @@ class TasksClient:
         else:
             log.debug("stale reply %s dropped", delivery.correlation_id)
 
-    def call(self, method: str, params: dict[str, Any] | None = None, *, timeout_s: float | None = None) -> Any:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout_s: float | None = None
+    ) -> Any:
         """Call ``method`` and return its result, within ``timeout_s`` from now.
 
         Raises:
@@ -163,28 +165,30 @@ class VdsmFacade:
         except BusTasksError as exc:
             return legacy.wrap_error(exc)
 
-    def getAllTasks(self, tags: str | Sequence[str] | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:  # noqa: N802
+    def getAllTasks(
+        self, tags: str | Sequence[str] | None = None, options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         return self._wrapped("getAllTasks", lambda: self._client.get_all_tasks(tags, options))
 
-    def getAllTasksInfo(self, spUUID: str | None = None, options: Any = None) -> dict[str, Any]:  # noqa: N802, N803
+    def getAllTasksInfo(self, spUUID: str | None = None, options: Any = None) -> dict[str, Any]:
         return self._wrapped("getAllTasksInfo", self._client.get_all_tasks_info)
 
-    def getAllTasksStatuses(self, spUUID: str | None = None, options: Any = None) -> dict[str, Any]:  # noqa: N802, N803
+    def getAllTasksStatuses(self, spUUID: str | None = None, options: Any = None) -> dict[str, Any]:
         return self._wrapped("getAllTasksStatuses", self._client.get_all_tasks_statuses)
 
-    def getTaskStatus(self, taskID: str) -> dict[str, Any]:  # noqa: N802, N803
+    def getTaskStatus(self, taskID: str) -> dict[str, Any]:
         return self._wrapped("getTaskStatus", lambda: self._client.get_task_status(taskID))
 
-    def getTaskInfo(self, taskID: str) -> dict[str, Any]:  # noqa: N802, N803
+    def getTaskInfo(self, taskID: str) -> dict[str, Any]:
         return self._wrapped("getTaskInfo", lambda: self._client.get_task_info(taskID))
 
-    def stopTask(self, taskID: str) -> dict[str, Any]:  # noqa: N802, N803
+    def stopTask(self, taskID: str) -> dict[str, Any]:
         return self._wrapped("stopTask", lambda: self._client.stop_task(taskID))
 
-    def clearTask(self, taskID: str) -> dict[str, Any]:  # noqa: N802, N803
+    def clearTask(self, taskID: str) -> dict[str, Any]:
         return self._wrapped("clearTask", lambda: self._client.clear_task(taskID))
 
-    def revertTask(self, taskID: str) -> dict[str, Any]:  # noqa: N802, N803
+    def revertTask(self, taskID: str) -> dict[str, Any]:
         return self._wrapped("revertTask", lambda: self._client.revert_task(taskID))
 
 

@@ -168,7 +168,7 @@ class Event(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_version: Literal[1] = Field(default=1, alias="schema")
     event: EventName
     seq: Annotated[StrictInt, Field(gt=0)]
     task: TaskRecord

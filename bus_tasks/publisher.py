@@ -76,9 +76,7 @@ class TaskPublisher:
     Thread-safe: tasks may be changed from any thread.
     """
 
-    def __init__(
-        self, connection: BusConnection, subsystem: str, *, seq: SeqClock | None = None
-    ) -> None:
+    def __init__(self, connection: BusConnection, subsystem: str, *, seq: SeqClock | None = None) -> None:
         if not isinstance(subsystem, str) or not _SUBSYSTEM_RE.match(subsystem):
             raise InvalidParameter("subsystem", subsystem)
         self.subsystem = subsystem
@@ -124,7 +122,9 @@ class TaskPublisher:
         with self._lock:
             record = _record(fields)
             if record.id in self._tasks:
-                raise InvalidParameter("task_id", record.id, message=f"Invalid parameter: task {record.id} exists")
+                raise InvalidParameter(
+                    "task_id", record.id, message=f"Invalid parameter: task {record.id} exists"
+                )
             self._emit("created", record)
             return record
 
@@ -292,7 +292,11 @@ class TaskPublisher:
         if method == "clear":
             with self._lock:
                 dropped = self._tasks.pop(canonical_task_id(task_id), None)
-            log.info("task %s cleared by the aggregator (%s)", task_id, "dropped" if dropped else "unknown")
+            log.info(
+                "task %s cleared by the aggregator (%s)",
+                task_id,
+                "dropped" if dropped else "unknown",
+            )
             return True
         record = self.get(task_id)
         handler = {"stop": self._on_stop, "revert": self._on_revert}.get(method, _UNSET)

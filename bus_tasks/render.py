@@ -18,7 +18,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def _cell(value: Any) -> str:
-    if value is None or value == "" or value == []:
+    if value is None or value in ("", []):
         return "-"
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
@@ -33,14 +33,29 @@ def tasks_table(tasks: dict[str, dict[str, Any]]) -> str:
     """``getAllTasks`` result as a table, oldest first."""
     rows = [
         (
-            t["id"], t["subsystem"], t["verb"], t["tags"], t["state"],
+            t["id"],
+            t["subsystem"],
+            t["verb"],
+            t["tags"],
+            t["state"],
             f"{t['taskState']}/{t['taskResult']}" if t["taskResult"] else t["taskState"],
             "" if t["progress"] is None else f"{t['progress']}%",
-            t["code"], t["message"],
+            t["code"],
+            t["message"],
         )
         for t in _sorted(tasks, "createdAt")
     ]
-    headers = ("TASK ID", "SUBSYSTEM", "VERB", "TAGS", "STATE", "ENGINE STATE", "PROGRESS", "CODE", "MESSAGE")
+    headers = (
+        "TASK ID",
+        "SUBSYSTEM",
+        "VERB",
+        "TAGS",
+        "STATE",
+        "ENGINE STATE",
+        "PROGRESS",
+        "CODE",
+        "MESSAGE",
+    )
     return f"{table(headers, rows)}\n({len(rows)} tasks)"
 
 

@@ -44,12 +44,12 @@ class GetAllTasksParams(_Params):
 
 
 class LegacyListParams(_Params):
-    spUUID: JsonValue = None  # noqa: N815 - VDSM's spelling
+    spUUID: JsonValue = None
     options: JsonValue = None
 
 
 class TaskParams(_Params):
-    taskID: StrictStr  # noqa: N815 - VDSM's spelling
+    taskID: StrictStr
 
 
 ControlCommand = Literal["stop", "revert"]
@@ -125,7 +125,8 @@ class Dispatcher:
     def get_all_tasks(self, params: GetAllTasksParams) -> dict[str, codec.Fragment]:
         tags = _query_tags(params.tags)
         match_all = params.options is not None and params.options.match == "all"
-        return {e.id: e.details for e in self.view.select(tags, match_all=match_all)}
+        fragment = codec.Fragment
+        return {e.id: fragment(e.details) for e in self.view.select(tags, match_all=match_all)}
 
     def get_all_tasks_info(self, params: LegacyListParams) -> dict[str, Any]:
         return {e.id: e.info() for e in self.view.select(["spm"])}
@@ -160,6 +161,12 @@ class Dispatcher:
             self._on_clear(task_id, tombstone)
         return True
 
+    def _method(self, name: str) -> Method:
+        method = self.methods.get(name)
+        if method is None:
+            raise MethodNotFound(repr(name))
+        return method
+
     def _entry(self, params: TaskParams) -> Entry:
         return self.view.get(_task_id(params.taskID))
 
@@ -173,9 +180,7 @@ class Dispatcher:
             request = _parse(body)
             request_id = request.get("id")
             method_name = request["method"]
-            method = self.methods.get(method_name)
-            if method is None:
-                raise MethodNotFound(repr(method_name))
+            method = self._method(method_name)
             params = _bind(method.params, request.get("params"))
             result = method.call(params)
         except BusTasksError as exc:

@@ -73,7 +73,15 @@ class SimulatedSubsystem:
         with self._lock:
             self._running[task_id] = _Running(
                 task_id,
-                deque([{"state": State.FAILED, "code": ABORTED_CODE, "message": "Task is aborted: stopped by request"}]),
+                deque(
+                    [
+                        {
+                            "state": State.FAILED,
+                            "code": ABORTED_CODE,
+                            "message": "Task is aborted: stopped by request",
+                        }
+                    ]
+                ),
             )
 
     def _revert(self, task_id: str) -> None:
@@ -110,11 +118,20 @@ def storage_steps(rng: random.Random, *, fail: bool) -> list[Step]:
     if fail:
         steps.append({"state": State.FAILED, "code": 205, "message": "Cannot create Logical Volume"})
     else:
-        steps.append({"state": State.FINISHED, "progress": 100, "message": "1 jobs completed successfully", "result": ""})
+        steps.append(
+            {
+                "state": State.FINISHED,
+                "progress": 100,
+                "message": "1 jobs completed successfully",
+                "result": "",
+            }
+        )
     return steps
 
 
-def start_storage_tasks(sim: SimulatedSubsystem, count: int, rng: random.Random, *, fail_every: int = 4) -> list[str]:
+def start_storage_tasks(
+    sim: SimulatedSubsystem, count: int, rng: random.Random, *, fail_every: int = 4
+) -> list[str]:
     ids = []
     for i in range(count):
         verb, tags = STORAGE_VERBS[i % len(STORAGE_VERBS)]

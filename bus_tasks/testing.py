@@ -16,7 +16,11 @@ __all__ = ["RunningAggregator", "drain", "reset_memory_transport", "wait_until"]
 
 
 def wait_until(
-    predicate: Callable[[], T], *, timeout_s: float, interval_s: float = 0.01, what: str = "condition"
+    predicate: Callable[[], T],
+    *,
+    timeout_s: float,
+    interval_s: float = 0.01,
+    what: str = "condition",
 ) -> T:
     """Poll ``predicate`` until it returns a truthy value, which is returned.
 

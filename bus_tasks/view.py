@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 
 from bus_tasks import codec, legacy
@@ -25,7 +26,8 @@ class Entry:
     code: int
     message: str
     updated_at: float
-    details: codec.Fragment
+    details: bytes  # TaskDetails, encoded once per change
+
 
     @classmethod
     def from_record(cls, record: TaskRecord, seq: int) -> Entry:
@@ -39,7 +41,24 @@ class Entry:
             code=record.code,
             message=record.message,
             updated_at=record.updated_at.timestamp(),
-            details=codec.Fragment(codec.dumps(legacy.task_details(record))),
+            details=codec.dumps(legacy.task_details(record)),
+        )
+
+    @classmethod
+    def from_details(cls, details: bytes, seq: int) -> Entry:
+        """Rebuild an entry from its stored TaskDetails bytes (the store keeps nothing else)."""
+        fields = codec.loads(details)
+        return cls(
+            id=fields["id"],
+            seq=seq,
+            subsystem=fields["subsystem"],
+            verb=fields["verb"],
+            tags=tuple(fields["tags"]),
+            state=State(fields["state"]),
+            code=fields["code"],
+            message=fields["message"],
+            updated_at=datetime.fromisoformat(fields["updatedAt"]).timestamp(),
+            details=details,
         )
 
     def status(self) -> dict[str, object]:
@@ -111,9 +130,7 @@ class TaskView:
         tombstone = self._tombstones.get(task_id)
         owner = current.subsystem if current else tombstone.subsystem if tombstone else None
         if owner is not None and owner != record.subsystem:
-            raise EventRejected(
-                f"task {task_id} is owned by subsystem {owner!r}, not {record.subsystem!r}"
-            )
+            raise EventRejected(f"task {task_id} is owned by subsystem {owner!r}, not {record.subsystem!r}")
         if tombstone is not None:
             return Outcome.STALE
         if event.event == "cleared":
@@ -181,7 +198,7 @@ class TaskView:
     def expire(
         self, *, tombstone_ttl_s: float, done_ttl_s: float | None, now: float | None = None
     ) -> Expired:
-        """Bury done tasks not updated for ``done_ttl_s``; forget tombstones older than ``tombstone_ttl_s``."""
+        """Bury done tasks idle for ``done_ttl_s``; forget tombstones older than ``tombstone_ttl_s``."""
         now = self._clock() if now is None else now
         buried: list[str] = []
         if done_ttl_s is not None:

@@ -15,6 +15,9 @@ from bus_tasks.errors import BusTasksError
 from bus_tasks.legacy import record_from_details
 from bus_tasks.model import State
 from bus_tasks.publisher import TaskPublisher
+from workers.aggregator import serve
+from workers.demo import run_demo
+from workers.simulator import simulate
 
 log = logging.getLogger("bus_tasks.cli")
 
@@ -56,13 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = sub.add_parser("tasks", help="list tasks of a running aggregator (getAllTasks)")
     _client_options(tasks)
     tasks.add_argument("--tag", action="append", metavar="TAG", help="only tasks with this tag (repeatable)")
-    tasks.add_argument("--match", choices=("any", "all"), default="any", help="with several --tag: any or all of them")
-    tasks.add_argument("--legacy", choices=("info", "statuses"), help="VDSM's getAllTasksInfo or getAllTasksStatuses instead")
+    tasks.add_argument(
+        "--match",
+        choices=("any", "all"),
+        default="any",
+        help="with several --tag: any or all of them",
+    )
+    tasks.add_argument(
+        "--legacy",
+        choices=("info", "statuses"),
+        help="VDSM's getAllTasksInfo or getAllTasksStatuses instead",
+    )
 
-    for name, what in (("status", "show one task's status (Task.getStatus)"),
-                       ("stop", "stop a task (Task.stop)"),
-                       ("revert", "revert a done task (Task.revert)"),
-                       ("clear", "clear a done task (Task.clear)")):
+    for name, what in (
+        ("status", "show one task's status (Task.getStatus)"),
+        ("stop", "stop a task (Task.stop)"),
+        ("revert", "revert a done task (Task.revert)"),
+        ("clear", "clear a done task (Task.clear)"),
+    ):
         cmd = sub.add_parser(name, help=what)
         _client_options(cmd)
         cmd.add_argument("task_id", metavar="TASK_ID")
@@ -78,9 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     retag = sub.add_parser("retag", help="replace the tags of a task (republished as its subsystem)")
     _client_options(retag)
     retag.add_argument("task_id", metavar="TASK_ID")
-    retag.add_argument("--tag", action="append", default=[], metavar="TAG", help="new tag (repeatable; none clears)")
+    retag.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="new tag (repeatable; none clears)",
+    )
 
-    simulate = sub.add_parser("simulate", help="run a simulated subsystem (storage or gluster) against a broker")
+    simulate = sub.add_parser(
+        "simulate", help="run a simulated subsystem (storage or gluster) against a broker"
+    )
     _broker_options(simulate)
     simulate.add_argument("kind", choices=("storage", "gluster"))
     simulate.add_argument("--subsystem", help="subsystem name (default: vdsm or gluster)")
@@ -93,7 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = Settings().with_overrides(broker_url=getattr(args, "broker", None), log_level=args.log_level)
+        settings = Settings().with_overrides(
+            broker_url=getattr(args, "broker", None), log_level=args.log_level
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"bus-tasks: bad configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -130,14 +154,10 @@ def _client(args: argparse.Namespace, settings: Settings) -> TasksClient:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.aggregator import serve
-
     return serve(settings.with_overrides(data_dir=args.data_dir))
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.demo import run_demo
-
     return run_demo(sys.stdout, storage_tasks=args.storage_tasks)
 
 
@@ -193,14 +213,20 @@ def cmd_retag(args: argparse.Namespace, settings: Settings) -> int:
         publisher = TaskPublisher(connection, details["subsystem"])
         publisher.adopt(record_from_details(details))
         record = publisher.retag(details["id"], args.tag)
-        print(codec.dumps(list(record.tags)).decode() if args.json else f"{record.id}: tags {list(record.tags)}")
+        print(
+            codec.dumps(list(record.tags)).decode() if args.json else f"{record.id}: tags {list(record.tags)}"
+        )
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.simulator import simulate
-
-    return simulate(settings, kind=args.kind, subsystem=args.subsystem, tasks=args.tasks, interval_s=args.interval)
+    return simulate(
+        settings,
+        kind=args.kind,
+        subsystem=args.subsystem,
+        tasks=args.tasks,
+        interval_s=args.interval,
+    )
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {

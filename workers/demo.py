@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -81,7 +82,10 @@ def run_demo(out: TextIO, *, storage_tasks: int = 8, seed: int = 7) -> int:
                 for task_id, task in client.get_all_tasks().items():
                     if task["taskState"] == "finished":
                         client.clear_task(task_id)
-                        print(f"clear {task_id} ({task['subsystem']} {task['verb']}) -> True", file=out)
+                        print(
+                            f"clear {task_id} ({task['subsystem']} {task['verb']}) -> True",
+                            file=out,
+                        )
                 step(1)
             _section(out, "getAllTasks() at the end")
             print(render.tasks_table(client.get_all_tasks()), file=out)
@@ -108,12 +112,13 @@ def _engine_loop(out: TextIO, client: TasksClient, advance: Callable[[], None]) 
             f"{state}={sum(1 for s in statuses.values() if s['taskState'] == state)}"
             for state in sorted({s["taskState"] for s in statuses.values()})
         )
-        print(f"round {round_no}: {len(statuses)} spm tasks ({summary}); clearing {len(finished)}", file=out)
+        print(
+            f"round {round_no}: {len(statuses)} spm tasks ({summary}); clearing {len(finished)}",
+            file=out,
+        )
         for task_id in finished:
-            try:
+            with contextlib.suppress(TaskStateError):  # the engine's "not yet": a later round
                 client.clear_task(task_id)
-            except TaskStateError:
-                pass  # the engine's "not yet": cleared on a later round
         advance()
         round_no += 1
 

@@ -1,0 +1,257 @@
+"""Fixtures: one broker per transport, each test isolated (own vhost queues, own Redis prefix)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from bus_tasks.aggregator import Aggregator, AggregatorPolicy
+from bus_tasks.bus import BusConnection
+from bus_tasks.client import TasksClient
+from bus_tasks.publisher import TaskPublisher
+from bus_tasks.store import Store
+from bus_tasks.testing import RunningAggregator, reset_memory_transport
+
+CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+RABBITMQ = ("127.0.0.1", 5672)
+REDIS = ("127.0.0.1", 6379)
+
+
+def _reachable(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, address: tuple[str, int]) -> None:
+    """Skip without the service on a laptop; fail when CI is set."""
+    if _reachable(address):
+        return
+    message = f"{name} is not reachable on {address[0]}:{address[1]}"
+    if CI:
+        pytest.fail(f"{message} (CI is set: real-service tests must run)")
+    pytest.skip(message)
+
+
+def _rabbitmqctl(*args: str) -> str:
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout
+
+
+@dataclass
+class Broker:
+    """One isolated broker namespace: a URL plus, for Redis, a key prefix of its own."""
+
+    transport: str
+    url: str
+    redis_key_prefix: str = ""
+    _opened: list[BusConnection] = field(default_factory=list)
+
+    def connection(self, *, confirm_publish: bool = True) -> BusConnection:
+        conn = BusConnection(
+            self.url,
+            confirm_publish=confirm_publish,
+            redis_key_prefix=self.redis_key_prefix,
+            connect_timeout_s=5.0,
+        )
+        self._opened.append(conn)
+        return conn
+
+    def close_all(self) -> None:
+        for conn in self._opened:
+            try:
+                conn.close()
+            except Exception:  # already closed or broker gone: teardown goes on
+                pass
+        self._opened.clear()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_vhost() -> Iterator[str]:
+    """A RabbitMQ vhost of this test run, deleted at the end."""
+    require_service("RabbitMQ", RABBITMQ)
+    vhost = f"bus_tasks_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    try:
+        yield vhost
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
+def fakeredis_server() -> Iterator[tuple[str, int]]:
+    """A fakeredis server on a free loopback port (kombu's redis transport needs a real socket)."""
+    from fakeredis import TcpFakeServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield ("127.0.0.1", port)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _purge_redis_prefix(host: str, port: int, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis(host=host, port=port)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def _delete_rabbitmq_queues(vhost: str) -> None:
+    listed = _rabbitmqctl("list_queues", "-p", vhost, "name", "--no-table-headers")
+    queues = [line.strip() for line in listed.splitlines() if line.strip()]
+    if not queues:
+        return
+    conn = BusConnection(f"amqp://guest:guest@127.0.0.1:5672/{vhost}")
+    try:
+        conn.delete_queues(queues)
+    finally:
+        conn.close()
+
+
+TRANSPORTS = [
+    "memory",
+    "fakeredis",
+    pytest.param("redis", marks=pytest.mark.integration),
+    pytest.param("rabbitmq", marks=pytest.mark.integration),
+]
+
+
+def _make_broker(transport: str, request: pytest.FixtureRequest) -> Iterator[Broker]:
+    if transport == "memory":
+        reset_memory_transport()
+        broker = Broker("memory", "memory://")
+        yield broker
+        broker.close_all()
+        reset_memory_transport()
+    elif transport in ("fakeredis", "redis"):
+        if transport == "redis":
+            require_service("Redis", REDIS)
+            host, port = REDIS
+        else:
+            host, port = request.getfixturevalue("fakeredis_server")
+        prefix = f"bus_tasks_test:{uuid.uuid4().hex[:12]}:"
+        broker = Broker(transport, f"redis://{host}:{port}/0", redis_key_prefix=prefix)
+        yield broker
+        broker.close_all()
+        _purge_redis_prefix(host, port, prefix)
+    elif transport == "rabbitmq":
+        vhost = request.getfixturevalue("rabbitmq_vhost")
+        broker = Broker("rabbitmq", f"amqp://guest:guest@127.0.0.1:5672/{vhost}")
+        yield broker
+        broker.close_all()
+        _delete_rabbitmq_queues(vhost)
+    else:  # pragma: no cover - a typo in a parametrization
+        raise ValueError(transport)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """An isolated broker, once per transport: memory, fakeredis, redis, rabbitmq."""
+    yield from _make_broker(request.param, request)
+
+
+@pytest.fixture
+def memory_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    yield from _make_broker("memory", request)
+
+
+@pytest.fixture
+def rabbitmq_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    yield from _make_broker("rabbitmq", request)
+
+
+@pytest.fixture
+def redis_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    yield from _make_broker("redis", request)
+
+
+@dataclass
+class System:
+    """A running aggregator plus factories for publishers and clients on one broker."""
+
+    broker: Broker
+    aggregator: Aggregator
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def publisher(self, subsystem: str, *, listen: bool = False) -> TaskPublisher:
+        """A publisher; with ``listen``, it answers control commands in a thread of its own."""
+        pub = TaskPublisher(self.broker.connection(), subsystem)
+        if listen:
+            control = self.broker.connection(confirm_publish=False)
+            thread = threading.Thread(target=pub.serve_control, args=(control, self._stop), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return pub
+
+    def client(self, timeout_s: float = 10.0) -> TasksClient:
+        return TasksClient(self.broker.connection(confirm_publish=False), timeout_s=timeout_s)
+
+    def stop_threads(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(5.0)
+
+
+SystemFactory = Callable[..., System]
+
+
+@pytest.fixture
+def start_system() -> Iterator[SystemFactory]:
+    """Start an aggregator on a broker: ``start_system(broker, store=None, policy=None)``."""
+    started: list[tuple[System, RunningAggregator]] = []
+
+    def start(
+        broker: Broker, *, store: Store | None = None, policy: AggregatorPolicy | None = None
+    ) -> System:
+        aggregator = Aggregator(broker.connection(confirm_publish=False), store=store, policy=policy)
+        running = RunningAggregator(aggregator)
+        running.__enter__()
+        system = System(broker, aggregator)
+        started.append((system, running))
+        return system
+
+    yield start
+    for system, running in reversed(started):
+        system.stop_threads()
+        running.__exit__(None, None, None)
+
+
+@pytest.fixture
+def system(broker: Broker, start_system: SystemFactory) -> System:
+    """A running aggregator on each transport in turn."""
+    return start_system(broker)
+
+
+@pytest.fixture
+def memory_system(memory_broker: Broker, start_system: SystemFactory) -> System:
+    return start_system(memory_broker)
+
+
+@pytest.fixture
+def rabbitmq_system(rabbitmq_broker: Broker, start_system: SystemFactory) -> System:
+    return start_system(rabbitmq_broker)
