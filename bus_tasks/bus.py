@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from kombu.transport import memory
 
 from bus_tasks import names
 from bus_tasks.config import redact_url
+from bus_tasks.errors import PublishError
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +118,26 @@ def transport_options(url: str, *, redis_key_prefix: str = "") -> dict[str, Any]
     return {}
 
 
+@dataclass(slots=True)
+class _Outgoing:
+    """A message on its way: kept until the broker confirms it, re-sent after a reconnect."""
+
+    body: bytes
+    exchange: str
+    routing_key: str
+    headers: dict[str, Any]
+    reply_to: str | None
+    correlation_id: str | None
+    expiration_s: float | None
+    persistent: bool
+    on_confirm: Callable[[], None] | None
+
+
 class BusConnection:
     """One broker connection with its consumers; survives a dropped connection by reconnecting.
 
+    With ``confirm_publish`` on RabbitMQ, publishes are pipelined: each message is kept until
+    the broker confirms it (at most ``max_unconfirmed``) and re-sent after a reconnect or a nack.
     Not thread-safe: use one per thread.
     """
 
@@ -129,27 +148,36 @@ class BusConnection:
         confirm_publish: bool = False,
         heartbeat_s: float = 0.0,
         connect_timeout_s: float = 5.0,
+        connect_retries: int | None = None,
         redis_key_prefix: str = "",
         reconnect_max_s: float = 5.0,
+        max_unconfirmed: int = 10_000,
+        confirm_window: int = 1_000,
     ) -> None:
         self.url = url
         self.is_amqp = url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
-        options = transport_options(url, redis_key_prefix=redis_key_prefix)
-        if confirm_publish and self.is_amqp:
-            options["confirm_publish"] = True
         self._conn = Connection(
             url,
             heartbeat=heartbeat_s if self.is_amqp else 0,
             connect_timeout=connect_timeout_s,
-            transport_options=options,
+            transport_options=transport_options(url, redis_key_prefix=redis_key_prefix),
         )
+        self._connect_retries = connect_retries
         self._reconnect_max_s = reconnect_max_s
         self._consumers: list[tuple[list[Queue], Handler, bool, int | None]] = []
         self._live: list[Consumer] = []
         self._producer: Producer | None = None
         self._declared: list[Queue | Exchange] = []
-        self._last_heartbeat = 0.0
         self._exchanges_declared: set[str] = set()
+        self._last_heartbeat = 0.0
+        # Publisher confirms (RabbitMQ only): delivery tag -> message, in publish order.
+        self._confirming = confirm_publish and self.is_amqp
+        self._max_unconfirmed = max_unconfirmed
+        self._confirm_window = min(confirm_window, max_unconfirmed)
+        self._unconfirmed: dict[int, _Outgoing] = {}
+        self._unsent: deque[_Outgoing] = deque()
+        self._next_tag = 1
+        self._broken = False
 
     def __repr__(self) -> str:
         return f"BusConnection({redact_url(self.url)!r})"
@@ -159,11 +187,16 @@ class BusConnection:
         """Exceptions that mean the connection or channel was lost."""
         return tuple(self._conn.connection_errors) + tuple(self._conn.channel_errors)
 
+    @property
+    def pending(self) -> int:
+        """Messages published but not yet confirmed by the broker."""
+        return len(self._unconfirmed) + len(self._unsent)
+
     def connect(self) -> None:
-        """Connect now, retrying with back-off until connected."""
+        """Connect now, retrying with back-off (forever unless ``connect_retries`` was given)."""
         self._conn.ensure_connection(
             errback=self._on_connect_error,
-            max_retries=None,
+            max_retries=self._connect_retries,
             interval_start=0.1,
             interval_step=0.5,
             interval_max=self._reconnect_max_s,
@@ -211,6 +244,8 @@ class BusConnection:
         consumer.consume()
         self._live.append(consumer)
 
+    # -- publishing -----------------------------------------------------------------------
+
     def publish(
         self,
         body: bytes,
@@ -222,37 +257,150 @@ class BusConnection:
         correlation_id: str | None = None,
         expiration_s: float | None = None,
         persistent: bool = True,
+        on_confirm: Callable[[], None] | None = None,
     ) -> None:
-        """Publish one JSON body; with confirms on, returns once the broker has it."""
+        """Publish one JSON body.
+
+        With confirms on, returns once the message is sent (not yet confirmed): ``on_confirm``
+        runs when the broker confirms it, and :meth:`flush` waits for every confirm.
+
+        Raises:
+            PublishError: when ``max_unconfirmed`` messages already wait for the broker.
+        """
+        message = _Outgoing(
+            body,
+            exchange,
+            routing_key,
+            headers or {},
+            reply_to,
+            correlation_id,
+            expiration_s,
+            persistent,
+            on_confirm,
+        )
+        if not self._confirming:
+            self._send(message)
+            if on_confirm is not None:
+                on_confirm()
+            return
+        if self.pending >= self._max_unconfirmed:
+            self._await_confirms(self._max_unconfirmed - 1, deadline=time.monotonic() + 1.0)
+            if self.pending >= self._max_unconfirmed:
+                raise PublishError(
+                    f"{self.pending} messages wait for confirmation by {redact_url(self.url)}"
+                    f" (the bound is {self._max_unconfirmed}): is the broker reachable?"
+                )
+        self._unsent.append(message)
+        self._pump()
+        if len(self._unconfirmed) >= self._confirm_window:
+            self._await_confirms(self._confirm_window // 2, deadline=None)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until the broker has confirmed every message published so far.
+
+        Raises:
+            PublishError: when some are still unconfirmed at ``timeout_s``.
+        """
+        if not self._confirming:
+            return
+        self._await_confirms(0, deadline=time.monotonic() + timeout_s)
+        if self.pending:
+            raise PublishError(f"{self.pending} messages not confirmed by the broker within {timeout_s:g}s")
+
+    def _await_confirms(self, at_most: int, *, deadline: float | None) -> None:
+        """Process confirms (reconnecting and re-sending as needed) until ``pending <= at_most``."""
+        while self.pending > at_most:
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            try:
+                if self._broken:
+                    self.recover()
+                self._conn.drain_events(timeout=0.1)
+            except TimeoutError:
+                continue
+            except self.errors:
+                self._lost()
+
+    def _pump(self) -> None:
+        """Send what is waiting, in order; on a lost connection keep it for after a reconnect."""
+        try:
+            if self._broken:
+                self.recover()
+            while self._unsent:
+                message = self._unsent[0]
+                self._send(message)
+                self._unconfirmed[self._next_tag] = message
+                self._next_tag += 1
+                self._unsent.popleft()
+        except self.errors:
+            self._lost()
+
+    def _lost(self) -> None:
+        log.warning("broker connection to %s lost with %d unconfirmed", redact_url(self.url), self.pending)
+        # Confirm callbacks belong to the old connection (e.g. acks of its deliveries): drop them.
+        resend = [*self._unconfirmed.values(), *self._unsent]
+        for message in resend:
+            message.on_confirm = None
+        self._unsent = deque(resend)
+        self._unconfirmed.clear()
+        self._broken = True
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        for tag in self._confirmed_tags(delivery_tag, multiple):
+            message = self._unconfirmed.pop(tag)
+            if message.on_confirm is not None:
+                message.on_confirm()
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        tags = self._confirmed_tags(delivery_tag, multiple)
+        log.warning("broker refused %d messages; re-sending them", len(tags))
+        self._unsent.extendleft(reversed([self._unconfirmed.pop(tag) for tag in tags]))
+
+    def _confirmed_tags(self, delivery_tag: int, multiple: bool) -> list[int]:
+        if not multiple:
+            return [delivery_tag] if delivery_tag in self._unconfirmed else []
+        return [tag for tag in self._unconfirmed if tag <= delivery_tag]
+
+    def _send(self, message: _Outgoing) -> None:
         if self._producer is None:
             self.connect()
-            self._producer = Producer(self._conn.default_channel)
-        if exchange and exchange not in self._exchanges_declared:
+            channel: Any = self._conn.default_channel  # py-amqp's channel: confirms are its extension
+            if self._confirming:
+                channel.confirm_select()
+                channel.events["basic_ack"].add(self._on_ack)
+                channel.events["basic_nack"].add(self._on_nack)
+                self._next_tag = 1
+            self._producer = Producer(channel)
+        if message.exchange and message.exchange not in self._exchanges_declared:
             # Virtual transports (redis, memory) route by the exchange type this connection knows.
-            self.declare(_EXCHANGES[exchange])
-            self._exchanges_declared.add(exchange)
+            self.declare(_EXCHANGES[message.exchange])
+            self._exchanges_declared.add(message.exchange)
         self._producer.publish(
-            body,
-            exchange=exchange,
-            routing_key=routing_key,
+            message.body,
+            exchange=message.exchange,
+            routing_key=message.routing_key,
             content_type=names.CONTENT_TYPE,
             content_encoding="utf-8",
-            delivery_mode=2 if persistent else 1,
-            headers=headers or {},
-            reply_to=reply_to,
-            correlation_id=correlation_id,
-            expiration=expiration_s,
+            delivery_mode=2 if message.persistent else 1,
+            headers=message.headers,
+            reply_to=message.reply_to,
+            correlation_id=message.correlation_id,
+            expiration=message.expiration_s,
             retry=False,
         )
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move a poison message to ``bus_tasks.dead`` with ``reason`` in a header, then ack it."""
+        """Move a poison message to ``bus_tasks.dead`` with ``reason`` in a header.
+
+        The original is acked only once the dead letter is safely with the broker.
+        """
         headers = {
             names.HEADER_REASON: reason[:1000],
             "x-original-routing-key": delivery.routing_key,
         }
-        self.publish(delivery.body, routing_key=names.DEAD_QUEUE, headers=headers)
-        delivery.ack()
+        self.publish(delivery.body, routing_key=names.DEAD_QUEUE, headers=headers, on_confirm=delivery.ack)
+
+    # -- consuming ------------------------------------------------------------------------
 
     def drain(self, timeout_s: float) -> bool:
         """Process messages for up to ``timeout_s``; False when none arrived.
@@ -260,6 +408,8 @@ class BusConnection:
         Raises:
             the transport's connection errors (see :attr:`errors`); call :meth:`recover`.
         """
+        if self._broken:
+            self.recover()
         if self.is_amqp:
             now = time.monotonic()
             if now - self._last_heartbeat >= 1.0:
@@ -272,10 +422,13 @@ class BusConnection:
         return True
 
     def recover(self) -> None:
-        """Reconnect after a lost connection; re-declare the topology and restart consumers."""
-        log.warning("broker connection to %s lost; reconnecting", redact_url(self.url))
+        """Reconnect after a lost connection: re-declare, restart consumers, re-send unconfirmed."""
+        log.warning("reconnecting to %s", redact_url(self.url))
+        if not self._broken:
+            self._lost()
         self._live.clear()
         self._producer = None
+        self._exchanges_declared.clear()
         try:
             self._conn.collect()
         except Exception:  # the old connection is gone either way
@@ -287,7 +440,11 @@ class BusConnection:
             entity.bind(channel).declare()
         for queues, handler, no_ack, prefetch in self._consumers:
             self._start(queues, handler, no_ack, prefetch)
-        log.info("broker connection to %s re-established", redact_url(self.url))
+        self._broken = False
+        log.info("broker connection to %s re-established; re-sending %d", redact_url(self.url), self.pending)
+        self._pump()
+
+    # -- tools ----------------------------------------------------------------------------
 
     def queue_size(self, queue: Queue) -> int:
         """Messages ready in ``queue`` (declares it if missing)."""
@@ -309,7 +466,13 @@ class BusConnection:
         for name in queue_names:
             channel.queue_delete(name)
 
-    def close(self) -> None:
+    def close(self, flush_timeout_s: float = 10.0) -> None:
+        """Wait (bounded) for outstanding confirms, then cancel consumers and disconnect."""
+        try:
+            if self.pending:
+                self.flush(flush_timeout_s)
+        except PublishError as exc:
+            log.warning("closing %r: %s", self, exc)
         for consumer in self._live:
             try:
                 consumer.cancel()

@@ -171,3 +171,10 @@ class EventRejected(BusTasksError):
     def __init__(self, reason: str) -> None:
         super().__init__(message=reason)
         self.reason = reason
+
+
+class PublishError(BusTasksError):
+    """Raised when the broker has not confirmed published messages (bound reached, or a deadline)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(message=f"{self.title}: {detail}")

@@ -28,7 +28,6 @@ class Entry:
     updated_at: float
     details: bytes  # TaskDetails, encoded once per change
 
-
     @classmethod
     def from_record(cls, record: TaskRecord, seq: int) -> Entry:
         return cls(
