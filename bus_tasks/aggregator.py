@@ -26,6 +26,8 @@ from bus_tasks.view import Outcome, TaskView, Tombstone
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTROL_TIMEOUT_S = 10.0
+# A resync request older than this is moot: the subsystem announces itself when it starts.
+RESYNC_TTL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +90,19 @@ class Aggregator:
         self.connection.consume([events_queue()], self._on_event, prefetch=self.policy.prefetch_count)
         self.connection.consume([self._control_replies], self._on_control_reply, no_ack=True)
         self.connection.consume([rpc_queue()], self._on_request, prefetch=64)
+        self.request_resync()
         log.info("aggregator ready on %r: %d tasks loaded from %s", self.connection, loaded, self.store)
         self.ready.set()
+
+    def request_resync(self) -> None:
+        """Ask every listening subsystem to re-announce its live tasks, so the view heals."""
+        body = codec.dumps({"jsonrpc": "2.0", "method": "resync", "params": {}})
+        self.connection.publish(
+            body,
+            exchange=names.CONTROL_EXCHANGE,
+            routing_key=names.CONTROL_BROADCAST,
+            expiration_s=RESYNC_TTL_S,
+        )
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; reconnects when the broker connection drops."""

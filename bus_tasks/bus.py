@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kombu.connection import Connection
-from kombu.entity import Exchange, Queue
+from kombu.entity import Exchange, Queue, binding
 from kombu.message import Message
 from kombu.messaging import Consumer, Producer
 from kombu.transport import memory
@@ -41,7 +41,15 @@ def dead_queue() -> Queue:
 
 
 def control_queue(subsystem: str) -> Queue:
-    return Queue(names.control_queue(subsystem), CONTROL_EXCHANGE, routing_key=subsystem, durable=True)
+    """A subsystem's durable command queue: its own commands, and those addressed to all."""
+    return Queue(
+        names.control_queue(subsystem),
+        durable=True,
+        bindings=[
+            binding(CONTROL_EXCHANGE, routing_key=subsystem),
+            binding(CONTROL_EXCHANGE, routing_key=names.CONTROL_BROADCAST),
+        ],
+    )
 
 
 def reply_queue(prefix: str) -> Queue:

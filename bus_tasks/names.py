@@ -12,6 +12,10 @@ CONTROL_EXCHANGE = "bus_tasks.control"
 CONTROL_REPLY_PREFIX = "bus_tasks.control.reply."
 REPLY_QUEUE_PREFIX = "bus_tasks.reply."
 
+# Control commands addressed to every subsystem (resync) use this routing key; it cannot be
+# a subsystem name.
+CONTROL_BROADCAST = "*"
+
 DEAD_QUEUE = "bus_tasks.dead"
 
 HEADER_REASON = "x-bus-tasks-reason"
@@ -28,3 +32,11 @@ def event_routing_key(subsystem: str, event: str) -> str:
 def control_queue(subsystem: str) -> str:
     """The queue on which one subsystem receives control commands for its tasks."""
     return f"bus_tasks.control.{subsystem}"
+
+
+# -- Redis store of the view (RedisStore); every key is under the configured store_key_prefix --
+
+# Hash: task id -> 20-digit zero-padded seq, ":", then the task's TaskDetails JSON.
+STORE_TASKS_KEY = "tasks"
+# Hash: task id -> tombstone JSON {"subsystem", "seq", "cleared_at"}.
+STORE_TOMBSTONES_KEY = "tombstones"

@@ -250,10 +250,29 @@ class TaskPublisher:
         self._on_revert = handler
 
     def listen(self, connection: BusConnection) -> None:
-        """Consume this subsystem's control queue on ``connection`` (drained by the caller)."""
+        """Consume this subsystem's control queue on ``connection`` (drained by the caller).
+
+        Announces every live task first (resync), so an aggregator that lost them heals.
+        """
         queue = control_queue(self.subsystem)
         connection.declare(queue)
         connection.consume([queue], lambda d: self._on_control(connection, d), prefetch=16)
+        announced = self.announce()
+        log.info("%s listening for control commands; announced %d tasks", self.subsystem, announced)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until the broker has confirmed every event published so far.
+
+        Raises:
+            PublishError: when some are still unconfirmed at ``timeout_s``.
+        """
+        with self._lock:
+            self.connection.flush(timeout_s)
+
+    def close(self) -> None:
+        """Flush (bounded), then close the publishing connection."""
+        with self._lock:
+            self.connection.close()
 
     def serve_control(self, connection: BusConnection, stop: threading.Event) -> None:
         """Answer control commands on ``connection`` until ``stop`` is set."""
@@ -270,7 +289,7 @@ class TaskPublisher:
             request = codec.loads(delivery.body)
             request_id = request.get("id")
             method = request["method"]
-            task_id = request["params"]["taskID"]
+            task_id = str(request.get("params", {}).get("taskID", ""))
             result = self._control(method, task_id)
             body = rpc.result_body(request_id, result)
         except BusTasksError as exc:
@@ -289,6 +308,9 @@ class TaskPublisher:
         delivery.ack()
 
     def _control(self, method: str, task_id: str) -> bool:
+        if method == "resync":
+            log.info("resync requested: announced %d tasks", self.announce())
+            return True
         if method == "clear":
             with self._lock:
                 dropped = self._tasks.pop(canonical_task_id(task_id), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -70,10 +71,8 @@ class Broker:
 
     def close_all(self) -> None:
         for conn in self._opened:
-            try:
+            with contextlib.suppress(Exception):  # already closed or broker gone: teardown goes on
                 conn.close()
-            except Exception:  # already closed or broker gone: teardown goes on
-                pass
         self._opened.clear()
 
 
@@ -202,11 +201,15 @@ class System:
         """A publisher; with ``listen``, it answers control commands in a thread of its own."""
         pub = TaskPublisher(self.broker.connection(), subsystem)
         if listen:
-            control = self.broker.connection(confirm_publish=False)
-            thread = threading.Thread(target=pub.serve_control, args=(control, self._stop), daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            self.listen(pub)
         return pub
+
+    def listen(self, pub: TaskPublisher) -> None:
+        """Let ``pub`` answer control commands from now on, in a thread of its own."""
+        control = self.broker.connection()
+        thread = threading.Thread(target=pub.serve_control, args=(control, self._stop), daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def client(self, timeout_s: float = 10.0) -> TasksClient:
         return TasksClient(self.broker.connection(confirm_publish=False), timeout_s=timeout_s)
@@ -228,7 +231,7 @@ def start_system() -> Iterator[SystemFactory]:
     def start(
         broker: Broker, *, store: Store | None = None, policy: AggregatorPolicy | None = None
     ) -> System:
-        aggregator = Aggregator(broker.connection(confirm_publish=False), store=store, policy=policy)
+        aggregator = Aggregator(broker.connection(), store=store, policy=policy)
         running = RunningAggregator(aggregator)
         running.__enter__()
         system = System(broker, aggregator)
