@@ -8,10 +8,11 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue, binding
+from kombu.exceptions import OperationalError
 from kombu.message import Message
 from kombu.messaging import Consumer, Producer
 from kombu.transport import memory
@@ -193,18 +194,22 @@ class BusConnection:
     @property
     def errors(self) -> tuple[type[BaseException], ...]:
         """Exceptions that mean the connection or channel was lost."""
-        return tuple(self._conn.connection_errors) + tuple(self._conn.channel_errors)
+        return (
+            *self._conn.connection_errors,
+            *self._conn.channel_errors,
+            OperationalError,  # kombu's wrapper when reconnecting gave up
+        )
 
     @property
     def pending(self) -> int:
         """Messages published but not yet confirmed by the broker."""
         return len(self._unconfirmed) + len(self._unsent)
 
-    def connect(self) -> None:
+    def connect(self, max_retries: int | Literal["default"] | None = "default") -> None:
         """Connect now, retrying with back-off (forever unless ``connect_retries`` was given)."""
         self._conn.ensure_connection(
             errback=self._on_connect_error,
-            max_retries=self._connect_retries,
+            max_retries=self._connect_retries if max_retries == "default" else max_retries,
             interval_start=0.1,
             interval_step=0.5,
             interval_max=self._reconnect_max_s,
@@ -300,7 +305,7 @@ class BusConnection:
                 )
         self._unsent.append(message)
         self._pump()
-        if len(self._unconfirmed) >= self._confirm_window:
+        if not self._broken and len(self._unconfirmed) >= self._confirm_window:
             self._await_confirms(self._confirm_window // 2, deadline=None)
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -322,7 +327,7 @@ class BusConnection:
                 return
             try:
                 if self._broken:
-                    self.recover()
+                    self.recover(max_retries=1)
                 self._conn.drain_events(timeout=0.1)
             except TimeoutError:
                 continue
@@ -333,7 +338,7 @@ class BusConnection:
         """Send what is waiting, in order; on a lost connection keep it for after a reconnect."""
         try:
             if self._broken:
-                self.recover()
+                self.recover(max_retries=1)  # publishing must not hang while the broker is away
             while self._unsent:
                 message = self._unsent[0]
                 self._send(message)
@@ -429,8 +434,12 @@ class BusConnection:
             return False
         return True
 
-    def recover(self) -> None:
-        """Reconnect after a lost connection: re-declare, restart consumers, re-send unconfirmed."""
+    def recover(self, max_retries: int | Literal["default"] | None = "default") -> None:
+        """Reconnect after a lost connection: re-declare, restart consumers, re-send unconfirmed.
+
+        Raises:
+            one of :attr:`errors` when the broker is still unreachable after ``max_retries``.
+        """
         log.warning("reconnecting to %s", redact_url(self.url))
         if not self._broken:
             self._lost()
@@ -442,7 +451,7 @@ class BusConnection:
         except Exception:  # the old connection is gone either way
             log.debug("collecting the old connection failed", exc_info=True)
         self._conn = self._conn.clone()
-        self.connect()
+        self.connect(max_retries)
         channel = self._conn.default_channel
         for entity in self._declared:
             entity.bind(channel).declare()
