@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(default=1 << 20, ge=1024)
     max_request_bytes: int = Field(default=1 << 20, ge=1024)
     data_dir: Path = Path("data")
+    store: Literal["sqlite", "redis", "none"] = "sqlite"
+    store_redis_url: SecretStr | None = None
+    store_key_prefix: str = "bus_tasks:view:"
     done_ttl_s: float | None = Field(default=7 * 24 * 3600.0, gt=0)
     tombstone_ttl_s: float = Field(default=30 * 24 * 3600.0, gt=0)
     log_level: str = "INFO"
@@ -62,6 +65,14 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _store_is_complete(self) -> Self:
+        if self.store == "redis" and self.store_redis_url is None:
+            raise ValueError(
+                'store = "redis" needs store_redis_url (e.g. BUS_TASKS_STORE_REDIS_URL=redis://host:6379/0)'
+            )
+        return self
 
     @property
     def broker(self) -> str:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from bus_tasks.config import Settings
 from bus_tasks.view import Entry, TaskView, Tombstone
+
+SQLITE_FILE = "view.sqlite3"
 
 
 class Store(Protocol):
@@ -50,3 +53,62 @@ class NullStore:
 
     def close(self) -> None:
         pass
+
+
+class WriteBuffer:
+    """The writes since the last commit, one per id, with the rules every store applies.
+
+    A stored put never replaces a higher ``seq`` and never passes a tombstone; a commit writes
+    tombstone changes first, then puts, so "forgotten then put again" in one batch ends live.
+    """
+
+    def __init__(self) -> None:
+        self.puts: dict[str, Entry] = {}
+        self.graves: dict[str, Tombstone | None] = {}  # None: forget the tombstone
+
+    def __len__(self) -> int:
+        return len(self.puts) + len(self.graves)
+
+    def put(self, entry: Entry) -> None:
+        if self.graves.get(entry.id) is not None:
+            return  # buried in this batch: the tombstone wins
+        current = self.puts.get(entry.id)
+        if current is None or entry.seq >= current.seq:
+            self.puts[entry.id] = entry
+
+    def bury(self, task_id: str, tombstone: Tombstone) -> None:
+        self.puts.pop(task_id, None)
+        self.graves[task_id] = tombstone
+
+    def forget(self, task_id: str) -> None:
+        self.graves[task_id] = None
+
+    def buried(self) -> list[tuple[str, Tombstone]]:
+        return [(task_id, t) for task_id, t in self.graves.items() if t is not None]
+
+    def forgotten(self) -> list[str]:
+        return [task_id for task_id, t in self.graves.items() if t is None]
+
+    def clear(self) -> None:
+        self.puts.clear()
+        self.graves.clear()
+
+
+def open_store(settings: Settings) -> Store:
+    """The store ``settings`` name: a SQLite file in ``data_dir``, a shared Redis, or none."""
+    # The backends import WriteBuffer from here; importing them late also keeps redis-py out of
+    # processes that never use it.
+    if settings.store == "sqlite":
+        from bus_tasks.store_sqlite import SqliteStore  # noqa: PLC0415
+
+        return SqliteStore(settings.data_dir / SQLITE_FILE)
+    if settings.store == "redis":
+        from bus_tasks.store_redis import RedisStore  # noqa: PLC0415
+
+        assert settings.store_redis_url is not None  # Settings refuses store="redis" without it
+        return RedisStore(
+            settings.store_redis_url.get_secret_value(),
+            settings.store_key_prefix,
+            connect_timeout_s=settings.connect_timeout_s,
+        )
+    return NullStore()

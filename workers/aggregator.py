@@ -10,7 +10,7 @@ from types import FrameType
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.bus import BusConnection
 from bus_tasks.config import Settings
-from bus_tasks.store import NullStore, Store
+from bus_tasks.store import Store, open_store
 
 log = logging.getLogger("bus_tasks.serve")
 
@@ -29,7 +29,8 @@ def build(settings: Settings, store: Store | None = None) -> Aggregator:
         done_ttl_s=settings.done_ttl_s,
         tombstone_ttl_s=settings.tombstone_ttl_s,
     )
-    return Aggregator(connection, store=store or NullStore(), policy=policy)
+    store = store if store is not None else open_store(settings)
+    return Aggregator(connection, store=store, policy=policy)
 
 
 def serve(settings: Settings) -> int:
