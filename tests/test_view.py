@@ -1,0 +1,518 @@
+"""The merged view: highest seq wins, tombstones, ownership, the tag index, expiry (SPEC section 4)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from factories import UPDATED_AT, at, make_event, make_record, task_id
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bus_tasks import codec, legacy
+from bus_tasks.errors import EventRejected, TaskStateError, UnknownTask
+from bus_tasks.model import Event, EventName, State
+from bus_tasks.view import Entry, Expired, Outcome, TaskView, Tombstone
+
+
+class Clock:
+    """The view's injectable clock, moved by hand."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def view(clock: Clock) -> TaskView:
+    return TaskView(clock=clock)
+
+
+def ids(entries: Any) -> set[str]:
+    return {e.id for e in entries}
+
+
+def tag_index(view: TaskView) -> dict[str, set[str]]:
+    # The index is not observable through select() when a set is empty; this reads it directly.
+    return {tag: set(members) for tag, members in view._by_tag.items()}
+
+
+def details(event: Event) -> dict[str, Any]:
+    return dict(codec.loads(codec.dumps(legacy.task_details(event.task))))
+
+
+# -- highest seq wins --------------------------------------------------------------------
+
+
+def test_a_new_task_is_applied_and_listed(view: TaskView) -> None:
+    event = make_event(1, seq=5, event="created")
+    assert view.apply(event) is Outcome.APPLIED
+    assert len(view) == 1
+    assert task_id(1) in view
+    entry = view.get(task_id(1))
+    assert (entry.id, entry.seq, entry.subsystem, entry.verb, entry.tags, entry.state, entry.code) == (
+        task_id(1),
+        5,
+        "vdsm",
+        "copyImage",
+        ("spm",),
+        State.RUNNING,
+        0,
+    )
+    assert codec.loads(entry.details) == details(event)
+
+
+def test_a_higher_seq_replaces_the_record(view: TaskView) -> None:
+    view.apply(make_event(1, seq=5))
+    newer = make_event(1, seq=6, event="finished", state=State.FINISHED, message="done")
+    assert view.apply(newer) is Outcome.APPLIED
+    assert codec.loads(view.get(task_id(1)).details) == details(newer)
+    assert view.get(task_id(1)).seq == 6
+
+
+def test_a_duplicate_event_is_stale(view: TaskView) -> None:
+    event = make_event(1, seq=5)
+    view.apply(event)
+    assert view.apply(event) is Outcome.STALE
+    assert view.get(task_id(1)).seq == 5
+
+
+def test_an_older_event_is_stale_and_changes_nothing(view: TaskView) -> None:
+    newer = make_event(1, seq=9, state=State.FINISHED)
+    view.apply(newer)
+    assert view.apply(make_event(1, seq=3, state=State.RUNNING, tags=("other",))) is Outcome.STALE
+    assert codec.loads(view.get(task_id(1)).details) == details(newer)
+    assert ids(view.select(["other"])) == set()
+
+
+def test_an_event_with_the_same_seq_but_other_content_is_stale(view: TaskView) -> None:
+    first = make_event(1, seq=5, message="first")
+    view.apply(first)
+    assert view.apply(make_event(1, seq=5, message="second")) is Outcome.STALE
+    assert codec.loads(view.get(task_id(1)).details) == details(first)
+
+
+# -- cleared and tombstones --------------------------------------------------------------
+
+
+def test_cleared_event_removes_the_task_and_leaves_a_tombstone(view: TaskView, clock: Clock) -> None:
+    view.apply(make_event(1, seq=5))
+    assert view.apply(make_event(1, seq=6, event="cleared")) is Outcome.CLEARED
+    assert task_id(1) not in view
+    assert view.tombstones == {task_id(1): Tombstone(subsystem="vdsm", seq=6, cleared_at=clock.now)}
+    assert view.select() == []
+    assert view.select(["spm"]) == []
+
+
+def test_cleared_event_of_an_unseen_task_leaves_a_tombstone(view: TaskView, clock: Clock) -> None:
+    assert view.apply(make_event(1, seq=6, event="cleared")) is Outcome.CLEARED
+    assert view.tombstones == {task_id(1): Tombstone(subsystem="vdsm", seq=6, cleared_at=clock.now)}
+
+
+@pytest.mark.parametrize("seq", [1, 6, 7, 10**15])
+def test_a_tombstone_blocks_any_later_or_earlier_event_of_that_id(view: TaskView, seq: int) -> None:
+    view.apply(make_event(1, seq=6, event="cleared"))
+    assert view.apply(make_event(1, seq=seq, event="updated")) is Outcome.STALE
+    assert view.apply(make_event(1, seq=seq, event="cleared")) is Outcome.STALE
+    assert task_id(1) not in view
+    assert view.tombstones[task_id(1)].seq == 6
+
+
+def test_get_of_a_cleared_task_raises_unknown_task(view: TaskView) -> None:
+    view.apply(make_event(1, seq=6, event="cleared"))
+    with pytest.raises(UnknownTask) as caught:
+        view.get(task_id(1))
+    assert (caught.value.code, caught.value.message) == (401, f"Task id unknown: ('{task_id(1)}',)")
+
+
+# -- ownership ---------------------------------------------------------------------------
+
+
+def test_an_event_for_a_task_owned_by_another_subsystem_is_rejected(view: TaskView) -> None:
+    owned = make_event(1, seq=5, subsystem="vdsm")
+    view.apply(owned)
+    with pytest.raises(EventRejected) as caught:
+        view.apply(make_event(1, seq=6, subsystem="gluster", state=State.FAILED))
+    assert caught.value.reason == f"task {task_id(1)} is owned by subsystem 'vdsm', not 'gluster'"
+    assert codec.loads(view.get(task_id(1)).details) == details(owned)
+
+
+def test_a_cleared_event_from_another_subsystem_is_rejected(view: TaskView) -> None:
+    view.apply(make_event(1, seq=5, subsystem="vdsm"))
+    with pytest.raises(EventRejected):
+        view.apply(make_event(1, seq=6, event="cleared", subsystem="gluster"))
+    assert task_id(1) in view
+    assert view.tombstones == {}
+
+
+def test_an_event_from_another_subsystem_against_a_tombstone_is_rejected(view: TaskView) -> None:
+    view.apply(make_event(1, seq=5, event="cleared", subsystem="vdsm"))
+    with pytest.raises(EventRejected) as caught:
+        view.apply(make_event(1, seq=6, subsystem="gluster"))
+    assert caught.value.reason == f"task {task_id(1)} is owned by subsystem 'vdsm', not 'gluster'"
+
+
+# -- clear() -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", [State.FINISHED, State.RECOVERED, State.FAILED])
+def test_clear_of_a_done_task_removes_it_and_returns_its_tombstone(
+    view: TaskView, clock: Clock, state: State
+) -> None:
+    view.apply(make_event(1, seq=5, state=state, subsystem="gluster", tags=("gluster",)))
+    tombstone = view.clear(task_id(1))
+    assert tombstone == Tombstone(subsystem="gluster", seq=5, cleared_at=clock.now)
+    assert view.tombstones == {task_id(1): tombstone}
+    assert task_id(1) not in view
+    assert view.select(["gluster"]) == []
+    assert tag_index(view) == {}
+
+
+@pytest.mark.parametrize("state", [s for s in State if not s.is_done])
+def test_clear_of_a_task_that_is_not_done_raises_410_and_the_task_stays(view: TaskView, state: State) -> None:
+    event = make_event(1, seq=5, state=state)
+    view.apply(event)
+    with pytest.raises(TaskStateError) as caught:
+        view.clear(task_id(1))
+    assert (caught.value.code, caught.value.message) == (
+        410,
+        f"Operation is not allowed in this task state: ('{task_id(1)}', '{state.value}')",
+    )
+    assert codec.loads(view.get(task_id(1)).details) == details(event)
+    assert view.tombstones == {}
+
+
+def test_clear_of_an_unknown_task_raises_unknown_task(view: TaskView) -> None:
+    with pytest.raises(UnknownTask):
+        view.clear(task_id(9))
+
+
+def test_clear_of_an_already_cleared_task_raises_unknown_task(view: TaskView) -> None:
+    view.apply(make_event(1, seq=5, state=State.FINISHED))
+    view.clear(task_id(1))
+    with pytest.raises(UnknownTask):
+        view.clear(task_id(1))
+
+
+# -- select() ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tagged(view: TaskView) -> TaskView:
+    """Five tasks: 1 spm, 2 spm+storage, 3 gluster+volume:gv1, 4 gluster+volume:gv2, 5 untagged."""
+    view.apply(make_event(1, tags=("spm",)))
+    view.apply(make_event(2, tags=("spm", "storage:sd1")))
+    view.apply(make_event(3, subsystem="gluster", tags=("gluster", "volume:gv1")))
+    view.apply(make_event(4, subsystem="gluster", tags=("gluster", "volume:gv2")))
+    view.apply(make_event(5, tags=()))
+    return view
+
+
+def test_select_without_tags_returns_every_task(tagged: TaskView) -> None:
+    expected = {task_id(n) for n in range(1, 6)}
+    assert ids(tagged.select()) == expected
+    assert ids(tagged.select(None)) == expected
+    assert ids(tagged.select([])) == expected
+    assert len(tagged.select()) == 5
+
+
+def test_select_with_one_tag_returns_exactly_the_tasks_carrying_it(tagged: TaskView) -> None:
+    assert ids(tagged.select(["spm"])) == {task_id(1), task_id(2)}
+    assert ids(tagged.select(["volume:gv2"])) == {task_id(4)}
+
+
+def test_select_matches_tags_exactly_and_case_sensitively(tagged: TaskView) -> None:
+    assert tagged.select(["pm"]) == []
+    assert tagged.select(["SPM"]) == []
+    assert tagged.select(["volume"]) == []
+
+
+def test_select_with_two_tags_returns_tasks_with_either(tagged: TaskView) -> None:
+    selected = tagged.select(["storage:sd1", "volume:gv1"])
+    assert ids(selected) == {task_id(2), task_id(3)}
+    assert len(selected) == 2
+
+
+def test_select_with_overlapping_tags_returns_each_task_once(tagged: TaskView) -> None:
+    selected = tagged.select(["spm", "storage:sd1"])
+    assert sorted(e.id for e in selected) == [task_id(1), task_id(2)]
+
+
+def test_select_with_match_all_returns_tasks_with_every_tag(tagged: TaskView) -> None:
+    assert ids(tagged.select(["gluster", "volume:gv2"], match_all=True)) == {task_id(4)}
+    assert ids(tagged.select(["spm", "storage:sd1"], match_all=True)) == {task_id(2)}
+    assert tagged.select(["spm", "gluster"], match_all=True) == []
+
+
+def test_select_with_match_all_and_one_tag_returns_the_tasks_carrying_it(tagged: TaskView) -> None:
+    assert ids(tagged.select(["gluster"], match_all=True)) == {task_id(3), task_id(4)}
+
+
+def test_select_with_an_unknown_tag_returns_nothing(tagged: TaskView) -> None:
+    assert tagged.select(["nope"]) == []
+    assert ids(tagged.select(["nope", "spm"])) == {task_id(1), task_id(2)}
+    assert tagged.select(["nope", "spm"], match_all=True) == []
+
+
+def test_select_with_a_tag_given_twice_returns_each_task_once(tagged: TaskView) -> None:
+    selected = tagged.select(["spm", "spm"])
+    assert sorted(e.id for e in selected) == [task_id(1), task_id(2)]
+    assert sorted(e.id for e in tagged.select(["gluster", "gluster"], match_all=True)) == [
+        task_id(3),
+        task_id(4),
+    ]
+
+
+def tag_read_counting(reads: Counter[str]) -> type[Entry]:
+    """An Entry class that counts, in ``reads``, how often each entry's tags are read."""
+
+    class TagReadCountingEntry(Entry):
+        __slots__ = ()
+
+        def __getattribute__(self, name: str) -> Any:
+            if name == "tags":
+                reads[object.__getattribute__(self, "id")] += 1
+            return object.__getattribute__(self, name)
+
+    return TagReadCountingEntry
+
+
+def test_select_of_a_rare_tag_touches_only_the_tasks_carrying_it(view: TaskView) -> None:
+    reads: Counter[str] = Counter()
+    counting_entry = tag_read_counting(reads)
+    for n in range(1, 2001):
+        tags = ("common", "rare") if n % 500 == 0 else ("common",)
+        entry = Entry.from_record(make_record(n, tags=tags), 1)
+        view.restore(counting_entry(**{f: getattr(entry, f) for f in Entry.__slots__}))
+    rare = {task_id(n) for n in (500, 1000, 1500, 2000)}
+    reads.clear()
+
+    selected = view.select(["rare"])
+
+    assert len(selected) == 4
+    assert ids(selected) == rare
+    # A scan would read the tags of all 2000 entries; the index reads none of the others.
+    assert set(reads) <= rare
+    assert tag_index(view)["rare"] == rare
+    assert len(tag_index(view)["common"]) == 2000
+
+
+# -- retag and the index -----------------------------------------------------------------
+
+
+def test_retag_moves_a_task_between_index_sets_and_drops_empty_ones(view: TaskView) -> None:
+    view.apply(make_event(1, seq=1, tags=("spm", "old")))
+    view.apply(make_event(2, seq=1, tags=("spm",)))
+    assert tag_index(view) == {"spm": {task_id(1), task_id(2)}, "old": {task_id(1)}}
+
+    view.apply(make_event(1, seq=2, tags=("new",)))
+
+    assert view.select(["old"]) == []
+    assert ids(view.select(["new"])) == {task_id(1)}
+    assert ids(view.select(["spm"])) == {task_id(2)}
+    assert tag_index(view) == {"spm": {task_id(2)}, "new": {task_id(1)}}
+
+
+def test_an_update_with_the_same_tags_keeps_the_index(view: TaskView) -> None:
+    view.apply(make_event(1, seq=1, tags=("spm", "x")))
+    view.apply(make_event(1, seq=2, tags=("spm", "x"), state=State.FINISHED))
+    assert tag_index(view) == {"spm": {task_id(1)}, "x": {task_id(1)}}
+    assert view.get(task_id(1)).state is State.FINISHED
+
+
+def test_a_cleared_task_leaves_no_index_set_behind(view: TaskView) -> None:
+    view.apply(make_event(1, seq=1, tags=("only",)))
+    view.apply(make_event(1, seq=2, event="cleared", tags=("only",)))
+    assert tag_index(view) == {}
+
+
+# -- expire() ----------------------------------------------------------------------------
+
+
+def test_expire_buries_done_tasks_idle_for_done_ttl_and_keeps_the_others(
+    view: TaskView, clock: Clock
+) -> None:
+    view.apply(make_event(1, state=State.FINISHED, updated_at=at(1_000)))
+    view.apply(make_event(2, state=State.FAILED, updated_at=at(1_041)))
+    view.apply(make_event(3, state=State.RUNNING, updated_at=at(0)))
+    clock.now = 1_100.0
+
+    expired = view.expire(tombstone_ttl_s=3_600, done_ttl_s=60)
+
+    assert expired == Expired(buried=[task_id(1)], forgotten=[])
+    assert ids(view) == {task_id(2), task_id(3)}
+    assert view.tombstones == {task_id(1): Tombstone(subsystem="vdsm", seq=1, cleared_at=1_100.0)}
+
+
+def test_expire_buries_a_done_task_exactly_at_done_ttl(view: TaskView) -> None:
+    view.apply(make_event(1, state=State.RECOVERED, updated_at=at(1_000)))
+    assert view.expire(tombstone_ttl_s=3_600, done_ttl_s=60, now=1_059.0) == Expired([], [])
+    assert view.expire(tombstone_ttl_s=3_600, done_ttl_s=60, now=1_060.0) == Expired([task_id(1)], [])
+
+
+def test_expire_without_done_ttl_buries_nothing(view: TaskView) -> None:
+    view.apply(make_event(1, state=State.FINISHED, updated_at=at(0)))
+    assert view.expire(tombstone_ttl_s=3_600, done_ttl_s=None, now=10**9) == Expired([], [])
+    assert task_id(1) in view
+
+
+def test_expire_forgets_tombstones_older_than_tombstone_ttl(view: TaskView, clock: Clock) -> None:
+    view.apply(make_event(1, seq=5, event="cleared"))
+    clock.now = 2_000.0
+    view.apply(make_event(2, seq=5, event="cleared"))
+
+    clock.now = 1_000.0 + 3_599
+    assert view.expire(tombstone_ttl_s=3_600, done_ttl_s=None) == Expired([], [])
+    clock.now = 1_000.0 + 3_600
+    assert view.expire(tombstone_ttl_s=3_600, done_ttl_s=None) == Expired([], [task_id(1)])
+    assert set(view.tombstones) == {task_id(2)}
+
+
+def test_a_forgotten_tombstone_no_longer_blocks_its_id(view: TaskView, clock: Clock) -> None:
+    view.apply(make_event(1, seq=5, event="cleared"))
+    clock.now += 10
+    view.expire(tombstone_ttl_s=10, done_ttl_s=None)
+    assert view.apply(make_event(1, seq=1)) is Outcome.APPLIED
+    assert task_id(1) in view
+
+
+def test_expire_with_now_buries_at_that_time(view: TaskView, clock: Clock) -> None:
+    # The clock is far ahead of the ``now`` given: a task buried "at now" must expire from "now".
+    clock.now = 50_000.0
+    view.apply(make_event(1, state=State.FINISHED, updated_at=at(1_000)))
+    assert view.expire(tombstone_ttl_s=100, done_ttl_s=60, now=2_000.0) == Expired([task_id(1)], [])
+    assert view.tombstones[task_id(1)].cleared_at == 2_000.0
+    assert view.expire(tombstone_ttl_s=100, done_ttl_s=60, now=2_100.0) == Expired([], [task_id(1)])
+
+
+# -- entries, restore --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"tags": (), "state": State.FAILED, "code": 205, "message": "Cannot create Logical Volume"},
+        {"updated_at": "2024-05-01T14:05:30.123456+02:00", "tags": ("gluster", "volume:gv1")},
+        {"result": {"uuid": "x"}, "progress": 40, "data": {"bricks": ["h1:/b1"], "files": 3}},
+    ],
+)
+def test_entry_from_details_round_trips_entry_from_record(fields: dict[str, Any]) -> None:
+    entry = Entry.from_record(make_record(**fields), 17)
+    assert Entry.from_details(entry.details, 17) == entry
+
+
+def test_entry_status_and_info_are_vdsms_shapes() -> None:
+    entry = Entry.from_record(make_record(state=State.FAILED, code=205, message="no space"), 1)
+    assert entry.status() == {
+        "taskID": task_id(1),
+        "taskState": "finished",
+        "taskResult": "cleanFailure",
+        "code": 205,
+        "message": "no space",
+    }
+    assert entry.info() == {"id": task_id(1), "verb": "copyImage"}
+
+
+def test_entry_updated_at_is_the_record_timestamp_in_epoch_seconds() -> None:
+    assert Entry.from_record(make_record(), 1).updated_at == UPDATED_AT.timestamp()
+
+
+def test_restore_keeps_the_newer_of_two_entries(view: TaskView) -> None:
+    view.apply(make_event(1, seq=5, message="live"))
+    view.restore(Entry.from_record(make_record(1, message="stored"), 4))
+    assert view.get(task_id(1)).seq == 5
+    view.restore(Entry.from_record(make_record(1, message="stored", tags=("x",)), 6))
+    assert view.get(task_id(1)).seq == 6
+    assert ids(view.select(["x"])) == {task_id(1)}
+    assert view.select(["spm"]) == []
+
+
+def test_restore_does_not_bring_back_a_cleared_task(view: TaskView) -> None:
+    view.apply(make_event(1, seq=5, event="cleared"))
+    view.restore(Entry.from_record(make_record(1), 9))
+    assert task_id(1) not in view
+
+
+def test_restore_tombstone_drops_the_live_entry(view: TaskView) -> None:
+    view.apply(make_event(1, seq=5))
+    tombstone = Tombstone(subsystem="vdsm", seq=5, cleared_at=1.0)
+    view.restore_tombstone(task_id(1), tombstone)
+    assert task_id(1) not in view
+    assert view.tombstones == {task_id(1): tombstone}
+    assert tag_index(view) == {}
+
+
+# -- the law: any order, any duplication, same view --------------------------------------
+
+PROPERTY_TASKS = [task_id(n) for n in range(1, 5)]
+PROPERTY_TAGS = ["spm", "gluster", "volume:gv1", "rare"]
+PROPERTY_EVENTS: list[EventName] = ["created", "updated", "updated", "finished", "cleared"]
+
+
+@st.composite
+def event_sets(draw: st.DrawFn) -> list[Event]:
+    """Events over a few tasks: each task has one owner and unique seqs; some are ``cleared``."""
+    events = []
+    chosen = draw(st.lists(st.sampled_from(range(1, 5)), min_size=1, max_size=4, unique=True))
+    for n in chosen:
+        owner = draw(st.sampled_from(["vdsm", "gluster", "plugin.x"]))
+        for seq in draw(st.lists(st.integers(1, 40), min_size=1, max_size=5, unique=True)):
+            events.append(
+                make_event(
+                    n,
+                    seq=seq,
+                    event=draw(st.sampled_from(PROPERTY_EVENTS)),
+                    subsystem=owner,
+                    state=draw(st.sampled_from(list(State))),
+                    tags=tuple(draw(st.lists(st.sampled_from(PROPERTY_TAGS), max_size=3, unique=True))),
+                    message=f"seq {seq}",
+                )
+            )
+    return events
+
+
+Snapshot = tuple[dict[str, tuple[int, bytes]], set[str], dict[str, set[str]]]
+
+
+def snapshot(view: TaskView) -> Snapshot:
+    entries = {e.id: (e.seq, e.details) for e in view}
+    by_tag = {tag: ids(view.select([tag])) for tag in PROPERTY_TAGS}
+    return entries, set(view.tombstones), by_tag
+
+
+def expected_snapshot(events: list[Event]) -> Snapshot:
+    """What SPEC 4 says the view holds, computed without a view."""
+    cleared = {e.task.id for e in events if e.event == "cleared"}
+    latest: dict[str, Event] = {}
+    for e in events:
+        if e.task.id not in cleared and (e.task.id not in latest or e.seq > latest[e.task.id].seq):
+            latest[e.task.id] = e
+    entries = {i: (e.seq, codec.dumps(legacy.task_details(e.task))) for i, e in latest.items()}
+    by_tag = {tag: {i for i, e in latest.items() if tag in e.task.tags} for tag in PROPERTY_TAGS}
+    return entries, cleared, by_tag
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_any_order_with_any_duplication_of_events_yields_the_same_view(data: st.DataObject) -> None:
+    events = data.draw(event_sets(), label="events")
+    duplicates = data.draw(st.lists(st.sampled_from(events), max_size=len(events)), label="duplicates")
+    deliveries = data.draw(st.permutations(events + duplicates), label="deliveries")
+
+    in_order = TaskView(clock=lambda: 0.0)
+    for event in sorted(events, key=lambda e: e.seq):
+        in_order.apply(event)
+    shuffled = TaskView(clock=lambda: 0.0)
+    for event in deliveries:
+        shuffled.apply(event)
+
+    assert snapshot(shuffled) == snapshot(in_order) == expected_snapshot(events)
