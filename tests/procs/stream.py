@@ -1,0 +1,77 @@
+"""A publisher process for durability tests: a deterministic stream of whole-record events.
+
+Task ``i`` of subsystem ``s`` has a fixed id, tags and final state (see :func:`expected`), so a
+test can compute the view that must result, whatever happened to the aggregator meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from typing import Any
+
+from bus_tasks.bus import BusConnection
+from bus_tasks.model import State
+from bus_tasks.publisher import TaskPublisher
+
+NAMESPACE = uuid.UUID("6f1c8a52-6d0e-4a55-9a3f-0b8f1f6c1c11")
+CHUNK = 100
+
+
+def task_id(subsystem: str, index: int) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{subsystem}-{index}"))
+
+
+def expected(subsystem: str, index: int) -> dict[str, Any]:
+    """The final fields of task ``index``, as getAllTasks must show them."""
+    failed = index % 7 == 0
+    return {
+        "subsystem": subsystem,
+        "verb": "copyImage",
+        "tags": [f"batch:{index % 10}", "spm" if index % 2 == 0 else "hsm"],
+        "state": "failed" if failed else "finished",
+        "code": 205 if failed else 0,
+        "message": "Cannot create volume" if failed else f"done {index}",
+        "progress": 90 if failed else 100,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--broker", required=True)
+    parser.add_argument("--subsystem", required=True)
+    parser.add_argument("--tasks", type=int, required=True)
+    parser.add_argument("--updates", type=int, default=3, help="progress events between create and finish")
+    args = parser.parse_args()
+    publisher = TaskPublisher(BusConnection(args.broker, confirm_publish=True), args.subsystem)
+    events = 0
+    for start in range(0, args.tasks, CHUNK):
+        chunk = range(start, min(start + CHUNK, args.tasks))
+        for index in chunk:
+            final = expected(args.subsystem, index)
+            publisher.create(
+                final["verb"], final["tags"], task_id=task_id(args.subsystem, index), state=State.QUEUED
+            )
+        for step in range(args.updates):
+            for index in chunk:
+                progress = 90 * (step + 1) // args.updates
+                publisher.update(task_id(args.subsystem, index), state=State.RUNNING, progress=progress)
+        for index in chunk:
+            final = expected(args.subsystem, index)
+            publisher.update(
+                task_id(args.subsystem, index),
+                state=final["state"],
+                code=final["code"],
+                message=final["message"],
+                progress=final["progress"],
+            )
+        events += len(chunk) * (args.updates + 2)
+    publisher.flush(120.0)
+    publisher.close()
+    print(f"{args.subsystem}: {events} events published and confirmed", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
