@@ -111,9 +111,11 @@ class Aggregator:
             while not stop.is_set():
                 self.step()
         finally:
-            self._flush()
-            self.store.close()
-            self.connection.close()
+            try:
+                self._flush()
+            finally:
+                self.store.close()
+                self.connection.close()
             log.info("aggregator stopped: %s", dict(self.counts))
 
     def step(self, timeout_s: float = 0.2) -> None:

@@ -170,7 +170,8 @@ class Event(BaseModel):
 
     schema_version: Literal[1] = Field(default=1, alias="schema")
     event: EventName
-    seq: Annotated[StrictInt, Field(gt=0)]
+    # Below 2**63 so that every store can keep it as a signed 64-bit integer.
+    seq: Annotated[StrictInt, Field(gt=0, lt=2**63)]
     task: TaskRecord
 
     def to_wire(self) -> dict[str, Any]:
