@@ -15,6 +15,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+ENV_PREFIX = "BUS_TASKS_"
 CONFIG_ENV = "BUS_TASKS_CONFIG"
 DEFAULT_CONFIG_FILE = Path("config/bus_tasks.toml")
 
@@ -33,7 +34,7 @@ def config_file() -> Path | None:
 class Settings(BaseSettings):
     """Everything a bus_tasks process can be told; misspelled keys are errors."""
 
-    model_config = SettingsConfigDict(env_prefix="BUS_TASKS_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     broker_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672//")
     redis_key_prefix: str = ""
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        _check_environment(set(settings_cls.model_fields))
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         path = config_file()
         if path is not None:
@@ -85,13 +87,24 @@ class Settings(BaseSettings):
         return Settings(**values)
 
 
+def _check_environment(fields: set[str]) -> None:
+    """A ``BUS_TASKS_*`` variable that names no setting is a typo: say so, do not ignore it."""
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.startswith(ENV_PREFIX)
+        and name != CONFIG_ENV
+        and name[len(ENV_PREFIX) :].lower() not in fields
+    )
+    if unknown:
+        raise ValueError(f"unknown setting(s) in the environment: {', '.join(unknown)}")
+
+
 def redact_url(url: str) -> str:
     """``url`` with its password replaced by ``***``, for logs and errors."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # keeps an IPv6 host's brackets
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -18,12 +18,15 @@ from pydantic import (
     StrictInt,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
+    model_validator,
 )
 
 from bus_tasks import codec
 from bus_tasks.errors import EventRejected
 
 SCHEMA_VERSION = 1
+WIRE = "wire"  # validation context of bodies read from the bus
 MAX_TAGS = 32
 
 SUBSYSTEM_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -109,7 +112,7 @@ def check_tag(tag: str) -> str:
     Raises:
         ValueError: when the tag is empty, too long, or has a character outside the tag alphabet.
     """
-    if not isinstance(tag, str) or not _TAG_RE.match(tag):
+    if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
         raise ValueError(f"invalid tag {tag!r}: 1-64 characters of [A-Za-z0-9_.:/-]")
     return tag
 
@@ -168,11 +171,20 @@ class Event(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
-    schema_version: Literal[1] = Field(default=1, alias="schema")
+    # Strict: "schema": true is not version 1. On the wire it is also required (see below).
+    schema_version: Annotated[StrictInt, Field(alias="schema", ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
     event: EventName
     # Below 2**63 so that every store can keep it as a signed 64-bit integer.
     seq: Annotated[StrictInt, Field(gt=0, lt=2**63)]
     task: TaskRecord
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schema_on_the_wire(cls, data: Any, info: ValidationInfo) -> Any:
+        # Bodies from the bus must say their schema; Python callers may rely on the default.
+        if info.context == WIRE and isinstance(data, dict) and "schema" not in data:
+            raise ValueError('"schema" is required')
+        return data
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -197,7 +209,7 @@ def decode_event(body: bytes, *, max_bytes: int) -> Event:
     if len(body) > max_bytes:
         raise EventRejected(f"too large: {len(body)} bytes > {max_bytes}")
     try:
-        return Event.model_validate_json(body)
+        return Event.model_validate_json(body, context=WIRE)
     except ValidationError as exc:
         first = exc
     # The fast path failed: find the most useful reason.
@@ -207,6 +219,7 @@ def decode_event(body: bytes, *, max_bytes: int) -> Event:
         raise EventRejected(f"not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise EventRejected(f"not a JSON object but {type(raw).__name__}")
-    if raw.get("schema") != SCHEMA_VERSION:
-        raise EventRejected(f"unknown schema {raw.get('schema')!r}")
+    schema = raw.get("schema")
+    if type(schema) is not int or schema != SCHEMA_VERSION:
+        raise EventRejected(f"unknown schema {schema!r}")
     raise EventRejected(f"invalid event: {describe_validation(first)}")

@@ -77,7 +77,7 @@ class TaskPublisher:
     """
 
     def __init__(self, connection: BusConnection, subsystem: str, *, seq: SeqClock | None = None) -> None:
-        if not isinstance(subsystem, str) or not _SUBSYSTEM_RE.match(subsystem):
+        if not isinstance(subsystem, str) or not _SUBSYSTEM_RE.fullmatch(subsystem):
             raise InvalidParameter("subsystem", subsystem)
         self.subsystem = subsystem
         self.connection = connection

@@ -184,6 +184,8 @@ class Dispatcher:
             params = _bind(method.params, request.get("params"))
             result = method.call(params)
         except BusTasksError as exc:
+            if request_id is None:
+                request_id = _salvage_id(body)
             log.warning("rpc %s id=%r failed: %d %s", method_name or "?", request_id, exc.code, exc)
             return Reply(request_id, error_body(request_id, exc), method=method_name)
         except Exception as exc:
@@ -235,6 +237,18 @@ def _parse(body: bytes) -> dict[str, Any]:
     if params is not None and not isinstance(params, dict | list):
         raise InvalidRequest('"params" must be an object or an array')
     return request
+
+
+def _salvage_id(body: bytes) -> RequestId:
+    """The id of a request that failed validation, when it has a well-formed one."""
+    try:
+        request = codec.loads(body)
+    except codec.DecodeError:
+        return None
+    request_id = request.get("id") if isinstance(request, dict) else None
+    if isinstance(request_id, bool) or not isinstance(request_id, str | int | float):
+        return None
+    return request_id
 
 
 def _bind(model: type[_Params], params: dict[str, Any] | list[Any] | None) -> _Params:

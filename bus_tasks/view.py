@@ -206,7 +206,7 @@ class TaskView:
             ]
             for task_id in buried:
                 entry = self._entries[task_id]
-                self._bury(task_id, entry.subsystem, entry.seq)
+                self._bury(task_id, entry.subsystem, entry.seq, now)
         forgotten = [t for t, s in self._tombstones.items() if now - s.cleared_at >= tombstone_ttl_s]
         for task_id in forgotten:
             del self._tombstones[task_id]
@@ -220,9 +220,10 @@ class TaskView:
             self._index(entry)
         self._entries[entry.id] = entry
 
-    def _bury(self, task_id: str, subsystem: str, seq: int) -> Tombstone:
+    def _bury(self, task_id: str, subsystem: str, seq: int, now: float | None = None) -> Tombstone:
         self._drop(task_id)
-        tombstone = Tombstone(subsystem=subsystem, seq=seq, cleared_at=self._clock())
+        cleared_at = self._clock() if now is None else now
+        tombstone = Tombstone(subsystem=subsystem, seq=seq, cleared_at=cleared_at)
         self._tombstones[task_id] = tombstone
         return tombstone
 

@@ -194,3 +194,9 @@ def test_redact_url_keeps_the_brackets_of_an_ipv6_host() -> None:
 @pytest.mark.parametrize("url", ["memory://", "redis://cache:6379/0", "amqp://svc@rabbit/"])
 def test_redact_url_leaves_a_url_without_password_unchanged(url: str) -> None:
     assert redact_url(url) == url
+
+
+def test_a_misspelled_environment_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUS_TASKS_BROKR_URL", "amqp://x")
+    with pytest.raises(ValueError, match="BUS_TASKS_BROKR_URL"):
+        Settings()

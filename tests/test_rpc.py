@@ -491,10 +491,14 @@ def test_a_body_that_is_not_json_answers_32700(dispatcher: Dispatcher, body: byt
 def test_a_body_that_is_not_a_json_rpc_request_answers_32600(
     dispatcher: Dispatcher, body: bytes, message: str
 ) -> None:
-    # JSON-RPC 2.0: when the request itself is invalid, the reply's id is null.
+    # The reply carries the request's id when it is a well-formed one, else null.
+    raw = orjson.loads(body)
+    request_id = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(request_id, bool) or not isinstance(request_id, str | int | float):
+        request_id = None
     reply = dispatcher.handle(body)
     assert reply.forward is None
-    assert orjson.loads(reply.body or b"") == error_reply(-32600, message, None)
+    assert orjson.loads(reply.body or b"") == error_reply(-32600, message, request_id)
 
 
 @pytest.mark.parametrize("method", ["Host.getAllTask", "getalltasks", "Task.delete", "", "Host.getAllTasks "])
