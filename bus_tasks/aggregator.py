@@ -264,7 +264,10 @@ class Aggregator:
             tombstone_ttl_s=self.policy.tombstone_ttl_s, done_ttl_s=self.policy.done_ttl_s
         )
         for task_id in expired.buried:
-            self.store.bury(task_id, self.view.tombstones[task_id])
+            tombstone = self.view.tombstones[task_id]
+            self.store.bury(task_id, tombstone)
+            # Its subsystem drops its copy too, so no later resync can bring the task back.
+            self._tell_cleared(task_id, tombstone.subsystem)
         for task_id in expired.forgotten:
             self.store.forget(task_id)
         if expired.buried or expired.forgotten:
@@ -279,10 +282,13 @@ class Aggregator:
         """A done task was cleared through RPC: persist it and tell its subsystem."""
         self.store.bury(task_id, tombstone)
         self.store.commit()
-        self._ensure_control_queue(tombstone.subsystem)
-        body = codec.dumps({"jsonrpc": "2.0", "method": "clear", "params": {"taskID": task_id}})
-        self.connection.publish(body, exchange=names.CONTROL_EXCHANGE, routing_key=tombstone.subsystem)
+        self._tell_cleared(task_id, tombstone.subsystem)
         self.counts["cleared"] += 1
+
+    def _tell_cleared(self, task_id: str, subsystem: str) -> None:
+        self._ensure_control_queue(subsystem)
+        body = codec.dumps({"jsonrpc": "2.0", "method": "clear", "params": {"taskID": task_id}})
+        self.connection.publish(body, exchange=names.CONTROL_EXCHANGE, routing_key=subsystem)
 
     def _ensure_control_queue(self, subsystem: str) -> None:
         # The queue is durable: a subsystem that is offline gets the message when it is back.
