@@ -437,9 +437,28 @@ class BusConnection:
     def recover(self, max_retries: int | Literal["default"] | None = "default") -> None:
         """Reconnect after a lost connection: re-declare, restart consumers, re-send unconfirmed.
 
+        Without a bound on retries, keeps trying (with back-off) until everything is restored,
+        even if the connection drops again half-way.
+
         Raises:
             one of :attr:`errors` when the broker is still unreachable after ``max_retries``.
         """
+        retries = self._connect_retries if max_retries == "default" else max_retries
+        delay_s = 0.1
+        while True:
+            try:
+                self._reconnect(max_retries)
+                return
+            except self.errors as exc:
+                if retries is not None:
+                    raise
+                log.warning(
+                    "reconnecting to %s failed (%s); again in %.1fs", redact_url(self.url), exc, delay_s
+                )
+                time.sleep(delay_s)  # back-off between attempts
+                delay_s = min(delay_s * 2, self._reconnect_max_s)
+
+    def _reconnect(self, max_retries: int | Literal["default"] | None) -> None:
         log.warning("reconnecting to %s", redact_url(self.url))
         if not self._broken:
             self._lost()

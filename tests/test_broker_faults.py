@@ -1,0 +1,78 @@
+"""Broker connections cut or stalled mid-stream, on both sides: both recover, nothing is lost."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from conftest import RABBITMQ, Broker
+from faultproxy import FaultProxy
+
+from bus_tasks.aggregator import Aggregator
+from bus_tasks.bus import BusConnection
+from bus_tasks.client import TasksClient
+from bus_tasks.model import State
+from bus_tasks.publisher import TaskPublisher
+from bus_tasks.testing import RunningAggregator, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+TASKS = 1500
+LONG_STALL_S = 6.0  # longer than two heartbeats: the stalled side must notice and reconnect
+
+
+@pytest.fixture
+def proxies() -> Iterator[tuple[FaultProxy, FaultProxy]]:
+    """One proxy in front of the broker for the aggregator, one for the publisher."""
+    with FaultProxy(RABBITMQ) as aggregator_side, FaultProxy(RABBITMQ) as publisher_side:
+        yield aggregator_side, publisher_side
+
+
+def _through(proxy: FaultProxy, broker: Broker) -> str:
+    vhost = broker.url.rsplit("/", 1)[1]
+    return f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"
+
+
+def test_drops_and_stalls_on_both_sides_lose_no_event(
+    rabbitmq_broker: Broker, proxies: tuple[FaultProxy, FaultProxy]
+) -> None:
+    to_aggregator, to_publisher = proxies
+    aggregator = Aggregator(BusConnection(_through(to_aggregator, rabbitmq_broker), heartbeat_s=2.0))
+    publisher = TaskPublisher(
+        BusConnection(_through(to_publisher, rabbitmq_broker), confirm_publish=True, heartbeat_s=2.0), "vdsm"
+    )
+    ids = [str(uuid.uuid4()) for _ in range(TASKS)]
+    faults = {
+        300: to_publisher.drop_all,
+        600: to_aggregator.drop_all,
+        800: to_aggregator.stall,
+        1000: to_aggregator.resume,
+        1100: to_publisher.stall,
+        1150: to_publisher.resume,
+        1300: lambda: (to_publisher.drop_all(), to_aggregator.drop_all()),
+    }
+    with RunningAggregator(aggregator):
+        for index, task_id in enumerate(ids):
+            if index in faults:
+                faults[index]()
+            publisher.create("copyImage", ["spm"], task_id=task_id, state=State.RUNNING)
+            publisher.update(task_id, progress=50)
+            publisher.finish(task_id, message=f"done {index}")
+            if index == 1400:
+                to_aggregator.stall()
+        time.sleep(LONG_STALL_S)  # the length of the outage, not synchronisation
+        to_aggregator.resume()
+        publisher.flush(120.0)
+        with TasksClient(BusConnection(rabbitmq_broker.url), timeout_s=10) as client:
+            want = {task_id: ("finished", f"done {i}") for i, task_id in enumerate(ids)}
+            wait_until(
+                lambda: {i: (t["state"], t["message"]) for i, t in client.get_all_tasks().items()} == want,
+                timeout_s=120,
+                interval_s=0.5,
+                what="every task finished in the view",
+            )
+        assert to_aggregator.accepted >= 3  # the aggregator reconnected
+        assert to_publisher.accepted >= 3  # the publisher reconnected
+        publisher.close()
