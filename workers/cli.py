@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tomllib
 from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
 
 from bus_tasks import codec, render
 from bus_tasks.bus import BusConnection
 from bus_tasks.client import TasksClient
-from bus_tasks.config import Settings
+from bus_tasks.config import CONFIG_ENV, Settings, config_file, redact_url
 from bus_tasks.errors import BusTasksError
 from bus_tasks.legacy import record_from_details
-from bus_tasks.model import State
+from bus_tasks.model import State, describe_validation
 from bus_tasks.publisher import TaskPublisher
 from workers.aggregator import serve
 from workers.demo import run_demo
@@ -24,19 +29,74 @@ log = logging.getLogger("bus_tasks.cli")
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
+ENV_PREFIX = "BUS_TASKS_"
+BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "memory")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# A one-shot command gives up on an unreachable broker instead of retrying forever.
+CLIENT_CONNECT_RETRIES = 3
+# Errors of these libraries reaching main() mean the broker (or the Redis store) is unusable.
+_BROKER_LIBRARIES = frozenset({"kombu", "amqp", "redis"})
+
+SUBCOMMANDS: dict[str, str] = {
+    "serve": "run the aggregator: consume events, answer getAllTasks",
+    "demo": "run the whole system in one process on memory:// and print it",
+    "tasks": "list tasks of a running aggregator (getAllTasks)",
+    "status": "show one task's status (Task.getStatus)",
+    "stop": "stop a task (Task.stop)",
+    "revert": "revert a done task (Task.revert)",
+    "clear": "clear a done task (Task.clear)",
+    "inject": "publish test tasks with chosen tags, as a subsystem",
+    "retag": "replace the tags of a task (republished as its subsystem)",
+    "simulate": "run a simulated subsystem (storage or gluster) against a broker",
+}
+
+
+class ConfigError(Exception):
+    """Raised when the settings (file, ``BUS_TASKS_*`` env, options) cannot be used."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
 
 def _broker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--broker",
         metavar="URL",
         help="broker URL: amqp://user:pass@host:5672/vhost, redis://host:6379/0 or memory:// "
-        "(default: $BUS_TASKS_BROKER_URL, else broker_url in config/bus_tasks.toml)",
+        f"(default: ${ENV_PREFIX}BROKER_URL, else broker_url in config/bus_tasks.toml)",
     )
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
     _broker_options(parser)
-    parser.add_argument("--timeout", type=float, metavar="S", help="deadline of the call in seconds")
+    parser.add_argument(
+        "--timeout", type=_positive_float, metavar="S", help="deadline of the call in seconds"
+    )
     parser.add_argument("--json", action="store_true", help="print the raw JSON result")
 
 
@@ -45,18 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bus-tasks",
         description="Task-status service for message-bus driven systems: one merged view of every "
         "task, queried with getAllTasks, VDSM-compatible.",
+        epilog=f"Settings come from config/bus_tasks.toml (or the file ${CONFIG_ENV} names), then "
+        f"{ENV_PREFIX}<SETTING> env vars, then options.",
     )
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING ... (default: INFO)")
+    parser.add_argument(
+        "--log-level", type=_log_level, metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (default: INFO)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the aggregator: consume events, answer getAllTasks")
+    def command(name: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=SUBCOMMANDS[name], description=SUBCOMMANDS[name])
+
+    serve = command("serve")
     _broker_options(serve)
     serve.add_argument("--data-dir", metavar="DIR", help="where the view is kept (default: data/)")
 
-    demo = sub.add_parser("demo", help="run the whole system in one process on memory:// and print it")
-    demo.add_argument("--storage-tasks", type=int, default=8, metavar="N", help="simulated storage tasks")
+    demo = command("demo")
+    demo.add_argument("--storage-tasks", type=_count, default=8, metavar="N", help="simulated storage tasks")
 
-    tasks = sub.add_parser("tasks", help="list tasks of a running aggregator (getAllTasks)")
+    tasks = command("tasks")
     _client_options(tasks)
     tasks.add_argument("--tag", action="append", metavar="TAG", help="only tasks with this tag (repeatable)")
     tasks.add_argument(
@@ -68,28 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument(
         "--legacy",
         choices=("info", "statuses"),
-        help="VDSM's getAllTasksInfo or getAllTasksStatuses instead",
+        help="VDSM's getAllTasksInfo or getAllTasksStatuses (spm tasks only) instead",
     )
 
-    for name, what in (
-        ("status", "show one task's status (Task.getStatus)"),
-        ("stop", "stop a task (Task.stop)"),
-        ("revert", "revert a done task (Task.revert)"),
-        ("clear", "clear a done task (Task.clear)"),
-    ):
-        cmd = sub.add_parser(name, help=what)
+    for name in ("status", "stop", "revert", "clear"):
+        cmd = command(name)
         _client_options(cmd)
         cmd.add_argument("task_id", metavar="TASK_ID")
 
-    inject = sub.add_parser("inject", help="publish test tasks with chosen tags, as a subsystem")
+    inject = command("inject")
     _broker_options(inject)
     inject.add_argument("--subsystem", default="test", help="owning subsystem (default: test)")
     inject.add_argument("--verb", default="testTask", help="verb (default: testTask)")
     inject.add_argument("--tag", action="append", default=[], metavar="TAG", help="tag (repeatable)")
     inject.add_argument("--state", default="running", choices=[s.value for s in State], help="state")
-    inject.add_argument("--count", type=int, default=1, metavar="N", help="how many tasks")
+    inject.add_argument("--count", type=_positive_int, default=1, metavar="N", help="how many tasks")
 
-    retag = sub.add_parser("retag", help="replace the tags of a task (republished as its subsystem)")
+    retag = command("retag")
     _client_options(retag)
     retag.add_argument("task_id", metavar="TASK_ID")
     retag.add_argument(
@@ -100,31 +162,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="new tag (repeatable; none clears)",
     )
 
-    simulate = sub.add_parser(
-        "simulate", help="run a simulated subsystem (storage or gluster) against a broker"
-    )
+    simulate = command("simulate")
     _broker_options(simulate)
     simulate.add_argument("kind", choices=("storage", "gluster"))
     simulate.add_argument("--subsystem", help="subsystem name (default: vdsm or gluster)")
-    simulate.add_argument("--tasks", type=int, default=6, metavar="N", help="tasks per round")
-    simulate.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between steps")
+    simulate.add_argument("--tasks", type=_positive_int, default=6, metavar="N", help="tasks per round")
+    simulate.add_argument(
+        "--interval", type=_positive_float, default=1.0, metavar="S", help="seconds between steps"
+    )
+    simulate.add_argument(
+        "--keep-rounds",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="rounds listed at once, the running one included; the done tasks of older rounds "
+        "are cleared (default: 2)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "tasks" and args.legacy and (args.tag or args.match != "any"):
+        parser.error("tasks: --legacy lists spm tasks only; it takes no --tag or --match")
     try:
-        settings = Settings().with_overrides(
-            broker_url=getattr(args, "broker", None), log_level=args.log_level
-        )
-    except (ValueError, FileNotFoundError) as exc:
+        settings = load_settings(broker_url=getattr(args, "broker", None), log_level=args.log_level)
+        if args.command != "demo":
+            check_broker_url(settings.broker)
+    except ConfigError as exc:
         print(f"bus-tasks: bad configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
     # The demo prints tables on stdout; its log stays quiet unless asked for.
-    level = args.log_level or ("WARNING" if args.command == "demo" else settings.log_level)
+    level = args.log_level or ("WARNING" if args.command == "demo" else settings.log_level.upper())
     logging.basicConfig(
-        level=level.upper(),
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -136,14 +208,79 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # Expected trouble of the surroundings (broker or store unreachable, refused, a data
+        # directory that cannot be written) is one line; anything else keeps its traceback.
+        library = type(exc).__module__.partition(".")[0]
+        if not (isinstance(exc, OSError) or library in _BROKER_LIBRARIES):
+            raise
+        log.debug("%s failed", args.command, exc_info=True)
+        where = f" (broker {redact_url(settings.broker)})" if library in ("kombu", "amqp") else ""
+        print(f"bus-tasks {args.command}: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+        return EXIT_ERROR
 
 
-def _connection(settings: Settings, *, confirm: bool = False) -> BusConnection:
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the config file and the environment, then ``overrides``; misspellings are errors.
+
+    Raises:
+        ConfigError: naming every bad or unknown setting, never echoing its value.
+    """
+    # pydantic-settings ignores env vars that match no field: a misspelled one would be lost.
+    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields} | {CONFIG_ENV}
+    unknown = sorted(n for n in os.environ if n.upper().startswith(ENV_PREFIX) and n.upper() not in known)
+    if unknown:
+        raise ConfigError(f"unknown setting in the environment: {', '.join(unknown)}")
+    try:
+        source = config_file()
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    where = f"config file {source}, " if source is not None else ""
+    try:
+        settings = Settings().with_overrides(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {source}: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{describe_validation(exc, limit=20)} (from {where}{ENV_PREFIX}* env vars or options)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {source}: {exc}") from None
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"log_level {settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    return settings
+
+
+def check_broker_url(url: str) -> None:
+    """Refuse a broker URL no transport of bus_tasks serves (the URL is not echoed: it has secrets).
+
+    Raises:
+        ConfigError: when the scheme is missing or unknown.
+    """
+    schemes = ", ".join(f"{s}://" for s in BROKER_SCHEMES)
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        raise ConfigError(f"broker URL has no scheme: use one of {schemes}")
+    if scheme.lower() not in BROKER_SCHEMES:
+        raise ConfigError(f"broker URL scheme {scheme!r} is not supported: use one of {schemes}")
+    try:
+        urlsplit(url).port  # noqa: B018 - parsing is the check
+    except ValueError:
+        # The parser's message may quote a password (amqp://user:secret/ has no host): not shown.
+        raise ConfigError(
+            "broker URL is malformed: its user:password@host:port part does not parse"
+        ) from None
+
+
+def _connection(
+    settings: Settings, *, confirm: bool = False, retries: int | None = CLIENT_CONNECT_RETRIES
+) -> BusConnection:
     return BusConnection(
         settings.broker,
         confirm_publish=confirm,
         heartbeat_s=settings.heartbeat_s,
         connect_timeout_s=settings.connect_timeout_s,
+        connect_retries=retries,
         redis_key_prefix=settings.redis_key_prefix,
     )
 
@@ -179,7 +316,9 @@ def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with _client(args, settings) as client:
         status = client.get_task_status(args.task_id)
-        print(codec.dumps(status).decode() if args.json else render.statuses_table({args.task_id: status}))
+        print(
+            codec.dumps(status).decode() if args.json else render.statuses_table({status["taskID"]: status})
+        )
     return 0
 
 
@@ -196,26 +335,29 @@ def _control(method: str) -> Callable[[argparse.Namespace, Settings], int]:
 def cmd_inject(args: argparse.Namespace, settings: Settings) -> int:
     with _connection(settings, confirm=True) as connection:
         publisher = TaskPublisher(connection, args.subsystem)
-        for _ in range(args.count):
-            record = publisher.create(args.verb, args.tag, state=args.state)
-            print(record.id)
+        ids = [publisher.create(args.verb, args.tag, state=args.state).id for _ in range(args.count)]
+        # Publishing is pipelined: the ids are printed once the broker has every task.
+        publisher.flush(settings.rpc_timeout_s)
+    for task_id in ids:
+        print(task_id)
     return 0
 
 
 def cmd_retag(args: argparse.Namespace, settings: Settings) -> int:
     with _client(args, settings) as client:
-        task_id = args.task_id
-        details = client.get_all_tasks().get(task_id.lower())
+        # The status call answers the aggregator's own 401 (unknown) or 1000 (not a UUID).
+        task_id = client.get_task_status(args.task_id)["taskID"]
+        details = client.get_all_tasks().get(task_id)
         if details is None:
-            client.get_task_status(task_id)  # raises the aggregator's own 401 / 1000
+            print(f"bus-tasks retag: task {task_id} was cleared meanwhile", file=sys.stderr)
             return EXIT_ERROR
     with _connection(settings, confirm=True) as connection:
         publisher = TaskPublisher(connection, details["subsystem"])
         publisher.adopt(record_from_details(details))
         record = publisher.retag(details["id"], args.tag)
-        print(
-            codec.dumps(list(record.tags)).decode() if args.json else f"{record.id}: tags {list(record.tags)}"
-        )
+        publisher.flush(settings.rpc_timeout_s)
+    tags = list(record.tags)
+    print(codec.dumps(tags).decode() if args.json else f"{record.id}: tags {tags}")
     return 0
 
 
@@ -226,6 +368,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         subsystem=args.subsystem,
         tasks=args.tasks,
         interval_s=args.interval,
+        keep_rounds=args.keep_rounds,
     )
 
 

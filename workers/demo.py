@@ -6,7 +6,7 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from bus_tasks import render
@@ -20,6 +20,8 @@ from bus_tasks.testing import RunningAggregator, wait_until
 
 URL = "memory://"
 SYNC_TIMEOUT_S = 10.0
+# Every simulated task is done within a dozen steps; more rounds than this means a hang.
+MAX_ROUNDS = 100
 
 
 def run_demo(out: TextIO, *, storage_tasks: int = 8, seed: int = 7) -> int:
@@ -78,8 +80,11 @@ def run_demo(out: TextIO, *, storage_tasks: int = 8, seed: int = 7) -> int:
             _section(out, "the engine's loop: poll getAllTasksStatuses, clear what finished")
             _engine_loop(out, client, lambda: step(1))
             _section(out, "the rest: clear every done task, whatever its subsystem")
-            while client.get_all_tasks():
-                for task_id, task in client.get_all_tasks().items():
+            for _ in _rounds("clearing the rest"):
+                left = client.get_all_tasks()
+                if not left:
+                    break
+                for task_id, task in left.items():
                     if task["taskState"] == "finished":
                         client.clear_task(task_id)
                         print(
@@ -95,14 +100,13 @@ def run_demo(out: TextIO, *, storage_tasks: int = 8, seed: int = 7) -> int:
                 thread.join(5.0)
             client.close()
             for sim in sims:
-                sim.publisher.connection.close()
+                sim.publisher.close()
     return 0
 
 
 def _engine_loop(out: TextIO, client: TasksClient, advance: Callable[[], None]) -> None:
-    round_no = 0
     started = time.monotonic()
-    while True:
+    for round_no in _rounds("the engine's loop"):
         statuses = client.get_all_tasks_statuses()
         if not statuses:
             print(f"round {round_no}: nothing left ({time.monotonic() - started:.2f}s)", file=out)
@@ -120,7 +124,12 @@ def _engine_loop(out: TextIO, client: TasksClient, advance: Callable[[], None]) 
             with contextlib.suppress(TaskStateError):  # the engine's "not yet": a later round
                 client.clear_task(task_id)
         advance()
-        round_no += 1
+
+
+def _rounds(what: str) -> Iterator[int]:
+    """0, 1, 2 ... up to MAX_ROUNDS, then fail rather than loop forever."""
+    yield from range(MAX_ROUNDS)
+    raise RuntimeError(f"{what} did not end within {MAX_ROUNDS} rounds")
 
 
 def _section(out: TextIO, title: str) -> None:

@@ -2,52 +2,99 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import signal
 import threading
+from collections import deque
 from types import FrameType
 
 from bus_tasks.bus import BusConnection
 from bus_tasks.config import Settings
+from bus_tasks.errors import UnknownTask
 from bus_tasks.publisher import TaskPublisher
 from bus_tasks.simulate import SimulatedSubsystem, start_gluster_tasks, start_storage_tasks
 
+log = logging.getLogger("bus_tasks.simulate")
 
-def simulate(settings: Settings, *, kind: str, subsystem: str | None, tasks: int, interval_s: float) -> int:
-    """Start rounds of tasks and run them through their states until SIGTERM or SIGINT."""
+
+def simulate(
+    settings: Settings,
+    *,
+    kind: str,
+    subsystem: str | None,
+    tasks: int,
+    interval_s: float,
+    keep_rounds: int = 2,
+) -> int:
+    """Start rounds of tasks and run them through their states until SIGTERM or SIGINT.
+
+    Nobody may ever clear these tasks, so the done tasks of rounds older than the last
+    ``keep_rounds`` are cleared here: the view of a long-running simulation stays bounded.
+    """
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    def connect() -> BusConnection:
+    def connect(*, confirm: bool) -> BusConnection:
         return BusConnection(
             settings.broker,
-            confirm_publish=True,
+            confirm_publish=confirm,
             heartbeat_s=settings.heartbeat_s,
             connect_timeout_s=settings.connect_timeout_s,
             redis_key_prefix=settings.redis_key_prefix,
         )
 
     name = subsystem or ("vdsm" if kind == "storage" else "gluster")
-    publisher = TaskPublisher(connect(), name)
+    publisher = TaskPublisher(connect(confirm=True), name)
     sim = SimulatedSubsystem(publisher)
-    control = threading.Thread(target=publisher.serve_control, args=(connect(), stop), daemon=True)
+    control = threading.Thread(
+        target=publisher.serve_control, args=(connect(confirm=False), stop), name="control", daemon=True
+    )
     control.start()
+    log.info(
+        "simulating %s as subsystem %s: %d tasks per round, a step every %gs", kind, name, tasks, interval_s
+    )
     rng = random.Random()
+    rounds: deque[list[str]] = deque()
     round_no = 0
     while not stop.is_set():
         if not sim.busy:
+            if len(rounds) >= keep_rounds:
+                _clear_done(publisher, rounds)
             round_no += 1
             if kind == "storage":
-                start_storage_tasks(sim, tasks, rng)
+                started = start_storage_tasks(sim, tasks, rng)
             else:
-                start_gluster_tasks(sim, [f"gv{round_no}-{i}" for i in range(tasks)], rng)
+                started = start_gluster_tasks(sim, [f"gv{round_no}-{i}" for i in range(tasks)], rng)
+            rounds.append(started)
         sim.step()
         stop.wait(interval_s)
     control.join(5.0)
-    publisher.connection.close()
+    publisher.close()
+    log.info("simulator %s stopped", name)
     return 0
+
+
+def _clear_done(publisher: TaskPublisher, rounds: deque[list[str]]) -> None:
+    """Clear the done tasks of the oldest round; one still running (reverted) waits for the next."""
+    oldest = rounds.popleft()
+    waiting = []
+    for task_id in oldest:
+        try:
+            if publisher.get(task_id).state.is_done:
+                publisher.clear(task_id)
+            else:
+                waiting.append(task_id)
+        except UnknownTask:
+            pass  # already cleared through the aggregator
+    if waiting:
+        if rounds:
+            rounds[0].extend(waiting)
+        else:
+            rounds.append(waiting)

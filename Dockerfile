@@ -1,0 +1,27 @@
+# One image for every bus_tasks process; docker-compose.yml picks the subcommand.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+# README.md* : the readme pyproject.toml names, when there is one.
+COPY pyproject.toml README.md* ./
+COPY bus_tasks ./bus_tasks
+COPY workers ./workers
+RUN pip install . && rm -rf /src
+
+# The aggregator's view lives in /var/lib/bus_tasks (BUS_TASKS_DATA_DIR); the directory is
+# created here, owned by the service user, so that a named volume mounted on it is writable.
+RUN groupadd --system bus_tasks \
+    && useradd --system --gid bus_tasks --home-dir /var/lib/bus_tasks --shell /usr/sbin/nologin bus_tasks \
+    && mkdir -p /var/lib/bus_tasks \
+    && chown bus_tasks:bus_tasks /var/lib/bus_tasks
+
+USER bus_tasks
+WORKDIR /var/lib/bus_tasks
+
+ENTRYPOINT ["bus-tasks"]
+CMD ["--help"]

@@ -1,0 +1,160 @@
+"""Run the ``bus-tasks`` console script in tests: a clean environment, deadlines, parsed output."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# The console script of the environment running the tests (.venv/bin/bus-tasks).
+BUS_TASKS = Path(sys.executable).parent / "bus-tasks"
+CLI_TIMEOUT_S = 60.0
+_FOOTER = re.compile(r"^\((\d+) tasks\)$")
+
+
+def cli_env(**env: str) -> dict[str, str]:
+    """This process's environment without any ``BUS_TASKS_*`` setting, plus ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("BUS_TASKS_")}
+    return {**clean, **env}
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout_s: float = CLI_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """``bus-tasks ARGS`` to completion, in ``cwd`` (away from the repository's config file)."""
+    return subprocess.run(
+        [str(BUS_TASKS), *args],
+        cwd=cwd,
+        env=env if env is not None else cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def parse_table(text: str) -> tuple[list[dict[str, str]], int]:
+    """The rows of a ``bus_tasks.render`` table (header -> cell) and the count of its footer."""
+    lines = text.rstrip("\n").splitlines()
+    footer = _FOOTER.match(lines[-1])
+    assert footer is not None, f"no '(N tasks)' footer in:\n{text}"
+    header = lines[0]
+    columns = [(m.group(), m.start()) for m in re.finditer(r"\S+(?: \S+)*", header)]
+    ends = [start for _, start in columns[1:]] + [None]
+    rows = [
+        {name: line[start:end].strip() for (name, start), end in zip(columns, ends, strict=True)}
+        for line in lines[1:-1]
+    ]
+    return rows, int(footer.group(1))
+
+
+def details(
+    task_id: str, *, subsystem: str, verb: str, tags: Sequence[str], state: str = "running"
+) -> dict[str, Any]:
+    """The ``TaskDetails`` of a task that has never changed since it was created (times aside)."""
+    return {
+        "id": task_id,
+        "taskID": task_id,
+        "verb": verb,
+        "subsystem": subsystem,
+        "tags": list(tags),
+        "tag": tags[0] if tags else "",
+        "state": state,
+        "taskState": state,
+        "taskResult": "",
+        "code": 0,
+        "message": "",
+        "result": "",
+        "progress": None,
+        "data": {},
+    }
+
+
+def without_times(tasks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``tasks`` without ``createdAt``/``updatedAt``, after checking they are RFC 3339 UTC."""
+    stripped = {}
+    for task_id, task in tasks.items():
+        rest = dict(task)
+        for key in ("createdAt", "updatedAt"):
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", rest.pop(key)), task
+        stripped[task_id] = rest
+    return stripped
+
+
+class BusTasksProcess:
+    """``bus-tasks ARGS`` running in the background; a thread collects its stderr lines."""
+
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.popen = subprocess.Popen(
+            [str(BUS_TASKS), *args],
+            cwd=cwd,
+            env=env if env is not None else cli_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, name="stderr", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stderr is not None
+        with self.popen.stderr:
+            for line in self.popen.stderr:
+                with self._changed:
+                    self.lines.append(line.rstrip("\n"))
+                    self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def _find(self, text: str) -> int | None:
+        return next((i for i, line in enumerate(self.lines) if text in line), None)
+
+    def wait_for_line(self, text: str, *, timeout_s: float) -> int:
+        """Index of the first stderr line containing ``text``; fails at the deadline or on exit."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._find(text) is not None or self.popen.poll() is not None,
+                timeout=timeout_s,
+            )
+            index = self._find(text)
+        if index is None:
+            raise AssertionError(
+                f"bus-tasks {' '.join(self.args[:2])} logged no {text!r} within {timeout_s:g}s "
+                f"(exit status {self.popen.poll()}):\n{self.log}"
+            )
+        return index
+
+    def terminate(self, *, timeout_s: float = 20.0) -> int:
+        """SIGTERM, then the exit status; SIGKILL and fail if it has not exited by ``timeout_s``."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            status = self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"bus-tasks {self.args[0]} still running {timeout_s:g}s after SIGTERM"
+            ) from None
+        self._reader.join(timeout_s)
+        return status
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(10.0)
+        self._reader.join(10.0)
+
+    @property
+    def log(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)

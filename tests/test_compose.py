@@ -1,0 +1,220 @@
+"""docker-compose.yml and the Dockerfile agree with the code: subcommands, options, settings, wiring.
+
+Docker cannot run here, so the files are parsed; a renamed subcommand, option or setting fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from bus_tasks.config import CONFIG_ENV, Settings
+from workers.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+SETTING_ENV = {f"BUS_TASKS_{name.upper()}": name for name in Settings.model_fields}
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    instructions = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+def _argv(value: str | list[str]) -> list[str]:
+    """A compose command/entrypoint (exec list or shell string) as an argument list."""
+    return list(value) if isinstance(value, list) else shlex.split(value)
+
+
+def _image_entrypoint() -> list[str]:
+    entrypoints = [rest for keyword, rest in _dockerfile() if keyword == "ENTRYPOINT"]
+    assert entrypoints, "the Dockerfile has no ENTRYPOINT"
+    return list(json.loads(entrypoints[-1]))
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # the ["KEY=value", ...] form
+        return dict(item.partition("=")[::2] for item in env)
+    return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+def _bus_tasks_args(service: dict[str, Any]) -> list[str] | None:
+    """The arguments given to ``bus-tasks`` by a service, or None if it does not run it."""
+    if "entrypoint" in service:
+        entrypoint = _argv(service["entrypoint"])
+    elif "build" in service:
+        entrypoint = _image_entrypoint()
+    else:
+        return None
+    if not entrypoint or Path(entrypoint[0]).name != "bus-tasks":
+        return None
+    return entrypoint[1:] + _argv(service.get("command", []))
+
+
+BUS_TASKS_SERVICES = {name: args for name, s in SERVICES.items() if (args := _bus_tasks_args(s)) is not None}
+
+
+def _parse(args: list[str]) -> Any:
+    """``build_parser().parse_args(args)``, with argparse's complaint as the failure message."""
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            return build_parser().parse_args(args)
+    except SystemExit:
+        pytest.fail(f"bus-tasks {shlex.join(args)} does not parse:\n{stderr.getvalue()}")
+
+
+def test_compose_has_the_services_of_the_system() -> None:
+    assert set(SERVICES) == {"rabbitmq", "redis", "aggregator", "storage", "gluster"}
+    assert SERVICES["rabbitmq"]["image"] == "rabbitmq:3-management"
+    assert SERVICES["redis"]["image"] == "redis:7"
+    assert {name: args[0] for name, args in BUS_TASKS_SERVICES.items()} == {
+        "aggregator": "serve",
+        "storage": "simulate",
+        "gluster": "simulate",
+    }
+
+
+@pytest.mark.parametrize("service", sorted(BUS_TASKS_SERVICES))
+def test_each_bus_tasks_service_runs_a_subcommand_whose_arguments_parse(service: str) -> None:
+    args = _parse(BUS_TASKS_SERVICES[service])
+    assert args.command == BUS_TASKS_SERVICES[service][0]
+
+
+def test_the_simulators_run_one_storage_and_one_gluster_subsystem() -> None:
+    kinds = {name: _parse(BUS_TASKS_SERVICES[name]).kind for name in ("storage", "gluster")}
+    assert kinds == {"storage": "storage", "gluster": "gluster"}
+
+
+def _healthcheck_argv(service: dict[str, Any]) -> list[str] | None:
+    test = (service.get("healthcheck") or {}).get("test")
+    if isinstance(test, str):
+        return shlex.split(test)
+    if test and test[0] == "CMD":
+        return list(test[1:])
+    if test and test[0] == "CMD-SHELL":
+        return shlex.split(test[1])
+    return None  # none, or NONE
+
+
+def test_every_healthcheck_that_runs_bus_tasks_parses_too() -> None:
+    checked = []
+    for name, service in sorted(SERVICES.items()):
+        argv = _healthcheck_argv(service)
+        if argv and Path(argv[0]).name == "bus-tasks":
+            _parse(argv[1:])
+            checked.append(name)
+    assert checked == ["aggregator"]
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_every_bus_tasks_env_var_names_a_real_setting_with_a_valid_value(service: str) -> None:
+    env = {k: v for k, v in _environment(SERVICES[service]).items() if k.startswith("BUS_TASKS_")}
+    unknown = sorted(set(env) - set(SETTING_ENV) - {CONFIG_ENV})
+    assert unknown == [], f"{service} sets env vars that are no setting of bus_tasks.config.Settings"
+    values = {SETTING_ENV[k]: v for k, v in env.items() if k in SETTING_ENV}
+    try:
+        Settings.model_validate(values)
+    except ValidationError as exc:
+        pytest.fail(f"{service}: invalid setting values: {exc}")
+
+
+def test_bus_tasks_services_share_one_broker_url_pointing_at_the_rabbitmq_service() -> None:
+    urls = {name: _environment(SERVICES[name]).get("BUS_TASKS_BROKER_URL") for name in BUS_TASKS_SERVICES}
+    assert urls == dict.fromkeys(BUS_TASKS_SERVICES, "amqp://guest:guest@rabbitmq:5672//")
+    assert urlsplit(urls["aggregator"]).hostname in SERVICES
+
+
+def test_aggregator_keeps_its_view_in_a_named_volume_at_its_data_dir() -> None:
+    aggregator = SERVICES["aggregator"]
+    data_dir = _environment(aggregator)["BUS_TASKS_DATA_DIR"]
+    mounts = {}
+    for volume in aggregator.get("volumes", []):
+        if isinstance(volume, str):
+            source, _, target = volume.partition(":")
+            mounts[target.split(":")[0]] = source
+        else:
+            mounts[volume["target"]] = volume.get("source")
+    assert data_dir in mounts, f"nothing is mounted at BUS_TASKS_DATA_DIR={data_dir}"
+    assert mounts[data_dir] in (COMPOSE.get("volumes") or {}), "the data dir is not a named volume"
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_depends_on_names_existing_services_and_waits_only_for_those_with_a_healthcheck(service: str) -> None:
+    depends_on = SERVICES[service].get("depends_on") or {}
+    if isinstance(depends_on, list):  # the short form: just started
+        depends_on = dict.fromkeys(depends_on)
+    conditions = {
+        target: (spec or {}).get("condition", "service_started") for target, spec in depends_on.items()
+    }
+    assert set(conditions) <= set(SERVICES) - {service}
+    for target, condition in conditions.items():
+        assert condition in ("service_started", "service_healthy", "service_completed_successfully")
+        if condition == "service_healthy":
+            assert "healthcheck" in SERVICES[target], (
+                f"{service} waits for {target}, which has no healthcheck"
+            )
+
+
+def test_bus_tasks_services_wait_for_a_healthy_broker_and_the_subsystems_for_the_aggregator() -> None:
+    def healthy(service: str) -> set[str]:
+        depends_on = SERVICES[service].get("depends_on") or {}
+        return {t for t, spec in depends_on.items() if (spec or {}).get("condition") == "service_healthy"}
+
+    # The aggregator binds the event queue: a subsystem publishing earlier would lose its events.
+    assert {name: healthy(name) for name in BUS_TASKS_SERVICES} == {
+        "aggregator": {"rabbitmq"},
+        "storage": {"rabbitmq", "aggregator"},
+        "gluster": {"rabbitmq", "aggregator"},
+    }
+
+
+def test_bus_tasks_services_are_built_from_the_dockerfile() -> None:
+    for name in BUS_TASKS_SERVICES:
+        build = SERVICES[name]["build"]
+        context = build if isinstance(build, str) else build.get("context", ".")
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+        assert (ROOT / context / dockerfile).resolve() == ROOT / "Dockerfile"
+
+
+def test_dockerfile_installs_the_package_on_python_311_slim_and_runs_bus_tasks_as_a_non_root_user() -> None:
+    instructions = _dockerfile()
+    assert instructions[0] == ("FROM", "python:3.11-slim")
+    assert any(k == "RUN" and "pip install ." in rest for k, rest in instructions)
+    users = [rest for keyword, rest in instructions if keyword == "USER"]
+    assert users, "the image runs as root"
+    assert users[-1].split(":")[0] not in ("root", "0")
+    assert _image_entrypoint() == ["bus-tasks"]
+
+
+def test_dockerignore_keeps_the_virtualenv_and_git_out_but_lets_the_sources_in() -> None:
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*", "a allow-list .dockerignore starts by excluding everything"
+    allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    copied = {
+        source.rstrip("/*")
+        for keyword, rest in _dockerfile()
+        if keyword == "COPY"
+        for source in rest.split()[:-1]
+    }
+    assert copied <= allowed, "the Dockerfile copies files the build context leaves out"
+    assert not {".venv", ".git", "data", "tests"} & allowed
