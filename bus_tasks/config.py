@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,6 +16,7 @@ from pydantic_settings import (
 )
 
 ENV_PREFIX = "BUS_TASKS_"
+BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "memory")
 CONFIG_ENV = "BUS_TASKS_CONFIG"
 DEFAULT_CONFIG_FILE = Path("config/bus_tasks.toml")
 
@@ -50,7 +51,18 @@ class Settings(BaseSettings):
     store_key_prefix: str = "bus_tasks:view:"
     done_ttl_s: float | None = Field(default=7 * 24 * 3600.0, gt=0)
     tombstone_ttl_s: float = Field(default=30 * 24 * 3600.0, gt=0)
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: SecretStr) -> SecretStr:
+        check_broker_url(value.get_secret_value())
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -87,17 +99,37 @@ class Settings(BaseSettings):
         return Settings(**values)
 
 
+class ConfigError(ValueError):
+    """Raised when settings cannot be used: an unknown ``BUS_TASKS_*`` variable, a bad broker URL."""
+
+
+def check_broker_url(url: str) -> None:
+    """Refuse a broker URL no transport of bus_tasks serves (never echoing it: it may hold secrets).
+
+    Raises:
+        ConfigError: when the scheme is missing or unknown, or the address part does not parse.
+    """
+    schemes = ", ".join(f"{s}://" for s in BROKER_SCHEMES)
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        raise ConfigError(f"broker URL has no scheme: use one of {schemes}")
+    if scheme.lower() not in BROKER_SCHEMES:
+        raise ConfigError(f"broker URL scheme {scheme!r} is not supported: use one of {schemes}")
+    try:
+        urlsplit(url).port  # noqa: B018 - parsing is the check
+    except ValueError:
+        # The parser's message may quote a password (amqp://user:secret/ has no host): not shown.
+        raise ConfigError(
+            "broker URL is malformed: its user:password@host:port part does not parse"
+        ) from None
+
+
 def _check_environment(fields: set[str]) -> None:
     """A ``BUS_TASKS_*`` variable that names no setting is a typo: say so, do not ignore it."""
-    unknown = sorted(
-        name
-        for name in os.environ
-        if name.startswith(ENV_PREFIX)
-        and name != CONFIG_ENV
-        and name[len(ENV_PREFIX) :].lower() not in fields
-    )
+    known = {f"{ENV_PREFIX}{name}".upper() for name in fields} | {CONFIG_ENV}
+    unknown = sorted(n for n in os.environ if n.upper().startswith(ENV_PREFIX) and n.upper() not in known)
     if unknown:
-        raise ValueError(f"unknown setting(s) in the environment: {', '.join(unknown)}")
+        raise ConfigError(f"unknown setting in the environment: {', '.join(unknown)}")
 
 
 def redact_url(url: str) -> str:

@@ -195,7 +195,8 @@ def describe_validation(exc: ValidationError, limit: int = 5) -> str:
     parts = []
     for error in exc.errors(include_url=False, include_input=False)[:limit]:
         where = ".".join(str(p) for p in error["loc"]) or "value"
-        parts.append(f"{where}: {error['msg']}")
+        what = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {what}")
     return "; ".join(parts)
 
 

@@ -57,13 +57,17 @@ class SimulatedSubsystem:
         """Advance one task by one step."""
         with self._lock:
             task = self._running.get(task_id)
-            if task is None:
+            if task is None or not task.steps:
                 return
-            change = task.steps.popleft()
-            if not task.steps:
-                del self._running[task_id]
+            change = task.steps[0]
         if task_id in self.publisher:
-            self.publisher.update(task_id, **change)
+            self.publisher.update(task_id, **change)  # if this raises, the step is tried again
+        with self._lock:
+            # A stop or revert may have replaced the script meanwhile: then it stays as it is.
+            if self._running.get(task_id) is task and task.steps and task.steps[0] is change:
+                task.steps.popleft()
+                if not task.steps:
+                    del self._running[task_id]
 
     def run(self, stop: threading.Event, interval_s: float = 0.2) -> None:
         while not stop.wait(interval_s):

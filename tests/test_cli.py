@@ -79,7 +79,7 @@ def test_unusable_broker_url_is_refused_in_one_line_without_echoing_it(
     assert (done.returncode, done.stdout, done.stderr) == (
         2,
         "",
-        f"bus-tasks: bad configuration: {message}\n",
+        f"bus-tasks: bad configuration: broker_url: {message} (from BUS_TASKS_* env vars or options)\n",
     )
 
 

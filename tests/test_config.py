@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from bus_tasks.config import Settings, redact_url
+from bus_tasks.config import ConfigError, Settings, redact_url
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "config" / "bus_tasks.toml"
 
@@ -198,5 +198,5 @@ def test_redact_url_leaves_a_url_without_password_unchanged(url: str) -> None:
 
 def test_a_misspelled_environment_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUS_TASKS_BROKR_URL", "amqp://x")
-    with pytest.raises(ValueError, match="BUS_TASKS_BROKR_URL"):
+    with pytest.raises(ConfigError, match="BUS_TASKS_BROKR_URL"):
         Settings()

@@ -374,7 +374,7 @@ def test_decode_event_rejects_a_body_without_schema() -> None:
             "2024-05-01T12:00:00",
             "invalid event: task.updated_at: Input should have timezone info",
         ),
-        ("id", "not-a-uuid", "invalid event: task.id: Value error, task id is not a UUID: 'not-a-uuid'"),
+        ("id", "not-a-uuid", "invalid event: task.id: task id is not a UUID: 'not-a-uuid'"),
         ("tags", ["a=b"], "invalid event: task.tags.0: String should match pattern"),
     ],
 )
