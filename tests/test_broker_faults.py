@@ -13,6 +13,7 @@ from faultproxy import FaultProxy
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.bus import BusConnection
 from bus_tasks.client import TasksClient
+from bus_tasks.errors import PublishError
 from bus_tasks.model import State
 from bus_tasks.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
@@ -76,3 +77,33 @@ def test_drops_and_stalls_on_both_sides_lose_no_event(
         assert to_aggregator.accepted >= 3  # the aggregator reconnected
         assert to_publisher.accepted >= 3  # the publisher reconnected
         publisher.close()
+
+
+def test_publisher_keeps_a_bounded_outbox_while_the_broker_is_away_and_resends_it(
+    rabbitmq_broker: Broker, proxies: tuple[FaultProxy, FaultProxy]
+) -> None:
+    _, to_publisher = proxies
+    connection = BusConnection(
+        _through(to_publisher, rabbitmq_broker), confirm_publish=True, max_unconfirmed=50, confirm_window=10
+    )
+    publisher = TaskPublisher(connection, "vdsm")
+    with RunningAggregator(Aggregator(BusConnection(rabbitmq_broker.url))):
+        first = publisher.create("copyImage", ["spm"]).id
+        publisher.flush(10.0)
+        to_publisher.refuse(True)
+        to_publisher.drop_all()
+        kept = [publisher.create("copyImage", ["spm"]).id for _ in range(49)]
+        assert connection.pending == 49  # kept, in order, for when the broker is back
+
+        publisher.create("copyImage", ["spm"])  # the 50th fits
+        with pytest.raises(PublishError, match=r"wait for confirmation .* \(the bound is 50\)"):
+            publisher.create("copyImage", ["spm"])
+
+        to_publisher.refuse(False)
+        publisher.flush(60.0)
+        assert connection.pending == 0
+        with TasksClient(BusConnection(rabbitmq_broker.url), timeout_s=10) as client:
+            wait_until(
+                lambda: {first, *kept} <= set(client.get_all_tasks()), timeout_s=30, what="outbox delivered"
+            )
+    publisher.close()
