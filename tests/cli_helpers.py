@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from processes import Process
 
 # The console script of the environment running the tests (.venv/bin/bus-tasks).
 BUS_TASKS = Path(sys.executable).parent / "bus-tasks"
@@ -87,74 +87,9 @@ def without_times(tasks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
     return stripped
 
 
-class BusTasksProcess:
+class BusTasksProcess(Process):
     """``bus-tasks ARGS`` running in the background; a thread collects its stderr lines."""
 
     def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self.popen = subprocess.Popen(
-            [str(BUS_TASKS), *args],
-            cwd=cwd,
-            env=env if env is not None else cli_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, name="stderr", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stderr is not None
-        with self.popen.stderr:
-            for line in self.popen.stderr:
-                with self._changed:
-                    self.lines.append(line.rstrip("\n"))
-                    self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def _find(self, text: str) -> int | None:
-        return next((i for i, line in enumerate(self.lines) if text in line), None)
-
-    def wait_for_line(self, text: str, *, timeout_s: float) -> int:
-        """Index of the first stderr line containing ``text``; fails at the deadline or on exit."""
-        with self._changed:
-            self._changed.wait_for(
-                lambda: self._find(text) is not None or self.popen.poll() is not None,
-                timeout=timeout_s,
-            )
-            index = self._find(text)
-        if index is None:
-            raise AssertionError(
-                f"bus-tasks {' '.join(self.args[:2])} logged no {text!r} within {timeout_s:g}s "
-                f"(exit status {self.popen.poll()}):\n{self.log}"
-            )
-        return index
-
-    def terminate(self, *, timeout_s: float = 20.0) -> int:
-        """SIGTERM, then the exit status; SIGKILL and fail if it has not exited by ``timeout_s``."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            status = self.popen.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(
-                f"bus-tasks {self.args[0]} still running {timeout_s:g}s after SIGTERM"
-            ) from None
-        self._reader.join(timeout_s)
-        return status
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait(10.0)
-        self._reader.join(10.0)
-
-    @property
-    def log(self) -> str:
-        with self._changed:
-            return "\n".join(self.lines)
+        super().__init__([str(BUS_TASKS), *args], cwd=cwd, env=env if env is not None else cli_env())

@@ -17,7 +17,10 @@ SUBSYSTEM_SCRIPT = Path(__file__).parent / "procs" / "subsystem.py"
 class Process:
     """A child process whose stderr lines are collected by a thread (so its pipe never fills)."""
 
-    def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        """Start ``argv``; ``env`` is the whole environment (default: this process's)."""
         self.argv = list(argv)
         self.lines: list[str] = []
         self._changed = threading.Condition()
@@ -26,7 +29,9 @@ class Process:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, **(env or {})},
+            env=env if env is not None else dict(os.environ),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -66,7 +71,7 @@ class Process:
             )
         return index
 
-    def terminate(self, timeout_s: float = 15.0) -> int:
+    def terminate(self, *, timeout_s: float = 20.0) -> int:
         """SIGTERM, then the exit status (SIGKILL and fail if it does not stop in time)."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -86,14 +91,15 @@ class Process:
 
     @property
     def log(self) -> str:
-        return "\n".join(self.lines)
+        with self._changed:
+            return "\n".join(self.lines)
 
 
 def start_serve(broker_url: str, data_dir: Path, *, timeout_s: float = 30.0, **env: str) -> Process:
     """``bus-tasks serve`` as a separate process, once it logged its ready line."""
     process = Process(
         [str(BIN / "bus-tasks"), "serve", "--broker", broker_url, "--data-dir", str(data_dir)],
-        env={"BUS_TASKS_LOG_LEVEL": "INFO", **env},
+        env={**os.environ, "BUS_TASKS_LOG_LEVEL": "INFO", **env},
     )
     process.wait_for_line("aggregator ready", timeout_s=timeout_s)
     return process
