@@ -159,7 +159,7 @@ class Aggregator:
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         self.counts["events_dead"] += 1
-        log.warning("event rejected key=%s: %s", delivery.routing_key, reason)
+        log.warning("event rejected key=%r: %r", delivery.routing_key, reason)
         self._flush()  # keep acks in delivery order
         self.connection.dead_letter(delivery, reason)
 
@@ -170,7 +170,7 @@ class Aggregator:
         deadline = delivery.deadline()
         if deadline is not None and deadline <= received:
             self.counts["requests_expired"] += 1
-            log.info("rpc request %s dropped: its caller gave up", delivery.correlation_id)
+            log.info("rpc request %r dropped: its caller gave up", delivery.correlation_id)
             delivery.ack()
             return
         if len(delivery.body) > self.policy.max_request_bytes:
@@ -230,7 +230,7 @@ class Aggregator:
     def _on_control_reply(self, delivery: Delivery) -> None:
         pending = self._pending.pop(delivery.correlation_id or "", None)
         if pending is None:
-            log.info("late control reply %s dropped", delivery.correlation_id)
+            log.info("late control reply %r dropped", delivery.correlation_id)
             return
         try:
             answer = codec.loads(delivery.body)

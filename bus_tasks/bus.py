@@ -174,6 +174,10 @@ class BusConnection:
         self._connect_retries = connect_retries
         self._reconnect_max_s = reconnect_max_s
         self._consumers: list[tuple[list[Queue], Handler, bool, int | None]] = []
+        # py-amqp reads incoming frames while it publishes, so a handler that publishes (a reply,
+        # a dead letter) would be re-entered by the next delivery: deliveries queue here instead.
+        self._inbox: deque[tuple[Handler, Message]] = deque()
+        self._dispatching = False
         self._live: list[Consumer] = []
         self._producer: Producer | None = None
         self._declared: list[Queue | Exchange] = []
@@ -245,12 +249,25 @@ class BusConnection:
         self.connect()
         self._start(queues, handler, no_ack, prefetch)
 
+    def _dispatch(self, handler: Handler, message: Message) -> None:
+        """Run handlers one delivery at a time, in arrival order, never nested."""
+        self._inbox.append((handler, message))
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            while self._inbox:
+                next_handler, next_message = self._inbox.popleft()
+                next_handler(Delivery.of(next_message))
+        finally:
+            self._dispatching = False
+
     def _start(self, queues: list[Queue], handler: Handler, no_ack: bool, prefetch: int | None) -> None:
         channel = self._conn.channel()
         consumer = Consumer(
             channel,
             queues=queues,
-            on_message=lambda message: handler(Delivery.of(message)),
+            on_message=lambda message: self._dispatch(handler, message),
             no_ack=no_ack,
             prefetch_count=prefetch,
         )
@@ -463,6 +480,7 @@ class BusConnection:
         if not self._broken:
             self._lost()
         self._live.clear()
+        self._inbox.clear()  # deliveries of the lost connection come again on the new one
         self._producer = None
         self._exchanges_declared.clear()
         try:
@@ -503,19 +521,22 @@ class BusConnection:
             channel.queue_delete(name)
 
     def close(self, flush_timeout_s: float = 10.0) -> None:
-        """Wait (bounded) for outstanding confirms, then cancel consumers and disconnect."""
+        """Cancel consumers, wait (bounded) for outstanding confirms, then disconnect."""
         try:
+            for consumer in self._live:
+                try:
+                    consumer.cancel()
+                except Exception:
+                    log.debug("cancelling a consumer failed", exc_info=True)
+            self._live.clear()
+            self._consumers.clear()
+            self._inbox.clear()
             if self.pending:
                 self.flush(flush_timeout_s)
-        except PublishError as exc:
+        except (PublishError, *self.errors) as exc:  # type: ignore[misc]
             log.warning("closing %r: %s", self, exc)
-        for consumer in self._live:
-            try:
-                consumer.cancel()
-            except Exception:
-                log.debug("cancelling a consumer failed", exc_info=True)
-        self._live.clear()
-        self._conn.release()
+        finally:
+            self._conn.release()
 
     def __enter__(self) -> BusConnection:
         return self

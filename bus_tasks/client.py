@@ -54,7 +54,7 @@ class TasksClient:
         if delivery.correlation_id is not None and delivery.correlation_id == self._waiting:
             self._replies[delivery.correlation_id] = delivery.body
         else:
-            log.debug("stale reply %s dropped", delivery.correlation_id)
+            log.debug("stale reply %r dropped", delivery.correlation_id)
 
     def call(
         self, method: str, params: dict[str, Any] | None = None, *, timeout_s: float | None = None

@@ -191,13 +191,14 @@ class Event(BaseModel):
 
 
 def describe_validation(exc: ValidationError, limit: int = 5) -> str:
-    """A one-line summary of a pydantic error: ``where: what; ...``."""
+    """A one-line summary of a pydantic error: ``where: what; ...`` (control characters escaped)."""
     parts = []
     for error in exc.errors(include_url=False, include_input=False)[:limit]:
         where = ".".join(str(p) for p in error["loc"]) or "value"
         what = error["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {what}")
-    return "; ".join(parts)
+    # Names in the input (e.g. an unknown param) must not break the one-line log and error text.
+    return "; ".join(parts).encode("unicode_escape").decode("ascii")
 
 
 def decode_event(body: bytes, *, max_bytes: int) -> Event:

@@ -186,10 +186,10 @@ class Dispatcher:
         except BusTasksError as exc:
             if request_id is None:
                 request_id = _salvage_id(body)
-            log.warning("rpc %s id=%r failed: %d %s", method_name or "?", request_id, exc.code, exc)
+            log.warning("rpc %r id=%r failed: %d %r", method_name, request_id, exc.code, exc.message)
             return Reply(request_id, error_body(request_id, exc), method=method_name)
         except Exception as exc:
-            log.exception("rpc %s id=%r crashed", method_name or "?", request_id)
+            log.exception("rpc %r id=%r crashed", method_name, request_id)
             error = InternalError(type(exc).__name__)
             return Reply(request_id, error_body(request_id, error), method=method_name)
         if isinstance(result, Forward):

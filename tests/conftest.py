@@ -124,11 +124,17 @@ def _delete_rabbitmq_queues(vhost: str) -> None:
     queues = [line.strip() for line in listed.splitlines() if line.strip()]
     if not queues:
         return
-    conn = BusConnection(f"amqp://guest:guest@127.0.0.1:5672/{vhost}")
-    try:
-        conn.delete_queues(queues)
-    finally:
-        conn.close()
+    url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    for name in queues:
+        # One connection per queue: deleting a queue another live connection holds exclusively
+        # is refused and closes the channel; the other queues are deleted all the same.
+        conn = BusConnection(url, connect_retries=3)
+        try:
+            conn.delete_queues([name])
+        except conn.errors:
+            pass
+        finally:
+            conn.close()
 
 
 TRANSPORTS = [

@@ -134,7 +134,7 @@ def assert_dead_lettered(system: System, body: bytes, reason: str, caplog: pytes
     assert letter.headers["x-original-routing-key"] == "task.x.created"
     assert system.aggregator.counts["events_dead"] == 1
     [line] = rejection_lines(caplog)
-    assert line == f"event rejected key=task.x.created: {letter.headers[names.HEADER_REASON]}"
+    assert line == f"event rejected key='task.x.created': {letter.headers[names.HEADER_REASON]!r}"
     assert "\n" not in line
 
     after = system.publisher("vdsm").create("afterPoison", ["after"])
