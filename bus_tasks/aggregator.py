@@ -153,8 +153,7 @@ class Aggregator:
         if not self._unacked:
             return
         self.store.commit()
-        for delivery in self._unacked:
-            delivery.ack()
+        self.connection.ack_all(self._unacked)
         self._unacked.clear()
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:

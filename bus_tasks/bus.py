@@ -77,9 +77,10 @@ class Delivery:
     correlation_id: str | None
     expiration_ms: int | None
     _message: Message = field(repr=False)
+    _stale: Callable[[], bool] = field(repr=False, default=lambda: False)
 
     @classmethod
-    def of(cls, message: Message) -> Delivery:
+    def of(cls, message: Message, stale: Callable[[], bool] | None = None) -> Delivery:
         props = message.properties
         expiration = props.get("expiration")
         body = message.body
@@ -93,16 +94,23 @@ class Delivery:
             correlation_id=props.get("correlation_id"),
             expiration_ms=int(expiration) if expiration not in (None, "") else None,
             _message=message,
+            _stale=stale or (lambda: False),
         )
 
-    def ack(self) -> None:
-        self._message.ack()
+    # A delivery of a connection that has since been replaced will come again on the new one:
+    # settling it would only fail on the closed channel, so these do nothing then.
+
+    def ack(self, *, multiple: bool = False) -> None:
+        if not self._stale():
+            self._message.ack(multiple=multiple)
 
     def reject(self) -> None:
-        self._message.reject(requeue=False)
+        if not self._stale():
+            self._message.reject(requeue=False)
 
     def requeue(self) -> None:
-        self._message.requeue()
+        if not self._stale():
+            self._message.requeue()
 
     def deadline(self, now: float | None = None) -> float | None:
         """Epoch seconds after which the sender no longer waits, if it said."""
@@ -178,6 +186,8 @@ class BusConnection:
         # a dead letter) would be re-entered by the next delivery: deliveries queue here instead.
         self._inbox: deque[tuple[Handler, Message]] = deque()
         self._dispatching = False
+        self._generation = 0  # bumped by every reconnect attempt: older deliveries are stale
+        self._dead_letters_unconfirmed = 0
         self._live: list[Consumer] = []
         self._producer: Producer | None = None
         self._declared: list[Queue | Exchange] = []
@@ -258,9 +268,14 @@ class BusConnection:
         try:
             while self._inbox:
                 next_handler, next_message = self._inbox.popleft()
-                next_handler(Delivery.of(next_message))
+                next_handler(Delivery.of(next_message, self._staleness()))
         finally:
             self._dispatching = False
+
+    def _staleness(self) -> Callable[[], bool]:
+        """A test of whether the connection current now has since been replaced."""
+        generation = self._generation
+        return lambda: generation != self._generation
 
     def _start(self, queues: list[Queue], handler: Handler, no_ack: bool, prefetch: int | None) -> None:
         channel = self._conn.channel()
@@ -428,7 +443,25 @@ class BusConnection:
             names.HEADER_REASON: reason[:1000],
             "x-original-routing-key": delivery.routing_key,
         }
-        self.publish(delivery.body, routing_key=names.DEAD_QUEUE, headers=headers, on_confirm=delivery.ack)
+        self._dead_letters_unconfirmed += 1
+
+        def confirmed() -> None:
+            self._dead_letters_unconfirmed -= 1
+            delivery.ack()
+
+        self.publish(delivery.body, routing_key=names.DEAD_QUEUE, headers=headers, on_confirm=confirmed)
+
+    def ack_all(self, deliveries: list[Delivery]) -> None:
+        """Ack deliveries of one consumer, in order: on RabbitMQ with one frame when it is safe."""
+        if not deliveries:
+            return
+        if self.is_amqp and self._dead_letters_unconfirmed == 0:
+            # multiple=True acks every earlier delivery of the channel too: all of them are in
+            # the batch unless a dead letter still waits for its confirm (then one by one).
+            deliveries[-1].ack(multiple=True)
+            return
+        for delivery in deliveries:
+            delivery.ack()
 
     # -- consuming ------------------------------------------------------------------------
 
@@ -480,7 +513,9 @@ class BusConnection:
         if not self._broken:
             self._lost()
         self._live.clear()
+        self._generation += 1
         self._inbox.clear()  # deliveries of the lost connection come again on the new one
+        self._dead_letters_unconfirmed = 0
         self._producer = None
         self._exchanges_declared.clear()
         try:
