@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from bus_tasks.view import Entry, TaskView, Tombstone
 log = logging.getLogger(__name__)
 
 MAX_QUERY_TAGS = 256
+LISTING_CACHE_SIZE = 8  # encoded getAllTasks answers kept while the view is unchanged
 RequestId = str | int | float | None
 
 
@@ -105,6 +107,8 @@ class Dispatcher:
     ) -> None:
         self.view = view
         self._on_clear = on_clear
+        self._listings: OrderedDict[tuple[tuple[str, ...], bool], bytes] = OrderedDict()
+        self._listings_version = -1
         table = [
             Method("Host.getAllTasks", GetAllTasksParams, self.get_all_tasks),
             Method("Host.getAllTasksInfo", LegacyListParams, self.get_all_tasks_info),
@@ -122,11 +126,26 @@ class Dispatcher:
 
     # -- methods ------------------------------------------------------------------------
 
-    def get_all_tasks(self, params: GetAllTasksParams) -> dict[str, codec.Fragment]:
+    def get_all_tasks(self, params: GetAllTasksParams) -> codec.Fragment:
         tags = _query_tags(params.tags)
         match_all = params.options is not None and params.options.match == "all"
-        fragment = codec.Fragment
-        return {e.id: fragment(e.details) for e in self.view.select(tags, match_all=match_all)}
+        # Pollers ask the same question again and again: while the view has not changed, the
+        # encoded answer is reused as it is.
+        if self._listings_version != self.view.version:
+            self._listings.clear()
+            self._listings_version = self.view.version
+        key = (tuple(tags), match_all)
+        listing = self._listings.get(key)
+        if listing is None:
+            fragment = codec.Fragment
+            selected = self.view.select(tags, match_all=match_all)
+            listing = codec.dumps({e.id: fragment(e.details) for e in selected})
+            self._listings[key] = listing
+            if len(self._listings) > LISTING_CACHE_SIZE:
+                self._listings.popitem(last=False)
+        else:
+            self._listings.move_to_end(key)
+        return codec.Fragment(listing)
 
     def get_all_tasks_info(self, params: LegacyListParams) -> dict[str, Any]:
         return {e.id: e.info() for e in self.view.select(["spm"])}

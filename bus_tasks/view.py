@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,14 +34,15 @@ class Entry:
         return cls(
             id=record.id,
             seq=seq,
-            subsystem=record.subsystem,
-            verb=record.verb,
-            tags=record.tags,
+            # Few distinct subsystems, verbs and tags repeat over many tasks: keep one copy.
+            subsystem=sys.intern(record.subsystem),
+            verb=sys.intern(record.verb),
+            tags=tuple(sys.intern(tag) for tag in record.tags),
             state=record.state,
             code=record.code,
             message=record.message,
             updated_at=record.updated_at.timestamp(),
-            details=codec.dumps(legacy.task_details(record)),
+            details=codec.dumps_compact(legacy.task_details(record)),
         )
 
     @classmethod
@@ -103,6 +105,7 @@ class TaskView:
         self._tombstones: dict[str, Tombstone] = {}
         self._by_tag: dict[str, set[str]] = {}
         self._clock = clock
+        self.version = 0  # changes whenever a listing could change
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -149,6 +152,7 @@ class TaskView:
 
     def restore_tombstone(self, task_id: str, tombstone: Tombstone) -> None:
         self._drop(task_id)
+        self.version += 1
         self._tombstones[task_id] = tombstone
 
     def get(self, task_id: str) -> Entry:
@@ -213,17 +217,23 @@ class TaskView:
         return Expired(buried, forgotten)
 
     def _put(self, entry: Entry, current: Entry | None) -> None:
-        if current is not None and current.tags != entry.tags:
-            self._unindex(current)
+        if current is None:
             self._index(entry)
-        elif current is None:
-            self._index(entry)
+        else:
+            entry.id = current.id  # the one copy the dict key and the tag index already hold
+            if current.tags == entry.tags:
+                entry.tags = current.tags
+            else:
+                self._unindex(current)
+                self._index(entry)
         self._entries[entry.id] = entry
+        self.version += 1
 
     def _bury(self, task_id: str, subsystem: str, seq: int, now: float | None = None) -> Tombstone:
         self._drop(task_id)
         cleared_at = self._clock() if now is None else now
         tombstone = Tombstone(subsystem=subsystem, seq=seq, cleared_at=cleared_at)
+        self.version += 1
         self._tombstones[task_id] = tombstone
         return tombstone
 

@@ -627,3 +627,19 @@ def test_every_canonical_method_has_its_flat_alias(dispatcher: Dispatcher) -> No
         "Task.revert": "revertTask",
     }
     assert set(dispatcher.methods) == set(ALIASES) | set(ALIASES.values())
+
+
+def test_a_repeated_get_all_tasks_never_answers_from_before_a_change(
+    dispatcher: Dispatcher, view: TaskView
+) -> None:
+    before = result(dispatcher, "Host.getAllTasks", {"tags": "spm"})
+    assert result(dispatcher, "Host.getAllTasks", {"tags": "spm"}) == before
+    added = make_record(98, tags=("spm",))
+    view.apply(Event(event="created", seq=11, task=added))
+
+    after = result(dispatcher, "Host.getAllTasks", {"tags": "spm"})
+
+    assert set(after) == {*before, added.id}
+    task = next(iter(before))
+    view.apply(Event(event="cleared", seq=12, task=RECORDS[task]))
+    assert set(result(dispatcher, "Host.getAllTasks", {"tags": "spm"})) == {*before, added.id} - {task}
