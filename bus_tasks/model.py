@@ -32,6 +32,7 @@ MAX_TAGS = 32
 SUBSYSTEM_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 TAG_PATTERN = r"^[A-Za-z0-9_.:/-]{1,64}$"
 _TAG_RE = re.compile(TAG_PATTERN)
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class State(StrEnum):
@@ -94,16 +95,15 @@ def canonical_task_id(value: object) -> str:
         return str(value)
     if not isinstance(value, str):
         raise ValueError(f"task id must be a UUID string, got {type(value).__name__}")  # noqa: TRY004
+    if _CANONICAL_UUID.fullmatch(value):
+        return value.lower()  # the hot path of every event: no uuid.UUID round trip
     try:
-        parsed = uuid.UUID(value)
+        uuid.UUID(value)
     except ValueError:
         raise ValueError(f"task id is not a UUID: {value!r}") from None
-    canonical = str(parsed)
     # uuid.UUID also accepts braces, urn: prefixes and missing dashes; ids on the wire
     # are the canonical form only (case aside), so that one task has one key.
-    if canonical != value.lower():
-        raise ValueError(f"task id is not a canonical UUID: {value!r}")
-    return canonical
+    raise ValueError(f"task id is not a canonical UUID: {value!r}")
 
 
 def check_tag(tag: str) -> str:

@@ -107,7 +107,7 @@ class Dispatcher:
     ) -> None:
         self.view = view
         self._on_clear = on_clear
-        self._listings: OrderedDict[tuple[tuple[str, ...], bool], bytes] = OrderedDict()
+        self._listings: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._listings_version = -1
         table = [
             Method("Host.getAllTasks", GetAllTasksParams, self.get_all_tasks),
@@ -129,29 +129,34 @@ class Dispatcher:
     def get_all_tasks(self, params: GetAllTasksParams) -> codec.Fragment:
         tags = _query_tags(params.tags)
         match_all = params.options is not None and params.options.match == "all"
-        # Pollers ask the same question again and again: while the view has not changed, the
-        # encoded answer is reused as it is.
+
+        def listing() -> dict[str, Any]:
+            fragment = codec.Fragment
+            return {e.id: fragment(e.details) for e in self.view.select(tags, match_all=match_all)}
+
+        return self._listing(("tasks", tuple(tags), match_all), listing)
+
+    def get_all_tasks_info(self, params: LegacyListParams) -> codec.Fragment:
+        return self._listing(("info",), lambda: {e.id: e.info() for e in self.view.select(["spm"])})
+
+    def get_all_tasks_statuses(self, params: LegacyListParams) -> codec.Fragment:
+        return self._listing(("statuses",), lambda: {e.id: e.status() for e in self.view.select(["spm"])})
+
+    def _listing(self, key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> codec.Fragment:
+        """An encoded listing; pollers ask the same question again and again, so while the view
+        has not changed the encoded answer is reused as it is."""
         if self._listings_version != self.view.version:
             self._listings.clear()
             self._listings_version = self.view.version
-        key = (tuple(tags), match_all)
-        listing = self._listings.get(key)
-        if listing is None:
-            fragment = codec.Fragment
-            selected = self.view.select(tags, match_all=match_all)
-            listing = codec.dumps({e.id: fragment(e.details) for e in selected})
-            self._listings[key] = listing
+        encoded = self._listings.get(key)
+        if encoded is None:
+            encoded = codec.dumps(build())
+            self._listings[key] = encoded
             if len(self._listings) > LISTING_CACHE_SIZE:
                 self._listings.popitem(last=False)
         else:
             self._listings.move_to_end(key)
-        return codec.Fragment(listing)
-
-    def get_all_tasks_info(self, params: LegacyListParams) -> dict[str, Any]:
-        return {e.id: e.info() for e in self.view.select(["spm"])}
-
-    def get_all_tasks_statuses(self, params: LegacyListParams) -> dict[str, Any]:
-        return {e.id: e.status() for e in self.view.select(["spm"])}
+        return codec.Fragment(encoded)
 
     def get_task_status(self, params: TaskParams) -> dict[str, Any]:
         return self._entry(params).status()

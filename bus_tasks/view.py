@@ -25,7 +25,6 @@ class Entry:
     tags: tuple[str, ...]
     state: State
     code: int
-    message: str
     updated_at: float
     details: bytes  # TaskDetails, encoded once per change
 
@@ -40,7 +39,6 @@ class Entry:
             tags=tuple(sys.intern(tag) for tag in record.tags),
             state=record.state,
             code=record.code,
-            message=record.message,
             updated_at=record.updated_at.timestamp(),
             details=codec.dumps_compact(legacy.task_details(record)),
         )
@@ -57,13 +55,14 @@ class Entry:
             tags=tuple(fields["tags"]),
             state=State(fields["state"]),
             code=fields["code"],
-            message=fields["message"],
             updated_at=datetime.fromisoformat(fields["updatedAt"]).timestamp(),
             details=details,
         )
 
     def status(self) -> dict[str, object]:
-        return legacy.task_status(self.id, self.state, self.code, self.message)
+        # The message is read back from the encoded details: kept once, not twice per task.
+        message: str = codec.loads(self.details)["message"]
+        return legacy.task_status(self.id, self.state, self.code, message)
 
     def info(self) -> dict[str, object]:
         return legacy.task_info(self.id, self.verb)
