@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from bus_tasks.config import Settings
 from bus_tasks.view import Entry, TaskView, Tombstone
@@ -92,6 +92,26 @@ class WriteBuffer:
     def clear(self) -> None:
         self.puts.clear()
         self.graves.clear()
+
+
+class BufferedStore:
+    """What every real store shares: writes gather in a :class:`WriteBuffer` until ``commit()``."""
+
+    max_seq: ClassVar[int]  # the largest seq the backend can hold
+
+    def __init__(self) -> None:
+        self._buffer = WriteBuffer()
+
+    def put(self, entry: Entry) -> None:
+        if entry.seq > self.max_seq:
+            raise ValueError(f"task {entry.id}: seq {entry.seq} does not fit the store (max {self.max_seq})")
+        self._buffer.put(entry)
+
+    def bury(self, task_id: str, tombstone: Tombstone) -> None:
+        self._buffer.bury(task_id, tombstone)
+
+    def forget(self, task_id: str) -> None:
+        self._buffer.forget(task_id)
 
 
 def open_store(settings: Settings) -> Store:

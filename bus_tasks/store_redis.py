@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import redis
 
 from bus_tasks import codec, names
-from bus_tasks.store import WriteBuffer
+from bus_tasks.store import BufferedStore
 from bus_tasks.view import Entry, TaskView, Tombstone
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ return written
 """
 
 
-class RedisStore:
+class RedisStore(BufferedStore):
     """The view in two Redis hashes under ``key_prefix``; safe for several replicas at once.
 
     Args:
@@ -49,6 +49,8 @@ class RedisStore:
         key_prefix: prefix of both keys, so deployments can share one Redis.
         connect_timeout_s: how long to wait for a connection (a reply: at least 10 s).
     """
+
+    max_seq = MAX_SEQ
 
     def __init__(self, url: str, key_prefix: str, *, connect_timeout_s: float = 5.0) -> None:
         client = redis.Redis.from_url(
@@ -72,7 +74,7 @@ class RedisStore:
         self.tombstones_key = key_prefix + names.STORE_TOMBSTONES_KEY
         self._where = where  # never the password
         self._put_if_newer = client.register_script(_PUT_IF_NEWER)
-        self._buffer = WriteBuffer()
+        BufferedStore.__init__(self)
 
     def __str__(self) -> str:
         return f"redis {self._where} prefix {self.key_prefix}"
@@ -96,17 +98,6 @@ class RedisStore:
     def _scan(self, key: str) -> Iterator[tuple[Any, Any]]:
         # HSCAN rather than HGETALL: a large view does not block Redis in one reply.
         return self._client.hscan_iter(key, count=1000)
-
-    def put(self, entry: Entry) -> None:
-        if entry.seq > MAX_SEQ:
-            raise ValueError(f"task {entry.id}: seq {entry.seq} does not fit the store (max {MAX_SEQ})")
-        self._buffer.put(entry)
-
-    def bury(self, task_id: str, tombstone: Tombstone) -> None:
-        self._buffer.bury(task_id, tombstone)
-
-    def forget(self, task_id: str) -> None:
-        self._buffer.forget(task_id)
 
     def commit(self) -> None:
         """Send the buffer in one MULTI/EXEC; on failure it stays buffered."""

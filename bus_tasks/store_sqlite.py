@@ -6,7 +6,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from bus_tasks.store import WriteBuffer
+from bus_tasks.store import BufferedStore
 from bus_tasks.view import Entry, TaskView, Tombstone
 
 log = logging.getLogger(__name__)
@@ -40,17 +40,19 @@ _DROP_TASK = "DELETE FROM tasks WHERE id = ?"
 _FORGET = "DELETE FROM tombstones WHERE id = ?"
 
 
-class SqliteStore:
+class SqliteStore(BufferedStore):
     """The view in a local SQLite file; one process, used by one thread at a time.
 
     Args:
         path: the database file; its directory is created if missing.
     """
 
+    max_seq = MAX_SEQ
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._buffer = WriteBuffer()
+        super().__init__()
         # Created by the thread that builds the aggregator, used by the thread that runs it.
         # isolation_level=None: transactions are begun and committed here, explicitly.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -91,17 +93,6 @@ class SqliteStore:
         for seq, details in self._db.execute("SELECT seq, details FROM tasks"):
             view.restore(Entry.from_details(bytes(details), seq))
         return len(view) - before
-
-    def put(self, entry: Entry) -> None:
-        if entry.seq > MAX_SEQ:
-            raise ValueError(f"task {entry.id}: seq {entry.seq} does not fit the store (max {MAX_SEQ})")
-        self._buffer.put(entry)
-
-    def bury(self, task_id: str, tombstone: Tombstone) -> None:
-        self._buffer.bury(task_id, tombstone)
-
-    def forget(self, task_id: str) -> None:
-        self._buffer.forget(task_id)
 
     def commit(self) -> None:
         """Write the buffer in one transaction; on failure it stays buffered and nothing is written."""

@@ -107,10 +107,11 @@ def fakeredis_server() -> Iterator[tuple[str, int]]:
         server.server_close()
 
 
-def _purge_redis_prefix(host: str, port: int, prefix: str) -> None:
+def purge_redis_prefix(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (a test's own namespace on a shared Redis)."""
     import redis
 
-    client = redis.Redis(host=host, port=port)
+    client = redis.Redis.from_url(url)
     try:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
@@ -162,7 +163,7 @@ def _make_broker(transport: str, request: pytest.FixtureRequest) -> Iterator[Bro
         broker = Broker(transport, f"redis://{host}:{port}/0", redis_key_prefix=prefix)
         yield broker
         broker.close_all()
-        _purge_redis_prefix(host, port, prefix)
+        purge_redis_prefix(broker.url, prefix)
     elif transport == "rabbitmq":
         vhost = request.getfixturevalue("rabbitmq_vhost")
         broker = Broker("rabbitmq", f"amqp://guest:guest@127.0.0.1:5672/{vhost}")

@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 import fakeredis
 import pydantic
 import pytest
-import redis
-from conftest import REDIS, Broker, SystemFactory, require_service
+from conftest import REDIS, Broker, SystemFactory, purge_redis_prefix, require_service
 
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
@@ -70,16 +69,6 @@ def live(*entries: Entry) -> dict[str, tuple[int, bytes]]:
     return {e.id: (e.seq, e.details) for e in entries}
 
 
-def _purge_redis(url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 @pytest.fixture(params=LANES)
 def open_new(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -118,7 +107,7 @@ def open_new(
     for store in opened:
         store.close()
     if lane == "redis":
-        _purge_redis(url, prefix)
+        purge_redis_prefix(url, prefix)
 
 
 def test_an_empty_store_loads_nothing(open_new: StoreFactory) -> None:
