@@ -108,9 +108,6 @@ class Delivery:
         if not self._stale():
             self._message.reject(requeue=False)
 
-    def requeue(self) -> None:
-        if not self._stale():
-            self._message.requeue()
 
     def deadline(self, now: float | None = None) -> float | None:
         """Epoch seconds after which the sender no longer waits, if it said."""
