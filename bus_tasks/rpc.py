@@ -67,6 +67,13 @@ class Forward:
 
 
 @dataclass(frozen=True, slots=True)
+class Encoded:
+    """A result that is already JSON: put on the wire as it is."""
+
+    json: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Method:
     name: str
     params: type[_Params]
@@ -126,7 +133,7 @@ class Dispatcher:
 
     # -- methods ------------------------------------------------------------------------
 
-    def get_all_tasks(self, params: GetAllTasksParams) -> codec.Fragment:
+    def get_all_tasks(self, params: GetAllTasksParams) -> Encoded:
         tags = _query_tags(params.tags)
         match_all = params.options is not None and params.options.match == "all"
 
@@ -136,13 +143,13 @@ class Dispatcher:
 
         return self._listing(("tasks", tuple(tags), match_all), listing)
 
-    def get_all_tasks_info(self, params: LegacyListParams) -> codec.Fragment:
+    def get_all_tasks_info(self, params: LegacyListParams) -> Encoded:
         return self._listing(("info",), lambda: {e.id: e.info() for e in self.view.select(["spm"])})
 
-    def get_all_tasks_statuses(self, params: LegacyListParams) -> codec.Fragment:
+    def get_all_tasks_statuses(self, params: LegacyListParams) -> Encoded:
         return self._listing(("statuses",), lambda: {e.id: e.status() for e in self.view.select(["spm"])})
 
-    def _listing(self, key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> codec.Fragment:
+    def _listing(self, key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> Encoded:
         """An encoded listing; pollers ask the same question again and again, so while the view
         has not changed the encoded answer is reused as it is."""
         if self._listings_version != self.view.version:
@@ -156,7 +163,7 @@ class Dispatcher:
                 self._listings.popitem(last=False)
         else:
             self._listings.move_to_end(key)
-        return codec.Fragment(encoded)
+        return Encoded(encoded)
 
     def get_task_status(self, params: TaskParams) -> dict[str, Any]:
         return self._entry(params).status()
@@ -222,6 +229,12 @@ class Dispatcher:
 
 
 def result_body(request_id: RequestId, result: Any) -> bytes:
+    if isinstance(result, Encoded):
+        # Spliced in one allocation: a listing can be tens of MB, and re-encoding it through
+        # orjson would copy it again while growing the output buffer.
+        return b"".join(
+            (b'{"jsonrpc":"2.0","id":', codec.dumps(request_id), b',"result":', result.json, b"}")
+        )
     return codec.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
 
 
