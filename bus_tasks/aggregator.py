@@ -13,6 +13,7 @@ from bus_tasks import codec, names, rpc
 from bus_tasks.bus import (
     BusConnection,
     Delivery,
+    ShutdownRequested,
     control_queue,
     events_queue,
     reply_queue,
@@ -106,10 +107,12 @@ class Aggregator:
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; reconnects when the broker connection drops."""
-        self.start()
         try:
+            self.start()
             while not stop.is_set():
                 self.step()
+        except ShutdownRequested as exc:
+            log.warning("%s", exc)  # the broker was away when the stop came: leave anyway
         finally:
             try:
                 self._flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections import deque
@@ -108,7 +109,6 @@ class Delivery:
         if not self._stale():
             self._message.reject(requeue=False)
 
-
     def deadline(self, now: float | None = None) -> float | None:
         """Epoch seconds after which the sender no longer waits, if it said."""
         sent_at = self.headers.get(names.HEADER_SENT_AT)
@@ -130,6 +130,10 @@ def transport_options(url: str, *, redis_key_prefix: str = "") -> dict[str, Any]
             options["global_keyprefix"] = redis_key_prefix
         return options
     return {}
+
+
+class ShutdownRequested(Exception):
+    """Raised while waiting for the broker once the connection's ``stop`` event is set."""
 
 
 @dataclass(slots=True)
@@ -167,6 +171,7 @@ class BusConnection:
         reconnect_max_s: float = 5.0,
         max_unconfirmed: int = 10_000,
         confirm_window: int = 1_000,
+        stop: threading.Event | None = None,
     ) -> None:
         self.url = url
         self.is_amqp = url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
@@ -177,6 +182,7 @@ class BusConnection:
             transport_options=transport_options(url, redis_key_prefix=redis_key_prefix),
         )
         self._connect_retries = connect_retries
+        self._stop = stop  # once set, waiting for the broker gives up with ShutdownRequested
         self._reconnect_max_s = reconnect_max_s
         self._consumers: list[tuple[list[Queue], Handler, bool, int | None]] = []
         # py-amqp reads incoming frames while it publishes, so a handler that publishes (a reply,
@@ -226,7 +232,12 @@ class BusConnection:
             interval_max=self._reconnect_max_s,
         )
 
+    def _check_stop(self) -> None:
+        if self._stop is not None and self._stop.is_set():
+            raise ShutdownRequested(f"stopped while waiting for {redact_url(self.url)}")
+
     def _on_connect_error(self, exc: BaseException, interval: float) -> None:
+        self._check_stop()
         log.warning("broker %s unreachable (%s); retrying in %.1fs", redact_url(self.url), exc, interval)
 
     def declare(self, *entities: Queue | Exchange) -> None:
@@ -502,7 +513,11 @@ class BusConnection:
                 log.warning(
                     "reconnecting to %s failed (%s); again in %.1fs", redact_url(self.url), exc, delay_s
                 )
-                time.sleep(delay_s)  # back-off between attempts
+                self._check_stop()
+                if self._stop is not None:
+                    self._stop.wait(delay_s)  # back-off between attempts, cut short by a stop
+                else:
+                    time.sleep(delay_s)  # back-off between attempts
                 delay_s = min(delay_s * 2, self._reconnect_max_s)
 
     def _reconnect(self, max_retries: int | Literal["default"] | None) -> None:

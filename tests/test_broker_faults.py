@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import RABBITMQ, Broker
 from faultproxy import FaultProxy
+from processes import start_serve
 
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.bus import BusConnection
@@ -107,3 +109,23 @@ def test_publisher_keeps_a_bounded_outbox_while_the_broker_is_away_and_resends_i
                 lambda: {first, *kept} <= set(client.get_all_tasks()), timeout_s=30, what="outbox delivered"
             )
     publisher.close()
+
+
+def test_serve_stops_on_sigterm_even_while_the_broker_is_away(
+    rabbitmq_broker: Broker, proxies: tuple[FaultProxy, FaultProxy], tmp_path: Path
+) -> None:
+    to_aggregator, _ = proxies
+    serve = start_serve(
+        _through(to_aggregator, rabbitmq_broker), tmp_path / "data", BUS_TASKS_HEARTBEAT_S="2"
+    )
+    try:
+        to_aggregator.refuse(True)
+        to_aggregator.drop_all()
+        serve.wait_for_line("reconnecting", timeout_s=30)
+
+        status = serve.terminate(timeout_s=15.0)
+
+        assert status == 0, serve.log
+        serve.wait_for_line("stopped while waiting for", timeout_s=5)
+    finally:
+        serve.kill()

@@ -15,9 +15,11 @@ from bus_tasks.store import Store, open_store
 log = logging.getLogger("bus_tasks.serve")
 
 
-def build(settings: Settings, store: Store | None = None) -> Aggregator:
+def build(settings: Settings, store: Store | None = None, stop: threading.Event | None = None) -> Aggregator:
     connection = BusConnection(
         settings.broker,
+        confirm_publish=True,  # dead letters and clear notifications are confirmed before acks
+        stop=stop,
         heartbeat_s=settings.heartbeat_s,
         connect_timeout_s=settings.connect_timeout_s,
         redis_key_prefix=settings.redis_key_prefix,
@@ -43,5 +45,5 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    build(settings).run(stop)
+    build(settings, stop=stop).run(stop)
     return 0
