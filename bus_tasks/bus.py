@@ -580,7 +580,7 @@ class BusConnection:
             self._inbox.clear()
             if self.pending:
                 self.flush(flush_timeout_s)
-        except (PublishError, *self.errors) as exc:  # type: ignore[misc]
+        except (PublishError, ShutdownRequested, *self.errors) as exc:  # type: ignore[misc]
             log.warning("closing %r: %s", self, exc)
         finally:
             self._conn.release()

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bus_tasks import codec, names, rpc
-from bus_tasks.bus import BusConnection, Delivery, control_queue
+from bus_tasks.bus import BusConnection, Delivery, ShutdownRequested, control_queue
 from bus_tasks.errors import (
     BusTasksError,
     GeneralError,
@@ -276,12 +276,15 @@ class TaskPublisher:
 
     def serve_control(self, connection: BusConnection, stop: threading.Event) -> None:
         """Answer control commands on ``connection`` until ``stop`` is set."""
-        self.listen(connection)
-        while not stop.is_set():
-            try:
-                connection.drain(0.1)
-            except connection.errors:
-                connection.recover()
+        try:
+            self.listen(connection)
+            while not stop.is_set():
+                try:
+                    connection.drain(0.1)
+                except connection.errors:
+                    connection.recover()
+        except ShutdownRequested as exc:
+            log.warning("%s", exc)  # the broker was away when the stop came
 
     def _on_control(self, connection: BusConnection, delivery: Delivery) -> None:
         request_id: rpc.RequestId = None

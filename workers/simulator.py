@@ -9,7 +9,7 @@ import threading
 from collections import deque
 from types import FrameType
 
-from bus_tasks.bus import BusConnection
+from bus_tasks.bus import BusConnection, ShutdownRequested
 from bus_tasks.config import Settings
 from bus_tasks.errors import UnknownTask
 from bus_tasks.publisher import TaskPublisher
@@ -45,6 +45,7 @@ def simulate(
         return BusConnection(
             settings.broker,
             confirm_publish=confirm,
+            stop=stop,
             heartbeat_s=settings.heartbeat_s,
             connect_timeout_s=settings.connect_timeout_s,
             redis_key_prefix=settings.redis_key_prefix,
@@ -63,18 +64,21 @@ def simulate(
     rng = random.Random()
     rounds: deque[list[str]] = deque()
     round_no = 0
-    while not stop.is_set():
-        if not sim.busy:
-            if len(rounds) >= keep_rounds:
-                _clear_done(publisher, rounds)
-            round_no += 1
-            if kind == "storage":
-                started = start_storage_tasks(sim, tasks, rng)
-            else:
-                started = start_gluster_tasks(sim, [f"gv{round_no}-{i}" for i in range(tasks)], rng)
-            rounds.append(started)
-        sim.step()
-        stop.wait(interval_s)
+    try:
+        while not stop.is_set():
+            if not sim.busy:
+                if len(rounds) >= keep_rounds:
+                    _clear_done(publisher, rounds)
+                round_no += 1
+                if kind == "storage":
+                    started = start_storage_tasks(sim, tasks, rng)
+                else:
+                    started = start_gluster_tasks(sim, [f"gv{round_no}-{i}" for i in range(tasks)], rng)
+                rounds.append(started)
+            sim.step()
+            stop.wait(interval_s)
+    except ShutdownRequested as exc:
+        log.warning("%s", exc)  # the broker was away when the stop came
     control.join(5.0)
     publisher.close()
     log.info("simulator %s stopped", name)
