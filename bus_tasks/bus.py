@@ -105,10 +105,6 @@ class Delivery:
         if not self._stale():
             self._message.ack(multiple=multiple)
 
-    def reject(self) -> None:
-        if not self._stale():
-            self._message.reject(requeue=False)
-
     def deadline(self, now: float | None = None) -> float | None:
         """Epoch seconds after which the sender no longer waits, if it said."""
         sent_at = self.headers.get(names.HEADER_SENT_AT)
