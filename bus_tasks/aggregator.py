@@ -169,6 +169,7 @@ class Aggregator:
 
     def _on_request(self, delivery: Delivery) -> None:
         received = time.time()
+        received_mono = time.monotonic()  # the forward deadline counts from here
         deadline = delivery.deadline()
         if deadline is not None and deadline <= received:
             self.counts["requests_expired"] += 1
@@ -183,7 +184,7 @@ class Aggregator:
             reply = self.dispatcher.handle(delivery.body)
         self.counts["requests"] += 1
         if reply.forward is not None and delivery.reply_to:
-            self._forward(delivery, reply, received)
+            self._forward(delivery, reply, received, received_mono)
         elif reply.body is not None and delivery.reply_to:
             self._reply(delivery.reply_to, delivery.correlation_id, reply.body)
         delivery.ack()
@@ -193,7 +194,7 @@ class Aggregator:
 
     # -- control ------------------------------------------------------------------------
 
-    def _forward(self, delivery: Delivery, reply: rpc.Reply, received: float) -> None:
+    def _forward(self, delivery: Delivery, reply: rpc.Reply, received: float, received_mono: float) -> None:
         forward = reply.forward
         assert forward is not None
         assert delivery.reply_to is not None
@@ -204,7 +205,7 @@ class Aggregator:
         )
         # Answer 100 a little before the caller's own deadline, so it hears why.
         margin_s = min(0.25, timeout_s * 0.1)
-        deadline = time.monotonic() - (time.time() - received) + timeout_s - margin_s
+        deadline = received_mono + timeout_s - margin_s
         control_id = uuid.uuid4().hex
         self._pending[control_id] = _PendingControl(
             request_id=reply.request_id,

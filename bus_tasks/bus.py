@@ -105,7 +105,7 @@ class Delivery:
         if not self._stale():
             self._message.ack(multiple=multiple)
 
-    def deadline(self, now: float | None = None) -> float | None:
+    def deadline(self) -> float | None:
         """Epoch seconds after which the sender no longer waits, if it said."""
         sent_at = self.headers.get(names.HEADER_SENT_AT)
         if self.expiration_ms is None or not isinstance(sent_at, int | float):
