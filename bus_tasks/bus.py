@@ -283,6 +283,10 @@ class BusConnection:
 
     def _start(self, queues: list[Queue], handler: Handler, no_ack: bool, prefetch: int | None) -> None:
         channel = self._conn.channel()
+        if self.is_amqp:
+            # py-amqp would decode each UTF-8 body to str, and Delivery would encode it back: two
+            # passes over a 40 MB listing for nothing. The JSON decoders check UTF-8 themselves.
+            channel.auto_decode = False
         consumer = Consumer(
             channel,
             queues=queues,

@@ -13,10 +13,17 @@ from bus_tasks import codec, legacy
 from bus_tasks.errors import EventRejected, TaskStateError, UnknownTask
 from bus_tasks.model import Event, State, TaskRecord
 
+# Distinct tag combinations whose one tuple entries share; past it, an entry keeps its own.
+MAX_SHARED_TAG_TUPLES = 4096
+
 
 @dataclass(slots=True)
 class Entry:
-    """One live task: the fields queries need, and its TaskDetails pre-encoded once."""
+    """One live task: the fields queries need, and its TaskDetails pre-encoded once.
+
+    The TaskDetails are kept as the member ``"<id>":{...}`` of a getAllTasks listing, so that
+    a listing of any size is one join of members; :attr:`details` reads them back.
+    """
 
     id: str
     seq: int
@@ -26,7 +33,7 @@ class Entry:
     state: State
     code: int
     updated_at: float
-    details: bytes  # TaskDetails, encoded once per change
+    member: bytes  # '"<id>":' + TaskDetails, encoded once per change
 
     @classmethod
     def from_record(cls, record: TaskRecord, seq: int) -> Entry:
@@ -40,7 +47,7 @@ class Entry:
             state=record.state,
             code=record.code,
             updated_at=record.updated_at.timestamp(),
-            details=codec.dumps_compact(legacy.task_details(record)),
+            member=codec.dumps_member(record.id, legacy.task_details(record)),
         )
 
     @classmethod
@@ -56,8 +63,14 @@ class Entry:
             state=State(fields["state"]),
             code=fields["code"],
             updated_at=datetime.fromisoformat(fields["updatedAt"]).timestamp(),
-            details=details,
+            member=b"".join((codec.dumps(fields["id"]), b":", details)),
         )
+
+    @property
+    def details(self) -> bytes:
+        """The encoded TaskDetails (``{...}``), without the listing key."""
+        # Ids are canonical UUIDs, ASCII: the key is len(id) characters, two quotes and a colon.
+        return self.member[len(self.id) + 3 :]
 
     def status(self) -> dict[str, object]:
         # The message is read back from the encoded details: kept once, not twice per task.
@@ -103,6 +116,7 @@ class TaskView:
         self._entries: dict[str, Entry] = {}
         self._tombstones: dict[str, Tombstone] = {}
         self._by_tag: dict[str, set[str]] = {}
+        self._tag_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._clock = clock
         self.version = 0  # changes whenever a listing could change
 
@@ -217,16 +231,27 @@ class TaskView:
 
     def _put(self, entry: Entry, current: Entry | None) -> None:
         if current is None:
+            entry.tags = self._shared_tags(entry.tags)
             self._index(entry)
         else:
             entry.id = current.id  # the one copy the dict key and the tag index already hold
             if current.tags == entry.tags:
                 entry.tags = current.tags
             else:
+                entry.tags = self._shared_tags(entry.tags)
                 self._unindex(current)
                 self._index(entry)
         self._entries[entry.id] = entry
         self.version += 1
+
+    def _shared_tags(self, tags: tuple[str, ...]) -> tuple[str, ...]:
+        """One tuple per distinct combination of tags (a few, shared by many tasks), up to a bound."""
+        shared = self._tag_tuples.get(tags)
+        if shared is not None:
+            return shared
+        if len(self._tag_tuples) < MAX_SHARED_TAG_TUPLES:
+            self._tag_tuples[tags] = tags
+        return tags
 
     def _bury(self, task_id: str, subsystem: str, seq: int, now: float | None = None) -> Tombstone:
         self._drop(task_id)

@@ -410,6 +410,38 @@ def test_entry_from_details_round_trips_entry_from_record(fields: dict[str, Any]
     assert Entry.from_details(entry.details, 17) == entry
 
 
+def test_entry_member_is_the_listing_member_of_its_details() -> None:
+    entry = Entry.from_record(make_record(result={"uuid": "x"}), 3)
+    assert codec.loads(b"{" + entry.member + b"}") == {task_id(1): codec.loads(entry.details)}
+    assert codec.loads(entry.details) == codec.loads(
+        codec.dumps(legacy.task_details(make_record(result={"uuid": "x"})))
+    )
+
+
+def test_tasks_with_the_same_tags_share_one_tuple(view: TaskView) -> None:
+    for n in (1, 2):
+        view.apply(make_event(n, seq=1, tags=("gluster", "volume:gv1")))
+    view.restore(Entry.from_record(make_record(3, tags=("gluster", "volume:gv1")), 1))
+    view.apply(make_event(4, seq=1, tags=("spm",)))
+    view.apply(make_event(4, seq=2, tags=("gluster", "volume:gv1")))  # retagged
+
+    tuples = {id(view.get(task_id(n)).tags) for n in (1, 2, 3, 4)}
+
+    assert len(tuples) == 1
+    assert view.get(task_id(4)).tags == ("gluster", "volume:gv1")
+
+
+def test_tag_tuples_are_shared_up_to_a_bound(view: TaskView, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bus_tasks.view.MAX_SHARED_TAG_TUPLES", 2)
+    for n in range(1, 5):
+        view.apply(make_event(n, seq=1, tags=(f"t{n}",)))
+    view.apply(make_event(5, seq=1, tags=("t4",)))
+
+    assert view.get(task_id(5)).tags == ("t4",)
+    assert view.get(task_id(5)).tags is not view.get(task_id(4)).tags  # t4 came after the bound
+    assert ids(view.select(["t4"])) == {task_id(4), task_id(5)}
+
+
 def test_entry_status_and_info_are_vdsms_shapes() -> None:
     entry = Entry.from_record(make_record(state=State.FAILED, code=205, message="no space"), 1)
     assert entry.status() == {
