@@ -26,6 +26,8 @@ from bus_tasks.view import Outcome, TaskView, Tombstone
 
 log = logging.getLogger(__name__)
 
+_COUNTED = {outcome: f"events_{outcome.value}" for outcome in Outcome}  # the key in ``counts``
+
 DEFAULT_CONTROL_TIMEOUT_S = 10.0
 # A resync request older than this is moot: the subsystem announces itself when it starts.
 RESYNC_TTL_S = 60.0
@@ -141,12 +143,13 @@ class Aggregator:
         except EventRejected as exc:
             self._dead_letter(delivery, exc.reason)
             return
-        self.counts[f"events_{outcome.value}"] += 1
+        self.counts[_COUNTED[outcome]] += 1
         if outcome is Outcome.APPLIED:
             self.store.put(self.view.get(event.task.id))
         elif outcome is Outcome.CLEARED:
             self.store.bury(event.task.id, self.view.tombstones[event.task.id])
-        log.debug("event %s task=%s seq=%d %s", event.event, event.task.id, event.seq, outcome.value)
+        if log.isEnabledFor(logging.DEBUG):  # the hot path: not even the arguments otherwise
+            log.debug("event %s task=%s seq=%d %s", event.event, event.task.id, event.seq, outcome.value)
         self._unacked.append(delivery)
         if len(self._unacked) >= self.policy.ack_batch:
             self._flush()

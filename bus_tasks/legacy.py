@@ -29,7 +29,7 @@ def task_details(record: TaskRecord) -> dict[str, Any]:
         "subsystem": record.subsystem,
         "tags": list(record.tags),
         "tag": record.tags[0] if record.tags else "",
-        "state": record.state.value,
+        "state": record.state,  # a StrEnum: encoded as its value
         "taskState": task_state,
         "taskResult": task_result,
         "code": record.code,

@@ -19,7 +19,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     ValidationInfo,
-    model_validator,
+    field_validator,
 )
 
 from bus_tasks import codec
@@ -27,6 +27,7 @@ from bus_tasks.errors import EventRejected
 
 SCHEMA_VERSION = 1
 WIRE = "wire"  # validation context of bodies read from the bus
+_NO_SCHEMA: Any = object()  # an event given without "schema"
 MAX_TAGS = 32
 
 SUBSYSTEM_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -172,19 +173,25 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     # Strict: "schema": true is not version 1. On the wire it is also required (see below).
-    schema_version: Annotated[StrictInt, Field(alias="schema", ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
+    schema_version: Annotated[StrictInt, Field(alias="schema", ge=1, le=SCHEMA_VERSION)] = Field(
+        default=_NO_SCHEMA, validate_default=True
+    )
     event: EventName
     # Below 2**63 so that every store can keep it as a signed 64-bit integer.
     seq: Annotated[StrictInt, Field(gt=0, lt=2**63)]
     task: TaskRecord
 
-    @model_validator(mode="before")
+    @field_validator("schema_version", mode="before")
     @classmethod
-    def _schema_on_the_wire(cls, data: Any, info: ValidationInfo) -> Any:
+    def _schema_on_the_wire(cls, value: Any, info: ValidationInfo) -> Any:
         # Bodies from the bus must say their schema; Python callers may rely on the default.
-        if info.context == WIRE and isinstance(data, dict) and "schema" not in data:
-            raise ValueError('"schema" is required')
-        return data
+        # (A check of this one field, not of the whole body: that would make pydantic build
+        # the body as Python objects first, a third of the cost of decoding an event.)
+        if value is _NO_SCHEMA:
+            if info.context == WIRE:
+                raise ValueError('"schema" is required')
+            return SCHEMA_VERSION
+        return value
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -40,10 +40,11 @@ class Entry:
         return cls(
             id=record.id,
             seq=seq,
-            # Few distinct subsystems, verbs and tags repeat over many tasks: keep one copy.
+            # Few distinct subsystems, verbs and tags repeat over many tasks: keep one copy
+            # (of tags, one tuple per combination, which TaskView shares).
             subsystem=sys.intern(record.subsystem),
             verb=sys.intern(record.verb),
-            tags=tuple(sys.intern(tag) for tag in record.tags),
+            tags=record.tags,
             state=record.state,
             code=record.code,
             updated_at=record.updated_at.timestamp(),
@@ -249,9 +250,10 @@ class TaskView:
         shared = self._tag_tuples.get(tags)
         if shared is not None:
             return shared
+        shared = tuple(sys.intern(tag) for tag in tags)
         if len(self._tag_tuples) < MAX_SHARED_TAG_TUPLES:
-            self._tag_tuples[tags] = tags
-        return tags
+            self._tag_tuples[shared] = shared
+        return shared
 
     def _bury(self, task_id: str, subsystem: str, seq: int, now: float | None = None) -> Tombstone:
         self._drop(task_id)
