@@ -28,7 +28,7 @@ from bus_tasks.view import TaskView
 
 LARGE = Sizes(full=1_000_000, quick=20_000)
 SMALL = Sizes(full=100_000, quick=2_000)
-REPS = Sizes(full=3, quick=2)
+REPS = Sizes(full=7, quick=2)
 FLAT = 1.25  # per-task cost may grow this much from 10x fewer tasks and still count as flat
 
 
