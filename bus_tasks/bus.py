@@ -7,7 +7,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -200,6 +201,7 @@ class BusConnection:
         self._unsent: deque[_Outgoing] = deque()
         self._next_tag = 1
         self._broken = False
+        self._deadline: float | None = None  # see bounded()
 
     def __repr__(self) -> str:
         return f"BusConnection({redact_url(self.url)!r})"
@@ -218,14 +220,39 @@ class BusConnection:
         """Messages published but not yet confirmed by the broker."""
         return len(self._unconfirmed) + len(self._unsent)
 
+    @contextmanager
+    def bounded(self, deadline: float) -> Iterator[None]:
+        """Within the block, waiting for the broker gives up at ``deadline`` (``time.monotonic()``).
+
+        Connecting and reconnecting (also those that publishing, declaring or draining start)
+        then raise one of :attr:`errors` at the deadline instead of retrying on.
+        """
+        outer = self._deadline
+        self._deadline = deadline if outer is None else min(outer, deadline)
+        try:
+            yield
+        finally:
+            self._deadline = outer
+
+    def _remaining(self) -> float | None:
+        """Seconds left before the deadline of :meth:`bounded` (at least one attempt's worth)."""
+        if self._deadline is None:
+            return None
+        return max(self._deadline - time.monotonic(), 0.001)
+
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
     def connect(self, max_retries: int | Literal["default"] | None = "default") -> None:
-        """Connect now, retrying with back-off (forever unless ``connect_retries`` was given)."""
+        """Connect now, retrying with back-off (forever unless ``connect_retries`` was given, or
+        until the deadline of :meth:`bounded`)."""
         self._conn.ensure_connection(
             errback=self._on_connect_error,
             max_retries=self._connect_retries if max_retries == "default" else max_retries,
             interval_start=0.1,
             interval_step=0.5,
             interval_max=self._reconnect_max_s,
+            timeout=self._remaining(),
         )
 
     def _check_stop(self) -> None:
@@ -234,6 +261,8 @@ class BusConnection:
 
     def _on_connect_error(self, exc: BaseException, interval: float) -> None:
         self._check_stop()
+        if self._deadline is not None and time.monotonic() + interval >= self._deadline:
+            raise exc  # the next attempt would come after the deadline of bounded()
         log.warning("broker %s unreachable (%s); retrying in %.1fs", redact_url(self.url), exc, interval)
 
     def declare(self, *entities: Queue | Exchange) -> None:
@@ -332,6 +361,10 @@ class BusConnection:
             on_confirm,
         )
         if not self._confirming:
+            if self._broken:
+                # Restore consumers first: a request sent before its reply queue is back
+                # would be answered to nowhere.
+                self.recover()
             self._send(message)
             if on_confirm is not None:
                 on_confirm()
@@ -496,10 +529,11 @@ class BusConnection:
         """Reconnect after a lost connection: re-declare, restart consumers, re-send unconfirmed.
 
         Without a bound on retries, keeps trying (with back-off) until everything is restored,
-        even if the connection drops again half-way.
+        even if the connection drops again half-way, or until the deadline of :meth:`bounded`.
 
         Raises:
-            one of :attr:`errors` when the broker is still unreachable after ``max_retries``.
+            one of :attr:`errors` when the broker is still unreachable after ``max_retries`` or
+            at the deadline.
         """
         retries = self._connect_retries if max_retries == "default" else max_retries
         delay_s = 0.1
@@ -508,16 +542,17 @@ class BusConnection:
                 self._reconnect(max_retries)
                 return
             except self.errors as exc:
-                if retries is not None:
+                if retries is not None or self._past_deadline():
                     raise
                 log.warning(
                     "reconnecting to %s failed (%s); again in %.1fs", redact_url(self.url), exc, delay_s
                 )
                 self._check_stop()
+                pause_s = min(delay_s, self._remaining() or delay_s)
                 if self._stop is not None:
-                    self._stop.wait(delay_s)  # back-off between attempts, cut short by a stop
+                    self._stop.wait(pause_s)  # back-off between attempts, cut short by a stop
                 else:
-                    time.sleep(delay_s)  # back-off between attempts
+                    time.sleep(pause_s)  # back-off between attempts
                 delay_s = min(delay_s * 2, self._reconnect_max_s)
 
     def _reconnect(self, max_retries: int | Literal["default"] | None) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 
 from bus_tasks import codec, legacy, names, rpc
 from bus_tasks.bus import BusConnection, Delivery, reply_queue
-from bus_tasks.errors import BusTasksError, DeadlineExceeded, InternalError, from_wire
+from bus_tasks.config import redact_url
+from bus_tasks.errors import BrokerUnavailable, BusTasksError, DeadlineExceeded, InternalError, from_wire
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,10 @@ class TasksClient:
 
     def _start(self) -> None:
         if not self._started:
+            self.connection.connect()
             self.connection.declare(self._queue)
+            self._started = True  # from here on, a reconnect re-declares and re-consumes it
             self.connection.consume([self._queue], self._on_reply, no_ack=True)
-            self._started = True
 
     def _on_reply(self, delivery: Delivery) -> None:
         if delivery.correlation_id is not None and delivery.correlation_id == self._waiting:
@@ -64,33 +66,48 @@ class TasksClient:
 
         Raises:
             DeadlineExceeded: when no reply arrived in time.
+            BrokerUnavailable: when the broker could not be reached in time; or the connection
+                broke during a call that changes something (it is not sent twice).
             BusTasksError: the typed error the aggregator answered (UnknownTask, InvalidParams ...).
         """
         timeout = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
         correlation_id = uuid.uuid4().hex
         body = rpc.request_body(correlation_id, method, params or {})
-        with self._lock:
-            self._start()
+        with self._lock, self.connection.bounded(deadline):
             self._waiting = correlation_id
             try:
-                self._send(body, correlation_id, deadline)
-                while correlation_id not in self._replies:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise DeadlineExceeded(method, timeout)
-                    try:
-                        self.connection.drain(min(remaining, 1.0))
-                    except self.connection.errors:
-                        self.connection.recover()
-                        if method not in _SAFE_TO_RESEND:
-                            raise
-                        self._send(body, correlation_id, deadline)
-                reply = self._replies.pop(correlation_id)
+                reply = self._exchange(method, body, correlation_id, deadline, timeout)
+            except self.connection.errors as exc:
+                # Connecting counts against the deadline too (bounded() above).
+                raise BrokerUnavailable(redact_url(self.connection.url), str(exc)) from exc
             finally:
                 self._waiting = None
                 self._replies.clear()
         return _unpack(reply)
+
+    def _exchange(
+        self, method: str, body: bytes, correlation_id: str, deadline: float, timeout: float
+    ) -> bytes:
+        """Send the request and wait for its reply. After a lost connection, reconnect and send
+        it again, unless it may have reached the aggregator and changes something."""
+        sent = False
+        while correlation_id not in self._replies:
+            try:
+                if not sent:
+                    self._start()
+                    sent = True  # from here the aggregator may get it, even if publishing fails
+                    self._send(body, correlation_id, deadline)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineExceeded(method, timeout)
+                self.connection.drain(min(remaining, 1.0))
+            except self.connection.errors:
+                if sent and method not in _SAFE_TO_RESEND:
+                    raise
+                self.connection.recover()
+                sent = False
+        return self._replies.pop(correlation_id)
 
     def _send(self, body: bytes, correlation_id: str, deadline: float) -> None:
         remaining = max(deadline - time.monotonic(), 0.001)

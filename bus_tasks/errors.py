@@ -122,6 +122,15 @@ class DeadlineExceeded(BusTasksError):
         super().__init__(message=f"{self.title}: no reply to {method} within {timeout_s:g}s")
 
 
+class BrokerUnavailable(BusTasksError):
+    """Raised in the client when a call cannot reach the broker: not within its deadline (or the
+    connection's ``connect_retries``), or the connection broke in the middle of a call that is
+    not safe to send twice."""
+
+    def __init__(self, broker: str, detail: str) -> None:
+        super().__init__(message=f"{self.title}: broker {broker} unreachable: {detail}")
+
+
 class RemoteError(BusTasksError):
     """Raised in the client for a wire error whose code no local class knows."""
 

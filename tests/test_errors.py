@@ -6,6 +6,7 @@ import pytest
 
 from bus_tasks import errors
 from bus_tasks.errors import (
+    BrokerUnavailable,
     BusTasksError,
     DeadlineExceeded,
     EventRejected,
@@ -104,6 +105,13 @@ def test_deadline_exceeded_is_a_general_exception_naming_the_call() -> None:
     assert DeadlineExceeded("Host.getAllTasks", 2.5).to_wire() == {
         "code": 100,
         "message": "General Exception: no reply to Host.getAllTasks within 2.5s",
+    }
+
+
+def test_broker_unavailable_is_a_general_exception_naming_the_broker() -> None:
+    assert BrokerUnavailable("amqp://guest:***@h//", "[Errno 111] Connection refused").to_wire() == {
+        "code": 100,
+        "message": "General Exception: broker amqp://guest:***@h// unreachable: [Errno 111] Connection refused",
     }
 
 

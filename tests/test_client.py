@@ -1,0 +1,129 @@
+"""TasksClient: every call has a real deadline, also while the broker is away; stale replies dropped."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from conftest import RABBITMQ, Broker, System
+from faultproxy import FaultProxy
+
+from bus_tasks import codec, rpc
+from bus_tasks.bus import BusConnection, Delivery, rpc_queue
+from bus_tasks.client import TasksClient
+from bus_tasks.errors import BrokerUnavailable, DeadlineExceeded
+from bus_tasks.testing import drain
+
+REFUSED_URL = "amqp://guest:s3cret@127.0.0.1:1//"  # nothing listens on port 1: refused at once
+
+
+class Responder:
+    """A stand-in aggregator on memory://: answers each request with a stale reply, then its own."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.connection = broker.connection(confirm_publish=False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _on_request(self, delivery: Delivery) -> None:
+        assert delivery.reply_to is not None
+        request = codec.loads(delivery.body)
+        for correlation_id, request_id, result in (
+            ("an-earlier-call", "an-earlier-call", {"stale": True}),  # e.g. a call that timed out
+            (delivery.correlation_id, request["id"], {"fresh": True}),
+        ):
+            body = rpc.result_body(request_id, result)
+            self.connection.publish(body, routing_key=delivery.reply_to, correlation_id=correlation_id)
+        delivery.ack()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            drain(self.connection, timeout_s=60.0, quiet_s=0.05)
+
+    def __enter__(self) -> Responder:
+        self.connection.declare(rpc_queue())
+        self.connection.consume([rpc_queue()], self._on_request)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+
+def test_a_call_nobody_answers_raises_deadline_exceeded(memory_broker: Broker) -> None:
+    client = TasksClient(memory_broker.connection(confirm_publish=False), timeout_s=0.3)
+    with pytest.raises(DeadlineExceeded) as caught:
+        client.get_all_tasks()
+    assert caught.value.to_wire() == {
+        "code": 100,
+        "message": "General Exception: no reply to Host.getAllTasks within 0.3s",
+    }
+
+
+def test_a_reply_to_another_call_is_dropped(memory_broker: Broker) -> None:
+    with Responder(memory_broker):
+        client = TasksClient(memory_broker.connection(confirm_publish=False), timeout_s=10.0)
+        assert client.call("Host.getAllTasks") == {"fresh": True}
+        assert client.call("Host.getAllTasks") == {"fresh": True}
+
+
+def test_a_call_to_an_unreachable_broker_fails_at_its_deadline_not_later() -> None:
+    client = TasksClient(BusConnection(REFUSED_URL), timeout_s=1.0)
+    with pytest.raises(BrokerUnavailable) as caught:
+        client.get_all_tasks()  # without the deadline, kombu would retry the connect forever
+    assert caught.value.code == 100
+    assert caught.value.message.startswith(
+        "General Exception: broker amqp://guest:***@127.0.0.1:1// unreachable: "
+    )
+    assert "s3cret" not in caught.value.message
+
+
+@pytest.fixture
+def proxy() -> Iterator[FaultProxy]:
+    with FaultProxy(RABBITMQ) as proxy:
+        yield proxy
+
+
+def _through(proxy: FaultProxy, broker: Broker) -> str:
+    vhost = broker.url.rsplit("/", 1)[1]
+    return f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"
+
+
+@pytest.mark.integration
+def test_a_call_while_the_broker_is_away_fails_at_its_deadline_and_the_next_one_recovers(
+    rabbitmq_system: System, proxy: FaultProxy
+) -> None:
+    task = rabbitmq_system.publisher("vdsm").create("copyImage", ["spm"])
+    client = TasksClient(BusConnection(_through(proxy, rabbitmq_system.broker)), timeout_s=2.0)
+    assert set(client.get_all_tasks()) == {task.id}
+
+    proxy.refuse(True)
+    proxy.drop_all()
+    with pytest.raises(BrokerUnavailable):
+        client.get_all_tasks()  # reconnecting is bounded by the call's deadline
+
+    proxy.refuse(False)
+    assert set(client.get_all_tasks()) == {task.id}  # the same client reconnects
+    client.close()
+
+
+@pytest.mark.integration
+def test_a_call_that_changes_something_fails_when_the_connection_is_lost_under_it(
+    rabbitmq_system: System, proxy: FaultProxy
+) -> None:
+    task = rabbitmq_system.publisher("vdsm").create("copyImage", ["spm"])
+    client = TasksClient(BusConnection(_through(proxy, rabbitmq_system.broker)), timeout_s=5.0)
+    assert set(client.get_all_tasks()) == {task.id}
+    proxy.stall()  # the request goes nowhere; then the connection is cut under the waiting call
+    timer = threading.Timer(0.5, proxy.drop_all)
+    timer.start()
+    try:
+        with pytest.raises(BrokerUnavailable):
+            client.stop_task(task.id)  # it may have reached the aggregator: not sent again
+    finally:
+        timer.join()
+        proxy.resume()
+    assert set(client.get_all_tasks()) == {task.id}  # the same client reconnects
+    client.close()
