@@ -179,6 +179,7 @@ class BusConnection:
             transport_options=transport_options(url, redis_key_prefix=redis_key_prefix),
         )
         self._connect_retries = connect_retries
+        self._connect_timeout_s = connect_timeout_s
         self._stop = stop  # once set, waiting for the broker gives up with ShutdownRequested
         self._reconnect_max_s = reconnect_max_s
         self._consumers: list[tuple[list[Queue], Handler, bool, int | None]] = []
@@ -246,13 +247,17 @@ class BusConnection:
     def connect(self, max_retries: int | Literal["default"] | None = "default") -> None:
         """Connect now, retrying with back-off (forever unless ``connect_retries`` was given, or
         until the deadline of :meth:`bounded`)."""
+        remaining = self._remaining()
+        # One attempt must not outlast the deadline either (a host that drops SYNs).
+        attempt_s = self._connect_timeout_s if remaining is None else min(self._connect_timeout_s, remaining)
+        self._conn.connect_timeout = attempt_s  # type: ignore[assignment]  # typed int, takes seconds
         self._conn.ensure_connection(
             errback=self._on_connect_error,
             max_retries=self._connect_retries if max_retries == "default" else max_retries,
             interval_start=0.1,
             interval_step=0.5,
             interval_max=self._reconnect_max_s,
-            timeout=self._remaining(),
+            timeout=remaining,
         )
 
     def _check_stop(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -78,6 +79,19 @@ def test_a_call_to_an_unreachable_broker_fails_at_its_deadline_not_later() -> No
         "General Exception: broker amqp://guest:***@127.0.0.1:1// unreachable: "
     )
     assert "s3cret" not in caught.value.message
+
+
+def test_inside_a_deadline_one_connection_attempt_is_no_longer_than_the_time_left() -> None:
+    # A host that drops SYNs (or a broker that never finishes the handshake) would otherwise
+    # hold one attempt for connect_timeout_s, past the call's deadline.
+    connection = BusConnection("memory://", connect_timeout_s=5.0)
+    with connection.bounded(time.monotonic() + 0.5):
+        connection.connect()
+        assert 0 < connection._conn.connect_timeout <= 0.5
+    connection.close()
+    connection.connect()  # no deadline: the configured timeout again
+    assert connection._conn.connect_timeout == 5.0
+    connection.close()
 
 
 @pytest.fixture
