@@ -88,6 +88,16 @@ class Aggregator:
         """Load the store, bind the event queue, then start serving RPC; logs one ready line."""
         loaded = self.store.load(self.view)
         self.connection.declare_topology()
+        others = self.connection.consumer_count(events_queue())
+        if others:
+            # Competing consumers: each would get part of the events and answer from part of the view.
+            log.warning(
+                "another aggregator (%d consumer(s)) already reads %s on %r: run one per broker,"
+                " or both views will miss events",
+                others,
+                names.EVENTS_QUEUE,
+                self.connection,
+            )
         self.connection.declare(self._control_replies)
         # Events first: an event published once RPC answers must already have a queue.
         self.connection.consume([events_queue()], self._on_event, prefetch=self.policy.prefetch_count)

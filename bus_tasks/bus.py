@@ -587,6 +587,14 @@ class BusConnection:
 
     # -- tools ----------------------------------------------------------------------------
 
+    def consumer_count(self, queue: Queue) -> int | None:
+        """Consumers attached to ``queue`` on RabbitMQ (declares it if missing); None elsewhere."""
+        if not self.is_amqp:
+            return None  # the virtual transports do not count consumers
+        self.connect()
+        _, _, consumers = queue.bind(self._conn.default_channel).queue_declare(passive=False)
+        return int(consumers)
+
     def queue_size(self, queue: Queue) -> int:
         """Messages ready in ``queue`` (declares it if missing)."""
         self.connect()

@@ -1,4 +1,4 @@
-"""A store in Redis, shared by several aggregator replicas: a write never goes back in ``seq``."""
+"""A store in Redis: the view outlives the aggregator's host; a write never goes back in ``seq``."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ BATCH = 500  # ids per command or script call, so one call never holds Redis for
 # KEYS: tasks hash, tombstones hash. ARGV: id, payload, id, payload, ...
 # A payload starts with its seq in SEQ_DIGITS zero-padded digits, so comparing those prefixes
 # as strings orders by seq; Lua numbers are doubles and would round seqs above 2**53.
-# A tombstone wins over any put: a replica that missed the clear cannot bring the task back.
+# A tombstone wins over any put: a writer that missed the clear cannot bring the task back.
 _PUT_IF_NEWER = f"""
 local written = 0
 for i = 1, #ARGV, 2 do
@@ -42,7 +42,11 @@ return written
 
 
 class RedisStore(BufferedStore):
-    """The view in two Redis hashes under ``key_prefix``; safe for several replicas at once.
+    """The view in two Redis hashes under ``key_prefix``; safe for overlapping writers.
+
+    A replacement aggregator (on another host) loads what its predecessor wrote; while both
+    write (the old one flushing as the new one starts), a write never goes back in ``seq``
+    and a tombstone always wins. Only one aggregator per broker consumes events at a time.
 
     Args:
         url: ``redis://[:password@]host:port/db`` (or ``rediss://``, ``unix://``).
