@@ -69,6 +69,11 @@ class Broker:
         self._opened.append(conn)
         return conn
 
+    def via(self, port: int) -> str:
+        """This broker's AMQP URL (same vhost) reached through a proxy on loopback ``port``."""
+        vhost = self.url.rsplit("/", 1)[1]
+        return f"amqp://guest:guest@127.0.0.1:{port}/{vhost}"
+
     def close_all(self) -> None:
         for conn in self._opened:
             with contextlib.suppress(Exception):  # already closed or broker gone: teardown goes on

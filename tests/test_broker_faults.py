@@ -33,18 +33,13 @@ def proxies() -> Iterator[tuple[FaultProxy, FaultProxy]]:
         yield aggregator_side, publisher_side
 
 
-def _through(proxy: FaultProxy, broker: Broker) -> str:
-    vhost = broker.url.rsplit("/", 1)[1]
-    return f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"
-
-
 def test_drops_and_stalls_on_both_sides_lose_no_event(
     rabbitmq_broker: Broker, proxies: tuple[FaultProxy, FaultProxy]
 ) -> None:
     to_aggregator, to_publisher = proxies
-    aggregator = Aggregator(BusConnection(_through(to_aggregator, rabbitmq_broker), heartbeat_s=2.0))
+    aggregator = Aggregator(BusConnection(rabbitmq_broker.via(to_aggregator.port), heartbeat_s=2.0))
     publisher = TaskPublisher(
-        BusConnection(_through(to_publisher, rabbitmq_broker), confirm_publish=True, heartbeat_s=2.0), "vdsm"
+        BusConnection(rabbitmq_broker.via(to_publisher.port), confirm_publish=True, heartbeat_s=2.0), "vdsm"
     )
     ids = [str(uuid.uuid4()) for _ in range(TASKS)]
     faults = {
@@ -86,7 +81,7 @@ def test_publisher_keeps_a_bounded_outbox_while_the_broker_is_away_and_resends_i
 ) -> None:
     _, to_publisher = proxies
     connection = BusConnection(
-        _through(to_publisher, rabbitmq_broker), confirm_publish=True, max_unconfirmed=50, confirm_window=10
+        rabbitmq_broker.via(to_publisher.port), confirm_publish=True, max_unconfirmed=50, confirm_window=10
     )
     publisher = TaskPublisher(connection, "vdsm")
     with RunningAggregator(Aggregator(BusConnection(rabbitmq_broker.url))):
@@ -115,9 +110,7 @@ def test_serve_stops_on_sigterm_even_while_the_broker_is_away(
     rabbitmq_broker: Broker, proxies: tuple[FaultProxy, FaultProxy], tmp_path: Path
 ) -> None:
     to_aggregator, _ = proxies
-    serve = start_serve(
-        _through(to_aggregator, rabbitmq_broker), tmp_path / "data", BUS_TASKS_HEARTBEAT_S="2"
-    )
+    serve = start_serve(rabbitmq_broker.via(to_aggregator.port), tmp_path / "data", BUS_TASKS_HEARTBEAT_S="2")
     try:
         to_aggregator.refuse(True)
         to_aggregator.drop_all()

@@ -100,18 +100,19 @@ def proxy() -> Iterator[FaultProxy]:
         yield proxy
 
 
-def _through(proxy: FaultProxy, broker: Broker) -> str:
-    vhost = broker.url.rsplit("/", 1)[1]
-    return f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"
+def client_through(proxy: FaultProxy, system: System, timeout_s: float) -> tuple[str, TasksClient]:
+    """A task in the view, and a client that reaches the broker through ``proxy`` and sees it."""
+    task = system.publisher("vdsm").create("copyImage", ["spm"])
+    client = TasksClient(BusConnection(system.broker.via(proxy.port)), timeout_s=timeout_s)
+    assert set(client.get_all_tasks()) == {task.id}
+    return task.id, client
 
 
 @pytest.mark.integration
 def test_a_call_while_the_broker_is_away_fails_at_its_deadline_and_the_next_one_recovers(
     rabbitmq_system: System, proxy: FaultProxy
 ) -> None:
-    task = rabbitmq_system.publisher("vdsm").create("copyImage", ["spm"])
-    client = TasksClient(BusConnection(_through(proxy, rabbitmq_system.broker)), timeout_s=2.0)
-    assert set(client.get_all_tasks()) == {task.id}
+    task_id, client = client_through(proxy, rabbitmq_system, timeout_s=2.0)
 
     proxy.refuse(True)
     proxy.drop_all()
@@ -119,7 +120,7 @@ def test_a_call_while_the_broker_is_away_fails_at_its_deadline_and_the_next_one_
         client.get_all_tasks()  # reconnecting is bounded by the call's deadline
 
     proxy.refuse(False)
-    assert set(client.get_all_tasks()) == {task.id}  # the same client reconnects
+    assert set(client.get_all_tasks()) == {task_id}  # the same client reconnects
     client.close()
 
 
@@ -127,17 +128,15 @@ def test_a_call_while_the_broker_is_away_fails_at_its_deadline_and_the_next_one_
 def test_a_call_that_changes_something_fails_when_the_connection_is_lost_under_it(
     rabbitmq_system: System, proxy: FaultProxy
 ) -> None:
-    task = rabbitmq_system.publisher("vdsm").create("copyImage", ["spm"])
-    client = TasksClient(BusConnection(_through(proxy, rabbitmq_system.broker)), timeout_s=5.0)
-    assert set(client.get_all_tasks()) == {task.id}
+    task_id, client = client_through(proxy, rabbitmq_system, timeout_s=5.0)
     proxy.stall()  # the request goes nowhere; then the connection is cut under the waiting call
     timer = threading.Timer(0.5, proxy.drop_all)
     timer.start()
     try:
         with pytest.raises(BrokerUnavailable):
-            client.stop_task(task.id)  # it may have reached the aggregator: not sent again
+            client.stop_task(task_id)  # it may have reached the aggregator: not sent again
     finally:
         timer.join()
         proxy.resume()
-    assert set(client.get_all_tasks()) == {task.id}  # the same client reconnects
+    assert set(client.get_all_tasks()) == {task_id}  # the same client reconnects
     client.close()
