@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from types import MappingProxyType
 
 from bus_tasks import codec, legacy
 from bus_tasks.errors import EventRejected, TaskStateError, UnknownTask
@@ -116,7 +117,8 @@ class TaskView:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._entries: dict[str, Entry] = {}
         self._tombstones: dict[str, Tombstone] = {}
-        self._by_tag: dict[str, set[str]] = {}
+        # tag -> id -> the entry: a query by tag reads its entries without a lookup per task.
+        self._by_tag: dict[str, dict[str, Entry]] = {}
         self._tag_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._clock = clock
         self.version = 0  # changes whenever a listing could change
@@ -199,18 +201,17 @@ class TaskView:
         """
         if not tags:
             return list(self._entries.values())
-        sets = [self._by_tag.get(tag, _EMPTY) for tag in dict.fromkeys(tags)]
-        ids: Iterable[str]
-        if len(sets) == 1:
-            ids = sets[0]
-        elif match_all:
-            sets.sort(key=len)
-            smallest, rest = sets[0], sets[1:]
-            ids = [i for i in smallest if all(i in s for s in rest)]
-        else:
-            ids = set().union(*sets)
-        entries = self._entries
-        return [entries[i] for i in ids]
+        tagged = [self._by_tag.get(tag, _EMPTY) for tag in dict.fromkeys(tags)]
+        if len(tagged) == 1:
+            return list(tagged[0].values())
+        if match_all:
+            tagged.sort(key=len)
+            smallest, rest = tagged[0], tagged[1:]
+            return [e for i, e in smallest.items() if all(i in t for t in rest)]
+        union: dict[str, Entry] = {}
+        for entries in tagged:
+            union.update(entries)
+        return list(union.values())
 
     def expire(
         self, *, tombstone_ttl_s: float, done_ttl_s: float | None, now: float | None = None
@@ -238,6 +239,7 @@ class TaskView:
             entry.id = current.id  # the one copy the dict key and the tag index already hold
             if current.tags == entry.tags:
                 entry.tags = current.tags
+                self._index(entry)  # the index holds entries: the new one replaces the old
             else:
                 entry.tags = self._shared_tags(entry.tags)
                 self._unindex(current)
@@ -270,15 +272,15 @@ class TaskView:
 
     def _index(self, entry: Entry) -> None:
         for tag in entry.tags:
-            self._by_tag.setdefault(tag, set()).add(entry.id)
+            self._by_tag.setdefault(tag, {})[entry.id] = entry
 
     def _unindex(self, entry: Entry) -> None:
         for tag in entry.tags:
-            ids = self._by_tag.get(tag)
-            if ids is not None:
-                ids.discard(entry.id)
-                if not ids:
+            tagged = self._by_tag.get(tag)
+            if tagged is not None:
+                tagged.pop(entry.id, None)
+                if not tagged:
                     del self._by_tag[tag]
 
 
-_EMPTY: frozenset[str] = frozenset()
+_EMPTY: Mapping[str, Entry] = MappingProxyType({})
