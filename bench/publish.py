@@ -24,8 +24,9 @@ from bench.harness import (
     side_by_side,
 )
 from bus_tasks import names
-from bus_tasks.bus import EVENTS_EXCHANGE, BusConnection, events_queue
 from bus_tasks.publisher import TaskPublisher
+from bus_tasks.transport import BusConnection
+from bus_tasks.transport.topology import EVENTS_EXCHANGE, events_queue
 
 MESSAGES = Sizes(full=3_000, quick=200)
 REPS = Sizes(full=5, quick=2)

@@ -34,9 +34,9 @@ from bench.harness import (
 from bench.selectivity import reply_body
 from bus_tasks import codec, names, rpc
 from bus_tasks.aggregator import Aggregator
-from bus_tasks.bus import BusConnection
 from bus_tasks.client import TasksClient
 from bus_tasks.testing import RunningAggregator
+from bus_tasks.transport import BusConnection
 from bus_tasks.view import TaskView
 
 SIZES = ((1_000, 15), (10_000, 9), (100_000, 5))  # tasks, repetitions

@@ -6,12 +6,12 @@ Importing this package opens no connection.
 """
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
-from bus_tasks.bus import BusConnection
 from bus_tasks.client import TasksClient, VdsmFacade
 from bus_tasks.config import Settings
 from bus_tasks.errors import BusTasksError
 from bus_tasks.model import Event, State, TaskRecord
 from bus_tasks.publisher import SeqClock, TaskPublisher
+from bus_tasks.transport import BusConnection
 from bus_tasks.view import TaskView
 
 __all__ = [

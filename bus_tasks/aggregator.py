@@ -10,18 +10,10 @@ from collections import Counter
 from dataclasses import dataclass
 
 from bus_tasks import codec, names, rpc
-from bus_tasks.bus import (
-    BusConnection,
-    Delivery,
-    ShutdownRequested,
-    control_queue,
-    events_queue,
-    reply_queue,
-    rpc_queue,
-)
 from bus_tasks.errors import BusTasksError, EventRejected, GeneralError, InvalidRequest
 from bus_tasks.model import decode_event
 from bus_tasks.store import NullStore, Store
+from bus_tasks.transport import Bus, Delivery, ShutdownRequested
 from bus_tasks.view import Outcome, TaskView, Tombstone
 
 log = logging.getLogger(__name__)
@@ -63,7 +55,7 @@ class Aggregator:
 
     def __init__(
         self,
-        connection: BusConnection,
+        connection: Bus,
         *,
         view: TaskView | None = None,
         store: Store | None = None,
@@ -78,7 +70,7 @@ class Aggregator:
         self.ready = threading.Event()
         self._unacked: list[Delivery] = []
         self._pending: dict[str, _PendingControl] = {}
-        self._control_replies = reply_queue(names.CONTROL_REPLY_PREFIX)
+        self._control_replies = ""  # its name, once declared
         self._declared_control: set[str] = set()
         self._next_expiry = 0.0
 
@@ -88,7 +80,7 @@ class Aggregator:
         """Load the store, bind the event queue, then start serving RPC; logs one ready line."""
         loaded = self.store.load(self.view)
         self.connection.declare_topology()
-        others = self.connection.consumer_count(events_queue())
+        others = self.connection.consumer_count(names.EVENTS_QUEUE)
         if others:
             # Competing consumers: each would get part of the events and answer from part of the view.
             log.warning(
@@ -98,11 +90,11 @@ class Aggregator:
                 names.EVENTS_QUEUE,
                 self.connection,
             )
-        self.connection.declare(self._control_replies)
+        self._control_replies = self.connection.declare_reply_queue(names.CONTROL_REPLY_PREFIX)
         # Events first: an event published once RPC answers must already have a queue.
-        self.connection.consume([events_queue()], self._on_event, prefetch=self.policy.prefetch_count)
-        self.connection.consume([self._control_replies], self._on_control_reply, no_ack=True)
-        self.connection.consume([rpc_queue()], self._on_request, prefetch=64)
+        self.connection.consume(names.EVENTS_QUEUE, self._on_event, prefetch=self.policy.prefetch_count)
+        self.connection.consume(self._control_replies, self._on_control_reply, no_ack=True)
+        self.connection.consume(names.RPC_QUEUE, self._on_request, prefetch=64)
         self.request_resync()
         log.info("aggregator ready on %r: %d tasks loaded from %s", self.connection, loaded, self.store)
         self.ready.set()
@@ -234,7 +226,7 @@ class Aggregator:
             body,
             exchange=names.CONTROL_EXCHANGE,
             routing_key=forward.subsystem,
-            reply_to=self._control_replies.name,
+            reply_to=self._control_replies,
             correlation_id=control_id,
             expiration_s=max(timeout_s - margin_s, 0.001),
             headers={names.HEADER_SENT_AT: received},
@@ -309,5 +301,5 @@ class Aggregator:
     def _ensure_control_queue(self, subsystem: str) -> None:
         # The queue is durable: a subsystem that is offline gets the message when it is back.
         if subsystem not in self._declared_control:
-            self.connection.declare(control_queue(subsystem))
+            self.connection.declare_control_queue(subsystem)
             self._declared_control.add(subsystem)

@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bus_tasks import codec, legacy, names, rpc
-from bus_tasks.bus import BusConnection, Delivery, reply_queue
 from bus_tasks.config import redact_url
 from bus_tasks.errors import BrokerUnavailable, BusTasksError, DeadlineExceeded, InternalError, from_wire
+from bus_tasks.transport import Bus, BusConnection, Delivery
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +34,24 @@ class TasksClient:
 
     def __init__(
         self,
-        connection: BusConnection | str,
+        connection: Bus | str,
         *,
         timeout_s: float = 10.0,
     ) -> None:
-        self.connection = connection if isinstance(connection, BusConnection) else BusConnection(connection)
+        self.connection: Bus = BusConnection(connection) if isinstance(connection, str) else connection
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._replies: dict[str, bytes] = {}
         self._waiting: str | None = None
-        self._queue = reply_queue(names.REPLY_QUEUE_PREFIX)
+        self._queue = ""  # the reply queue's name, once declared
         self._started = False
 
     def _start(self) -> None:
         if not self._started:
             self.connection.connect()
-            self.connection.declare(self._queue)
+            self._queue = self.connection.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
             self._started = True  # from here on, a reconnect re-declares and re-consumes it
-            self.connection.consume([self._queue], self._on_reply, no_ack=True)
+            self.connection.consume(self._queue, self._on_reply, no_ack=True)
 
     def _on_reply(self, delivery: Delivery) -> None:
         if delivery.correlation_id is not None and delivery.correlation_id == self._waiting:
@@ -114,7 +114,7 @@ class TasksClient:
         self.connection.publish(
             body,
             routing_key=names.RPC_QUEUE,
-            reply_to=self._queue.name,
+            reply_to=self._queue,
             correlation_id=correlation_id,
             expiration_s=remaining,
             headers={names.HEADER_SENT_AT: time.time()},

@@ -15,7 +15,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from bus_tasks import codec, names, rpc
-from bus_tasks.bus import BusConnection, Delivery, ShutdownRequested, control_queue
 from bus_tasks.errors import (
     BusTasksError,
     GeneralError,
@@ -34,6 +33,7 @@ from bus_tasks.model import (
     describe_validation,
     utc_now,
 )
+from bus_tasks.transport import Bus, Delivery, ShutdownRequested
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class TaskPublisher:
     Thread-safe: tasks may be changed from any thread.
     """
 
-    def __init__(self, connection: BusConnection, subsystem: str, *, seq: SeqClock | None = None) -> None:
+    def __init__(self, connection: Bus, subsystem: str, *, seq: SeqClock | None = None) -> None:
         if not isinstance(subsystem, str) or not _SUBSYSTEM_RE.fullmatch(subsystem):
             raise InvalidParameter("subsystem", subsystem)
         self.subsystem = subsystem
@@ -249,14 +249,13 @@ class TaskPublisher:
         """Register what reverting one of this subsystem's done tasks does."""
         self._on_revert = handler
 
-    def listen(self, connection: BusConnection) -> None:
+    def listen(self, connection: Bus) -> None:
         """Consume this subsystem's control queue on ``connection`` (drained by the caller).
 
         Announces every live task first (resync), so an aggregator that lost them heals.
         """
-        queue = control_queue(self.subsystem)
-        connection.declare(queue)
-        connection.consume([queue], lambda d: self._on_control(connection, d), prefetch=16)
+        queue = connection.declare_control_queue(self.subsystem)
+        connection.consume(queue, lambda d: self._on_control(connection, d), prefetch=16)
         announced = self.announce()
         log.info("%s listening for control commands; announced %d tasks", self.subsystem, announced)
 
@@ -274,7 +273,7 @@ class TaskPublisher:
         with self._lock:
             self.connection.close()
 
-    def serve_control(self, connection: BusConnection, stop: threading.Event) -> None:
+    def serve_control(self, connection: Bus, stop: threading.Event) -> None:
         """Answer control commands on ``connection`` until ``stop`` is set."""
         try:
             self.listen(connection)
@@ -286,7 +285,7 @@ class TaskPublisher:
         except ShutdownRequested as exc:
             log.warning("%s", exc)  # the broker was away when the stop came
 
-    def _on_control(self, connection: BusConnection, delivery: Delivery) -> None:
+    def _on_control(self, connection: Bus, delivery: Delivery) -> None:
         request_id: rpc.RequestId = None
         try:
             request = codec.loads(delivery.body)

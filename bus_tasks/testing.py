@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from bus_tasks.aggregator import Aggregator
-from bus_tasks.bus import BusConnection, reset_memory_transport
+from bus_tasks.transport import Bus, reset_memory_transport
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ def wait_until(
         time.sleep(interval_s)
 
 
-def drain(connection: BusConnection, *, timeout_s: float, quiet_s: float = 0.05) -> int:
+def drain(connection: Bus, *, timeout_s: float, quiet_s: float = 0.05) -> int:
     """Process deliveries on ``connection`` until none arrives for ``quiet_s``; returns how many rounds.
 
     Handler errors propagate. Raises TimeoutError if the bus is still busy at ``timeout_s``.

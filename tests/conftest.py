@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
-from bus_tasks.bus import BusConnection
 from bus_tasks.client import TasksClient
 from bus_tasks.publisher import TaskPublisher
 from bus_tasks.store import Store
 from bus_tasks.testing import RunningAggregator, reset_memory_transport
+from bus_tasks.transport import BusConnection
 
 CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 RABBITMQ = ("127.0.0.1", 5672)

@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 
 from bus_tasks import codec, legacy, names
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
-from bus_tasks.bus import BusConnection, Delivery, dead_queue, reply_queue
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import BusTasksError, EventRejected, InvalidParameter, InvalidParams, MethodNotFound
 from bus_tasks.model import SUBSYSTEM_PATTERN, TAG_PATTERN, State, decode_event
 from bus_tasks.testing import RunningAggregator, wait_until
+from bus_tasks.transport import BusConnection, Delivery
 
 TIMEOUT_S = 10.0
 SMALL_EVENT_BYTES = 4096
@@ -70,13 +70,13 @@ def read_dead_letters(conn: BusConnection, count: int, *, timeout_s: float = TIM
     letters: list[Delivery] = []
 
     def fetch() -> bool:
-        while len(letters) < count and (letter := conn.get(dead_queue())) is not None:
+        while len(letters) < count and (letter := conn.get(names.DEAD_QUEUE)) is not None:
             letter.ack()
             letters.append(letter)
         return len(letters) == count
 
     wait_until(fetch, timeout_s=timeout_s, what=f"{count} dead letters")
-    assert conn.get(dead_queue()) is None, "more dead letters than poison events"
+    assert conn.get(names.DEAD_QUEUE) is None, "more dead letters than poison events"
     return letters
 
 
@@ -524,10 +524,9 @@ class RawCaller:
 
     def __init__(self, conn: BusConnection) -> None:
         self.conn = conn
-        self.queue = reply_queue(names.REPLY_QUEUE_PREFIX)
+        self.queue = conn.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
         self.replies: dict[str, bytes] = {}
-        conn.declare(self.queue)
-        conn.consume([self.queue], self._on_reply, no_ack=True)
+        conn.consume(self.queue, self._on_reply, no_ack=True)
 
     def _on_reply(self, delivery: Delivery) -> None:
         assert delivery.correlation_id is not None
@@ -538,7 +537,7 @@ class RawCaller:
         self.conn.publish(
             body,
             routing_key=names.RPC_QUEUE,
-            reply_to=self.queue.name,
+            reply_to=self.queue,
             correlation_id=correlation_id,
             expiration_s=expiration_s,
             headers={names.HEADER_SENT_AT: time.time() if sent_at is None else sent_at},

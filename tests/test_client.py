@@ -10,11 +10,11 @@ import pytest
 from conftest import RABBITMQ, Broker, System
 from faultproxy import FaultProxy
 
-from bus_tasks import codec, rpc
-from bus_tasks.bus import BusConnection, Delivery, rpc_queue
+from bus_tasks import codec, names, rpc
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import BrokerUnavailable, DeadlineExceeded
 from bus_tasks.testing import drain
+from bus_tasks.transport import BusConnection, Delivery
 
 REFUSED_URL = "amqp://guest:s3cret@127.0.0.1:1//"  # nothing listens on port 1: refused at once
 
@@ -43,8 +43,8 @@ class Responder:
             drain(self.connection, timeout_s=60.0, quiet_s=0.05)
 
     def __enter__(self) -> Responder:
-        self.connection.declare(rpc_queue())
-        self.connection.consume([rpc_queue()], self._on_request)
+        self.connection.declare_queue(names.RPC_QUEUE)
+        self.connection.consume(names.RPC_QUEUE, self._on_request)
         self._thread.start()
         return self
 
@@ -87,10 +87,10 @@ def test_inside_a_deadline_one_connection_attempt_is_no_longer_than_the_time_lef
     connection = BusConnection("memory://", connect_timeout_s=5.0)
     with connection.bounded(time.monotonic() + 0.5):
         connection.connect()
-        assert 0 < connection._conn.connect_timeout <= 0.5
+        assert 0 < connection.connect_timeout_s <= 0.5
     connection.close()
     connection.connect()  # no deadline: the configured timeout again
-    assert connection._conn.connect_timeout == 5.0
+    assert connection.connect_timeout_s == 5.0
     connection.close()
 
 

@@ -13,9 +13,9 @@ from conftest import Broker
 from processes import SUBSYSTEM_SCRIPT, Process, start_serve, start_subsystem
 from procs.stream import expected, task_id
 
-from bus_tasks.bus import BusConnection
 from bus_tasks.client import TasksClient
 from bus_tasks.testing import wait_until
+from bus_tasks.transport import BusConnection
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -10,9 +10,9 @@ import pytest
 from conftest import Broker
 from processes import start_serve, start_subsystem
 
-from bus_tasks.bus import BusConnection
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import TaskAborted, TaskStateError
+from bus_tasks.transport import BusConnection
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

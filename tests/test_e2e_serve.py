@@ -11,7 +11,6 @@ from cli_helpers import BusTasksProcess, cli_env, details, run_cli, without_time
 from conftest import Broker
 
 from bus_tasks import names
-from bus_tasks.bus import EVENTS_EXCHANGE
 from bus_tasks.client import TasksClient
 from bus_tasks.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
@@ -122,7 +121,7 @@ def test_an_event_published_right_after_the_ready_line_is_in_the_view(
     assert names.EVENTS_QUEUE not in _queues(rabbitmq_vhost)
     # The publisher is connected beforehand, so its event leaves the moment the line is read.
     connection = rabbitmq_broker.connection()
-    connection.declare(EVENTS_EXCHANGE)
+    connection.declare_exchanges()
     publisher = TaskPublisher(connection, "vdsm")
 
     aggregator = serve()

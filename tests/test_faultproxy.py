@@ -14,8 +14,8 @@ from conftest import RABBITMQ, Broker
 from faultproxy import FaultProxy
 
 from bus_tasks import names
-from bus_tasks.bus import BusConnection, control_queue
 from bus_tasks.testing import wait_until
+from bus_tasks.transport import BusConnection
 
 TIMEOUT_S = 5.0
 Connect = Callable[[int], socket.socket]
@@ -243,14 +243,14 @@ def drain_until_lost(conn: BusConnection, timeout_s: float = TIMEOUT_S) -> None:
 def test_a_bus_connection_through_the_proxy_publishes_again_after_drop_all_and_recover(
     rabbitmq_broker: Broker,
 ) -> None:
-    queue = control_queue("faultproxy")
+    queue = names.control_queue("faultproxy")
     direct = rabbitmq_broker.connection()
-    direct.declare(queue)
+    direct.declare_queue(queue)
     with FaultProxy(RABBITMQ) as proxy:
         url = rabbitmq_broker.url.replace(f"{RABBITMQ[0]}:{RABBITMQ[1]}", f"127.0.0.1:{proxy.port}")
         conn = BusConnection(url, confirm_publish=True, connect_timeout_s=TIMEOUT_S)
         try:
-            conn.declare(queue)
+            conn.declare_queue(queue)
             conn.publish(b'{"n": 1}', exchange=names.CONTROL_EXCHANGE, routing_key="faultproxy")
             wait_until(lambda: direct.queue_size(queue) == 1, timeout_s=TIMEOUT_S, what="first message")
 

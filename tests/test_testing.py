@@ -8,20 +8,20 @@ import pytest
 from conftest import Broker
 
 from bus_tasks import names
-from bus_tasks.bus import Delivery, dead_queue
 from bus_tasks.testing import drain, wait_until
+from bus_tasks.transport import Delivery
 
 
 def test_drain_processes_every_waiting_delivery_then_returns(memory_broker: Broker) -> None:
     conn = memory_broker.connection()
-    conn.declare(dead_queue())
+    conn.declare_queue(names.DEAD_QUEUE)
     seen: list[bytes] = []
 
     def handle(delivery: Delivery) -> None:
         seen.append(delivery.body)
         delivery.ack()
 
-    conn.consume([dead_queue()], handle)
+    conn.consume(names.DEAD_QUEUE, handle)
     for n in range(3):
         conn.publish(b'{"n": %d}' % n, routing_key=names.DEAD_QUEUE)
 
@@ -33,12 +33,12 @@ def test_drain_processes_every_waiting_delivery_then_returns(memory_broker: Brok
 
 def test_drain_re_raises_the_first_handler_error(memory_broker: Broker) -> None:
     conn = memory_broker.connection()
-    conn.declare(dead_queue())
+    conn.declare_queue(names.DEAD_QUEUE)
 
     def handle(delivery: Delivery) -> None:
         raise RuntimeError(f"handler failed on {delivery.body!r}")
 
-    conn.consume([dead_queue()], handle)
+    conn.consume(names.DEAD_QUEUE, handle)
     conn.publish(b"{}", routing_key=names.DEAD_QUEUE)
 
     with pytest.raises(RuntimeError, match=re.escape("handler failed on b'{}'")):
@@ -47,13 +47,13 @@ def test_drain_re_raises_the_first_handler_error(memory_broker: Broker) -> None:
 
 def test_drain_fails_at_its_deadline_while_the_bus_stays_busy(memory_broker: Broker) -> None:
     conn = memory_broker.connection()
-    conn.declare(dead_queue())
+    conn.declare_queue(names.DEAD_QUEUE)
 
     def echo(delivery: Delivery) -> None:  # every delivery makes another: never quiet
         delivery.ack()
         conn.publish(delivery.body, routing_key=names.DEAD_QUEUE)
 
-    conn.consume([dead_queue()], echo)
+    conn.consume(names.DEAD_QUEUE, echo)
     conn.publish(b"{}", routing_key=names.DEAD_QUEUE)
 
     with pytest.raises(TimeoutError, match=re.escape("bus still busy after 0.3s")):

@@ -8,9 +8,9 @@ import threading
 from types import FrameType
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
-from bus_tasks.bus import BusConnection
 from bus_tasks.config import Settings
 from bus_tasks.store import Store, open_store
+from bus_tasks.transport import BusConnection
 
 log = logging.getLogger("bus_tasks.serve")
 

@@ -9,11 +9,11 @@ import threading
 from collections import deque
 from types import FrameType
 
-from bus_tasks.bus import BusConnection, ShutdownRequested
 from bus_tasks.config import Settings
 from bus_tasks.errors import UnknownTask
 from bus_tasks.publisher import TaskPublisher
 from bus_tasks.simulate import SimulatedSubsystem, start_gluster_tasks, start_storage_tasks
+from bus_tasks.transport import BusConnection, ShutdownRequested
 
 log = logging.getLogger("bus_tasks.simulate")
 

@@ -13,9 +13,9 @@ import sys
 import threading
 import time
 
-from bus_tasks.bus import BusConnection
 from bus_tasks.model import State
 from bus_tasks.publisher import TaskPublisher
+from bus_tasks.transport import BusConnection
 
 
 def main() -> int:

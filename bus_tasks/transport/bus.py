@@ -1,0 +1,125 @@
+"""What the rest of bus_tasks knows of the broker: the ``Bus`` protocol, ``Delivery``, ``Handler``.
+
+Queues and exchanges are named by the strings of :mod:`bus_tasks.names`; kombu stays inside
+this package. Handlers run one at a time, only from :meth:`Bus.drain`, never from inside a
+publish, a confirm wait or a flush.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bus_tasks import names
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One received message."""
+
+    body: bytes
+    routing_key: str
+    headers: dict[str, Any]
+    reply_to: str | None
+    correlation_id: str | None
+    expiration_ms: int | None
+    _ack: Callable[[bool], None] = field(repr=False, default=lambda multiple: None)
+
+    def ack(self, *, multiple: bool = False) -> None:
+        """Settle this delivery (with ``multiple``, every earlier one of its consumer too).
+
+        A delivery of a connection that has since been replaced comes again on the new one:
+        acking it then does nothing.
+        """
+        self._ack(multiple)
+
+    def deadline(self) -> float | None:
+        """Epoch seconds after which the sender no longer waits, if it said."""
+        sent_at = self.headers.get(names.HEADER_SENT_AT)
+        if self.expiration_ms is None or not isinstance(sent_at, int | float):
+            return None
+        return float(sent_at) + self.expiration_ms / 1000.0
+
+
+Handler = Callable[[Delivery], None]
+
+
+class Bus(Protocol):
+    """One broker connection as bus_tasks uses it (see :class:`~bus_tasks.transport.BusConnection`)."""
+
+    url: str
+    is_amqp: bool
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """Exceptions that mean the connection or channel was lost: call :meth:`recover`."""
+        ...
+
+    @property
+    def pending(self) -> int:
+        """Messages published and not yet confirmed by the broker."""
+        ...
+
+    def connect(self) -> None: ...
+
+    def bounded(self, deadline: float) -> AbstractContextManager[None]:
+        """Within the block, waiting for the broker gives up at ``deadline`` (monotonic)."""
+        ...
+
+    def declare_topology(self) -> None:
+        """The aggregator's exchanges and queues (events, RPC, dead letters)."""
+        ...
+
+    def declare_exchanges(self) -> None: ...
+
+    def declare_queue(self, queue: str) -> None:
+        """A well-known queue of :mod:`bus_tasks.names` (with its bindings)."""
+        ...
+
+    def declare_control_queue(self, subsystem: str) -> str: ...
+
+    def declare_reply_queue(self, prefix: str) -> str:
+        """A new private, self-deleting queue for replies; returns its name."""
+        ...
+
+    def consume(
+        self, queue: str, handler: Handler, *, no_ack: bool = False, prefetch: int | None = None
+    ) -> None: ...
+
+    def publish(
+        self,
+        body: bytes,
+        *,
+        exchange: str = "",
+        routing_key: str,
+        headers: dict[str, Any] | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        expiration_s: float | None = None,
+        persistent: bool = True,
+        on_confirm: Callable[[], None] | None = None,
+    ) -> None: ...
+
+    def flush(self, timeout_s: float = 30.0) -> None: ...
+
+    def drain(self, timeout_s: float) -> bool:
+        """Handle what arrives within ``timeout_s``, one delivery at a time; False if nothing did."""
+        ...
+
+    def recover(self) -> None: ...
+
+    def ack_all(self, deliveries: list[Delivery]) -> None: ...
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None: ...
+
+    def consumer_count(self, queue: str) -> int | None:
+        """Consumers of ``queue`` where the broker counts them (RabbitMQ); None elsewhere."""
+        ...
+
+    def queue_size(self, queue: str) -> int: ...
+
+    def get(self, queue: str) -> Delivery | None: ...
+
+    def close(self, flush_timeout_s: float = 10.0) -> None: ...

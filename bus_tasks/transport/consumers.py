@@ -1,0 +1,117 @@
+"""Consumers and the serial inbox: kombu's callbacks only queue; the owning loop handles."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kombu.entity import Queue
+from kombu.message import Message
+from kombu.messaging import Consumer
+
+from bus_tasks.transport.bus import Delivery, Handler
+
+
+def delivery_of(message: Message, stale: Callable[[], bool]) -> Delivery:
+    """A :class:`Delivery` of a kombu message; acking it does nothing once ``stale()`` is true."""
+    props = message.properties
+    expiration = props.get("expiration")
+    body = message.body
+    if isinstance(body, str):
+        body = body.encode("utf-8", "surrogateescape")
+
+    def ack(multiple: bool) -> None:
+        if not stale():
+            message.ack(multiple=multiple)
+
+    return Delivery(
+        body=body,
+        routing_key=message.delivery_info.get("routing_key", ""),
+        headers=dict(message.headers or {}),
+        reply_to=props.get("reply_to"),
+        correlation_id=props.get("correlation_id"),
+        expiration_ms=int(expiration) if expiration not in (None, "") else None,
+        _ack=ack,
+    )
+
+
+class ReentrantDrain(RuntimeError):
+    """Raised when a handler drains the connection that is running it."""
+
+
+class Inbox:
+    """Work that arrived while the connection was busy, run later, one item at a time, in order.
+
+    kombu (py-amqp in particular) reads incoming frames whenever it waits: inside a publish, a
+    declare, a confirm wait. Its callbacks only :meth:`put` here; :meth:`run`, called by the
+    loop that owns the connection, runs the handlers. A handler may publish, flush or declare:
+    what arrives meanwhile waits here, so no handler ever runs inside another.
+    """
+
+    def __init__(self) -> None:
+        self._work: deque[tuple[Callable[[Any], None], Any]] = deque()
+        self._running = False
+
+    def __len__(self) -> int:
+        return len(self._work)
+
+    @property
+    def running(self) -> bool:
+        """True while a handler of this inbox runs."""
+        return self._running
+
+    def put(self, handler: Callable[[Any], None], item: Any) -> None:
+        self._work.append((handler, item))
+
+    def clear(self) -> None:
+        self._work.clear()
+
+    def run(self) -> int:
+        """Run what waits (and what it adds) until empty; returns how many items ran.
+
+        Raises:
+            ReentrantDrain: when called from one of the handlers it runs.
+        """
+        if self._running:
+            raise ReentrantDrain("a handler drained the connection that runs it")
+        self._running = True
+        done = 0
+        try:
+            work = self._work
+            while work:
+                handler, item = work.popleft()
+                handler(item)
+                done += 1
+        finally:
+            self._running = False
+        return done
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What to consume, restarted after every reconnect."""
+
+    queue: Queue
+    handler: Handler
+    no_ack: bool
+    prefetch: int | None
+
+
+def start_consumer(
+    channel: Any, subscription: Subscription, on_message: Callable[[Message], None], *, amqp: bool
+) -> Consumer:
+    if amqp:
+        # py-amqp would decode each UTF-8 body to str, and Delivery would encode it back: two
+        # passes over a 40 MB listing for nothing. The JSON decoders check UTF-8 themselves.
+        channel.auto_decode = False
+    consumer = Consumer(
+        channel,
+        queues=[subscription.queue],
+        on_message=on_message,
+        no_ack=subscription.no_ack,
+        prefetch_count=subscription.prefetch,
+    )
+    consumer.consume()
+    return consumer
