@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from bus_tasks import codec, names, rpc
-from bus_tasks.errors import BusTasksError, EventRejected, GeneralError, InvalidRequest
+from bus_tasks.errors import BusTasksError, EventRejected, GeneralError, InvalidRequest, StoreUnavailable
 from bus_tasks.model import decode_event
 from bus_tasks.store import NullStore, Store
 from bus_tasks.transport import Bus, Delivery, ShutdownRequested
@@ -36,6 +36,47 @@ class AggregatorPolicy:
     done_ttl_s: float | None = 7 * 24 * 3600.0
     tombstone_ttl_s: float = 30 * 24 * 3600.0
     expire_every_s: float = 60.0
+
+
+class StoreHealth:
+    """Whether the store takes writes, and when to try again after it failed (with back-off).
+
+    Logs one warning when the store starts failing and one when it is back, not one per try.
+    """
+
+    def __init__(self, store: Store, *, first_retry_s: float = 0.1, max_retry_s: float = 5.0) -> None:
+        self.store = store
+        self.failing: StoreUnavailable | None = None
+        self.failures = 0
+        self._first_retry_s = first_retry_s
+        self._max_retry_s = max_retry_s
+        self._delay_s = first_retry_s
+        self._retry_at = 0.0
+
+    def due(self) -> bool:
+        """True when a write may be tried now: the store is fine, or its back-off has passed."""
+        return self.failing is None or time.monotonic() >= self._retry_at
+
+    def wait_s(self) -> float:
+        """Seconds until the next try (0 when the store is fine)."""
+        return 0.0 if self.failing is None else max(self._retry_at - time.monotonic(), 0.0)
+
+    def failed(self, exc: StoreUnavailable, *, held: int) -> None:
+        self.failures += 1
+        if self.failing is None:
+            log.warning("%s; ingest paused with %d events not stored (none acked), retrying", exc, held)
+        else:
+            log.debug("store still failing: %s", exc)
+            self._delay_s = min(self._delay_s * 2, self._max_retry_s)
+        self.failing = exc
+        self._retry_at = time.monotonic() + self._delay_s
+
+    def succeeded(self) -> None:
+        if self.failing is not None:
+            log.warning("store %s is back after %d failed tries: ingest resumed", self.store, self.failures)
+            self.failing = None
+            self.failures = 0
+            self._delay_s = self._first_retry_s
 
 
 @dataclass(slots=True)
@@ -65,7 +106,10 @@ class Aggregator:
         self.view = view if view is not None else TaskView()
         self.store = store if store is not None else NullStore()
         self.policy = policy or AggregatorPolicy()
-        self.dispatcher = rpc.Dispatcher(self.view, on_clear=self._on_clear)
+        self.dispatcher = rpc.Dispatcher(
+            self.view, on_clear=self._on_clear, check_writable=self._check_writable
+        )
+        self.health = StoreHealth(self.store)
         self.counts: Counter[str] = Counter()
         self.ready = threading.Event()
         self._unacked: list[Delivery] = []
@@ -76,9 +120,22 @@ class Aggregator:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Load the store, bind the event queue, then start serving RPC; logs one ready line."""
-        loaded = self.store.load(self.view)
+    def start(self, stop: threading.Event | None = None) -> bool:
+        """Load the store, bind the event queue, then start serving RPC; logs one ready line.
+
+        Returns False when ``stop`` was set before it was ready (then nothing is consumed).
+
+        Raises:
+            StoreUnusable: when the store can never be loaded as it is.
+        """
+        stop = stop if stop is not None else threading.Event()
+        log.info("loading the view from %s", self.store)
+        loaded = self._load(stop)
+        if loaded is None:
+            return False
+        log.info("loaded %d tasks and %d tombstones from %s", loaded, len(self.view.tombstones), self.store)
+        if stop.is_set():
+            return False
         self.connection.declare_topology()
         others = self.connection.consumer_count(names.EVENTS_QUEUE)
         if others:
@@ -98,6 +155,21 @@ class Aggregator:
         self.request_resync()
         log.info("aggregator ready on %r: %d tasks loaded from %s", self.connection, loaded, self.store)
         self.ready.set()
+        return True
+
+    def _load(self, stop: threading.Event) -> int | None:
+        """Load the store, retrying with back-off while it is unavailable; None if stopped first."""
+        health = StoreHealth(self.store, first_retry_s=0.5)
+        while True:
+            try:
+                loaded = self.store.load(self.view)
+            except StoreUnavailable as exc:
+                health.failed(exc, held=0)
+                if stop.wait(health.wait_s()):
+                    return None
+                continue
+            health.succeeded()
+            return loaded
 
     def request_resync(self) -> None:
         """Ask every listening subsystem to re-announce its live tasks, so the view heals."""
@@ -110,26 +182,48 @@ class Aggregator:
         )
 
     def run(self, stop: threading.Event) -> None:
-        """Serve until ``stop`` is set; reconnects when the broker connection drops."""
+        """Serve until ``stop`` is set; reconnects when the broker connection drops.
+
+        Raises:
+            StoreUnusable: when the store can never be loaded as it is.
+        """
         try:
-            self.start()
-            while not stop.is_set():
-                self.step()
+            if self.start(stop):
+                while not stop.is_set():
+                    self.step()
         except ShutdownRequested as exc:
             log.warning("%s", exc)  # the broker was away when the stop came: leave anyway
         finally:
-            try:
-                self._flush()
-            finally:
-                self.store.close()
-                self.connection.close()
-            log.info("aggregator stopped: %s", dict(self.counts))
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        """Store and ack what can be, then close; never raises for a broker or store that is away."""
+        try:
+            self._flush(force=True)
+        except (ShutdownRequested, *self.connection.errors) as exc:  # type: ignore[misc]
+            log.warning("stopping without acking %d events (they come again): %s", len(self._unacked), exc)
+        finally:
+            if self.health.failing is not None:
+                log.warning(
+                    "stopping with the store unavailable: %d events not stored, none acked",
+                    len(self._unacked),
+                )
+            self._unacked.clear()
+            self.store.close()
+            self.connection.close()
+        log.info("aggregator stopped: %s", dict(self.counts))
 
     def step(self, timeout_s: float = 0.2) -> None:
         """Process what arrives within ``timeout_s``; flush acks when the queue is idle."""
         try:
-            got = self.connection.drain(0.005 if self._unacked else timeout_s)
-            if not got:
+            if not self._unacked:
+                wait_s = timeout_s
+            elif self.health.failing is None:
+                wait_s = 0.005  # a short look for more before acking what waits
+            else:
+                wait_s = min(max(self.health.wait_s(), 0.005), timeout_s)  # until the next try
+            got = self.connection.drain(wait_s)
+            if not got or not self.health.due():
                 self._flush()
             self._tick()
         except self.connection.errors:
@@ -153,16 +247,28 @@ class Aggregator:
         if log.isEnabledFor(logging.DEBUG):  # the hot path: not even the arguments otherwise
             log.debug("event %s task=%s seq=%d %s", event.event, event.task.id, event.seq, outcome.value)
         self._unacked.append(delivery)
-        if len(self._unacked) >= self.policy.ack_batch:
+        if len(self._unacked) >= self.policy.ack_batch and self.health.due():
             self._flush()
 
-    def _flush(self) -> None:
-        """Make applied events durable, then ack them."""
+    def _flush(self, *, force: bool = False) -> bool:
+        """Make applied events durable, then ack them; False while the store is failing.
+
+        While it fails, a commit is tried again only once its back-off has passed (or ``force``);
+        the events stay unacked, and the broker stops delivering at ``prefetch_count``.
+        """
         if not self._unacked:
-            return
-        self.store.commit()
+            return True
+        if not (force or self.health.due()):
+            return False
+        try:
+            self.store.commit()
+        except StoreUnavailable as exc:
+            self.health.failed(exc, held=len(self._unacked))
+            return False
+        self.health.succeeded()
         self.connection.ack_all(self._unacked)
         self._unacked.clear()
+        return True
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         self.counts["events_dead"] += 1
@@ -263,7 +369,7 @@ class Aggregator:
             self.counts["control_timeouts"] += 1
             log.warning("rpc %s task=%s: subsystem did not answer", pending.method, pending.task_id)
             self._reply(pending.reply_to, pending.correlation_id, rpc.error_body(pending.request_id, error))
-        if now >= self._next_expiry:
+        if now >= self._next_expiry and self.health.failing is None:
             self._next_expiry = now + self.policy.expire_every_s
             self._expire()
 
@@ -279,17 +385,31 @@ class Aggregator:
         for task_id in expired.forgotten:
             self.store.forget(task_id)
         if expired.buried or expired.forgotten:
-            self.store.commit()
+            try:
+                self.store.commit()
+            except StoreUnavailable as exc:
+                self.health.failed(exc, held=len(self._unacked))  # stays buffered: written later
             log.info(
                 "expired %d done tasks and %d tombstones",
                 len(expired.buried),
                 len(expired.forgotten),
             )
 
+    def _check_writable(self) -> None:
+        """Refuse a clear while the store fails: it would be forgotten by a restart."""
+        if self.health.failing is not None:
+            raise GeneralError(
+                message=f"General Exception: the view cannot be changed now: {self.health.failing}"
+            )
+
     def _on_clear(self, task_id: str, tombstone: Tombstone) -> None:
         """A done task was cleared through RPC: persist it and tell its subsystem."""
         self.store.bury(task_id, tombstone)
-        self.store.commit()
+        try:
+            self.store.commit()
+        except StoreUnavailable as exc:
+            # The tombstone stays buffered and is written with the next commit that succeeds.
+            self.health.failed(exc, held=len(self._unacked))
         self._tell_cleared(task_id, tombstone.subsystem)
         self.counts["cleared"] += 1
 

@@ -187,3 +187,29 @@ class PublishError(BusTasksError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(message=f"{self.title}: {detail}")
+
+
+class StoreUnavailable(BusTasksError):
+    """Raised when the store cannot be read or written for now (disk full, read-only, Redis away).
+
+    The aggregator pauses ingest and retries; nothing that is not stored is acked.
+    """
+
+    def __init__(self, store: str, detail: str) -> None:
+        super().__init__(message=f"{self.title}: store {store} unavailable: {detail}")
+        self.detail = detail
+
+
+class StoreUnusable(BusTasksError):
+    """Raised when the store can never be used as it is (a file that is not a bus_tasks database,
+    a newer schema): retrying would not help, an operator must act."""
+
+    def __init__(self, store: str, detail: str) -> None:
+        super().__init__(message=f"store {store} cannot be used: {detail}")
+
+
+class DataDirInUse(BusTasksError):
+    """Raised when another process holds the lock of the data directory."""
+
+    def __init__(self, data_dir: str, holder: str) -> None:
+        super().__init__(message=f"data directory {data_dir} is in use by another bus-tasks serve ({holder})")

@@ -115,9 +115,11 @@ class Dispatcher:
         view: TaskView,
         *,
         on_clear: Callable[[str, Tombstone], None] | None = None,
+        check_writable: Callable[[], None] | None = None,
     ) -> None:
         self.view = view
         self._on_clear = on_clear
+        self._check_writable = check_writable  # raises when the view may not change now
         self._listings: OrderedDict[tuple[Any, ...], list[bytes]] = OrderedDict()
         self._listings_version = -1
         table = [
@@ -193,6 +195,8 @@ class Dispatcher:
 
     def clear_task(self, params: TaskParams) -> bool:
         task_id = _task_id(params.taskID)
+        if self._check_writable is not None:
+            self._check_writable()
         tombstone = self.view.clear(task_id)
         if self._on_clear is not None:
             self._on_clear(task_id, tombstone)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 from bus_tasks.config import Settings
+from bus_tasks.errors import DataDirInUse, StoreUnavailable
 from bus_tasks.view import Entry, TaskView, Tombstone
 
 SQLITE_FILE = "view.sqlite3"
@@ -24,7 +28,11 @@ class Store(Protocol):
     def forget(self, task_id: str) -> None: ...
 
     def commit(self) -> None:
-        """Make every buffered write durable."""
+        """Make every buffered write durable; on failure they stay buffered.
+
+        Raises:
+            StoreUnavailable: when the backend cannot take them now (retry later).
+        """
         ...
 
     def close(self) -> None: ...
@@ -132,3 +140,52 @@ def open_store(settings: Settings) -> Store:
             connect_timeout_s=settings.connect_timeout_s,
         )
     return NullStore()
+
+
+LOCK_FILE = "lock"
+
+
+class DataDirLock:
+    """An exclusive lock on a data directory: one ``serve`` per directory.
+
+    ``flock`` is released by the kernel when its process dies, so a killed process never leaves
+    it stuck; the file keeps the holder's pid for the message of the next one.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock.
+
+        Raises:
+            DataDirInUse: when another process holds it.
+            StoreUnavailable: when the directory or its lock file cannot be made.
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreUnavailable(str(self.path.parent), f"cannot lock: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "pid unknown"
+            os.close(fd)
+            raise DataDirInUse(str(self.path.parent), holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> DataDirLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import redis
 
 from bus_tasks import codec, names
+from bus_tasks.errors import StoreUnavailable
 from bus_tasks.store import BufferedStore
 from bus_tasks.view import Entry, TaskView, Tombstone
 
@@ -86,7 +87,17 @@ class RedisStore(BufferedStore):
     __repr__ = __str__
 
     def load(self, view: TaskView) -> int:
-        """Fill ``view`` from Redis; returns the number of live tasks loaded."""
+        """Fill ``view`` from Redis; returns the number of live tasks loaded.
+
+        Raises:
+            StoreUnavailable: when Redis cannot be reached or refuses.
+        """
+        try:
+            return self._load(view)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(self), f"load: {exc}") from exc
+
+    def _load(self, view: TaskView) -> int:
         before = len(view)
         for task_id, value in self._scan(self.tombstones_key):
             fields = codec.loads(value)
@@ -104,9 +115,21 @@ class RedisStore(BufferedStore):
         return self._client.hscan_iter(key, count=1000)
 
     def commit(self) -> None:
-        """Send the buffer in one MULTI/EXEC; on failure it stays buffered."""
+        """Send the buffer in one MULTI/EXEC; on failure it stays buffered.
+
+        Raises:
+            StoreUnavailable: when Redis cannot be reached or refuses (retrying is safe: a put
+                never goes back in ``seq`` and a tombstone always wins).
+        """
         if not self._buffer:
             return
+        try:
+            self._commit()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(self), f"commit: {exc}") from exc
+        self._buffer.clear()
+
+    def _commit(self) -> None:
         buried = self._buffer.buried()
         forgotten = self._buffer.forgotten()
         puts: list[bytes | str] = []
@@ -127,7 +150,6 @@ class RedisStore(BufferedStore):
         for args in _chunks(puts, 2 * BATCH):
             self._put_if_newer(keys=[self.tasks_key, self.tombstones_key], args=args, client=pipe)
         pipe.execute()
-        self._buffer.clear()
 
     def close(self) -> None:
         """Close the client; writes not committed are dropped (their events were not acked)."""

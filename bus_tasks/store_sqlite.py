@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from bus_tasks.errors import StoreUnavailable, StoreUnusable
 from bus_tasks.store import BufferedStore
 from bus_tasks.view import Entry, TaskView, Tombstone
 
@@ -43,6 +46,11 @@ _FORGET = "DELETE FROM tombstones WHERE id = ?"
 class SqliteStore(BufferedStore):
     """The view in a local SQLite file; one process, used by one thread at a time.
 
+    The file is opened on first use, and opened again after a failed commit (a data directory
+    that was read-only or full may be fine again). Errors of the disk come out as
+    :class:`StoreUnavailable` (retry later), a file that is not a bus_tasks database as
+    :class:`StoreUnusable`.
+
     Args:
         path: the database file; its directory is created if missing.
     """
@@ -51,70 +59,115 @@ class SqliteStore(BufferedStore):
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         super().__init__()
-        # Created by the thread that builds the aggregator, used by the thread that runs it.
-        # isolation_level=None: transactions are begun and committed here, explicitly.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        try:
-            self._setup()
-        except BaseException:
-            self._db.close()
-            raise
+        self._conn: sqlite3.Connection | None = None
 
     def __str__(self) -> str:
         return f"sqlite {self.path}"
 
     __repr__ = __str__
 
-    def _setup(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        with self._errors("open"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Opened by the thread that builds the aggregator, used by the thread that runs it.
+            # isolation_level=None: transactions are begun and committed here, explicitly.
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            try:
+                self._setup(db)
+            except BaseException:
+                db.close()
+                raise
+            return db
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Turn the errors of the file into the store's: unusable, or unavailable for now."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:  # locked, read-only, full, cannot open ...
+            raise StoreUnavailable(str(self), f"{doing}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # not a database, malformed
+            raise StoreUnusable(
+                str(self), f"{exc} (move it away to start afresh; resync rebuilds it)"
+            ) from exc
+        except OSError as exc:  # the directory cannot be made
+            raise StoreUnavailable(str(self), f"{doing}: {exc}") from exc
+
+    def _setup(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{self.path} has schema version {version}, newer than this bus_tasks knows "
-                f"({SCHEMA_VERSION})"
+            raise StoreUnusable(
+                str(self), f"schema version {version} is newer than this bus_tasks knows ({SCHEMA_VERSION})"
             )
         # WAL with synchronous=NORMAL: a commit is in the WAL file (the OS page cache) before
         # commit() returns, so a kill -9 of this process loses nothing committed. Only an OS
         # crash or power loss can drop the last commits (no fsync per transaction); resync of
         # the subsystems heals the view from that.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def load(self, view: TaskView) -> int:
         """Fill ``view`` from the file; returns the number of live tasks loaded."""
         before = len(view)
-        for task_id, subsystem, seq, cleared_at in self._db.execute(
-            "SELECT id, subsystem, seq, cleared_at FROM tombstones"
-        ):
-            view.restore_tombstone(task_id, Tombstone(subsystem=subsystem, seq=seq, cleared_at=cleared_at))
-        for seq, details in self._db.execute("SELECT seq, details FROM tasks"):
-            view.restore(Entry.from_details(bytes(details), seq))
+        with self._errors("load"):
+            db = self._db
+            for task_id, subsystem, seq, cleared_at in db.execute(
+                "SELECT id, subsystem, seq, cleared_at FROM tombstones"
+            ):
+                view.restore_tombstone(
+                    task_id, Tombstone(subsystem=subsystem, seq=seq, cleared_at=cleared_at)
+                )
+            for seq, details in db.execute("SELECT seq, details FROM tasks"):
+                view.restore(Entry.from_details(bytes(details), seq))
         return len(view) - before
 
     def commit(self) -> None:
-        """Write the buffer in one transaction; on failure it stays buffered and nothing is written."""
+        """Write the buffer in one transaction; on failure it stays buffered and nothing is written.
+
+        Raises:
+            StoreUnavailable: when the file cannot be written now (it is opened again next time).
+        """
         if not self._buffer:
             return
         buried = self._buffer.buried()
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(_BURY, [(i, t.subsystem, t.seq, t.cleared_at) for i, t in buried])
-            db.executemany(_DROP_TASK, [(i,) for i, _ in buried])
-            db.executemany(_FORGET, [(i,) for i in self._buffer.forgotten()])
-            db.executemany(_PUT, [(e.id, e.seq, e.details) for e in self._buffer.puts.values()])
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            with self._errors("commit"):
+                db = self._db
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany(_BURY, [(i, t.subsystem, t.seq, t.cleared_at) for i, t in buried])
+                    db.executemany(_DROP_TASK, [(i,) for i, _ in buried])
+                    db.executemany(_FORGET, [(i,) for i in self._buffer.forgotten()])
+                    db.executemany(_PUT, [(e.id, e.seq, e.details) for e in self._buffer.puts.values()])
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+        except StoreUnavailable:
+            self._reopen_later()
             raise
         self._buffer.clear()
+
+    def _reopen_later(self) -> None:
+        if self._conn is not None:
+            with suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
 
     def close(self) -> None:
         """Close the file; writes not committed are dropped (their events were not acked)."""
         if self._buffer:
             log.info("%s closed with %d uncommitted writes", self, len(self._buffer))
-        self._db.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -252,6 +252,8 @@ def test_a_store_names_where_it_keeps_the_view_but_never_a_password(
 def test_open_store_follows_the_settings(tmp_path_factory: pytest.TempPathFactory) -> None:
     data_dir = tmp_path_factory.mktemp("settings") / "data"
     sqlite = open_store(Settings(store="sqlite", data_dir=data_dir))
+    assert not data_dir.exists(), "the file is opened on first use, not when the store is made"
+    sqlite.load(TaskView())
     sqlite.close()
     remote = open_store(Settings(store="redis", store_redis_url="redis://:pw@127.0.0.1:6379/3"))
     remote.close()

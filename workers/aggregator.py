@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -9,7 +10,7 @@ from types import FrameType
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.config import Settings
-from bus_tasks.store import Store, open_store
+from bus_tasks.store import DataDirLock, Store, open_store
 from bus_tasks.transport import BusConnection
 
 log = logging.getLogger("bus_tasks.serve")
@@ -45,5 +46,9 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    build(settings, stop=stop).run(stop)
+    with contextlib.ExitStack() as held:
+        if settings.store == "sqlite":
+            # One data directory, one process: a second serve on it would fight over the file.
+            held.enter_context(DataDirLock(settings.data_dir))
+        build(settings, stop=stop).run(stop)
     return 0
