@@ -196,7 +196,7 @@ class StoreUnavailable(BusTasksError):
     """
 
     def __init__(self, store: str, detail: str) -> None:
-        super().__init__(message=f"{self.title}: store {store} unavailable: {detail}")
+        super().__init__(message=f"store {store} unavailable: {detail}")
         self.detail = detail
 
 

@@ -7,7 +7,11 @@ test can compute the view that must result, whatever happened to the aggregator 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -43,8 +47,26 @@ def main() -> int:
     parser.add_argument("--subsystem", required=True)
     parser.add_argument("--tasks", type=int, required=True)
     parser.add_argument("--updates", type=int, default=3, help="progress events between create and finish")
+    parser.add_argument(
+        "--events-per-s", type=float, default=0.0, help="pace of the stream (0: as fast as it goes)"
+    )
+    parser.add_argument(
+        "--listen",
+        action="store_true",
+        help="answer control commands (resync, clear) and stay until SIGTERM after the stream",
+    )
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format=f"{args.subsystem} %(levelname)s %(name)s: %(message)s")
     publisher = TaskPublisher(BusConnection(args.broker, confirm_publish=True), args.subsystem)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    control: threading.Thread | None = None
+    if args.listen:
+        control = threading.Thread(
+            target=publisher.serve_control, args=(BusConnection(args.broker, confirm_publish=True), stop)
+        )
+        control.start()
+    began = time.monotonic()
     events = 0
     for start in range(0, args.tasks, CHUNK):
         chunk = range(start, min(start + CHUNK, args.tasks))
@@ -67,9 +89,17 @@ def main() -> int:
                 progress=final["progress"],
             )
         events += len(chunk) * (args.updates + 2)
+        if args.events_per_s:
+            # Pacing of the workload (so that a test can act while the stream runs), not a wait.
+            ahead_s = began + events / args.events_per_s - time.monotonic()
+            if ahead_s > 0 and stop.wait(ahead_s):
+                break
     publisher.flush(120.0)
+    print(f"{args.subsystem}: {events} events published and confirmed", file=sys.stderr, flush=True)
+    if control is not None:
+        stop.wait()
+        control.join(30.0)
     publisher.close()
-    print(f"{args.subsystem}: {events} events published and confirmed", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,137 @@
+"""A store that fails pauses ingest, acks nothing it did not store, and the aggregator lives on.
+
+In process, on memory:// and on the real RabbitMQ, with a store that fails on command (the
+public ``Store`` seam). ``tests/test_store_faults.py`` does the same with real disks and a real
+Redis under ``bus-tasks serve``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from conftest import Broker, SystemFactory
+
+from bus_tasks import names
+from bus_tasks.aggregator import Aggregator
+from bus_tasks.errors import GeneralError, StoreUnavailable
+from bus_tasks.model import State
+from bus_tasks.publisher import TaskPublisher
+from bus_tasks.store import WriteBuffer
+from bus_tasks.testing import RunningAggregator, wait_until
+from bus_tasks.view import Entry, TaskView, Tombstone
+
+TIMEOUT_S = 10.0
+
+
+class SwitchableStore:
+    """Keeps committed writes in memory; while ``broken``, every commit fails as a full disk would."""
+
+    def __init__(self) -> None:
+        self.broken = False
+        self.tasks: dict[str, Entry] = {}
+        self.tombstones: dict[str, Tombstone] = {}
+        self.failed_commits = 0
+        self._buffer = WriteBuffer()
+
+    def __str__(self) -> str:
+        return "switchable test store"
+
+    def load(self, view: TaskView) -> int:
+        return 0
+
+    def put(self, entry: Entry) -> None:
+        self._buffer.put(entry)
+
+    def bury(self, task_id: str, tombstone: Tombstone) -> None:
+        self._buffer.bury(task_id, tombstone)
+
+    def forget(self, task_id: str) -> None:
+        self._buffer.forget(task_id)
+
+    def commit(self) -> None:
+        if self.broken:
+            self.failed_commits += 1
+            raise StoreUnavailable(str(self), "commit: database or disk is full")
+        for task_id, tombstone in self._buffer.buried():
+            self.tombstones[task_id] = tombstone
+            self.tasks.pop(task_id, None)
+        self.tasks.update(self._buffer.puts)
+        self._buffer.clear()
+
+    def close(self) -> None:
+        pass
+
+
+def _store_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING
+        and ("ingest paused" in r.getMessage() or "ingest resumed" in r.getMessage())
+    ]
+
+
+@pytest.mark.parametrize("transport", ["memory", pytest.param("rabbitmq", marks=pytest.mark.integration)])
+def test_a_failing_store_pauses_ingest_keeps_answering_and_resumes_by_itself(
+    transport: str,
+    request: pytest.FixtureRequest,
+    start_system: SystemFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bus_tasks.aggregator")
+    broker: Broker = request.getfixturevalue(f"{transport}_broker")
+    store = SwitchableStore()
+    system = start_system(broker, store=store)
+    pub = system.publisher("vdsm")
+    client = system.client()
+    done = pub.create("createVolume", ["spm"]).id
+    pub.finish(done)
+    wait_until(lambda: done in store.tasks, timeout_s=TIMEOUT_S, what="first task stored")
+
+    store.broken = True
+    during = [pub.create("copyImage", ["spm"], state=State.RUNNING).id for _ in range(20)]
+    wait_until(lambda: store.failed_commits >= 3, timeout_s=TIMEOUT_S, what="commits retried")
+
+    # RPC answers from the view meanwhile; a clear is refused, as it could not be stored.
+    assert done in client.get_all_tasks()
+    with pytest.raises(GeneralError, match="cannot be changed now"):
+        client.clear_task(done)
+    assert not set(during) & set(store.tasks), "nothing written while the store fails"
+    if broker.transport == "rabbitmq":
+        probe = broker.connection(confirm_publish=False)
+        assert probe.queue_size(names.EVENTS_QUEUE) == 0  # delivered, held unacked, not dropped
+    [paused] = _store_lines(caplog)  # one line for the change of state, not one per try
+    assert paused.startswith(
+        "store switchable test store unavailable: commit: database or disk is full; ingest paused"
+    )
+    assert paused.endswith("events not stored (none acked), retrying")
+
+    store.broken = False
+    wait_until(lambda: set(during) <= set(store.tasks), timeout_s=TIMEOUT_S, what="held events stored")
+    lines = _store_lines(caplog)
+    assert len(lines) == 2, lines
+    assert lines[1].startswith("store switchable test store is back after ")
+    assert lines[1].endswith("failed tries: ingest resumed")
+    assert client.clear_task(done) is True
+    wait_until(lambda: done in store.tombstones, timeout_s=TIMEOUT_S, what="clear stored")
+
+
+@pytest.mark.integration
+def test_events_held_by_a_failing_store_are_not_acked_and_come_again_to_the_next_aggregator(
+    rabbitmq_broker: Broker,
+) -> None:
+    store = SwitchableStore()
+    store.broken = True
+    pub = TaskPublisher(rabbitmq_broker.connection(), "vdsm")
+    first = Aggregator(rabbitmq_broker.connection(), store=store)
+    with RunningAggregator(first):
+        ids = [pub.create("copyImage", ["spm"]).id for _ in range(5)]
+        wait_until(lambda: all(i in first.view for i in ids), timeout_s=TIMEOUT_S, what="events applied")
+        wait_until(lambda: store.failed_commits >= 2, timeout_s=TIMEOUT_S, what="commits retried")
+    assert store.tasks == {}
+
+    # Stopped with its store failing, it acked nothing: the events come again, and are stored.
+    second_store = SwitchableStore()
+    with RunningAggregator(Aggregator(rabbitmq_broker.connection(), store=second_store)):
+        wait_until(lambda: set(ids) <= set(second_store.tasks), timeout_s=TIMEOUT_S, what="redelivered")
