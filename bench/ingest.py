@@ -38,7 +38,7 @@ from bus_tasks.config import Settings
 from bus_tasks.store import NullStore, Store
 from bus_tasks.testing import RunningAggregator
 from bus_tasks.transport import BusConnection
-from bus_tasks.transport.topology import EVENTS_EXCHANGE, events_queue
+from bus_tasks.transport.topology import events_queue
 from bus_tasks.view import Entry, Tombstone
 
 TASKS = Sizes(full=4_000, quick=300)  # three events each
@@ -180,7 +180,8 @@ def run(quick: bool) -> list[Figure]:
     store_note = ""
     with rabbitmq_vhost("ingest") as url:
         with BusConnection(url) as setup:
-            setup.declare(EVENTS_EXCHANGE, events_queue())
+            setup.declare_exchanges()
+            setup.declare_queue(names.EVENTS_QUEUE)
         salt = 0
 
         def fresh_bodies() -> list[tuple[str, bytes]]:

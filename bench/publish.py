@@ -26,7 +26,7 @@ from bench.harness import (
 from bus_tasks import names
 from bus_tasks.publisher import TaskPublisher
 from bus_tasks.transport import BusConnection
-from bus_tasks.transport.topology import EVENTS_EXCHANGE, events_queue
+from bus_tasks.transport.topology import events_queue
 
 MESSAGES = Sizes(full=3_000, quick=200)
 REPS = Sizes(full=5, quick=2)
@@ -103,7 +103,8 @@ def run(quick: bool) -> list[Figure]:
     lost: dict[str, int] = {"ours": 0, "kombu": 0}
     with rabbitmq_vhost("publish") as url:
         with BusConnection(url) as setup:
-            setup.declare(EVENTS_EXCHANGE, events_queue())
+            setup.declare_exchanges()
+            setup.declare_queue(names.EVENTS_QUEUE)
         queue = Queue(url)
         try:
 

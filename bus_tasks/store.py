@@ -174,8 +174,11 @@ class DataDirLock:
             holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "pid unknown"
             os.close(fd)
             raise DataDirInUse(str(self.path.parent), holder) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        except OSError:  # a full disk: the lock holds all the same, only its note is missing
+            pass
         self._fd = fd
 
     def release(self) -> None:

@@ -320,3 +320,28 @@ def test_serve_restarted_under_a_backlog_of_tens_of_thousands_becomes_ready_and_
         client.close()
         assert serve.terminate() == 0, serve.log
         assert "Traceback" not in serve.log, serve.log
+
+
+def test_sigterm_while_serve_loads_its_store_stops_it_cleanly_before_it_serves(
+    rabbitmq_broker: Broker, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    _seed_filler(data_dir)
+    run = Run(rabbitmq_broker.url, data_dir, publishers=[])
+    with _stopping(run):
+        for _ in range(ATTEMPTS):
+            serve = run.start()
+            serve.wait_for_line("loading the view from", timeout_s=60)
+            status = serve.terminate()
+            if not any(
+                "loaded" in line for line in serve.lines[: serve.wait_for_line("signal", timeout_s=5)]
+            ):
+                break  # the signal came while it was loading
+        else:
+            raise AssertionError(f"no SIGTERM landed while loading in {ATTEMPTS} attempts")
+        assert status == 0, serve.log
+        assert not any("aggregator ready" in line for line in serve.lines), serve.log
+        assert "aggregator stopped" in serve.log
+        assert "Traceback" not in serve.log, serve.log
+        # It left the data directory usable: the next one loads it and serves.
+        run.start().wait_for_line("aggregator ready", timeout_s=60)

@@ -72,15 +72,21 @@ def _store_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("transport", ["memory", pytest.param("rabbitmq", marks=pytest.mark.integration)])
 def test_a_failing_store_pauses_ingest_keeps_answering_and_resumes_by_itself(
-    transport: str,
-    request: pytest.FixtureRequest,
-    start_system: SystemFactory,
-    caplog: pytest.LogCaptureFixture,
+    memory_broker: Broker, start_system: SystemFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
+    _pause_and_resume(memory_broker, start_system, caplog)
+
+
+@pytest.mark.integration
+def test_a_failing_store_on_rabbitmq_pauses_ingest_keeps_answering_and_resumes_by_itself(
+    rabbitmq_broker: Broker, start_system: SystemFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    _pause_and_resume(rabbitmq_broker, start_system, caplog)
+
+
+def _pause_and_resume(broker: Broker, start_system: SystemFactory, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="bus_tasks.aggregator")
-    broker: Broker = request.getfixturevalue(f"{transport}_broker")
     store = SwitchableStore()
     system = start_system(broker, store=store)
     pub = system.publisher("vdsm")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import threading
@@ -10,6 +9,7 @@ from types import FrameType
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.config import Settings
+from bus_tasks.errors import StoreUnavailable
 from bus_tasks.store import DataDirLock, Store, open_store
 from bus_tasks.transport import BusConnection
 
@@ -46,9 +46,37 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with contextlib.ExitStack() as held:
-        if settings.store == "sqlite":
-            # One data directory, one process: a second serve on it would fight over the file.
-            held.enter_context(DataDirLock(settings.data_dir))
+    lock = DataDirLock(settings.data_dir)
+    # One data directory, one process: a second serve on it would fight over the file.
+    if settings.store == "sqlite" and not _lock(lock, stop):
+        log.info("stopped before the data directory could be locked")
+        return 0
+    try:
         build(settings, stop=stop).run(stop)
+    finally:
+        lock.release()
     return 0
+
+
+def _lock(lock: DataDirLock, stop: threading.Event) -> bool:
+    """Take the data directory's lock, waiting (with back-off) while it cannot be made; False if
+    stopped first.
+
+    Raises:
+        DataDirInUse: when another process holds it.
+    """
+    delay_s = 0.5
+    warned = False
+    while True:
+        try:
+            lock.acquire()
+            if warned:
+                log.warning("data directory %s can be locked again", lock.path.parent)
+            return True
+        except StoreUnavailable as exc:
+            if not warned:
+                log.warning("%s; retrying", exc)
+                warned = True
+        if stop.wait(delay_s):
+            return False
+        delay_s = min(delay_s * 2, 5.0)
