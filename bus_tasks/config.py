@@ -15,6 +15,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bus_tasks.errors import ConfigError
+
 ENV_PREFIX = "BUS_TASKS_"
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "memory")
 CONFIG_ENV = "BUS_TASKS_CONFIG"
@@ -97,10 +99,6 @@ class Settings(BaseSettings):
         values = self.model_dump()
         values.update({k: v for k, v in changes.items() if v is not None})
         return Settings(**values)
-
-
-class ConfigError(ValueError):
-    """Raised when settings cannot be used: an unknown ``BUS_TASKS_*`` variable, a bad broker URL."""
 
 
 def check_broker_url(url: str) -> None:

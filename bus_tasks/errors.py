@@ -213,3 +213,20 @@ class DataDirInUse(BusTasksError):
 
     def __init__(self, data_dir: str, holder: str) -> None:
         super().__init__(message=f"data directory {data_dir} is in use by another bus-tasks serve ({holder})")
+
+
+class ConfigError(BusTasksError, ValueError):
+    """Raised when settings cannot be used: an unknown ``BUS_TASKS_*`` variable, a bad broker URL."""
+
+    code = 1000
+    title = "Invalid parameter"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, message=detail)
+
+
+class ShutdownRequested(BusTasksError):
+    """Raised while waiting for the broker once the connection's ``stop`` event is set."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(message=detail)

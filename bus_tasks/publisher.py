@@ -294,6 +294,8 @@ class TaskPublisher:
             task_id = str(request.get("params", {}).get("taskID", ""))
             result = self._control(method, task_id)
             body = rpc.result_body(request_id, result)
+        except ShutdownRequested:
+            raise  # stopping while the broker is away: no answer to give
         except BusTasksError as exc:
             log.warning("control command for %s failed: %s", self.subsystem, exc)
             body = rpc.error_body(request_id, exc)

@@ -9,11 +9,11 @@
 - :mod:`.connection`: ``BusConnection``, the facade over them
 """
 
+from bus_tasks.errors import ShutdownRequested
 from bus_tasks.transport.admin import reset_memory_transport
 from bus_tasks.transport.bus import Bus, Delivery, Handler
 from bus_tasks.transport.connection import BusConnection
 from bus_tasks.transport.consumers import ReentrantDrain
-from bus_tasks.transport.link import ShutdownRequested
 
 __all__ = [
     "Bus",

@@ -21,11 +21,11 @@ from kombu.messaging import Consumer, Producer
 
 from bus_tasks import names
 from bus_tasks.config import redact_url
-from bus_tasks.errors import PublishError
+from bus_tasks.errors import PublishError, ShutdownRequested
 from bus_tasks.transport import admin, topology
 from bus_tasks.transport.bus import Delivery, Handler
 from bus_tasks.transport.consumers import Inbox, ReentrantDrain, Subscription, delivery_of, start_consumer
-from bus_tasks.transport.link import Link, Retries, ShutdownRequested
+from bus_tasks.transport.link import Link, Retries
 from bus_tasks.transport.outbox import Outbox, Outgoing
 
 log = logging.getLogger("bus_tasks.transport")

@@ -13,14 +13,11 @@ from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
 from bus_tasks.config import redact_url
+from bus_tasks.errors import ShutdownRequested
 
 log = logging.getLogger("bus_tasks.transport")
 
 Retries = int | Literal["default"] | None
-
-
-class ShutdownRequested(Exception):
-    """Raised while waiting for the broker once the connection's ``stop`` event is set."""
 
 
 def transport_options(url: str, *, redis_key_prefix: str = "") -> dict[str, Any]:
