@@ -2,17 +2,41 @@
 
 Subsystems publish task events with :class:`TaskPublisher`; the :class:`Aggregator` keeps the
 merged view; clients ask it with :class:`TasksClient` (``get_all_tasks`` and VDSM's legacy calls).
-Importing this package opens no connection.
+Importing this package opens no connection, and loads nothing until a name is used: the pure
+core (``bus_tasks.model``, ``bus_tasks.view``) never loads kombu.
 """
 
-from bus_tasks.aggregator import Aggregator, AggregatorPolicy
-from bus_tasks.client import TasksClient, VdsmFacade
-from bus_tasks.config import Settings
-from bus_tasks.errors import BusTasksError
-from bus_tasks.model import Event, State, TaskRecord
-from bus_tasks.publisher import SeqClock, TaskPublisher
-from bus_tasks.transport import BusConnection
-from bus_tasks.view import TaskView
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bus_tasks.aggregator import Aggregator, AggregatorPolicy
+    from bus_tasks.client import TasksClient, VdsmFacade
+    from bus_tasks.config import Settings
+    from bus_tasks.errors import BusTasksError
+    from bus_tasks.model import Event, State, TaskRecord
+    from bus_tasks.publisher import SeqClock, TaskPublisher
+    from bus_tasks.transport import BusConnection
+    from bus_tasks.view import TaskView
+
+# Public name -> the module that defines it; imported on first use (PEP 562).
+_EXPORTS = {
+    "Aggregator": "bus_tasks.aggregator",
+    "AggregatorPolicy": "bus_tasks.aggregator",
+    "BusConnection": "bus_tasks.transport",
+    "BusTasksError": "bus_tasks.errors",
+    "Event": "bus_tasks.model",
+    "SeqClock": "bus_tasks.publisher",
+    "Settings": "bus_tasks.config",
+    "State": "bus_tasks.model",
+    "TaskPublisher": "bus_tasks.publisher",
+    "TaskRecord": "bus_tasks.model",
+    "TaskView": "bus_tasks.view",
+    "TasksClient": "bus_tasks.client",
+    "VdsmFacade": "bus_tasks.client",
+}
 
 __all__ = [
     "Aggregator",
@@ -29,3 +53,16 @@ __all__ = [
     "TasksClient",
     "VdsmFacade",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bus_tasks' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -1,0 +1,57 @@
+"""Importing bus_tasks is cheap: the package and its pure core load no broker library."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import bus_tasks
+
+BROKER_LIBRARIES = ("kombu", "amqp", "redis")
+
+
+def _loaded_after(statement: str) -> list[str]:
+    """Top-level modules a fresh interpreter has loaded after running ``statement``."""
+    code = f"import sys; {statement}; import json; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return [name.partition(".")[0] for name in json.loads(done.stdout)]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import bus_tasks",
+        "import bus_tasks.model",
+        "import bus_tasks.view",
+        "import bus_tasks.errors",
+        "from bus_tasks import State, TaskView",
+    ],
+)
+def test_the_package_and_its_core_load_no_broker_library(statement: str) -> None:
+    loaded = set(_loaded_after(statement))
+    assert loaded.isdisjoint(BROKER_LIBRARIES), sorted(loaded & set(BROKER_LIBRARIES))
+
+
+def test_a_public_name_of_the_transport_loads_kombu_when_it_is_used() -> None:
+    assert "kombu" in _loaded_after("from bus_tasks import BusConnection")
+
+
+def test_every_public_name_resolves_to_the_object_of_its_module() -> None:
+    from bus_tasks.client import TasksClient
+    from bus_tasks.transport import BusConnection
+
+    assert bus_tasks.TasksClient is TasksClient
+    assert bus_tasks.BusConnection is BusConnection
+    assert all(getattr(bus_tasks, name) is not None for name in bus_tasks.__all__)
+    assert set(bus_tasks.__all__) <= set(dir(bus_tasks))
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = bus_tasks.Nope  # type: ignore[attr-defined]
+
