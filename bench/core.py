@@ -21,7 +21,7 @@ from bench.harness import (
     side_by_side,
     timed,
 )
-from bus_tasks.view import TaskView
+from bus_tasks.core.view import TaskView
 
 TASKS = Sizes(full=100_000, quick=3_000)
 REPS = Sizes(full=5, quick=2)

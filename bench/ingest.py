@@ -35,11 +35,11 @@ from bench.harness import (
 from bus_tasks import names
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.config import Settings
+from bus_tasks.core.view import Entry, Tombstone
 from bus_tasks.store import NullStore, Store
 from bus_tasks.testing import RunningAggregator
 from bus_tasks.transport import BusConnection
 from bus_tasks.transport.topology import events_queue
-from bus_tasks.view import Entry, Tombstone
 
 TASKS = Sizes(full=4_000, quick=300)  # three events each
 REPS = Sizes(full=9, quick=2)  # the most load-sensitive figure: 5 gave medians 0.78..0.98

@@ -24,7 +24,7 @@ from bench.harness import (
     side_by_side,
 )
 from bus_tasks import names
-from bus_tasks.publisher import TaskPublisher
+from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.transport import BusConnection
 from bus_tasks.transport.topology import events_queue
 

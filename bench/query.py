@@ -32,12 +32,13 @@ from bench.harness import (
     timed,
 )
 from bench.selectivity import reply_body
-from bus_tasks import codec, names, rpc
+from bus_tasks import codec, names
 from bus_tasks.aggregator import Aggregator
+from bus_tasks.aggregator import methods as rpc
 from bus_tasks.client import TasksClient
+from bus_tasks.core.view import TaskView
 from bus_tasks.testing import RunningAggregator
 from bus_tasks.transport import BusConnection
-from bus_tasks.view import TaskView
 
 SIZES = ((1_000, 15), (10_000, 9), (100_000, 5))  # tasks, repetitions
 QUICK_SIZES = ((500, 3), (2_000, 3))

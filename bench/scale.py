@@ -23,8 +23,8 @@ from bench.harness import (
     timed,
 )
 from bench.selectivity import reply_body
-from bus_tasks import rpc
-from bus_tasks.view import TaskView
+from bus_tasks.aggregator import methods as rpc
+from bus_tasks.core.view import TaskView
 
 LARGE = Sizes(full=1_000_000, quick=20_000)
 SMALL = Sizes(full=100_000, quick=2_000)

@@ -19,8 +19,9 @@ from bench.harness import (
     side_by_side,
     timed,
 )
-from bus_tasks import codec, rpc
-from bus_tasks.view import TaskView
+from bus_tasks import codec
+from bus_tasks.aggregator import methods as rpc
+from bus_tasks.core.view import TaskView
 
 TASKS = Sizes(full=100_000, quick=5_000)
 REPS = Sizes(full=7, quick=3)

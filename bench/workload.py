@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bus_tasks import codec, names
-from bus_tasks.model import Event, decode_event
-from bus_tasks.view import TaskView
+from bus_tasks.core.model import Event, decode_event
+from bus_tasks.core.view import TaskView
 
 SUBSYSTEM = "bench"
 SELECTIVE_TAG = "bench:selective"

@@ -15,11 +15,11 @@ if TYPE_CHECKING:
     from bus_tasks.aggregator import Aggregator, AggregatorPolicy
     from bus_tasks.client import TasksClient, VdsmFacade
     from bus_tasks.config import Settings
+    from bus_tasks.core.model import Event, State, TaskRecord
+    from bus_tasks.core.view import TaskView
     from bus_tasks.errors import BusTasksError
-    from bus_tasks.model import Event, State, TaskRecord
-    from bus_tasks.publisher import SeqClock, TaskPublisher
+    from bus_tasks.subsystem.publisher import SeqClock, TaskPublisher
     from bus_tasks.transport import BusConnection
-    from bus_tasks.view import TaskView
 
 # Public name -> the module that defines it; imported on first use (PEP 562).
 _EXPORTS = {
@@ -27,13 +27,13 @@ _EXPORTS = {
     "AggregatorPolicy": "bus_tasks.aggregator",
     "BusConnection": "bus_tasks.transport",
     "BusTasksError": "bus_tasks.errors",
-    "Event": "bus_tasks.model",
-    "SeqClock": "bus_tasks.publisher",
+    "Event": "bus_tasks.core.model",
+    "SeqClock": "bus_tasks.subsystem.publisher",
     "Settings": "bus_tasks.config",
-    "State": "bus_tasks.model",
-    "TaskPublisher": "bus_tasks.publisher",
-    "TaskRecord": "bus_tasks.model",
-    "TaskView": "bus_tasks.view",
+    "State": "bus_tasks.core.model",
+    "TaskPublisher": "bus_tasks.subsystem.publisher",
+    "TaskRecord": "bus_tasks.core.model",
+    "TaskView": "bus_tasks.core.view",
     "TasksClient": "bus_tasks.client",
     "VdsmFacade": "bus_tasks.client",
 }

@@ -10,9 +10,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bus_tasks import codec, legacy, names, rpc
+from bus_tasks import codec, names
+from bus_tasks.aggregator import methods as rpc
 from bus_tasks.config import redact_url
 from bus_tasks.errors import BrokerUnavailable, BusTasksError, DeadlineExceeded, InternalError, from_wire
+from bus_tasks.protocol import vdsm as legacy
 from bus_tasks.transport import Bus, BusConnection, Delivery
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import pytest
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.client import TasksClient
-from bus_tasks.publisher import TaskPublisher
 from bus_tasks.store import Store
+from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, reset_memory_transport
 from bus_tasks.transport import BusConnection
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from bus_tasks.model import Event, EventName, State, TaskRecord
+from bus_tasks.core.model import Event, EventName, State, TaskRecord
 
 CREATED_AT = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 UPDATED_AT = datetime(2024, 5, 1, 12, 5, 30, 250_000, tzinfo=UTC)

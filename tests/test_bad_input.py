@@ -20,11 +20,12 @@ from conftest import Broker, System, SystemFactory
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from bus_tasks import codec, legacy, names
+from bus_tasks import codec, names
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.client import TasksClient
+from bus_tasks.core.model import SUBSYSTEM_PATTERN, TAG_PATTERN, State, decode_event
 from bus_tasks.errors import BusTasksError, EventRejected, InvalidParameter, InvalidParams, MethodNotFound
-from bus_tasks.model import SUBSYSTEM_PATTERN, TAG_PATTERN, State, decode_event
+from bus_tasks.protocol import vdsm as legacy
 from bus_tasks.testing import RunningAggregator, wait_until
 from bus_tasks.transport import BusConnection, Delivery
 
@@ -84,7 +85,7 @@ def rejection_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "bus_tasks.aggregator" and r.getMessage().startswith("event rejected")
+        if r.name.startswith("bus_tasks.aggregator") and r.getMessage().startswith("event rejected")
     ]
 
 

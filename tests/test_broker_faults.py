@@ -14,9 +14,9 @@ from processes import start_serve
 
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
+from bus_tasks.core.model import State
 from bus_tasks.errors import PublishError
-from bus_tasks.model import State
-from bus_tasks.publisher import TaskPublisher
+from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
 from bus_tasks.transport import BusConnection
 

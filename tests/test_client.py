@@ -10,7 +10,8 @@ import pytest
 from conftest import RABBITMQ, Broker, System
 from faultproxy import FaultProxy
 
-from bus_tasks import codec, names, rpc
+from bus_tasks import codec, names
+from bus_tasks.aggregator import methods as rpc
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import BrokerUnavailable, DeadlineExceeded
 from bus_tasks.testing import drain

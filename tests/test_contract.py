@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import System
 
+from bus_tasks.core.model import State
 from bus_tasks.errors import InvalidParameter, UnknownTask
-from bus_tasks.model import State
 from bus_tasks.testing import wait_until
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"

@@ -7,6 +7,7 @@ import threading
 import pytest
 from conftest import System
 
+from bus_tasks.core.model import State
 from bus_tasks.errors import (
     GeneralError,
     TaskAborted,
@@ -14,8 +15,7 @@ from bus_tasks.errors import (
     TaskStateError,
     UnknownTask,
 )
-from bus_tasks.model import State
-from bus_tasks.publisher import TaskPublisher
+from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000001"

@@ -16,7 +16,7 @@ def warnings_about_another_aggregator(caplog: pytest.LogCaptureFixture) -> list[
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "bus_tasks.aggregator"
+        if r.name.startswith("bus_tasks.aggregator")
         and r.levelno == logging.WARNING
         and "another aggregator" in r.getMessage()
     ]

@@ -12,7 +12,7 @@ from conftest import Broker
 
 from bus_tasks import names
 from bus_tasks.client import TasksClient
-from bus_tasks.publisher import TaskPublisher
+from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
 
 pytestmark = pytest.mark.integration

@@ -26,8 +26,8 @@ def _loaded_after(statement: str) -> list[str]:
     "statement",
     [
         "import bus_tasks",
-        "import bus_tasks.model",
-        "import bus_tasks.view",
+        "import bus_tasks.core.model",
+        "import bus_tasks.core.view",
         "import bus_tasks.errors",
         "from bus_tasks import State, TaskView",
     ],
@@ -54,4 +54,3 @@ def test_every_public_name_resolves_to_the_object_of_its_module() -> None:
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = bus_tasks.Nope  # type: ignore[attr-defined]
-

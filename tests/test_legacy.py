@@ -10,8 +10,9 @@ from factories import CREATED_AT, UPDATED_AT, make_record, records, task_id
 from hypothesis import given, settings
 
 from bus_tasks import codec
+from bus_tasks.core.model import State, TaskRecord
 from bus_tasks.errors import InvalidParams, TaskStateError, UnknownTask
-from bus_tasks.legacy import (
+from bus_tasks.protocol.vdsm import (
     record_from_details,
     task_details,
     task_info,
@@ -19,7 +20,6 @@ from bus_tasks.legacy import (
     wrap,
     wrap_error,
 )
-from bus_tasks.model import State, TaskRecord
 
 # SPEC section 5, TaskDetails, in its order.
 TASK_DETAILS_KEYS = [

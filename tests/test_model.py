@@ -11,9 +11,8 @@ from factories import event_wire, make_event, make_record, record_wire, records,
 from hypothesis import given, settings
 from pydantic import ValidationError
 
-from bus_tasks import codec, legacy
-from bus_tasks.errors import EventRejected
-from bus_tasks.model import (
+from bus_tasks import codec
+from bus_tasks.core.model import (
     DONE_STATES,
     LEGACY_STATE,
     MAX_TAGS,
@@ -24,6 +23,8 @@ from bus_tasks.model import (
     check_tag,
     decode_event,
 )
+from bus_tasks.errors import EventRejected
+from bus_tasks.protocol import vdsm as legacy
 
 MAX_BYTES = 1 << 16
 

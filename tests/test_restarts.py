@@ -26,11 +26,11 @@ from procs.stream import expected, task_id
 
 from bus_tasks import names
 from bus_tasks.client import TasksClient
+from bus_tasks.core.view import Tombstone
 from bus_tasks.errors import BusTasksError, UnknownTask
-from bus_tasks.store_sqlite import SqliteStore
+from bus_tasks.store.sqlite import SqliteStore
 from bus_tasks.testing import wait_until
 from bus_tasks.transport import BusConnection
-from bus_tasks.view import Tombstone
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

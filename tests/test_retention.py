@@ -5,7 +5,7 @@ from __future__ import annotations
 from conftest import Broker, SystemFactory
 
 from bus_tasks.aggregator import AggregatorPolicy
-from bus_tasks.model import State
+from bus_tasks.core.model import State
 from bus_tasks.testing import wait_until
 
 

@@ -8,10 +8,11 @@ import orjson
 import pytest
 from factories import make_record, task_id
 
-from bus_tasks import codec, legacy
-from bus_tasks.model import Event, State, TaskRecord
-from bus_tasks.rpc import ALIASES, Dispatcher, Forward, Reply
-from bus_tasks.view import TaskView, Tombstone
+from bus_tasks import codec
+from bus_tasks.aggregator.methods import ALIASES, Dispatcher, Forward, Reply
+from bus_tasks.core.model import Event, State, TaskRecord
+from bus_tasks.core.view import TaskView, Tombstone
+from bus_tasks.protocol import vdsm as legacy
 
 RUNNING = task_id(1)  # vdsm, running, spm
 FINISHED = task_id(2)  # vdsm, finished, spm + storage:sd1

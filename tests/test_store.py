@@ -14,14 +14,14 @@ from conftest import REDIS, Broker, SystemFactory, purge_redis_prefix, require_s
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings
+from bus_tasks.core.model import Event, State, TaskRecord
+from bus_tasks.core.view import Entry, Outcome, TaskView, Tombstone
 from bus_tasks.errors import UnknownTask
-from bus_tasks.model import Event, State, TaskRecord
-from bus_tasks.publisher import TaskPublisher
 from bus_tasks.store import NullStore, Store, open_store
-from bus_tasks.store_redis import RedisStore
-from bus_tasks.store_sqlite import SqliteStore
+from bus_tasks.store.redis import RedisStore
+from bus_tasks.store.sqlite import SqliteStore
+from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
-from bus_tasks.view import Entry, Outcome, TaskView, Tombstone
 
 StoreFactory = Callable[[], Store]
 Snapshot = tuple[dict[str, tuple[int, bytes]], dict[str, Tombstone]]

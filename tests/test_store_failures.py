@@ -14,12 +14,12 @@ from conftest import Broker, SystemFactory
 
 from bus_tasks import names
 from bus_tasks.aggregator import Aggregator
+from bus_tasks.core.model import State
+from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.errors import GeneralError, StoreUnavailable
-from bus_tasks.model import State
-from bus_tasks.publisher import TaskPublisher
 from bus_tasks.store import WriteBuffer
+from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
-from bus_tasks.view import Entry, TaskView, Tombstone
 
 TIMEOUT_S = 10.0
 

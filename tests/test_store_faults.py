@@ -33,7 +33,7 @@ from procs.stream import expected, task_id
 from bus_tasks import names
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import BusTasksError
-from bus_tasks.publisher import TaskPublisher
+from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
 from bus_tasks.transport import BusConnection
 

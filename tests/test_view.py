@@ -10,10 +10,11 @@ from factories import UPDATED_AT, at, make_event, make_record, task_id
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus_tasks import codec, legacy
+from bus_tasks import codec
+from bus_tasks.core.model import Event, EventName, State
+from bus_tasks.core.view import Entry, Expired, Outcome, TaskView, Tombstone
 from bus_tasks.errors import EventRejected, TaskStateError, UnknownTask
-from bus_tasks.model import Event, EventName, State
-from bus_tasks.view import Entry, Expired, Outcome, TaskView, Tombstone
+from bus_tasks.protocol import vdsm as legacy
 
 
 class Clock:
@@ -432,7 +433,7 @@ def test_tasks_with_the_same_tags_share_one_tuple(view: TaskView) -> None:
 
 
 def test_tag_tuples_are_shared_up_to_a_bound(view: TaskView, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bus_tasks.view.MAX_SHARED_TAG_TUPLES", 2)
+    monkeypatch.setattr("bus_tasks.core.view.MAX_SHARED_TAG_TUPLES", 2)
     for n in range(1, 5):
         view.apply(make_event(n, seq=1, tags=(f"t{n}",)))
     view.apply(make_event(5, seq=1, tags=("t4",)))

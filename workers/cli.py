@@ -10,17 +10,18 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from bus_tasks import codec, render
+from bus_tasks import codec
 from bus_tasks.client import TasksClient
 from bus_tasks.config import CONFIG_ENV, ENV_PREFIX, ConfigError, Settings, config_file, redact_url
+from bus_tasks.core.model import State, describe_validation
 from bus_tasks.errors import BusTasksError
-from bus_tasks.legacy import record_from_details
-from bus_tasks.model import State, describe_validation
-from bus_tasks.publisher import TaskPublisher
+from bus_tasks.protocol.vdsm import record_from_details
+from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.transport import BusConnection
-from workers.aggregator import serve
+from workers import render
 from workers.demo import run_demo
-from workers.simulator import simulate
+from workers.serve import serve
+from workers.simulate import simulate
 
 log = logging.getLogger("bus_tasks.cli")
 

@@ -9,14 +9,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-from bus_tasks import render
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import TaskStateError
-from bus_tasks.publisher import TaskPublisher
-from bus_tasks.simulate import SimulatedSubsystem, start_gluster_tasks, start_storage_tasks
+from bus_tasks.subsystem.publisher import TaskPublisher
+from bus_tasks.subsystem.simulated import SimulatedSubsystem, start_gluster_tasks, start_storage_tasks
 from bus_tasks.testing import RunningAggregator, wait_until
 from bus_tasks.transport import BusConnection
+from workers import render
 
 URL = "memory://"
 SYNC_TIMEOUT_S = 10.0

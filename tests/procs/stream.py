@@ -15,8 +15,8 @@ import time
 import uuid
 from typing import Any
 
-from bus_tasks.model import State
-from bus_tasks.publisher import TaskPublisher
+from bus_tasks.core.model import State
+from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.transport import BusConnection
 
 NAMESPACE = uuid.UUID("6f1c8a52-6d0e-4a55-9a3f-0b8f1f6c1c11")

@@ -13,8 +13,8 @@ import sys
 import threading
 import time
 
-from bus_tasks.model import State
-from bus_tasks.publisher import TaskPublisher
+from bus_tasks.core.model import State
+from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.transport import BusConnection
 
 

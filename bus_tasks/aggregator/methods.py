@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, JsonValue, StrictStr, ValidationError
 
 from bus_tasks import codec
+from bus_tasks.core.model import canonical_task_id, check_tag, describe_validation
+from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.errors import (
     BusTasksError,
     InternalError,
@@ -22,8 +24,6 @@ from bus_tasks.errors import (
     TaskAborted,
     TaskNotFinished,
 )
-from bus_tasks.model import canonical_task_id, check_tag, describe_validation
-from bus_tasks.view import Entry, TaskView, Tombstone
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.errors import StoreUnavailable, StoreUnusable
-from bus_tasks.store import BufferedStore
-from bus_tasks.view import Entry, TaskView, Tombstone
+from bus_tasks.store.base import BufferedStore
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,10 @@ from datetime import datetime
 from enum import Enum
 from types import MappingProxyType
 
-from bus_tasks import codec, legacy
+from bus_tasks import codec
+from bus_tasks.core.model import Event, State, TaskRecord
 from bus_tasks.errors import EventRejected, TaskStateError, UnknownTask
-from bus_tasks.model import Event, State, TaskRecord
+from bus_tasks.protocol import vdsm as legacy
 
 # Distinct tag combinations whose one tuple entries share; past it, an entry keeps its own.
 MAX_SHARED_TAG_TUPLES = 4096

@@ -11,8 +11,8 @@ from types import FrameType
 
 from bus_tasks.config import Settings
 from bus_tasks.errors import UnknownTask
-from bus_tasks.publisher import TaskPublisher
-from bus_tasks.simulate import SimulatedSubsystem, start_gluster_tasks, start_storage_tasks
+from bus_tasks.subsystem.publisher import TaskPublisher
+from bus_tasks.subsystem.simulated import SimulatedSubsystem, start_gluster_tasks, start_storage_tasks
 from bus_tasks.transport import BusConnection, ShutdownRequested
 
 log = logging.getLogger("bus_tasks.simulate")

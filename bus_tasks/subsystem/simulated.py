@@ -9,8 +9,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from bus_tasks.model import State
-from bus_tasks.publisher import TaskPublisher
+from bus_tasks.core.model import State
+from bus_tasks.subsystem.publisher import TaskPublisher
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import redis
 
 from bus_tasks import codec, names
+from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.errors import StoreUnavailable
-from bus_tasks.store import BufferedStore
-from bus_tasks.view import Entry, TaskView, Tombstone
+from bus_tasks.store.base import BufferedStore
 
 log = logging.getLogger(__name__)
 

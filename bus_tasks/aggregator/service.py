@@ -9,12 +9,13 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
-from bus_tasks import codec, names, rpc
+from bus_tasks import codec, names
+from bus_tasks.aggregator import methods as rpc
+from bus_tasks.core.model import decode_event
+from bus_tasks.core.view import Outcome, TaskView, Tombstone
 from bus_tasks.errors import BusTasksError, EventRejected, GeneralError, InvalidRequest, StoreUnavailable
-from bus_tasks.model import decode_event
 from bus_tasks.store import NullStore, Store
 from bus_tasks.transport import Bus, Delivery, ShutdownRequested
-from bus_tasks.view import Outcome, TaskView, Tombstone
 
 log = logging.getLogger(__name__)
 

@@ -14,16 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bus_tasks import codec, names, rpc
-from bus_tasks.errors import (
-    BusTasksError,
-    GeneralError,
-    InvalidParameter,
-    TaskAborted,
-    TaskNotFinished,
-    UnknownTask,
-)
-from bus_tasks.model import (
+from bus_tasks import codec, names
+from bus_tasks.aggregator import methods as rpc
+from bus_tasks.core.model import (
     SUBSYSTEM_PATTERN,
     Event,
     EventName,
@@ -32,6 +25,14 @@ from bus_tasks.model import (
     canonical_task_id,
     describe_validation,
     utc_now,
+)
+from bus_tasks.errors import (
+    BusTasksError,
+    GeneralError,
+    InvalidParameter,
+    TaskAborted,
+    TaskNotFinished,
+    UnknownTask,
 )
 from bus_tasks.transport import Bus, Delivery, ShutdownRequested
 

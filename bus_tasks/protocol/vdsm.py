@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bus_tasks.core.model import LEGACY_STATE, State, TaskRecord
 from bus_tasks.errors import BusTasksError
-from bus_tasks.model import LEGACY_STATE, State, TaskRecord
 
 OK_STATUS: dict[str, Any] = {"code": 0, "message": "OK"}
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import ClassVar, Protocol
 
 from bus_tasks.config import Settings
+from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.errors import DataDirInUse, StoreUnavailable
-from bus_tasks.view import Entry, TaskView, Tombstone
 
 SQLITE_FILE = "view.sqlite3"
 
@@ -127,11 +127,11 @@ def open_store(settings: Settings) -> Store:
     # The backends import WriteBuffer from here; importing them late also keeps redis-py out of
     # processes that never use it.
     if settings.store == "sqlite":
-        from bus_tasks.store_sqlite import SqliteStore  # noqa: PLC0415
+        from bus_tasks.store.sqlite import SqliteStore  # noqa: PLC0415
 
         return SqliteStore(settings.data_dir / SQLITE_FILE)
     if settings.store == "redis":
-        from bus_tasks.store_redis import RedisStore  # noqa: PLC0415
+        from bus_tasks.store.redis import RedisStore  # noqa: PLC0415
 
         assert settings.store_redis_url is not None  # Settings refuses store="redis" without it
         return RedisStore(

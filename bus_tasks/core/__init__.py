@@ -1,0 +1,1 @@
+"""The pure core: the task model and the merged view. No I/O, no broker library."""
