@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 import pytest
-from factories import make_record, task_id
+from support.factories import make_record, task_id
 
 from bus_tasks import codec
 from bus_tasks.aggregator.methods import ALIASES, Dispatcher, Forward, Reply

@@ -7,9 +7,9 @@ from typing import Any
 
 import orjson
 import pytest
-from factories import event_wire, make_event, make_record, record_wire, records, task_id
 from hypothesis import given, settings
 from pydantic import ValidationError
+from support.factories import event_wire, make_event, make_record, record_wire, records, task_id
 
 from bus_tasks import codec
 from bus_tasks.core.model import (

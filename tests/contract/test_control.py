@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import System
+from support.brokers import System
 
 from bus_tasks.core.model import State
 from bus_tasks.errors import (

@@ -6,7 +6,7 @@ import re
 import subprocess
 
 import pytest
-from cli_helpers import parse_table, run_cli
+from support.cli_helpers import parse_table, run_cli
 
 SPM_VERBS = {"createVolume", "copyImage", "deleteImage", "moveImage"}
 HSM_VERBS = {"downloadImage", "prepareImage"}

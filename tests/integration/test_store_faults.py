@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import CI, Broker
-from processes import BIN, SUBSYSTEM_SCRIPT, Process
-from procs.stream import expected, task_id
+from support.brokers import CI, Broker
+from support.processes import BIN, SUBSYSTEM_SCRIPT, Process
+from support.procs.stream import expected, task_id
 
 from bus_tasks import names
 from bus_tasks.client import TasksClient

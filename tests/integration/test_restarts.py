@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Broker
-from processes import SUBSYSTEM_SCRIPT, Process, start_serve
-from procs.stream import expected, task_id
+from support.brokers import Broker
+from support.processes import SUBSYSTEM_SCRIPT, Process, start_serve
+from support.procs.stream import expected, task_id
 
 from bus_tasks import names
 from bus_tasks.client import TasksClient

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Broker
-from processes import start_serve, start_subsystem
+from support.brokers import Broker
+from support.processes import start_serve, start_subsystem
 
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import TaskAborted, TaskStateError

@@ -7,8 +7,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import RABBITMQ, Broker, System
-from faultproxy import FaultProxy
+from support.brokers import RABBITMQ, Broker, System
+from support.faultproxy import FaultProxy
 
 from bus_tasks import codec, names
 from bus_tasks.aggregator import methods as rpc

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from processes import Process
+from support.processes import Process
 
 # The console script of the environment running the tests (.venv/bin/bus-tasks).
 BUS_TASKS = Path(sys.executable).parent / "bus-tasks"

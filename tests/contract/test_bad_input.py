@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import Broker, System, SystemFactory
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from support.brokers import Broker, System, SystemFactory
 
 from bus_tasks import codec, names
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy

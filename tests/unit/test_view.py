@@ -6,9 +6,9 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from factories import UPDATED_AT, at, make_event, make_record, task_id
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.factories import UPDATED_AT, at, make_event, make_record, task_id
 
 from bus_tasks import codec
 from bus_tasks.core.model import Event, EventName, State

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import BusTasksProcess, cli_env, details, parse_table, run_cli, without_times
-from conftest import Broker, SystemFactory
+from support.brokers import Broker, SystemFactory
+from support.cli_helpers import BusTasksProcess, cli_env, details, parse_table, run_cli, without_times
 
 from bus_tasks.testing import wait_until
 from workers.cli import SUBCOMMANDS

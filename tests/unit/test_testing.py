@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import Broker
+from support.brokers import Broker
 
 from bus_tasks import names
 from bus_tasks.testing import drain, wait_until

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from bus_tasks.config import CONFIG_ENV, Settings
 from workers.cli import build_parser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 SETTING_ENV = {f"BUS_TASKS_{name.upper()}": name for name in Settings.model_fields}

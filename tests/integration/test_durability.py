@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Broker
-from processes import SUBSYSTEM_SCRIPT, Process, start_serve, start_subsystem
-from procs.stream import expected, task_id
+from support.brokers import Broker
+from support.processes import SUBSYSTEM_SCRIPT, Process, start_serve, start_subsystem
+from support.procs.stream import expected, task_id
 
 from bus_tasks.client import TasksClient
 from bus_tasks.testing import wait_until

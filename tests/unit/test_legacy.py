@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 import pytest
-from factories import CREATED_AT, UPDATED_AT, make_record, records, task_id
 from hypothesis import given, settings
+from support.factories import CREATED_AT, UPDATED_AT, make_record, records, task_id
 
 from bus_tasks import codec
 from bus_tasks.core.model import State, TaskRecord

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import RABBITMQ, Broker
-from faultproxy import FaultProxy
+from support.brokers import RABBITMQ, Broker
+from support.faultproxy import FaultProxy
 
 from bus_tasks import names
 from bus_tasks.testing import wait_until

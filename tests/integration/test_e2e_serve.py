@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import BusTasksProcess, cli_env, details, run_cli, without_times
-from conftest import Broker
+from support.brokers import Broker
+from support.cli_helpers import BusTasksProcess, cli_env, details, run_cli, without_times
 
 from bus_tasks import names
 from bus_tasks.client import TasksClient

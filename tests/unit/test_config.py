@@ -10,7 +10,7 @@ from pydantic import SecretStr, ValidationError
 
 from bus_tasks.config import ConfigError, Settings, redact_url
 
-SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "config" / "bus_tasks.toml"
+SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config" / "bus_tasks.toml"
 
 DEFAULTS = {
     "broker_url": SecretStr("amqp://guest:guest@127.0.0.1:5672//"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Broker, SystemFactory
+from support.brokers import Broker, SystemFactory
 
 from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.core.model import State

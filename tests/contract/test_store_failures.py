@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from conftest import Broker, SystemFactory
+from support.brokers import Broker, SystemFactory
 
 from bus_tasks import names
 from bus_tasks.aggregator import Aggregator

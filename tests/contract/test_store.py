@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import fakeredis
 import pydantic
 import pytest
-from conftest import REDIS, Broker, SystemFactory, purge_redis_prefix, require_service
+from support.brokers import REDIS, Broker, SystemFactory, purge_redis_prefix, require_service
 
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RABBITMQ, Broker
-from faultproxy import FaultProxy
-from processes import start_serve
+from support.brokers import RABBITMQ, Broker
+from support.faultproxy import FaultProxy
+from support.processes import start_serve
 
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient

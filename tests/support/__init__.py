@@ -1,0 +1,1 @@
+"""Helpers of the test suite: brokers, processes, a fault proxy, factories, CLI parsing."""
