@@ -10,11 +10,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bus_tasks import codec, names
-from bus_tasks.aggregator import methods as rpc
-from bus_tasks.config import redact_url
-from bus_tasks.errors import BrokerUnavailable, BusTasksError, DeadlineExceeded, InternalError, from_wire
-from bus_tasks.protocol import vdsm as legacy
+from bus_tasks import names
+from bus_tasks.config import DEFAULT_RPC_TIMEOUT_S, redact_url
+from bus_tasks.errors import BrokerUnavailable, BusTasksError, DeadlineExceeded
+from bus_tasks.protocol import jsonrpc, vdsm
 from bus_tasks.transport import Bus, BusConnection, Delivery
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ class TasksClient:
         self,
         connection: Bus | str,
         *,
-        timeout_s: float = 10.0,
+        timeout_s: float = DEFAULT_RPC_TIMEOUT_S,
     ) -> None:
         self.connection: Bus = BusConnection(connection) if isinstance(connection, str) else connection
         self.timeout_s = timeout_s
@@ -75,7 +74,7 @@ class TasksClient:
         timeout = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
         correlation_id = uuid.uuid4().hex
-        body = rpc.request_body(correlation_id, method, params or {})
+        body = jsonrpc.request_body(correlation_id, method, params or {})
         with self._lock, self.connection.bounded(deadline):
             self._waiting = correlation_id
             try:
@@ -181,9 +180,9 @@ class VdsmFacade:
 
     def _wrapped(self, verb: str, call: Callable[[], Any]) -> dict[str, Any]:
         try:
-            return legacy.wrap(verb, call())
+            return vdsm.wrap(verb, call())
         except BusTasksError as exc:
-            return legacy.wrap_error(exc)
+            return vdsm.wrap_error(exc)
 
     def getAllTasks(
         self, tags: str | Sequence[str] | None = None, options: dict[str, Any] | None = None
@@ -218,16 +217,8 @@ def _unpack(body: bytes) -> Any:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        reply = codec.loads(body)
-    except codec.DecodeError as exc:
-        raise InternalError(f"reply is not JSON: {exc}") from None
+        response = jsonrpc.parse_response(body)
     finally:
         if collecting:
             gc.enable()
-    if not isinstance(reply, dict):
-        raise InternalError("reply is not a JSON object")
-    if "error" in reply:
-        raise from_wire(reply["error"] if isinstance(reply["error"], dict) else {})
-    if "result" not in reply:
-        raise InternalError("reply has neither result nor error")
-    return reply["result"]
+    return jsonrpc.outcome(response)

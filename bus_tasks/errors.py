@@ -77,8 +77,10 @@ class JsonRpcError(BusTasksError):
     code = -32603
     title = "Internal error"
 
-    def __init__(self, detail: str = "") -> None:
-        super().__init__(message=f"{self.title}: {detail}" if detail else self.title)
+    def __init__(self, detail: str = "", *, message: str | None = None) -> None:
+        if message is None:
+            message = f"{self.title}: {detail}" if detail else self.title
+        super().__init__(message=message)
 
 
 class ParseError(JsonRpcError):
@@ -166,9 +168,7 @@ def from_wire(error: dict[str, Any]) -> BusTasksError:
     cls = _BY_CODE.get(code)
     if cls is None:
         return RemoteError(code, message)
-    exc = cls.__new__(cls)
-    BusTasksError.__init__(exc, message=message)
-    return exc
+    return cls(message=message)  # the message as the other side worded it
 
 
 class EventRejected(BusTasksError):

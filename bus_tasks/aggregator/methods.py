@@ -8,28 +8,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, JsonValue, StrictStr
 
 from bus_tasks import codec
-from bus_tasks.core.model import canonical_task_id, check_tag, describe_validation
+from bus_tasks.core.model import canonical_task_id, check_tag
 from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.errors import (
     BusTasksError,
     InternalError,
     InvalidParameter,
     InvalidParams,
-    InvalidRequest,
     MethodNotFound,
-    ParseError,
     TaskAborted,
     TaskNotFinished,
 )
+from bus_tasks.protocol import jsonrpc, shapes, vdsm
+from bus_tasks.protocol.jsonrpc import EncodedObject, RequestId, error_body, result_body
 
 log = logging.getLogger(__name__)
 
 MAX_QUERY_TAGS = 256
 LISTING_CACHE_SIZE = 8  # listings (lists of encoded members) kept while the view is unchanged
-RequestId = str | int | float | None
 
 
 class _Params(BaseModel):
@@ -64,17 +63,6 @@ class Forward:
     command: ControlCommand
     task_id: str
     subsystem: str
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedObject:
-    """A JSON object result, already encoded member by member (``"key":value``).
-
-    It is joined once, straight into the reply: a listing of 100,000 tasks costs one copy of
-    its members, not an encoding of every task and then a copy into the envelope.
-    """
-
-    members: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +137,14 @@ class Dispatcher:
 
     def get_all_tasks_info(self, params: LegacyListParams) -> EncodedObject:
         member = codec.dumps_member
-        return self._listing(("info",), lambda: [member(e.id, e.info()) for e in self.view.select(["spm"])])
+        return self._listing(
+            ("info",), lambda: [member(e.id, shapes.task_info(e.id, e.verb)) for e in self._legacy_listing()]
+        )
 
     def get_all_tasks_statuses(self, params: LegacyListParams) -> EncodedObject:
         member = codec.dumps_member
         return self._listing(
-            ("statuses",), lambda: [member(e.id, e.status()) for e in self.view.select(["spm"])]
+            ("statuses",), lambda: [member(e.id, _status(e)) for e in self._legacy_listing()]
         )
 
     def _listing(self, key: tuple[Any, ...], build: Callable[[], list[bytes]]) -> EncodedObject:
@@ -174,10 +164,11 @@ class Dispatcher:
         return EncodedObject(members)
 
     def get_task_status(self, params: TaskParams) -> dict[str, Any]:
-        return self._entry(params).status()
+        return _status(self._entry(params))
 
     def get_task_info(self, params: TaskParams) -> dict[str, Any]:
-        return self._entry(params).info()
+        entry = self._entry(params)
+        return shapes.task_info(entry.id, entry.verb)
 
     def stop_task(self, params: TaskParams) -> bool | Forward:
         entry = self._entry(params)
@@ -202,6 +193,10 @@ class Dispatcher:
             self._on_clear(task_id, tombstone)
         return True
 
+    def _legacy_listing(self) -> list[Entry]:
+        """VDSM's rule for its old listings: only the tasks tagged ``spm``."""
+        return self.view.select([vdsm.LEGACY_LISTING_TAG])
+
     def _method(self, name: str) -> Method:
         method = self.methods.get(name)
         if method is None:
@@ -218,15 +213,15 @@ class Dispatcher:
         request_id: RequestId = None
         method_name = ""
         try:
-            request = _parse(body)
-            request_id = request.get("id")
+            request = jsonrpc.parse_request(body)
+            request_id = jsonrpc.request_id_of(request)
             method_name = request["method"]
             method = self._method(method_name)
-            params = _bind(method.params, request.get("params"))
+            params = jsonrpc.bind(method.params, request.get("params"))
             result = method.call(params)
         except BusTasksError as exc:
             if request_id is None:
-                request_id = _salvage_id(body)
+                request_id = jsonrpc.salvage_id(body)
             log.warning("rpc %r id=%r failed: %d %r", method_name, request_id, exc.code, exc.message)
             return Reply(request_id, error_body(request_id, exc), method=method_name)
         except Exception as exc:
@@ -238,83 +233,8 @@ class Dispatcher:
         return Reply(request_id, result_body(request_id, result), method=method_name)
 
 
-def result_body(request_id: RequestId, result: Any) -> bytes:
-    if isinstance(result, EncodedObject):
-        head = b'{"jsonrpc":"2.0","id":%b,"result":{' % codec.dumps(request_id)
-        members = result.members
-        if len(members) < 2:
-            return b"".join((head, *members, b"}}"))
-        # One join, one copy of each member (a listing can be hundreds of MB): the envelope's
-        # head and tail go onto the first and last member of a copy of the list.
-        parts = list(members)
-        parts[0] = head + parts[0]
-        parts[-1] += b"}}"
-        return b",".join(parts)
-    return codec.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
-
-
-def error_body(request_id: RequestId, error: BusTasksError) -> bytes:
-    return codec.dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_wire()})
-
-
-def request_body(request_id: str, method: str, params: dict[str, Any]) -> bytes:
-    return codec.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-
-
-_REQUEST_KEYS = frozenset({"jsonrpc", "id", "method", "params"})
-
-
-def _parse(body: bytes) -> dict[str, Any]:
-    try:
-        request = codec.loads(body)
-    except codec.DecodeError as exc:
-        raise ParseError(str(exc)) from None
-    if isinstance(request, list):
-        raise InvalidRequest("batch requests are not supported")
-    if not isinstance(request, dict):
-        raise InvalidRequest("a request is a JSON object")
-    if request.get("jsonrpc") != "2.0":
-        raise InvalidRequest('"jsonrpc" must be "2.0"')
-    if not isinstance(request.get("method"), str):
-        raise InvalidRequest('"method" must be a string')
-    request_id = request.get("id")
-    if request_id is not None and (
-        isinstance(request_id, bool) or not isinstance(request_id, str | int | float)
-    ):
-        raise InvalidRequest('"id" must be a string, a number or null')
-    extra = request.keys() - _REQUEST_KEYS
-    if extra:
-        raise InvalidRequest(f"unknown members {sorted(extra)}")
-    params = request.get("params")
-    if params is not None and not isinstance(params, dict | list):
-        raise InvalidRequest('"params" must be an object or an array')
-    return request
-
-
-def _salvage_id(body: bytes) -> RequestId:
-    """The id of a request that failed validation, when it has a well-formed one."""
-    try:
-        request = codec.loads(body)
-    except codec.DecodeError:
-        return None
-    request_id = request.get("id") if isinstance(request, dict) else None
-    if isinstance(request_id, bool) or not isinstance(request_id, str | int | float):
-        return None
-    return request_id
-
-
-def _bind(model: type[_Params], params: dict[str, Any] | list[Any] | None) -> _Params:
-    if params is None:
-        params = {}
-    elif isinstance(params, list):
-        names = list(model.model_fields)
-        if len(params) > len(names):
-            raise InvalidParams(f"at most {len(names)} positional params ({', '.join(names)})")
-        params = dict(zip(names, params, strict=False))
-    try:
-        return model.model_validate(params)
-    except ValidationError as exc:
-        raise InvalidParams(describe_validation(exc)) from None
+def _status(entry: Entry) -> dict[str, Any]:
+    return shapes.task_status(entry.id, entry.state, entry.code, entry.message)
 
 
 def _task_id(value: str) -> str:

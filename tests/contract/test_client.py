@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -9,11 +10,12 @@ from collections.abc import Iterator
 import pytest
 from support.brokers import RABBITMQ, Broker, System
 from support.faultproxy import FaultProxy
+from support.timing import EARLY_S, Stopwatch, assert_ended_at
 
 from bus_tasks import codec, names
-from bus_tasks.aggregator import methods as rpc
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import BrokerUnavailable, DeadlineExceeded
+from bus_tasks.protocol import jsonrpc
 from bus_tasks.testing import drain
 from bus_tasks.transport import BusConnection, Delivery
 
@@ -35,7 +37,7 @@ class Responder:
             ("an-earlier-call", "an-earlier-call", {"stale": True}),  # e.g. a call that timed out
             (delivery.correlation_id, request["id"], {"fresh": True}),
         ):
-            body = rpc.result_body(request_id, result)
+            body = jsonrpc.result_body(request_id, result)
             self.connection.publish(body, routing_key=delivery.reply_to, correlation_id=correlation_id)
         delivery.ack()
 
@@ -56,8 +58,9 @@ class Responder:
 
 def test_a_call_nobody_answers_raises_deadline_exceeded(memory_broker: Broker) -> None:
     client = TasksClient(memory_broker.connection(confirm_publish=False), timeout_s=0.3)
-    with pytest.raises(DeadlineExceeded) as caught:
+    with Stopwatch() as watch, pytest.raises(DeadlineExceeded) as caught:
         client.get_all_tasks()
+    assert_ended_at(watch, 0.3)
     assert caught.value.to_wire() == {
         "code": 100,
         "message": "General Exception: no reply to Host.getAllTasks within 0.3s",
@@ -73,8 +76,9 @@ def test_a_reply_to_another_call_is_dropped(memory_broker: Broker) -> None:
 
 def test_a_call_to_an_unreachable_broker_fails_at_its_deadline_not_later() -> None:
     client = TasksClient(BusConnection(REFUSED_URL), timeout_s=1.0)
-    with pytest.raises(BrokerUnavailable) as caught:
+    with Stopwatch() as watch, pytest.raises(BrokerUnavailable) as caught:
         client.get_all_tasks()  # without the deadline, kombu would retry the connect forever
+    assert_ended_at(watch, 1.0)  # refused at once, it retries until the deadline
     assert caught.value.code == 100
     assert caught.value.message.startswith(
         "General Exception: broker amqp://guest:***@127.0.0.1:1// unreachable: "
@@ -93,6 +97,18 @@ def test_inside_a_deadline_one_connection_attempt_is_no_longer_than_the_time_lef
     connection.connect()  # no deadline: the configured timeout again
     assert connection.connect_timeout_s == 5.0
     connection.close()
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the TCP connection, never speaks
+        silent_url = f"amqp://guest:guest@127.0.0.1:{silent.getsockname()[1]}//"
+        connection = BusConnection(silent_url, connect_timeout_s=5.0)
+        with (
+            Stopwatch() as watch,
+            pytest.raises(connection.errors),
+            connection.bounded(time.monotonic() + 0.5),
+        ):
+            connection.connect()
+        assert_ended_at(watch, 0.5)  # not the 5 s of connect_timeout_s
+        connection.close()
 
 
 @pytest.fixture
@@ -117,8 +133,9 @@ def test_a_call_while_the_broker_is_away_fails_at_its_deadline_and_the_next_one_
 
     proxy.refuse(True)
     proxy.drop_all()
-    with pytest.raises(BrokerUnavailable):
+    with Stopwatch() as watch, pytest.raises(BrokerUnavailable):
         client.get_all_tasks()  # reconnecting is bounded by the call's deadline
+    assert_ended_at(watch, 2.0)
 
     proxy.refuse(False)
     assert set(client.get_all_tasks()) == {task_id}  # the same client reconnects
@@ -134,10 +151,12 @@ def test_a_call_that_changes_something_fails_when_the_connection_is_lost_under_i
     timer = threading.Timer(0.5, proxy.drop_all)
     timer.start()
     try:
-        with pytest.raises(BrokerUnavailable):
+        with Stopwatch() as watch, pytest.raises(BrokerUnavailable):
             client.stop_task(task_id)  # it may have reached the aggregator: not sent again
     finally:
         timer.join()
         proxy.resume()
+    # It fails when the connection is cut, not before, and does not wait out its 5 s deadline.
+    assert 0.5 - EARLY_S <= watch.elapsed_s < 5.0, watch.elapsed_s
     assert set(client.get_all_tasks()) == {task_id}  # the same client reconnects
     client.close()

@@ -1,0 +1,38 @@
+"""Control commands between the aggregator and a subsystem, as JSON-RPC calls and notifications.
+
+``stop`` and ``revert`` are calls (the subsystem answers ``true`` or an error); ``clear`` and
+``resync`` are notifications (nobody waits for them).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from bus_tasks.protocol import jsonrpc
+
+Command = Literal["stop", "revert"]
+NOTICES = ("clear", "resync")
+
+
+class ControlParams(BaseModel):
+    """The params of every control command; unknown members from a newer side are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    taskID: str = ""
+
+
+def command_body(control_id: str, command: Command, task_id: str) -> bytes:
+    return jsonrpc.request_body(control_id, command, {"taskID": task_id})
+
+
+def clear_notice(task_id: str) -> bytes:
+    """Tell a subsystem that a task of its was cleared: it drops its own copy."""
+    return jsonrpc.notification_body("clear", {"taskID": task_id})
+
+
+def resync_notice() -> bytes:
+    """Ask every subsystem to announce its live tasks again."""
+    return jsonrpc.notification_body("resync", {})
