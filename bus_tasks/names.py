@@ -40,3 +40,5 @@ def control_queue(subsystem: str) -> str:
 STORE_TASKS_KEY = "tasks"
 # Hash: task id -> tombstone JSON {"subsystem", "seq", "cleared_at"}.
 STORE_TOMBSTONES_KEY = "tombstones"
+# Hash: "form" -> the stored form of the tasks hash (bus_tasks.store.form.STORED_FORM).
+STORE_META_KEY = "meta"

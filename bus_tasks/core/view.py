@@ -6,14 +6,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from enum import Enum
 from types import MappingProxyType
 
-from bus_tasks import codec
 from bus_tasks.core.model import Event, State, TaskRecord
 from bus_tasks.errors import EventRejected, TaskStateError, UnknownTask
-from bus_tasks.protocol import vdsm as legacy
+
+MemberEncoder = Callable[[TaskRecord], bytes]
+"""Encodes a record as the member ``"<id>":{...}`` of a listing (the protocol gives it)."""
 
 # Distinct tag combinations whose one tuple entries share; past it, an entry keeps its own.
 MAX_SHARED_TAG_TUPLES = 4096
@@ -21,10 +21,11 @@ MAX_SHARED_TAG_TUPLES = 4096
 
 @dataclass(slots=True)
 class Entry:
-    """One live task: the fields queries need, and its TaskDetails pre-encoded once.
+    """One live task: the fields queries need, and its listing member encoded once.
 
-    The TaskDetails are kept as the member ``"<id>":{...}`` of a getAllTasks listing, so that
-    a listing of any size is one join of members; :attr:`details` reads them back.
+    The member ``"<id>":{...}`` is what the view's encoder made of the record (the engine's
+    TaskDetails), so that a listing of any size is one join of members; the view never reads
+    it back.
     """
 
     id: str
@@ -35,10 +36,11 @@ class Entry:
     state: State
     code: int
     updated_at: float
-    member: bytes  # '"<id>":' + TaskDetails, encoded once per change
+    message: str
+    member: bytes  # '"<id>":' + the encoded record, once per change
 
     @classmethod
-    def from_record(cls, record: TaskRecord, seq: int) -> Entry:
+    def from_record(cls, record: TaskRecord, seq: int, member: bytes) -> Entry:
         return cls(
             id=record.id,
             seq=seq,
@@ -50,38 +52,15 @@ class Entry:
             state=record.state,
             code=record.code,
             updated_at=record.updated_at.timestamp(),
-            member=codec.dumps_member(record.id, legacy.task_details(record)),
-        )
-
-    @classmethod
-    def from_details(cls, details: bytes, seq: int) -> Entry:
-        """Rebuild an entry from its stored TaskDetails bytes (the store keeps nothing else)."""
-        fields = codec.loads(details)
-        return cls(
-            id=fields["id"],
-            seq=seq,
-            subsystem=fields["subsystem"],
-            verb=fields["verb"],
-            tags=tuple(fields["tags"]),
-            state=State(fields["state"]),
-            code=fields["code"],
-            updated_at=datetime.fromisoformat(fields["updatedAt"]).timestamp(),
-            member=b"".join((codec.dumps(fields["id"]), b":", details)),
+            message=record.message,
+            member=member,
         )
 
     @property
     def details(self) -> bytes:
-        """The encoded TaskDetails (``{...}``), without the listing key."""
+        """The encoded record (``{...}``), without the listing key."""
         # Ids are canonical UUIDs, ASCII: the key is len(id) characters, two quotes and a colon.
         return self.member[len(self.id) + 3 :]
-
-    def status(self) -> dict[str, object]:
-        # The message is read back from the encoded details: kept once, not twice per task.
-        message: str = codec.loads(self.details)["message"]
-        return legacy.task_status(self.id, self.state, self.code, message)
-
-    def info(self) -> dict[str, object]:
-        return legacy.task_info(self.id, self.verb)
 
 
 @dataclass(slots=True, frozen=True)
@@ -115,7 +94,19 @@ class TaskView:
     Applying any set of events, in any order and with any duplication, yields the same view.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, encode_member: MemberEncoder | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        """Args:
+        encode_member: how a record becomes its listing member; by default the engine's
+            TaskDetails (``bus_tasks.protocol.shapes.task_details_member``), imported only then.
+        clock: epoch seconds, for tombstones and expiry.
+        """
+        if encode_member is None:
+            from bus_tasks.protocol.shapes import task_details_member  # noqa: PLC0415
+
+            encode_member = task_details_member
+        self.encode_member = encode_member
         self._entries: dict[str, Entry] = {}
         self._tombstones: dict[str, Tombstone] = {}
         # tag -> id -> the entry: a query by tag reads its entries without a lookup per task.
@@ -141,7 +132,8 @@ class TaskView:
         """Apply one event.
 
         Raises:
-            EventRejected: when the task is owned by another subsystem.
+            EventRejected: when the task is owned by another subsystem, or its record cannot be
+                encoded by the view's encoder (an integer past 64 bits).
         """
         record = event.task
         task_id = record.id
@@ -157,7 +149,11 @@ class TaskView:
             return Outcome.CLEARED
         if current is not None and current.seq >= event.seq:
             return Outcome.STALE
-        self._put(Entry.from_record(record, event.seq), current)
+        try:
+            member = self.encode_member(record)
+        except (TypeError, ValueError) as exc:  # e.g. an integer past 64 bits in result or data
+            raise EventRejected(f"invalid event: task cannot be encoded: {exc}") from None
+        self._put(Entry.from_record(record, event.seq, member), current)
         return Outcome.APPLIED
 
     def restore(self, entry: Entry) -> None:

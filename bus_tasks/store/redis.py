@@ -10,9 +10,11 @@ from urllib.parse import urlsplit
 import redis
 
 from bus_tasks import codec, names
-from bus_tasks.core.view import Entry, TaskView, Tombstone
+from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S
+from bus_tasks.core.view import TaskView, Tombstone
 from bus_tasks.errors import StoreUnavailable
 from bus_tasks.store.base import BufferedStore
+from bus_tasks.store.form import STORED_FORM, check_form, entry_from_details
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,9 @@ class RedisStore(BufferedStore):
 
     max_seq = MAX_SEQ
 
-    def __init__(self, url: str, key_prefix: str, *, connect_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, url: str, key_prefix: str, *, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    ) -> None:
         client = redis.Redis.from_url(
             url, socket_connect_timeout=connect_timeout_s, socket_timeout=max(connect_timeout_s, 10.0)
         )
@@ -77,6 +81,7 @@ class RedisStore(BufferedStore):
         self.key_prefix = key_prefix
         self.tasks_key = key_prefix + names.STORE_TASKS_KEY
         self.tombstones_key = key_prefix + names.STORE_TOMBSTONES_KEY
+        self.meta_key = key_prefix + names.STORE_META_KEY
         self._where = where  # never the password
         self._put_if_newer = client.register_script(_PUT_IF_NEWER)
         BufferedStore.__init__(self)
@@ -98,6 +103,9 @@ class RedisStore(BufferedStore):
             raise StoreUnavailable(str(self), f"load: {exc}") from exc
 
     def _load(self, view: TaskView) -> int:
+        found = self._client.hget(self.meta_key, "form")
+        check_form(None if found is None else int(found), str(self))
+        self._client.hset(self.meta_key, "form", STORED_FORM)
         before = len(view)
         for task_id, value in self._scan(self.tombstones_key):
             fields = codec.loads(value)
@@ -107,7 +115,7 @@ class RedisStore(BufferedStore):
             view.restore_tombstone(_text(task_id), tombstone)
         for _, value in self._scan(self.tasks_key):
             payload = _bytes(value)
-            view.restore(Entry.from_details(payload[SEQ_DIGITS + 1 :], int(payload[:SEQ_DIGITS])))
+            view.restore(entry_from_details(payload[SEQ_DIGITS + 1 :], int(payload[:SEQ_DIGITS])))
         return len(view) - before
 
     def _scan(self, key: str) -> Iterator[tuple[Any, Any]]:

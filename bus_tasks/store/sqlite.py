@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from bus_tasks.core.view import Entry, TaskView, Tombstone
+from bus_tasks.core.view import TaskView, Tombstone
 from bus_tasks.errors import StoreUnavailable, StoreUnusable
 from bus_tasks.store.base import BufferedStore
+from bus_tasks.store.form import STORED_FORM, check_form, entry_from_details
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ CREATE TABLE IF NOT EXISTS tombstones (
     subsystem TEXT NOT NULL,
     seq INTEGER NOT NULL,
     cleared_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -114,6 +119,9 @@ class SqliteStore(BufferedStore):
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        row = db.execute("SELECT value FROM meta WHERE key = 'form'").fetchone()
+        check_form(None if row is None else int(row[0]), str(self))
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('form', ?)", (STORED_FORM,))
 
     def load(self, view: TaskView) -> int:
         """Fill ``view`` from the file; returns the number of live tasks loaded."""
@@ -127,7 +135,7 @@ class SqliteStore(BufferedStore):
                     task_id, Tombstone(subsystem=subsystem, seq=seq, cleared_at=cleared_at)
                 )
             for seq, details in db.execute("SELECT seq, details FROM tasks"):
-                view.restore(Entry.from_details(bytes(details), seq))
+                view.restore(entry_from_details(bytes(details), seq))
         return len(view) - before
 
     def commit(self) -> None:

@@ -10,6 +10,7 @@ import fakeredis
 import pydantic
 import pytest
 from support.brokers import REDIS, Broker, SystemFactory, purge_redis_prefix, require_service
+from support.factories import entry_of
 
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
@@ -50,7 +51,7 @@ def record(n: int, seq: int, state: State = State.RUNNING) -> TaskRecord:
 
 
 def entry(n: int, seq: int, state: State = State.RUNNING) -> Entry:
-    return Entry.from_record(record(n, seq, state), seq)
+    return entry_of(record(n, seq, state), seq)
 
 
 def tombstone(seq: int) -> Tombstone:
@@ -125,7 +126,9 @@ def test_committed_writes_are_loaded_by_a_new_store_object(open_new: StoreFactor
     view = TaskView()
     assert open_new().load(view) == 3
     assert snapshot(open_new()) == (live(*entries), {task_id(4): tombstone(40)})
-    assert [e.status() for e in sorted(view, key=lambda e: e.id)] == [e.status() for e in entries]
+    assert [(e.id, e.state, e.code, e.message) for e in sorted(view, key=lambda e: e.id)] == [
+        (e.id, e.state, e.code, e.message) for e in entries
+    ]
 
 
 def test_uncommitted_writes_are_not_visible_to_a_new_store_object(open_new: StoreFactory) -> None:

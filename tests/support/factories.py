@@ -10,6 +10,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 from bus_tasks.core.model import Event, EventName, State, TaskRecord
+from bus_tasks.core.view import Entry
+from bus_tasks.protocol.shapes import task_details_member
 
 CREATED_AT = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 UPDATED_AT = datetime(2024, 5, 1, 12, 5, 30, 250_000, tzinfo=UTC)
@@ -38,6 +40,11 @@ def make_record(n: int = 1, **fields: Any) -> TaskRecord:
     }
     values.update(fields)
     return TaskRecord.model_validate(values)
+
+
+def entry_of(record: TaskRecord, seq: int) -> Entry:
+    """The view's entry of ``record``, its member encoded as the aggregator's view encodes it."""
+    return Entry.from_record(record, seq, task_details_member(record))
 
 
 def make_event(n: int = 1, *, seq: int = 1, event: EventName = "updated", **fields: Any) -> Event:

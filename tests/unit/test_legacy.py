@@ -12,14 +12,8 @@ from support.factories import CREATED_AT, UPDATED_AT, make_record, records, task
 from bus_tasks import codec
 from bus_tasks.core.model import State, TaskRecord
 from bus_tasks.errors import InvalidParams, TaskStateError, UnknownTask
-from bus_tasks.protocol.vdsm import (
-    record_from_details,
-    task_details,
-    task_info,
-    task_status,
-    wrap,
-    wrap_error,
-)
+from bus_tasks.protocol.shapes import record_from_details, task_details, task_info, task_status
+from bus_tasks.protocol.vdsm import wrap, wrap_error
 
 # SPEC section 5, TaskDetails, in its order.
 TASK_DETAILS_KEYS = [

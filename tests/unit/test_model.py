@@ -24,7 +24,7 @@ from bus_tasks.core.model import (
     decode_event,
 )
 from bus_tasks.errors import EventRejected
-from bus_tasks.protocol import vdsm as legacy
+from bus_tasks.protocol import shapes
 
 MAX_BYTES = 1 << 16
 
@@ -283,7 +283,7 @@ def test_timestamps_with_an_offset_are_normalised_to_utc() -> None:
 def test_timestamps_are_serialised_in_utc_with_z() -> None:
     record = make_record(created_at="2024-05-01T14:00:00+02:00", updated_at="2024-05-01T12:30:00.5+00:00")
     assert record.model_dump(mode="json")["created_at"] == "2024-05-01T12:00:00Z"
-    details = orjson.loads(codec.dumps(legacy.task_details(record)))
+    details = orjson.loads(codec.dumps(shapes.task_details(record)))
     assert (details["createdAt"], details["updatedAt"]) == (
         "2024-05-01T12:00:00Z",
         "2024-05-01T12:30:00.500000Z",

@@ -12,7 +12,7 @@ from bus_tasks import codec
 from bus_tasks.aggregator.methods import ALIASES, Dispatcher, Forward, Reply
 from bus_tasks.core.model import Event, State, TaskRecord
 from bus_tasks.core.view import TaskView, Tombstone
-from bus_tasks.protocol import vdsm as legacy
+from bus_tasks.protocol import shapes
 
 RUNNING = task_id(1)  # vdsm, running, spm
 FINISHED = task_id(2)  # vdsm, finished, spm + storage:sd1
@@ -94,7 +94,7 @@ def error_reply(code: int, message: str, request_id: Any = 7) -> dict[str, Any]:
 
 
 def details_of(*task_ids: str) -> dict[str, Any]:
-    return {i: orjson.loads(codec.dumps(legacy.task_details(RECORDS[i]))) for i in task_ids}
+    return {i: orjson.loads(codec.dumps(shapes.task_details(RECORDS[i]))) for i in task_ids}
 
 
 def status_of(task: str) -> dict[str, Any]:
