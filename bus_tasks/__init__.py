@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from bus_tasks.core.model import Event, State, TaskRecord
     from bus_tasks.core.view import TaskView
     from bus_tasks.errors import BusTasksError
-    from bus_tasks.subsystem.publisher import SeqClock, TaskPublisher
+    from bus_tasks.subsystem.publisher import TaskPublisher
+    from bus_tasks.subsystem.seq import SeqClock
     from bus_tasks.transport import BusConnection
 
 # Public name -> the module that defines it; imported on first use (PEP 562).
@@ -28,7 +29,7 @@ _EXPORTS = {
     "BusConnection": "bus_tasks.transport",
     "BusTasksError": "bus_tasks.errors",
     "Event": "bus_tasks.core.model",
-    "SeqClock": "bus_tasks.subsystem.publisher",
+    "SeqClock": "bus_tasks.subsystem.seq",
     "Settings": "bus_tasks.config",
     "State": "bus_tasks.core.model",
     "TaskPublisher": "bus_tasks.subsystem.publisher",

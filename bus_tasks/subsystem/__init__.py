@@ -1,5 +1,7 @@
 """The subsystem side: a publisher of its tasks' records, its control handling, its seq clock."""
 
-from bus_tasks.subsystem.publisher import SeqClock, TaskPublisher
+from bus_tasks.subsystem.control import SubsystemControl
+from bus_tasks.subsystem.publisher import TaskPublisher
+from bus_tasks.subsystem.seq import SeqClock
 
-__all__ = ["SeqClock", "TaskPublisher"]
+__all__ = ["SeqClock", "SubsystemControl", "TaskPublisher"]

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
 
-from bus_tasks import codec, names
-from bus_tasks.aggregator import methods as rpc
+from bus_tasks import names
+from bus_tasks.config import redact_url
 from bus_tasks.core.model import (
     SUBSYSTEM_PATTERN,
     Event,
@@ -27,54 +24,25 @@ from bus_tasks.core.model import (
     utc_now,
 )
 from bus_tasks.errors import (
-    BusTasksError,
-    GeneralError,
+    BrokerUnavailable,
     InvalidParameter,
-    TaskAborted,
-    TaskNotFinished,
     UnknownTask,
 )
-from bus_tasks.transport import Bus, Delivery, ShutdownRequested
+from bus_tasks.subsystem.control import ControlHandler, SubsystemControl
+from bus_tasks.subsystem.seq import SeqClock
+from bus_tasks.transport import Bus
 
 log = logging.getLogger(__name__)
 
-ControlHandler = Callable[[str], None]
 _UNSET: Any = object()
-
-
-class SeqClock:
-    """Strictly increasing sequence numbers: microseconds of the wall clock, bumped past the last.
-
-    With ``path``, a high-water mark is leased ahead in blocks and kept on disk, so numbers keep
-    increasing across restarts even if the clock steps back.
-    """
-
-    def __init__(self, path: Path | None = None, *, lease: int = 10_000_000) -> None:
-        self._path = path
-        self._lease = lease
-        self._last = 0
-        self._leased = 0
-        self._lock = threading.Lock()
-        if path is not None and path.is_file():
-            text = path.read_text().strip()
-            self._last = self._leased = int(text) if text else 0
-
-    def next(self) -> int:
-        with self._lock:
-            value = max(self._last + 1, time.time_ns() // 1000)
-            if self._path is not None and value > self._leased:
-                self._leased = value + self._lease
-                tmp = self._path.with_suffix(".tmp")
-                tmp.write_text(str(self._leased))
-                os.replace(tmp, self._path)
-            self._last = value
-            return value
 
 
 class TaskPublisher:
     """Owns the tasks of one subsystem and publishes each change as a whole-record event.
 
-    Thread-safe: tasks may be changed from any thread.
+    Thread-safe: tasks may be changed from any thread. A change that cannot be published raises
+    ``BrokerUnavailable`` (never one of kombu's errors); :meth:`flush` raises ``PublishError``
+    when the broker does not confirm in time.
     """
 
     def __init__(self, connection: Bus, subsystem: str, *, seq: SeqClock | None = None) -> None:
@@ -85,8 +53,7 @@ class TaskPublisher:
         self._seq = seq or SeqClock()
         self._tasks: dict[str, TaskRecord] = {}
         self._lock = threading.RLock()
-        self._on_stop: ControlHandler | None = None
-        self._on_revert: ControlHandler | None = None
+        self.control = SubsystemControl(self)
 
     # -- tasks --------------------------------------------------------------------------
 
@@ -200,6 +167,11 @@ class TaskPublisher:
             raise UnknownTask(key)
         return record
 
+    def forget(self, task_id: str) -> bool:
+        """Drop a task without publishing (the aggregator cleared it); False if it was unknown."""
+        with self._lock:
+            return self._tasks.pop(canonical_task_id(task_id), None) is not None
+
     def adopt(self, record: TaskRecord) -> None:
         """Take over an existing task of this subsystem without publishing (e.g. after a restart).
 
@@ -231,11 +203,14 @@ class TaskPublisher:
     def _emit(self, event_name: EventName, record: TaskRecord) -> None:
         event = Event(event=event_name, seq=self._seq.next(), task=record)
         body = event.model_dump_json(by_alias=True).encode()
-        self.connection.publish(
-            body,
-            exchange=names.EVENTS_EXCHANGE,
-            routing_key=names.event_routing_key(self.subsystem, event_name),
-        )
+        try:
+            self.connection.publish(
+                body,
+                exchange=names.EVENTS_EXCHANGE,
+                routing_key=names.event_routing_key(self.subsystem, event_name),
+            )
+        except self.connection.errors as exc:  # no raw kombu error leaves the library
+            raise BrokerUnavailable(redact_url(self.connection.url), str(exc)) from exc
         if event_name != "cleared":
             self._tasks[record.id] = record
         log.debug("published %s task=%s seq=%d", event_name, record.id, event.seq)
@@ -244,21 +219,18 @@ class TaskPublisher:
 
     def on_stop(self, handler: ControlHandler) -> None:
         """Register what stopping one of this subsystem's tasks does (asynchronously)."""
-        self._on_stop = handler
+        self.control.on_stop = handler
 
     def on_revert(self, handler: ControlHandler) -> None:
         """Register what reverting one of this subsystem's done tasks does."""
-        self._on_revert = handler
+        self.control.on_revert = handler
 
     def listen(self, connection: Bus) -> None:
         """Consume this subsystem's control queue on ``connection`` (drained by the caller).
 
         Announces every live task first (resync), so an aggregator that lost them heals.
         """
-        queue = connection.declare_control_queue(self.subsystem)
-        connection.consume(queue, lambda d: self._on_control(connection, d), prefetch=16)
-        announced = self.announce()
-        log.info("%s listening for control commands; announced %d tasks", self.subsystem, announced)
+        self.control.listen(connection)
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until the broker has confirmed every event published so far.
@@ -276,73 +248,7 @@ class TaskPublisher:
 
     def serve_control(self, connection: Bus, stop: threading.Event) -> None:
         """Answer control commands on ``connection`` until ``stop`` is set."""
-        try:
-            self.listen(connection)
-            while not stop.is_set():
-                try:
-                    connection.drain(0.1)
-                except connection.errors:
-                    connection.recover()
-        except ShutdownRequested as exc:
-            log.warning("%s", exc)  # the broker was away when the stop came
-
-    def _on_control(self, connection: Bus, delivery: Delivery) -> None:
-        request_id: rpc.RequestId = None
-        try:
-            request = codec.loads(delivery.body)
-            request_id = request.get("id")
-            method = request["method"]
-            task_id = str(request.get("params", {}).get("taskID", ""))
-            result = self._control(method, task_id)
-            body = rpc.result_body(request_id, result)
-        except ShutdownRequested:
-            raise  # stopping while the broker is away: no answer to give
-        except BusTasksError as exc:
-            log.warning("control command for %s failed: %s", self.subsystem, exc)
-            body = rpc.error_body(request_id, exc)
-        except Exception as exc:
-            log.exception("control command for %s crashed", self.subsystem)
-            body = rpc.error_body(request_id, GeneralError(type(exc).__name__))
-        if request_id is not None and delivery.reply_to:
-            connection.publish(
-                body,
-                routing_key=delivery.reply_to,
-                correlation_id=delivery.correlation_id,
-                persistent=False,
-            )
-        delivery.ack()
-
-    def _control(self, method: str, task_id: str) -> bool:
-        if method == "resync":
-            log.info("resync requested: announced %d tasks", self.announce())
-            return True
-        if method == "clear":
-            with self._lock:
-                dropped = self._tasks.pop(canonical_task_id(task_id), None)
-            log.info(
-                "task %s cleared by the aggregator (%s)",
-                task_id,
-                "dropped" if dropped else "unknown",
-            )
-            return True
-        record = self.get(task_id)
-        handler = {"stop": self._on_stop, "revert": self._on_revert}.get(method, _UNSET)
-        if handler is _UNSET:
-            raise GeneralError(message=f"General Exception: unknown control command {method!r}")
-        if handler is None:
-            raise GeneralError(message=f"General Exception: {self.subsystem} cannot {method} tasks")
-        if method == "stop":
-            if record.state.is_done:
-                return True
-            if record.state.is_aborting:
-                raise TaskAborted(record.id, record.state.value)
-            # Stop is asynchronous: the task shows aborting at once, its handler ends it later.
-            self.update(record.id, state=State.ABORTING)
-        elif not record.state.is_done:
-            raise TaskNotFinished(record.id, record.state.value)
-        log.info("control %s task=%s", method, record.id)
-        handler(record.id)
-        return True
+        self.control.serve(connection, stop)
 
 
 _SUBSYSTEM_RE = re.compile(SUBSYSTEM_PATTERN)

@@ -54,3 +54,15 @@ def test_every_public_name_resolves_to_the_object_of_its_module() -> None:
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = bus_tasks.Nope  # type: ignore[attr-defined]
+
+
+def test_the_client_imports_the_protocol_never_the_aggregator_the_view_or_the_store() -> None:
+    code = "import sys, json; import bus_tasks.client; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(json.loads(done.stdout))
+    assert "bus_tasks.protocol.jsonrpc" in loaded
+    assert not {
+        m for m in loaded if m.startswith(("bus_tasks.aggregator", "bus_tasks.core.view", "bus_tasks.store"))
+    }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bus_tasks.subsystem.publisher import SeqClock
+from bus_tasks.subsystem.seq import SeqClock
 
 WALL_NS = 1_700_000_000_000_000_000  # a fixed wall clock, in nanoseconds
 WALL_US = WALL_NS // 1000

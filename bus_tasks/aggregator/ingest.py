@@ -1,0 +1,150 @@
+"""Ingest: events in, applied to the view, stored in batches, acked only once stored."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+from bus_tasks.core.model import decode_event
+from bus_tasks.core.view import Outcome, TaskView
+from bus_tasks.errors import EventRejected, StoreUnavailable
+from bus_tasks.store import Store
+from bus_tasks.transport import Bus, Delivery
+
+log = logging.getLogger(__name__)
+
+_COUNTED = {outcome: f"events_{outcome.value}" for outcome in Outcome}  # the key in ``counts``
+
+
+class StoreHealth:
+    """Whether the store takes writes, and when to try again after it failed (with back-off).
+
+    Logs one warning when the store starts failing and one when it is back, not one per try.
+    """
+
+    def __init__(self, store: Store, *, first_retry_s: float = 0.1, max_retry_s: float = 5.0) -> None:
+        self.store = store
+        self.failing: StoreUnavailable | None = None
+        self.failures = 0
+        self._first_retry_s = first_retry_s
+        self._max_retry_s = max_retry_s
+        self._delay_s = first_retry_s
+        self._retry_at = 0.0
+
+    def due(self) -> bool:
+        """True when a write may be tried now: the store is fine, or its back-off has passed."""
+        return self.failing is None or time.monotonic() >= self._retry_at
+
+    def wait_s(self) -> float:
+        """Seconds until the next try (0 when the store is fine)."""
+        return 0.0 if self.failing is None else max(self._retry_at - time.monotonic(), 0.0)
+
+    def failed(self, exc: StoreUnavailable, *, held: int) -> None:
+        self.failures += 1
+        if self.failing is None:
+            log.warning("%s; ingest paused with %d events not stored (none acked), retrying", exc, held)
+        else:
+            log.debug("store still failing: %s", exc)
+            self._delay_s = min(self._delay_s * 2, self._max_retry_s)
+        self.failing = exc
+        self._retry_at = time.monotonic() + self._delay_s
+
+    def succeeded(self) -> None:
+        if self.failing is not None:
+            log.warning("store %s is back after %d failed tries: ingest resumed", self.store, self.failures)
+            self.failing = None
+            self.failures = 0
+            self._delay_s = self._first_retry_s
+
+
+class Ingest:
+    """Applies each event to the view, buffers it for the store, acks in batches after commits.
+
+    A poison event is dead-lettered with its reason; a store that fails pauses the acks (see
+    :class:`StoreHealth`).
+    """
+
+    def __init__(
+        self,
+        connection: Bus,
+        view: TaskView,
+        store: Store,
+        counts: Counter[str],
+        *,
+        max_event_bytes: int,
+        ack_batch: int,
+    ) -> None:
+        self.connection = connection
+        self.view = view
+        self.store = store
+        self.counts = counts
+        self.health = StoreHealth(store)
+        self.max_event_bytes = max_event_bytes
+        self.ack_batch = ack_batch
+        self.unacked: list[Delivery] = []
+
+    def on_event(self, delivery: Delivery) -> None:
+        try:
+            event = decode_event(delivery.body, max_bytes=self.max_event_bytes)
+            outcome = self.view.apply(event)
+        except EventRejected as exc:
+            self._dead_letter(delivery, exc.reason)
+            return
+        self.counts[_COUNTED[outcome]] += 1
+        if outcome is Outcome.APPLIED:
+            self.store.put(self.view.get(event.task.id))
+        elif outcome is Outcome.CLEARED:
+            self.store.bury(event.task.id, self.view.tombstones[event.task.id])
+        if log.isEnabledFor(logging.DEBUG):  # the hot path: not even the arguments otherwise
+            log.debug("event %s task=%s seq=%d %s", event.event, event.task.id, event.seq, outcome.value)
+        self.unacked.append(delivery)
+        if len(self.unacked) >= self.ack_batch and self.health.due():
+            self.flush()
+
+    def flush(self, *, force: bool = False) -> bool:
+        """Make applied events durable, then ack them; False while the store is failing.
+
+        While it fails, a commit is tried again only once its back-off has passed (or ``force``);
+        the events stay unacked, and the broker stops delivering at ``prefetch_count``.
+        """
+        if not self.unacked:
+            return True
+        if not (force or self.health.due()):
+            return False
+        try:
+            self.store.commit()
+        except StoreUnavailable as exc:
+            self.health.failed(exc, held=len(self.unacked))
+            return False
+        self.health.succeeded()
+        self.connection.ack_all(self.unacked)
+        self.unacked.clear()
+        return True
+
+    def commit(self) -> None:
+        """Write what is buffered now (a clear, an expiry); on failure it waits for the next flush."""
+        try:
+            self.store.commit()
+        except StoreUnavailable as exc:
+            self.health.failed(exc, held=len(self.unacked))
+
+    def forget_unacked(self) -> int:
+        """The connection was lost: its deliveries come again on the next one. Returns how many."""
+        count = len(self.unacked)
+        self.unacked.clear()
+        return count
+
+    def wait_s(self, timeout_s: float) -> float:
+        """How long the loop may wait for more deliveries before it must flush or retry."""
+        if not self.unacked:
+            return timeout_s
+        if self.health.failing is None:
+            return 0.005  # a short look for more before acking what waits
+        return min(max(self.health.wait_s(), 0.005), timeout_s)  # until the next try
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self.counts["events_dead"] += 1
+        log.warning("event rejected key=%r: %r", delivery.routing_key, reason)
+        self.flush()  # keep acks in delivery order
+        self.connection.dead_letter(delivery, reason)

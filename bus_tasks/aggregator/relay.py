@@ -1,0 +1,138 @@
+"""The control relay: stop and revert go to the owning subsystem; its answer, or code 100, comes back."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from bus_tasks import names
+from bus_tasks.aggregator.methods import Forward
+from bus_tasks.errors import BusTasksError, GeneralError, InternalError
+from bus_tasks.protocol import control, jsonrpc
+from bus_tasks.transport import Bus, Delivery
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTROL_TIMEOUT_S = 10.0
+
+
+@dataclass(slots=True)
+class PendingControl:
+    """An RPC waiting for the owning subsystem to answer a forwarded command."""
+
+    request_id: jsonrpc.RequestId
+    reply_to: str
+    correlation_id: str | None
+    deadline: float
+    method: str
+    task_id: str
+
+
+class ControlRelay:
+    """Forwards commands to subsystems and answers each caller once: with the subsystem's answer,
+    or with code 100 a little before the caller's own deadline."""
+
+    def __init__(self, connection: Bus, counts: Counter[str]) -> None:
+        self.connection = connection
+        self.counts = counts
+        self.pending: dict[str, PendingControl] = {}
+        self.replies = ""  # the name of the queue subsystems answer to, once declared
+        self._declared: set[str] = set()
+
+    def start(self) -> None:
+        """Declare the reply queue and consume it (answers are never redelivered: no ack)."""
+        self.replies = self.connection.declare_reply_queue(names.CONTROL_REPLY_PREFIX)
+        self.connection.consume(self.replies, self.on_reply, no_ack=True)
+
+    def forward(
+        self,
+        delivery: Delivery,
+        forward: Forward,
+        request_id: jsonrpc.RequestId,
+        method: str,
+        *,
+        received: float,
+        received_mono: float,
+    ) -> None:
+        """Send ``forward`` to its subsystem on behalf of the request in ``delivery``."""
+        assert delivery.reply_to is not None
+        timeout_s = (
+            delivery.expiration_ms / 1000.0
+            if delivery.expiration_ms is not None
+            else DEFAULT_CONTROL_TIMEOUT_S
+        )
+        # Answer 100 a little before the caller's own deadline, so it hears why.
+        margin_s = min(0.25, timeout_s * 0.1)
+        control_id = uuid.uuid4().hex
+        self.pending[control_id] = PendingControl(
+            request_id=request_id,
+            reply_to=delivery.reply_to,
+            correlation_id=delivery.correlation_id,
+            deadline=received_mono + timeout_s - margin_s,
+            method=method,
+            task_id=forward.task_id,
+        )
+        self._ensure_queue(forward.subsystem)
+        self.connection.publish(
+            control.command_body(control_id, forward.command, forward.task_id),
+            exchange=names.CONTROL_EXCHANGE,
+            routing_key=forward.subsystem,
+            reply_to=self.replies,
+            correlation_id=control_id,
+            expiration_s=max(timeout_s - margin_s, 0.001),
+            headers={names.HEADER_SENT_AT: received},
+            persistent=False,
+        )
+        self.counts[f"control_{forward.command}"] += 1
+        log.info("rpc %s task=%s forwarded to %s", method, forward.task_id, forward.subsystem)
+
+    def on_reply(self, delivery: Delivery) -> None:
+        pending = self.pending.pop(delivery.correlation_id or "", None)
+        if pending is None:
+            log.info("late control reply %r dropped", delivery.correlation_id)
+            return
+        try:
+            answer = jsonrpc.outcome(jsonrpc.parse_response(delivery.body))
+            body = jsonrpc.result_body(pending.request_id, answer)
+        except InternalError:
+            log.warning("malformed control reply for task %s", pending.task_id)
+            failure = GeneralError(pending.task_id, "malformed reply from the owning subsystem")
+            body = jsonrpc.error_body(pending.request_id, failure)
+        except BusTasksError as exc:  # the subsystem's answer: passed on as it worded it
+            body = jsonrpc.error_body(pending.request_id, exc)
+        self.reply(pending.reply_to, pending.correlation_id, body)
+
+    def time_out(self, now: float | None = None) -> int:
+        """Answer code 100 to every caller whose command is past its deadline; returns how many."""
+        now = time.monotonic() if now is None else now
+        late = [c for c, p in self.pending.items() if p.deadline <= now]
+        for control_id in late:
+            pending = self.pending.pop(control_id)
+            error = GeneralError(
+                pending.task_id, f"the owning subsystem did not answer {pending.method} in time"
+            )
+            self.counts["control_timeouts"] += 1
+            log.warning("rpc %s task=%s: subsystem did not answer", pending.method, pending.task_id)
+            self.reply(
+                pending.reply_to, pending.correlation_id, jsonrpc.error_body(pending.request_id, error)
+            )
+        return len(late)
+
+    def tell_cleared(self, task_id: str, subsystem: str) -> None:
+        """Tell a subsystem that its task was cleared, so that it drops its copy (even if offline)."""
+        self._ensure_queue(subsystem)
+        self.connection.publish(
+            control.clear_notice(task_id), exchange=names.CONTROL_EXCHANGE, routing_key=subsystem
+        )
+
+    def reply(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
+        self.connection.publish(body, routing_key=reply_to, correlation_id=correlation_id, persistent=False)
+
+    def _ensure_queue(self, subsystem: str) -> None:
+        # The queue is durable: a subsystem that is offline gets the message when it is back.
+        if subsystem not in self._declared:
+            self.connection.declare_control_queue(subsystem)
+            self._declared.add(subsystem)

@@ -1,0 +1,113 @@
+"""A subsystem's side of control commands: stop, revert, clear and resync from the aggregator."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bus_tasks.core.model import State
+from bus_tasks.errors import BusTasksError, GeneralError, ShutdownRequested, TaskAborted, TaskNotFinished
+from bus_tasks.protocol import jsonrpc
+from bus_tasks.protocol.control import ControlParams
+from bus_tasks.transport import Bus, Delivery
+
+if TYPE_CHECKING:
+    from bus_tasks.subsystem.publisher import TaskPublisher
+
+log = logging.getLogger(__name__)
+
+ControlHandler = Callable[[str], None]
+
+
+class SubsystemControl:
+    """Answers the control commands addressed to one publisher's subsystem."""
+
+    def __init__(self, publisher: TaskPublisher) -> None:
+        self.publisher = publisher
+        self.on_stop: ControlHandler | None = None
+        self.on_revert: ControlHandler | None = None
+
+    def listen(self, connection: Bus) -> None:
+        """Consume the subsystem's control queue on ``connection``; announce every live task first."""
+        subsystem = self.publisher.subsystem
+        queue = connection.declare_control_queue(subsystem)
+        connection.consume(queue, lambda d: self._on_command(connection, d), prefetch=16)
+        announced = self.publisher.announce()
+        log.info("%s listening for control commands; announced %d tasks", subsystem, announced)
+
+    def serve(self, connection: Bus, stop: threading.Event) -> None:
+        """Answer control commands on ``connection`` until ``stop`` is set."""
+        try:
+            self.listen(connection)
+            while not stop.is_set():
+                try:
+                    connection.drain(0.1)
+                except connection.errors:
+                    connection.recover()
+        except ShutdownRequested as exc:
+            log.warning("%s", exc)  # the broker was away when the stop came
+
+    def _on_command(self, connection: Bus, delivery: Delivery) -> None:
+        subsystem = self.publisher.subsystem
+        request_id: jsonrpc.RequestId = None
+        try:
+            request = jsonrpc.parse_request(delivery.body)
+            request_id = jsonrpc.request_id_of(request)
+            params = jsonrpc.bind(ControlParams, request.get("params"))
+            result = self.handle(request["method"], params.taskID)
+            body = jsonrpc.result_body(request_id, result)
+        except ShutdownRequested:
+            raise  # stopping while the broker is away: no answer to give
+        except BusTasksError as exc:
+            log.warning("control command for %s failed: %s", subsystem, exc)
+            body = jsonrpc.error_body(request_id, exc)
+        except Exception as exc:
+            log.exception("control command for %s crashed", subsystem)
+            body = jsonrpc.error_body(request_id, GeneralError(type(exc).__name__))
+        if request_id is not None and delivery.reply_to:
+            connection.publish(
+                body,
+                routing_key=delivery.reply_to,
+                correlation_id=delivery.correlation_id,
+                persistent=False,
+            )
+        delivery.ack()
+
+    def handle(self, method: str, task_id: str) -> bool:
+        """Carry out one command.
+
+        Raises:
+            UnknownTask: for a task this subsystem does not own (stop, revert).
+            TaskAborted: for a stop of a task already aborting.
+            TaskNotFinished: for a revert of a task that is not done.
+            GeneralError: for an unknown command, or one this subsystem has no handler for.
+        """
+        publisher = self.publisher
+        if method == "resync":
+            log.info("resync requested: announced %d tasks", publisher.announce())
+            return True
+        if method == "clear":
+            dropped = publisher.forget(task_id)
+            log.info("task %s cleared by the aggregator (%s)", task_id, "dropped" if dropped else "unknown")
+            return True
+        handlers = {"stop": self.on_stop, "revert": self.on_revert}
+        if method not in handlers:
+            raise GeneralError(message=f"General Exception: unknown control command {method!r}")
+        record = publisher.get(task_id)
+        handler = handlers[method]
+        if handler is None:
+            raise GeneralError(message=f"General Exception: {publisher.subsystem} cannot {method} tasks")
+        if method == "stop":
+            if record.state.is_done:
+                return True
+            if record.state.is_aborting:
+                raise TaskAborted(record.id, record.state.value)
+            # Stop is asynchronous: the task shows aborting at once, its handler ends it later.
+            publisher.update(record.id, state=State.ABORTING)
+        elif not record.state.is_done:
+            raise TaskNotFinished(record.id, record.state.value)
+        log.info("control %s task=%s", method, record.id)
+        handler(record.id)
+        return True
