@@ -13,10 +13,12 @@ import contextlib
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from kombu import Connection, Consumer, Producer
+from kombu.connection import Connection
+from kombu.message import Message
+from kombu.messaging import Consumer, Producer
 
 from bench import workload
 from bench.harness import (
@@ -35,7 +37,7 @@ from bench.harness import (
 from bus_tasks import names
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.config import Settings
-from bus_tasks.core.view import Entry, Tombstone
+from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.store import NullStore, Store
 from bus_tasks.testing import RunningAggregator
 from bus_tasks.transport import BusConnection
@@ -61,7 +63,7 @@ def default_store(data_dir: Path) -> tuple[Store, str]:
 class CountingStore:
     """Passes everything to the real store; tells when ``expected`` events are committed (then acked)."""
 
-    def __init__(self, inner: Store, processed: Any, expected: int) -> None:
+    def __init__(self, inner: Store, processed: Callable[[], int], expected: int) -> None:
         self.inner = inner
         self.done = threading.Event()
         self.first_at = 0.0  # the first event's put: the aggregator is running from here
@@ -72,7 +74,7 @@ class CountingStore:
     def __str__(self) -> str:
         return str(self.inner)
 
-    def load(self, view: Any) -> int:
+    def load(self, view: TaskView) -> int:
         return self.inner.load(view)
 
     def put(self, entry: Entry) -> None:
@@ -151,7 +153,7 @@ def through_raw_consumer(url: str, count: int, prefetch: int) -> float:
     first_at = 0.0
     done = threading.Event()
 
-    def on_message(message: Any) -> None:
+    def on_message(message: Message) -> None:
         nonlocal acked, first_at
         if not first_at:
             first_at = time.perf_counter()

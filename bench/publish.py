@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from kombu import Connection
+from kombu.connection import Connection
 
 from bench import workload
 from bench.harness import (

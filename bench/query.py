@@ -15,7 +15,10 @@ import time
 import uuid
 from typing import Any
 
-from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
+from kombu.message import Message
+from kombu.messaging import Consumer, Producer
 
 from bench import workload
 from bench.harness import (
@@ -37,6 +40,7 @@ from bus_tasks.aggregator import Aggregator
 from bus_tasks.aggregator import methods as rpc
 from bus_tasks.client import TasksClient
 from bus_tasks.core.view import TaskView
+from bus_tasks.protocol import jsonrpc
 from bus_tasks.testing import RunningAggregator
 from bus_tasks.transport import BusConnection
 
@@ -65,7 +69,7 @@ class EchoServer:
                 channel = conn.channel()
                 producer = Producer(channel)
 
-                def on_message(message: Any) -> None:
+                def on_message(message: Message) -> None:
                     producer.publish(
                         self.payload,
                         routing_key=message.properties["reply_to"],
@@ -114,11 +118,11 @@ class RawClient:
         self._reply_queue = Queue(name, _DEFAULT, routing_key=name, exclusive=True, auto_delete=True)
         self._replies: dict[str, bytes] = {}
         reply_channel = self._conn.channel()
-        reply_channel.auto_decode = str_bodies  # type: ignore[attr-defined]
+        reply_channel.auto_decode = str_bodies
         self._consumer = Consumer(reply_channel, [self._reply_queue], on_message=self._on_reply, no_ack=True)
         self._consumer.consume()
 
-    def _on_reply(self, message: Any) -> None:
+    def _on_reply(self, message: Message) -> None:
         self._replies[message.properties["correlation_id"]] = message.body
 
     def call(
@@ -126,7 +130,7 @@ class RawClient:
     ) -> bytes:
         """The reply to a JSON-RPC request sent to ``queue``."""
         correlation_id = uuid.uuid4().hex
-        body = rpc.request_body(correlation_id, method, params or {})
+        body = jsonrpc.request_body(correlation_id, method, params or {})
         self._producer.publish(
             body,
             routing_key=queue,
@@ -157,13 +161,13 @@ class Servers:
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self._running: list[Any] = []
+        self._running: list[RunningAggregator | EchoServer] = []
         self._view = TaskView()
 
     def start(self, n: int) -> int:
         """Serve a view of ``n`` tasks; returns the size of its getAllTasks reply, which the echo sends."""
         view = workload.build_view(n)
-        request = rpc.request_body("bench", "Host.getAllTasks", GET_ALL)
+        request = jsonrpc.request_body("bench", "Host.getAllTasks", GET_ALL)
         payload = reply_body(rpc.Dispatcher(view), request)
         self._view = view
         running = RunningAggregator(Aggregator(BusConnection(self._url), view=view))

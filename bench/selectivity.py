@@ -22,6 +22,7 @@ from bench.harness import (
 from bus_tasks import codec
 from bus_tasks.aggregator import methods as rpc
 from bus_tasks.core.view import TaskView
+from bus_tasks.protocol import jsonrpc
 
 TASKS = Sizes(full=100_000, quick=5_000)
 REPS = Sizes(full=7, quick=3)
@@ -29,7 +30,7 @@ SELECTIVE_EVERY = 100  # 1% of the tasks carry the tag
 
 
 def request(tags: list[str] | None) -> bytes:
-    return rpc.request_body("bench", "Host.getAllTasks", {"tags": tags, "options": None})
+    return jsonrpc.request_body("bench", "Host.getAllTasks", {"tags": tags, "options": None})
 
 
 def reply_body(dispatcher: rpc.Dispatcher, request: bytes) -> bytes:

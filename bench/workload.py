@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bus_tasks import codec, names
+from bus_tasks.config import DEFAULT_MAX_EVENT_BYTES
 from bus_tasks.core.model import Event, decode_event
 from bus_tasks.core.view import TaskView
 
@@ -85,7 +86,7 @@ def events(
 ) -> Iterator[Event]:
     """The same events, decoded and validated as the aggregator does it."""
     for _, body in bodies(n_tasks, stages=stages, salt=salt, selective_every=selective_every):
-        yield decode_event(body, max_bytes=1 << 20)
+        yield decode_event(body, max_bytes=DEFAULT_MAX_EVENT_BYTES)
 
 
 def build_view(n_tasks: int, *, selective_every: int | None = None) -> TaskView:
@@ -93,7 +94,7 @@ def build_view(n_tasks: int, *, selective_every: int | None = None) -> TaskView:
     view = TaskView()
     for i in range(n_tasks):
         body = codec.dumps(event_fields(i, i % 3, selective_every=selective_every))
-        view.apply(decode_event(body, max_bytes=1 << 20))
+        view.apply(decode_event(body, max_bytes=DEFAULT_MAX_EVENT_BYTES))
     return view
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,16 +16,35 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bus_tasks.core.model import describe_validation
 from bus_tasks.errors import ConfigError
 
 ENV_PREFIX = "BUS_TASKS_"
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "memory")
 CONFIG_ENV = "BUS_TASKS_CONFIG"
-DEFAULT_CONFIG_FILE = Path("config/bus_tasks.toml")
+CONFIG_FILE_NAME = Path("config/bus_tasks.toml")
+# Found from this module, not the working directory: every process of a checkout reads the same
+# file. An installed package (the image) has none, and runs on defaults and the environment.
+DEFAULT_CONFIG_FILE = Path(__file__).resolve().parents[1] / CONFIG_FILE_NAME
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
+
+# Defaults that more than Settings states (the aggregator's policy, keyword defaults of the library,
+# the CLI's help), written once.
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_RPC_TIMEOUT_S = 10.0
+DEFAULT_PREFETCH_COUNT = 256
+DEFAULT_MAX_EVENT_BYTES = 1 << 20
+DEFAULT_MAX_REQUEST_BYTES = 1 << 20
+DEFAULT_DONE_TTL_S = 7 * 24 * 3600.0
+DEFAULT_TOMBSTONE_TTL_S = 30 * 24 * 3600.0
+DEFAULT_DATA_DIR = Path("data")
+DEFAULT_LOG_LEVEL: LogLevel = "INFO"
 
 
 def config_file() -> Path | None:
-    """The config file in force: ``$BUS_TASKS_CONFIG``, else ``config/bus_tasks.toml`` if present."""
+    """The config file in force: ``$BUS_TASKS_CONFIG``, else ``DEFAULT_CONFIG_FILE`` if it exists."""
     named = os.environ.get(CONFIG_ENV)
     if named:
         path = Path(named)
@@ -42,18 +62,18 @@ class Settings(BaseSettings):
     broker_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672//")
     redis_key_prefix: str = ""
     heartbeat_s: float = Field(default=30.0, ge=0)
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    rpc_timeout_s: float = Field(default=10.0, gt=0)
-    prefetch_count: int = Field(default=256, ge=1, le=65535)
-    max_event_bytes: int = Field(default=1 << 20, ge=1024)
-    max_request_bytes: int = Field(default=1 << 20, ge=1024)
-    data_dir: Path = Path("data")
+    connect_timeout_s: float = Field(default=DEFAULT_CONNECT_TIMEOUT_S, gt=0)
+    rpc_timeout_s: float = Field(default=DEFAULT_RPC_TIMEOUT_S, gt=0)
+    prefetch_count: int = Field(default=DEFAULT_PREFETCH_COUNT, ge=1, le=65535)
+    max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1024)
+    max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, ge=1024)
+    data_dir: Path = DEFAULT_DATA_DIR
     store: Literal["sqlite", "redis", "none"] = "sqlite"
     store_redis_url: SecretStr | None = None
     store_key_prefix: str = "bus_tasks:view:"
-    done_ttl_s: float | None = Field(default=7 * 24 * 3600.0, gt=0)
-    tombstone_ttl_s: float = Field(default=30 * 24 * 3600.0, gt=0)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    done_ttl_s: float | None = Field(default=DEFAULT_DONE_TTL_S, gt=0)
+    tombstone_ttl_s: float = Field(default=DEFAULT_TOMBSTONE_TTL_S, gt=0)
+    log_level: LogLevel = DEFAULT_LOG_LEVEL
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -99,6 +119,30 @@ class Settings(BaseSettings):
         values = self.model_dump()
         values.update({k: v for k, v in changes.items() if v is not None})
         return Settings(**values)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the config file and the environment, then ``overrides``; misspellings are errors.
+
+    Raises:
+        ConfigError: naming every bad or unknown setting, never echoing its value.
+    """
+    try:
+        source = config_file()
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    where = f"config file {source}, " if source is not None else ""
+    try:
+        settings = Settings().with_overrides(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {source}: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{describe_validation(exc, limit=20)} (from {where}{ENV_PREFIX}* env vars or options)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {source}: {exc}") from None
+    return settings
 
 
 def check_broker_url(url: str) -> None:

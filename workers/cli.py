@@ -5,47 +5,41 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tomllib
 from collections.abc import Callable, Sequence
-
-from pydantic import ValidationError
 
 from bus_tasks import codec
 from bus_tasks.client import TasksClient
-from bus_tasks.config import CONFIG_ENV, ENV_PREFIX, ConfigError, Settings, config_file, redact_url
-from bus_tasks.core.model import State, describe_validation
-from bus_tasks.errors import BusTasksError
-from bus_tasks.protocol.vdsm import record_from_details
+from bus_tasks.config import (
+    CONFIG_ENV,
+    CONFIG_FILE_NAME,
+    DEFAULT_DATA_DIR,
+    DEFAULT_LOG_LEVEL,
+    ENV_PREFIX,
+    LOG_LEVELS,
+    Settings,
+    load_settings,
+    redact_url,
+)
+from bus_tasks.core.model import State
+from bus_tasks.errors import BusTasksError, ConfigError
+from bus_tasks.protocol.shapes import record_from_details
 from bus_tasks.subsystem.publisher import TaskPublisher
-from bus_tasks.transport import BusConnection
-from workers import render
-from workers.demo import run_demo
+from workers import render, wiring
+from workers.demo import STORAGE_TASKS, run_demo
 from workers.serve import serve
-from workers.simulate import simulate
+from workers.simulate import INTERVAL_S, KEEP_ROUNDS, SUBSYSTEMS, TASKS_PER_ROUND, simulate
 
 log = logging.getLogger("bus_tasks.cli")
+
+Command = Callable[[argparse.Namespace, Settings], int]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # A one-shot command gives up on an unreachable broker instead of retrying forever.
 CLIENT_CONNECT_RETRIES = 3
 # Errors of these libraries reaching main() mean the broker (or the Redis store) is unusable.
 _BROKER_LIBRARIES = frozenset({"kombu", "amqp", "redis"})
-
-SUBCOMMANDS: dict[str, str] = {
-    "serve": "run the aggregator: consume events, answer getAllTasks",
-    "demo": "run the whole system in one process on memory:// and print it",
-    "tasks": "list tasks of a running aggregator (getAllTasks)",
-    "status": "show one task's status (Task.getStatus)",
-    "stop": "stop a task (Task.stop)",
-    "revert": "revert a done task (Task.revert)",
-    "clear": "clear a done task (Task.clear)",
-    "inject": "publish test tasks with chosen tags, as a subsystem",
-    "retag": "replace the tags of a task (republished as its subsystem)",
-    "simulate": "run a simulated subsystem (storage or gluster) against a broker",
-}
 
 
 def _positive_int(text: str) -> int:
@@ -81,7 +75,7 @@ def _broker_options(parser: argparse.ArgumentParser) -> None:
         "--broker",
         metavar="URL",
         help="broker URL: amqp://user:pass@host:5672/vhost, redis://host:6379/0 or memory:// "
-        f"(default: ${ENV_PREFIX}BROKER_URL, else broker_url in config/bus_tasks.toml)",
+        f"(default: ${ENV_PREFIX}BROKER_URL, else broker_url in {CONFIG_FILE_NAME})",
     )
 
 
@@ -94,29 +88,39 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: each command, its summary and its function, written once here."""
     parser = argparse.ArgumentParser(
         prog="bus-tasks",
         description="Task-status service for message-bus driven systems: one merged view of every "
         "task, queried with getAllTasks, VDSM-compatible.",
-        epilog=f"Settings come from config/bus_tasks.toml (or the file ${CONFIG_ENV} names), then "
+        epilog=f"Settings come from {CONFIG_FILE_NAME} (or the file ${CONFIG_ENV} names), then "
         f"{ENV_PREFIX}<SETTING> env vars, then options.",
     )
     parser.add_argument(
-        "--log-level", type=_log_level, metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (default: INFO)"
+        "--log-level",
+        type=_log_level,
+        metavar="LEVEL",
+        help=f"{', '.join(LOG_LEVELS)} (default: {DEFAULT_LOG_LEVEL})",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=SUBCOMMANDS[name], description=SUBCOMMANDS[name])
+    def command(name: str, summary: str, func: Command) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=summary, description=summary)
+        cmd.set_defaults(func=func)
+        return cmd
 
-    serve = command("serve")
+    serve = command("serve", "run the aggregator: consume events, answer getAllTasks", cmd_serve)
     _broker_options(serve)
-    serve.add_argument("--data-dir", metavar="DIR", help="where the view is kept (default: data/)")
+    serve.add_argument(
+        "--data-dir", metavar="DIR", help=f"where the view is kept (default: {DEFAULT_DATA_DIR}/)"
+    )
 
-    demo = command("demo")
-    demo.add_argument("--storage-tasks", type=_count, default=8, metavar="N", help="simulated storage tasks")
+    demo = command("demo", "run the whole system in one process on memory:// and print it", cmd_demo)
+    demo.add_argument(
+        "--storage-tasks", type=_count, default=STORAGE_TASKS, metavar="N", help="simulated storage tasks"
+    )
 
-    tasks = command("tasks")
+    tasks = command("tasks", "list tasks of a running aggregator (getAllTasks)", cmd_tasks)
     _client_options(tasks)
     tasks.add_argument("--tag", action="append", metavar="TAG", help="only tasks with this tag (repeatable)")
     tasks.add_argument(
@@ -131,20 +135,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="VDSM's getAllTasksInfo or getAllTasksStatuses (spm tasks only) instead",
     )
 
-    for name in ("status", "stop", "revert", "clear"):
-        cmd = command(name)
-        _client_options(cmd)
-        cmd.add_argument("task_id", metavar="TASK_ID")
+    status = command("status", "show one task's status (Task.getStatus)", cmd_status)
+    _client_options(status)
+    status.add_argument("task_id", metavar="TASK_ID")
 
-    inject = command("inject")
+    for name, summary, method in (
+        ("stop", "stop a task (Task.stop)", TasksClient.stop_task),
+        ("revert", "revert a done task (Task.revert)", TasksClient.revert_task),
+        ("clear", "clear a done task (Task.clear)", TasksClient.clear_task),
+    ):
+        control = command(name, summary, _control(method))
+        _client_options(control)
+        control.add_argument("task_id", metavar="TASK_ID")
+
+    inject = command("inject", "publish test tasks with chosen tags, as a subsystem", cmd_inject)
     _broker_options(inject)
-    inject.add_argument("--subsystem", default="test", help="owning subsystem (default: test)")
-    inject.add_argument("--verb", default="testTask", help="verb (default: testTask)")
+    inject.add_argument("--subsystem", default="test", help="owning subsystem (default: %(default)s)")
+    inject.add_argument("--verb", default="testTask", help="verb (default: %(default)s)")
     inject.add_argument("--tag", action="append", default=[], metavar="TAG", help="tag (repeatable)")
     inject.add_argument("--state", default="running", choices=[s.value for s in State], help="state")
     inject.add_argument("--count", type=_positive_int, default=1, metavar="N", help="how many tasks")
 
-    retag = command("retag")
+    retag = command("retag", "replace the tags of a task (republished as its subsystem)", cmd_retag)
     _client_options(retag)
     retag.add_argument("task_id", metavar="TASK_ID")
     retag.add_argument(
@@ -155,23 +167,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="new tag (repeatable; none clears)",
     )
 
-    simulate = command("simulate")
+    simulate = command(
+        "simulate", "run a simulated subsystem (storage or gluster) against a broker", cmd_simulate
+    )
     _broker_options(simulate)
-    simulate.add_argument("kind", choices=("storage", "gluster"))
-    simulate.add_argument("--subsystem", help="subsystem name (default: vdsm or gluster)")
-    simulate.add_argument("--tasks", type=_positive_int, default=6, metavar="N", help="tasks per round")
+    simulate.add_argument("kind", choices=tuple(SUBSYSTEMS))
+    simulate.add_argument("--subsystem", help=f"subsystem name (default: {' or '.join(SUBSYSTEMS.values())})")
     simulate.add_argument(
-        "--interval", type=_positive_float, default=1.0, metavar="S", help="seconds between steps"
+        "--tasks", type=_positive_int, default=TASKS_PER_ROUND, metavar="N", help="tasks per round"
+    )
+    simulate.add_argument(
+        "--interval", type=_positive_float, default=INTERVAL_S, metavar="S", help="seconds between steps"
     )
     simulate.add_argument(
         "--keep-rounds",
         type=_positive_int,
-        default=2,
+        default=KEEP_ROUNDS,
         metavar="N",
         help="rounds listed at once, the running one included; the done tasks of older rounds "
-        "are cleared (default: 2)",
+        "are cleared (default: %(default)s)",
     )
     return parser
+
+
+def summaries(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each command of ``parser`` and its one-line summary, in the order ``--help`` lists them."""
+    # argparse keeps its subcommands in an action it names private; this is the one place read.
+    (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: cmd.description or "" for name, cmd in commands.choices.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    command: Callable[[argparse.Namespace, Settings], int] = COMMANDS[args.command]
+    command: Command = args.func
     try:
         return command(args, settings)
     except BusTasksError as exc:
@@ -211,46 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Settings from the config file and the environment, then ``overrides``; misspellings are errors.
-
-    Raises:
-        ConfigError: naming every bad or unknown setting, never echoing its value.
-    """
-    try:
-        source = config_file()
-    except FileNotFoundError as exc:
-        raise ConfigError(str(exc)) from None
-    where = f"config file {source}, " if source is not None else ""
-    try:
-        settings = Settings().with_overrides(**overrides)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {source}: {exc}") from None
-    except ValidationError as exc:
-        raise ConfigError(
-            f"{describe_validation(exc, limit=20)} (from {where}{ENV_PREFIX}* env vars or options)"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"config file {source}: {exc}") from None
-    return settings
-
-
-def _connection(
-    settings: Settings, *, confirm: bool = False, retries: int | None = CLIENT_CONNECT_RETRIES
-) -> BusConnection:
-    return BusConnection(
-        settings.broker,
-        confirm_publish=confirm,
-        heartbeat_s=settings.heartbeat_s,
-        connect_timeout_s=settings.connect_timeout_s,
-        connect_retries=retries,
-        redis_key_prefix=settings.redis_key_prefix,
-    )
-
-
 def _client(args: argparse.Namespace, settings: Settings) -> TasksClient:
     timeout = args.timeout if args.timeout is not None else settings.rpc_timeout_s
-    return TasksClient(_connection(settings), timeout_s=timeout)
+    return TasksClient(wiring.connect(settings, connect_retries=CLIENT_CONNECT_RETRIES), timeout_s=timeout)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -285,10 +271,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _control(method: str) -> Callable[[argparse.Namespace, Settings], int]:
+def _control(method: Callable[[TasksClient, str], bool]) -> Command:
+    """The command of a control call: stop, revert or clear one task."""
+
     def command(args: argparse.Namespace, settings: Settings) -> int:
         with _client(args, settings) as client:
-            result = getattr(client, method)(args.task_id)
+            result = method(client, args.task_id)
             print(codec.dumps(result).decode() if args.json else f"{args.command} {args.task_id}: ok")
         return 0
 
@@ -296,7 +284,7 @@ def _control(method: str) -> Callable[[argparse.Namespace, Settings], int]:
 
 
 def cmd_inject(args: argparse.Namespace, settings: Settings) -> int:
-    with _connection(settings, confirm=True) as connection:
+    with wiring.connect(settings, confirm_publish=True, connect_retries=CLIENT_CONNECT_RETRIES) as connection:
         publisher = TaskPublisher(connection, args.subsystem)
         ids = [publisher.create(args.verb, args.tag, state=args.state).id for _ in range(args.count)]
         # Publishing is pipelined: the ids are printed once the broker has every task.
@@ -314,7 +302,7 @@ def cmd_retag(args: argparse.Namespace, settings: Settings) -> int:
         if details is None:
             print(f"bus-tasks retag: task {task_id} was cleared meanwhile", file=sys.stderr)
             return EXIT_ERROR
-    with _connection(settings, confirm=True) as connection:
+    with wiring.connect(settings, confirm_publish=True, connect_retries=CLIENT_CONNECT_RETRIES) as connection:
         publisher = TaskPublisher(connection, details["subsystem"])
         publisher.adopt(record_from_details(details))
         record = publisher.retag(details["id"], args.tag)
@@ -333,17 +321,3 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         interval_s=args.interval,
         keep_rounds=args.keep_rounds,
     )
-
-
-COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
-    "serve": cmd_serve,
-    "demo": cmd_demo,
-    "tasks": cmd_tasks,
-    "status": cmd_status,
-    "stop": _control("stop_task"),
-    "revert": _control("revert_task"),
-    "clear": _control("clear_task"),
-    "inject": cmd_inject,
-    "retag": cmd_retag,
-    "simulate": cmd_simulate,
-}

@@ -19,12 +19,13 @@ from bus_tasks.transport import BusConnection
 from workers import render
 
 URL = "memory://"
+STORAGE_TASKS = 8
 SYNC_TIMEOUT_S = 10.0
 # Every simulated task is done within a dozen steps; more rounds than this means a hang.
 MAX_ROUNDS = 100
 
 
-def run_demo(out: TextIO, *, storage_tasks: int = 8, seed: int = 7) -> int:
+def run_demo(out: TextIO, *, storage_tasks: int = STORAGE_TASKS, seed: int = 7) -> int:
     """Run an aggregator, a storage and a gluster subsystem, and an engine-side client; print."""
     rng = random.Random(seed)
     stop = threading.Event()

@@ -4,58 +4,48 @@ from __future__ import annotations
 
 import logging
 import random
-import signal
 import threading
 from collections import deque
-from types import FrameType
 
 from bus_tasks.config import Settings
 from bus_tasks.errors import UnknownTask
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.subsystem.simulated import SimulatedSubsystem, start_gluster_tasks, start_storage_tasks
-from bus_tasks.transport import BusConnection, ShutdownRequested
+from bus_tasks.transport import ShutdownRequested
+from workers import wiring
 
 log = logging.getLogger("bus_tasks.simulate")
+
+# The kinds of subsystem simulated, and the name each publishes under unless given one.
+SUBSYSTEMS = {"storage": "vdsm", "gluster": "gluster"}
+TASKS_PER_ROUND = 6
+INTERVAL_S = 1.0
+KEEP_ROUNDS = 2
 
 
 def simulate(
     settings: Settings,
     *,
     kind: str,
-    subsystem: str | None,
-    tasks: int,
-    interval_s: float,
-    keep_rounds: int = 2,
+    subsystem: str | None = None,
+    tasks: int = TASKS_PER_ROUND,
+    interval_s: float = INTERVAL_S,
+    keep_rounds: int = KEEP_ROUNDS,
 ) -> int:
     """Start rounds of tasks and run them through their states until SIGTERM or SIGINT.
 
     Nobody may ever clear these tasks, so the done tasks of rounds older than the last
     ``keep_rounds`` are cleared here: the view of a long-running simulation stays bounded.
     """
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    def connect(*, confirm: bool) -> BusConnection:
-        return BusConnection(
-            settings.broker,
-            confirm_publish=confirm,
-            stop=stop,
-            heartbeat_s=settings.heartbeat_s,
-            connect_timeout_s=settings.connect_timeout_s,
-            redis_key_prefix=settings.redis_key_prefix,
-        )
-
-    name = subsystem or ("vdsm" if kind == "storage" else "gluster")
-    publisher = TaskPublisher(connect(confirm=True), name)
+    stop = wiring.stop_on_signals(log)
+    name = subsystem or SUBSYSTEMS[kind]
+    publisher = TaskPublisher(wiring.connect(settings, confirm_publish=True, stop=stop), name)
     sim = SimulatedSubsystem(publisher)
     control = threading.Thread(
-        target=publisher.serve_control, args=(connect(confirm=False), stop), name="control", daemon=True
+        target=publisher.serve_control,
+        args=(wiring.connect(settings, stop=stop), stop),
+        name="control",
+        daemon=True,
     )
     control.start()
     log.info(

@@ -20,7 +20,7 @@ from kombu.message import Message
 from kombu.messaging import Consumer, Producer
 
 from bus_tasks import names
-from bus_tasks.config import redact_url
+from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S, redact_url
 from bus_tasks.errors import PublishError, ShutdownRequested
 from bus_tasks.transport import admin, topology
 from bus_tasks.transport.bus import Delivery, Handler
@@ -51,7 +51,7 @@ class BusConnection:
         *,
         confirm_publish: bool = False,
         heartbeat_s: float = 0.0,
-        connect_timeout_s: float = 5.0,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         connect_retries: int | None = None,
         redis_key_prefix: str = "",
         reconnect_max_s: float = 5.0,

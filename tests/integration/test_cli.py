@@ -11,11 +11,16 @@ import pytest
 from support.brokers import Broker, SystemFactory
 from support.cli_helpers import BusTasksProcess, cli_env, details, parse_table, run_cli, without_times
 
+from bus_tasks.config import DEFAULT_CONFIG_FILE
 from bus_tasks.testing import wait_until
-from workers.cli import SUBCOMMANDS
+from workers.cli import build_parser, summaries
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 SCHEMES = "amqp://, amqps://, pyamqp://, redis://, rediss://, memory://"
+SUBCOMMANDS = summaries(build_parser())
+# Where a bad setting may come from, when it is not named by BUS_TASKS_CONFIG: the shipped file is
+# found from any working directory.
+FROM_SHIPPED = f"(from config file {DEFAULT_CONFIG_FILE}, BUS_TASKS_* env vars or options)"
 
 
 def _one_line(text: str) -> str:
@@ -79,7 +84,7 @@ def test_unusable_broker_url_is_refused_in_one_line_without_echoing_it(
     assert (done.returncode, done.stdout, done.stderr) == (
         2,
         "",
-        f"bus-tasks: bad configuration: broker_url: {message} (from BUS_TASKS_* env vars or options)\n",
+        f"bus-tasks: bad configuration: broker_url: {message} {FROM_SHIPPED}\n",
     )
 
 
@@ -118,7 +123,7 @@ def test_setting_of_the_wrong_type_in_the_environment_is_named(tmp_path: Path) -
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
         "bus-tasks: bad configuration: rpc_timeout_s: Input should be a valid number, unable to parse "
-        "string as a number (from BUS_TASKS_* env vars or options)\n"
+        f"string as a number {FROM_SHIPPED}\n"
     )
 
 

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from bus_tasks.config import ConfigError, Settings, redact_url
+from bus_tasks.aggregator import AggregatorPolicy
+from bus_tasks.config import (
+    DEFAULT_CONFIG_FILE,
+    ConfigError,
+    Settings,
+    config_file,
+    load_settings,
+    redact_url,
+)
+from workers.wiring import aggregator_policy
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config" / "bus_tasks.toml"
 
@@ -47,13 +57,35 @@ def write_config(tmp_path: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> 
     return path
 
 
-def test_settings_without_file_or_env_are_the_defaults() -> None:
+def test_the_defaults_of_the_settings_fields_are_the_defaults() -> None:
+    defaults = {name: field.get_default() for name, field in Settings.model_fields.items()}
+    assert defaults == DEFAULTS
+
+
+def test_settings_without_env_are_the_defaults() -> None:
     assert Settings().model_dump() == DEFAULTS
 
 
 def test_the_shipped_config_file_states_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUS_TASKS_CONFIG", str(SHIPPED_CONFIG))
     assert Settings().model_dump() == DEFAULTS
+
+
+def test_the_shipped_config_file_is_found_from_another_working_directory(tmp_path: Path) -> None:
+    assert Path.cwd() == tmp_path
+    assert DEFAULT_CONFIG_FILE == SHIPPED_CONFIG
+    assert config_file() == SHIPPED_CONFIG
+
+
+def test_a_config_directory_in_the_working_directory_is_not_read(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "bus_tasks.toml").write_text('log_level = "DEBUG"\n')
+    assert config_file() == SHIPPED_CONFIG
+    assert Settings().model_dump() == DEFAULTS
+
+
+def test_the_aggregator_policy_of_the_default_settings_is_the_default_policy() -> None:
+    assert aggregator_policy(Settings()) == AggregatorPolicy()
 
 
 def test_env_broker_url_overrides_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,23 +107,18 @@ def test_env_values_are_parsed_to_their_types(monkeypatch: pytest.MonkeyPatch) -
 def test_a_config_file_named_by_bus_tasks_config_is_read(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    write_config(
+    path = write_config(
         tmp_path,
         'broker_url = "amqp://svc:pw@rabbit:5672/prod"\nheartbeat_s = 10\ndone_ttl_s = 60.0\n',
         monkeypatch,
     )
+    assert config_file() == path
     assert Settings().model_dump() == {
         **DEFAULTS,
         "broker_url": SecretStr("amqp://svc:pw@rabbit:5672/prod"),
         "heartbeat_s": 10.0,
         "done_ttl_s": 60.0,
     }
-
-
-def test_config_dot_bus_tasks_toml_in_the_working_directory_is_read(tmp_path: Path) -> None:
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "bus_tasks.toml").write_text('log_level = "DEBUG"\n')
-    assert Settings().model_dump() == {**DEFAULTS, "log_level": "DEBUG"}
 
 
 def test_env_overrides_the_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -125,6 +152,41 @@ def test_a_bus_tasks_config_naming_a_missing_file_is_an_error(
     monkeypatch.setenv("BUS_TASKS_CONFIG", str(tmp_path / "absent.toml"))
     with pytest.raises(FileNotFoundError, match=r"absent\.toml"):
         Settings()
+
+
+def test_load_settings_applies_the_overrides_that_are_given() -> None:
+    settings = load_settings(broker_url="memory://", log_level=None)
+    assert settings.model_dump() == {**DEFAULTS, "broker_url": SecretStr("memory://")}
+
+
+def test_load_settings_names_the_config_file_of_a_bad_value_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = write_config(tmp_path, 'broker_url = "foo://user:s3cr3t-pw@host/"\n', monkeypatch)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "broker_url: broker URL scheme 'foo' is not supported: use one of amqp://, amqps://, pyamqp://, "
+        f"redis://, rediss://, memory:// (from config file {path}, BUS_TASKS_* env vars or options)"
+    )
+
+
+def test_load_settings_refuses_a_config_file_that_does_not_parse(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = write_config(tmp_path, "heartbeat_s = \n", monkeypatch)
+    with pytest.raises(ConfigError, match=f"^{re.escape(f'config file {path}: ')}"):
+        load_settings()
+
+
+def test_load_settings_refuses_a_bus_tasks_config_naming_a_missing_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = tmp_path / "absent.toml"
+    monkeypatch.setenv("BUS_TASKS_CONFIG", str(missing))
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == f"BUS_TASKS_CONFIG names {str(missing)!r}, which is not a file"
 
 
 @pytest.mark.parametrize(

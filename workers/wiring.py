@@ -1,0 +1,66 @@
+"""The one wiring helper of ``workers/``: from Settings to a bus connection, a store, policies, a stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from bus_tasks.aggregator import Aggregator, AggregatorPolicy
+from bus_tasks.config import Settings
+from bus_tasks.store import Store, open_store
+from bus_tasks.transport import BusConnection
+
+
+def stop_on_signals(log: logging.Logger) -> threading.Event:
+    """An event SIGTERM or SIGINT sets (logged on ``log``): the process's way to stop cleanly."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def connect(
+    settings: Settings,
+    *,
+    confirm_publish: bool = False,
+    stop: threading.Event | None = None,
+    connect_retries: int | None = None,
+) -> BusConnection:
+    """A connection to the broker of ``settings``; ``connect_retries=None`` retries until ``stop``."""
+    return BusConnection(
+        settings.broker,
+        confirm_publish=confirm_publish,
+        stop=stop,
+        heartbeat_s=settings.heartbeat_s,
+        connect_timeout_s=settings.connect_timeout_s,
+        connect_retries=connect_retries,
+        redis_key_prefix=settings.redis_key_prefix,
+    )
+
+
+def aggregator_policy(settings: Settings) -> AggregatorPolicy:
+    """The aggregator's limits and timings that ``settings`` tell; the others keep their defaults."""
+    return AggregatorPolicy(
+        prefetch_count=settings.prefetch_count,
+        max_event_bytes=settings.max_event_bytes,
+        max_request_bytes=settings.max_request_bytes,
+        done_ttl_s=settings.done_ttl_s,
+        tombstone_ttl_s=settings.tombstone_ttl_s,
+    )
+
+
+def aggregator(
+    settings: Settings, *, store: Store | None = None, stop: threading.Event | None = None
+) -> Aggregator:
+    """The aggregator of ``bus-tasks serve``, with the store ``settings`` name unless given one."""
+    # Confirmed publishes: dead letters and clear notifications are confirmed before their acks.
+    connection = connect(settings, confirm_publish=True, stop=stop)
+    store = store if store is not None else open_store(settings)
+    return Aggregator(connection, store=store, policy=aggregator_policy(settings))
