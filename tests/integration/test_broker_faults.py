@@ -11,6 +11,7 @@ import pytest
 from support.brokers import RABBITMQ, Broker
 from support.faultproxy import FaultProxy
 from support.processes import start_serve
+from support.timing import Stopwatch, assert_ended_by
 
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
@@ -93,8 +94,13 @@ def test_publisher_keeps_a_bounded_outbox_while_the_broker_is_away_and_resends_i
         assert connection.pending == 49  # kept, in order, for when the broker is back
 
         publisher.create("copyImage", ["spm"])  # the 50th fits
-        with pytest.raises(PublishError, match=r"wait for confirmation .* \(the bound is 50\)"):
+        with (
+            Stopwatch() as watch,
+            pytest.raises(PublishError, match=r"wait for confirmation .* \(the bound is 50\)"),
+        ):
             publisher.create("copyImage", ["spm"])
+        # It waits a moment for a confirm to free a place (a second), then says so: no hang.
+        assert_ended_by(watch, 1.0)
 
         to_publisher.refuse(False)
         publisher.flush(60.0)

@@ -6,6 +6,7 @@ import re
 
 import pytest
 from support.brokers import Broker
+from support.timing import Stopwatch, assert_ended_at
 
 from bus_tasks import names
 from bus_tasks.testing import drain, wait_until
@@ -56,12 +57,14 @@ def test_drain_fails_at_its_deadline_while_the_bus_stays_busy(memory_broker: Bro
     conn.consume(names.DEAD_QUEUE, echo)
     conn.publish(b"{}", routing_key=names.DEAD_QUEUE)
 
-    with pytest.raises(TimeoutError, match=re.escape("bus still busy after 0.3s")):
+    with Stopwatch() as watch, pytest.raises(TimeoutError, match=re.escape("bus still busy after 0.3s")):
         drain(conn, timeout_s=0.3)
+    assert_ended_at(watch, 0.3)
 
 
 def test_wait_until_returns_the_first_truthy_value_or_fails_at_its_deadline() -> None:
     values = iter([0, None, "ready"])
     assert wait_until(lambda: next(values), timeout_s=5.0, interval_s=0.0) == "ready"
-    with pytest.raises(TimeoutError, match=re.escape("never not reached within 0.05s")):
+    with Stopwatch() as watch, pytest.raises(TimeoutError, match=re.escape("never not reached within 0.05s")):
         wait_until(lambda: False, timeout_s=0.05, what="never")
+    assert_ended_at(watch, 0.05)
