@@ -8,11 +8,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from bus_tasks import names
+from bus_tasks import codec, names
 from bus_tasks.config import DEFAULT_RPC_TIMEOUT_S, redact_url
-from bus_tasks.errors import BrokerUnavailable, BusTasksError, DeadlineExceeded
+from bus_tasks.errors import (
+    BrokerUnavailable,
+    BusTasksError,
+    DeadlineExceeded,
+    InternalError,
+    InvalidParameter,
+)
 from bus_tasks.protocol import jsonrpc, vdsm
 from bus_tasks.transport import Bus, BusConnection, Delivery
 
@@ -71,24 +78,56 @@ class TasksClient:
                 broke during a call that changes something (it is not sent twice).
             BusTasksError: the typed error the aggregator answered (UnknownTask, InvalidParams ...).
         """
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout
         correlation_id = uuid.uuid4().hex
         body = jsonrpc.request_body(correlation_id, method, params or {})
+        reply = self._round_trip(method, body, correlation_id, method in _SAFE_TO_RESEND, timeout_s)
+        return _unpack(reply)
+
+    def batch(
+        self, calls: Sequence[tuple[str, dict[str, Any] | None]], *, timeout_s: float | None = None
+    ) -> list[Outcome]:
+        """Send ``calls`` as one JSON-RPC batch; their outcomes, in the order of ``calls``.
+
+        A call that failed does not fail the others: its outcome carries the typed error, and
+        :meth:`Outcome.result` raises it.
+
+        Raises:
+            InvalidParameter: for an empty batch.
+            DeadlineExceeded, BrokerUnavailable: as :meth:`call`, for the batch as a whole.
+            BusTasksError: the error the aggregator answered for the whole batch (e.g. too large).
+        """
+        if not calls:
+            raise InvalidParameter("calls", "[]", message="Invalid parameter: a batch needs a call")
+        ids = [uuid.uuid4().hex for _ in calls]
+        body = jsonrpc.batch_body(
+            [
+                jsonrpc.request_body(i, method, params or {})
+                for i, (method, params) in zip(ids, calls, strict=True)
+            ]
+        )
+        safe = all(method in _SAFE_TO_RESEND for method, _ in calls)
+        label = f"a batch of {len(calls)} calls"
+        reply = self._round_trip(label, body, uuid.uuid4().hex, safe, timeout_s)
+        return _unpack_batch(reply, ids, [method for method, _ in calls])
+
+    def _round_trip(
+        self, method: str, body: bytes, correlation_id: str, safe: bool, timeout_s: float | None
+    ) -> bytes:
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
         with self._lock, self.connection.bounded(deadline):
             self._waiting = correlation_id
             try:
-                reply = self._exchange(method, body, correlation_id, deadline, timeout)
+                return self._exchange(method, body, correlation_id, deadline, timeout, safe=safe)
             except self.connection.errors as exc:
                 # Connecting counts against the deadline too (bounded() above).
                 raise BrokerUnavailable(redact_url(self.connection.url), str(exc)) from exc
             finally:
                 self._waiting = None
                 self._replies.clear()
-        return _unpack(reply)
 
     def _exchange(
-        self, method: str, body: bytes, correlation_id: str, deadline: float, timeout: float
+        self, method: str, body: bytes, correlation_id: str, deadline: float, timeout: float, *, safe: bool
     ) -> bytes:
         """Send the request and wait for its reply. After a lost connection, reconnect and send
         it again, unless it may have reached the aggregator and changes something."""
@@ -104,7 +143,7 @@ class TasksClient:
                     raise DeadlineExceeded(method, timeout)
                 self.connection.drain(min(remaining, 1.0))
             except self.connection.errors:
-                if sent and method not in _SAFE_TO_RESEND:
+                if sent and not safe:
                     raise
                 self.connection.recover()
                 sent = False
@@ -209,6 +248,58 @@ class VdsmFacade:
 
     def revertTask(self, taskID: str) -> dict[str, Any]:
         return self._wrapped("revertTask", lambda: self._client.revert_task(taskID))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one call of a batch came to: its result, or the typed error it was answered with."""
+
+    method: str
+    value: Any = None
+    error: BusTasksError | None = None
+
+    def result(self) -> Any:
+        """The call's result.
+
+        Raises:
+            BusTasksError: the error the call was answered with.
+        """
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _unpack_batch(body: bytes, ids: list[str], methods: list[str]) -> list[Outcome]:
+    """Match a batch's responses to its calls by id (JSON-RPC 2.0 allows any order)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        responses = codec.loads(body)
+    except codec.DecodeError as exc:
+        raise InternalError(f"reply is not JSON: {exc}") from None
+    finally:
+        if collecting:
+            gc.enable()
+    if isinstance(responses, dict):  # an error for the batch as a whole
+        jsonrpc.outcome(jsonrpc.check_response(responses))
+        raise InternalError("a batch was answered with one result")
+    if not isinstance(responses, list):
+        raise InternalError("a batch reply is not a JSON array")
+    by_id: dict[Any, jsonrpc.Response] = {}
+    for response in responses:
+        checked = jsonrpc.check_response(response)
+        by_id[checked.get("id")] = checked
+    outcomes = []
+    for request_id, method in zip(ids, methods, strict=True):
+        response = by_id.get(request_id)
+        if response is None:
+            outcomes.append(Outcome(method, error=InternalError(f"no response for {method} in the batch")))
+            continue
+        try:
+            outcomes.append(Outcome(method, value=jsonrpc.outcome(response)))
+        except BusTasksError as exc:
+            outcomes.append(Outcome(method, error=exc))
+    return outcomes
 
 
 def _unpack(body: bytes) -> Any:

@@ -93,6 +93,7 @@ class Reply:
     body: bytes | None = None
     forward: Forward | None = None
     method: str = ""
+    notification: bool = False  # no "id": inside a batch, nothing is answered
 
 
 class Dispatcher:
@@ -210,27 +211,46 @@ class Dispatcher:
 
     def handle(self, body: bytes) -> Reply:
         """Serve one request body; never raises for bad input."""
+        return self._serve(lambda: jsonrpc.parse_request(body), lambda: jsonrpc.salvage_id(body))
+
+    def handle_member(self, member: Any) -> Reply:
+        """Serve one member of a batch (decoded JSON, checked here); never raises for bad input."""
+        return self._serve(lambda: jsonrpc.check_request(member), lambda: jsonrpc.id_of(member))
+
+    def _serve(
+        self,
+        parse: Callable[[], jsonrpc.Request | jsonrpc.Notification],
+        salvage_id: Callable[[], RequestId],
+    ) -> Reply:
         request_id: RequestId = None
         method_name = ""
+        notification = False
         try:
-            request = jsonrpc.parse_request(body)
+            request = parse()
             request_id = jsonrpc.request_id_of(request)
+            notification = jsonrpc.is_notification(request)
             method_name = request["method"]
             method = self._method(method_name)
             params = jsonrpc.bind(method.params, request.get("params"))
             result = method.call(params)
         except BusTasksError as exc:
             if request_id is None:
-                request_id = jsonrpc.salvage_id(body)
+                request_id = salvage_id()
             log.warning("rpc %r id=%r failed: %d %r", method_name, request_id, exc.code, exc.message)
-            return Reply(request_id, error_body(request_id, exc), method=method_name)
+            return Reply(
+                request_id, error_body(request_id, exc), method=method_name, notification=notification
+            )
         except Exception as exc:
             log.exception("rpc %r id=%r crashed", method_name, request_id)
             error = InternalError(type(exc).__name__)
-            return Reply(request_id, error_body(request_id, error), method=method_name)
+            return Reply(
+                request_id, error_body(request_id, error), method=method_name, notification=notification
+            )
         if isinstance(result, Forward):
-            return Reply(request_id, forward=result, method=method_name)
-        return Reply(request_id, result_body(request_id, result), method=method_name)
+            return Reply(request_id, forward=result, method=method_name, notification=notification)
+        return Reply(
+            request_id, result_body(request_id, result), method=method_name, notification=notification
+        )
 
 
 def _status(entry: Entry) -> dict[str, Any]:

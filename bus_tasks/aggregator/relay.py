@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bus_tasks import names
@@ -19,13 +20,16 @@ log = logging.getLogger(__name__)
 DEFAULT_CONTROL_TIMEOUT_S = 10.0
 
 
+Deliver = Callable[[bytes], None]
+"""Takes the encoded JSON-RPC response of a forwarded call (to the caller, or into its batch)."""
+
+
 @dataclass(slots=True)
 class PendingControl:
     """An RPC waiting for the owning subsystem to answer a forwarded command."""
 
     request_id: jsonrpc.RequestId
-    reply_to: str
-    correlation_id: str | None
+    deliver: Deliver
     deadline: float
     method: str
     task_id: str
@@ -47,30 +51,32 @@ class ControlRelay:
         self.replies = self.connection.declare_reply_queue(names.CONTROL_REPLY_PREFIX)
         self.connection.consume(self.replies, self.on_reply, no_ack=True)
 
+    def deliver_to(self, delivery: Delivery) -> Deliver:
+        """Where the response to the request in ``delivery`` goes: its reply queue (if any)."""
+        reply_to, correlation_id = delivery.reply_to, delivery.correlation_id
+        if not reply_to:
+            return lambda body: None
+        return lambda body: self.reply(reply_to, correlation_id, body)
+
     def forward(
         self,
-        delivery: Delivery,
         forward: Forward,
         request_id: jsonrpc.RequestId,
         method: str,
         *,
+        deliver: Deliver,
+        expiration_ms: int | None,
         received: float,
         received_mono: float,
     ) -> None:
-        """Send ``forward`` to its subsystem on behalf of the request in ``delivery``."""
-        assert delivery.reply_to is not None
-        timeout_s = (
-            delivery.expiration_ms / 1000.0
-            if delivery.expiration_ms is not None
-            else DEFAULT_CONTROL_TIMEOUT_S
-        )
+        """Send ``forward`` to its subsystem; ``deliver`` gets the response, or code 100 in time."""
+        timeout_s = expiration_ms / 1000.0 if expiration_ms is not None else DEFAULT_CONTROL_TIMEOUT_S
         # Answer 100 a little before the caller's own deadline, so it hears why.
         margin_s = min(0.25, timeout_s * 0.1)
         control_id = uuid.uuid4().hex
         self.pending[control_id] = PendingControl(
             request_id=request_id,
-            reply_to=delivery.reply_to,
-            correlation_id=delivery.correlation_id,
+            deliver=deliver,
             deadline=received_mono + timeout_s - margin_s,
             method=method,
             task_id=forward.task_id,
@@ -103,7 +109,7 @@ class ControlRelay:
             body = jsonrpc.error_body(pending.request_id, failure)
         except BusTasksError as exc:  # the subsystem's answer: passed on as it worded it
             body = jsonrpc.error_body(pending.request_id, exc)
-        self.reply(pending.reply_to, pending.correlation_id, body)
+        pending.deliver(body)
 
     def time_out(self, now: float | None = None) -> int:
         """Answer code 100 to every caller whose command is past its deadline; returns how many."""
@@ -116,9 +122,7 @@ class ControlRelay:
             )
             self.counts["control_timeouts"] += 1
             log.warning("rpc %s task=%s: subsystem did not answer", pending.method, pending.task_id)
-            self.reply(
-                pending.reply_to, pending.correlation_id, jsonrpc.error_body(pending.request_id, error)
-            )
+            pending.deliver(jsonrpc.error_body(pending.request_id, error))
         return len(late)
 
     def tell_cleared(self, task_id: str, subsystem: str) -> None:

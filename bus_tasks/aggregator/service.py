@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 from bus_tasks import config, names
 from bus_tasks.aggregator import methods
+from bus_tasks.aggregator.batch import BatchReply
 from bus_tasks.aggregator.ingest import Ingest, StoreHealth
-from bus_tasks.aggregator.relay import ControlRelay
+from bus_tasks.aggregator.relay import ControlRelay, Deliver
 from bus_tasks.aggregator.retention import Retention
 from bus_tasks.config import redact_url
 from bus_tasks.core.view import TaskView, Tombstone
-from bus_tasks.errors import BrokerUnavailable, GeneralError, InvalidRequest, StoreUnavailable
+from bus_tasks.errors import BrokerUnavailable, BusTasksError, GeneralError, InvalidRequest, StoreUnavailable
 from bus_tasks.protocol import control, jsonrpc, shapes
 from bus_tasks.store import NullStore, Store
 from bus_tasks.transport import Bus, Delivery, ShutdownRequested
@@ -39,6 +40,7 @@ class AggregatorPolicy:
     ack_batch: int = 128
     max_event_bytes: int = config.DEFAULT_MAX_EVENT_BYTES
     max_request_bytes: int = config.DEFAULT_MAX_REQUEST_BYTES
+    max_batch_calls: int = config.DEFAULT_MAX_BATCH_CALLS
     done_ttl_s: float | None = config.DEFAULT_DONE_TTL_S
     tombstone_ttl_s: float = config.DEFAULT_TOMBSTONE_TTL_S
     expire_every_s: float = 60.0
@@ -205,25 +207,66 @@ class Aggregator:
             log.info("rpc request %r dropped: its caller gave up", delivery.correlation_id)
             delivery.ack()
             return
+        deliver = self.relay.deliver_to(delivery)
+        self.counts["requests"] += 1
         if len(delivery.body) > self.policy.max_request_bytes:
             error = InvalidRequest(f"request of {len(delivery.body)} bytes is too large")
-            reply = methods.Reply(None, jsonrpc.error_body(None, error))
+            deliver(jsonrpc.error_body(None, error))
+        elif jsonrpc.is_batch(delivery.body):
+            self._serve_batch(delivery, deliver, received, received_mono)
         else:
             self.ingest.flush()  # answer from a view whose events are durable
             reply = self.dispatcher.handle(delivery.body)
-        self.counts["requests"] += 1
-        if reply.forward is not None and delivery.reply_to:
-            self.relay.forward(
-                delivery,
-                reply.forward,
-                reply.request_id,
-                reply.method,
-                received=received,
-                received_mono=received_mono,
-            )
-        elif reply.body is not None and delivery.reply_to:
-            self.relay.reply(delivery.reply_to, delivery.correlation_id, reply.body)
+            if reply.forward is not None and delivery.reply_to:
+                self._forward(reply, deliver, delivery, received, received_mono)
+            elif reply.body is not None:
+                deliver(reply.body)
         delivery.ack()
+
+    def _serve_batch(
+        self, delivery: Delivery, deliver: Deliver, received: float, received_mono: float
+    ) -> None:
+        """A JSON-RPC batch: one reply array, answered once every member is (SPEC 9)."""
+        try:
+            members = jsonrpc.parse_batch(delivery.body)
+            if len(members) > self.policy.max_batch_calls:
+                raise InvalidRequest(
+                    f"a batch of {len(members)} calls is more than the {self.policy.max_batch_calls} allowed"
+                )
+        except BusTasksError as exc:
+            log.warning("rpc batch %r refused: %s", delivery.correlation_id, exc.message)
+            deliver(jsonrpc.error_body(None, exc))
+            return
+        self.ingest.flush()  # answer from a view whose events are durable
+        self.counts["batches"] += 1
+        batch = BatchReply(deliver)
+        for member in members:
+            reply = self.dispatcher.handle_member(member)
+            if reply.forward is not None:
+                slot = None if reply.notification else batch.reserve()
+                self._forward(reply, batch.filler(slot), delivery, received, received_mono)
+            elif reply.body is not None and not reply.notification:
+                batch.add(reply.body)
+        batch.close()
+
+    def _forward(
+        self,
+        reply: methods.Reply,
+        deliver: Deliver,
+        delivery: Delivery,
+        received: float,
+        received_mono: float,
+    ) -> None:
+        assert reply.forward is not None
+        self.relay.forward(
+            reply.forward,
+            reply.request_id,
+            reply.method,
+            deliver=deliver,
+            expiration_ms=delivery.expiration_ms,
+            received=received,
+            received_mono=received_mono,
+        )
 
     def _check_writable(self) -> None:
         """Refuse a clear while the store fails: it would be forgotten by a restart."""

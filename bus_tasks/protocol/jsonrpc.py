@@ -118,19 +118,62 @@ def error_body(request_id: RequestId, error: BusTasksError) -> bytes:
 _REQUEST_KEYS = frozenset({"jsonrpc", "id", "method", "params"})
 
 
+def is_batch(body: bytes) -> bool:
+    """Whether ``body`` holds a batch (a JSON array): its first non-blank byte is ``[``."""
+    return body.lstrip(b" \t\r\n")[:1] == b"["
+
+
+def parse_batch(body: bytes) -> list[Any]:
+    """The members of the batch in ``body`` (each checked later, on its own: see :func:`check_request`).
+
+    Raises:
+        ParseError: when the body is not JSON.
+        InvalidRequest: when it is not an array, or an empty one.
+    """
+    try:
+        members = codec.loads(body)
+    except codec.DecodeError as exc:
+        raise ParseError(str(exc)) from None
+    if not isinstance(members, list):
+        raise InvalidRequest("a batch is a JSON array")
+    if not members:
+        raise InvalidRequest("an empty batch")
+    return members
+
+
+def batch_body(responses: list[bytes]) -> bytes:
+    """The reply to a batch: its members' encoded responses, in one array."""
+    return b"[" + b",".join(responses) + b"]"
+
+
 def parse_request(body: bytes) -> Request | Notification:
     """The request in ``body``, checked against JSON-RPC 2.0.
 
     Raises:
         ParseError: when the body is not JSON.
-        InvalidRequest: when it is JSON but not a request object (a batch is refused here).
+        InvalidRequest: when it is JSON but not a request object (a batch is refused here:
+            see :func:`parse_batch`).
     """
     try:
         request = codec.loads(body)
     except codec.DecodeError as exc:
         raise ParseError(str(exc)) from None
     if isinstance(request, list):
-        raise InvalidRequest("batch requests are not supported")
+        raise InvalidRequest("a batch is not a single request")
+    return check_request(request)
+
+
+def is_notification(request: Request | Notification) -> bool:
+    """A request without an ``id`` member: JSON-RPC answers none (in a batch)."""
+    return "id" not in request
+
+
+def check_request(request: Any) -> Request | Notification:
+    """``request`` (decoded JSON) checked against JSON-RPC 2.0.
+
+    Raises:
+        InvalidRequest: when it is not a request object.
+    """
     if not isinstance(request, dict):
         raise InvalidRequest("a request is a JSON object")
     if request.get("jsonrpc") != "2.0":
@@ -158,6 +201,11 @@ def salvage_id(body: bytes) -> RequestId:
         request = codec.loads(body)
     except codec.DecodeError:
         return None
+    return id_of(request)
+
+
+def id_of(request: Any) -> RequestId:
+    """The id of a decoded request, when it has a well-formed one; else None."""
     request_id = request.get("id") if isinstance(request, dict) else None
     return request_id if _is_id(request_id) else None
 
@@ -195,6 +243,15 @@ def parse_response(body: bytes) -> Response:
         response = codec.loads(body)
     except codec.DecodeError as exc:
         raise InternalError(f"reply is not JSON: {exc}") from None
+    return check_response(response)
+
+
+def check_response(response: Any) -> Response:
+    """``response`` (decoded JSON) checked to be a JSON-RPC response.
+
+    Raises:
+        InternalError: when it is not a JSON-RPC response object.
+    """
     if not isinstance(response, dict):
         raise InternalError("reply is not a JSON object")
     if "error" not in response and "result" not in response:

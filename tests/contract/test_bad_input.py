@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from support.brokers import Broker, System, SystemFactory
+from support.raw_rpc import RawCaller
 
 from bus_tasks import names
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
@@ -740,52 +741,6 @@ def test_a_thousand_generated_poison_events_are_dead_lettered_and_valid_ones_rea
 # -- bad requests ---------------------------------------------------------------------------
 
 
-class RawCaller:
-    """Sends raw bodies to ``bus_tasks.rpc`` with a reply queue, and collects the replies."""
-
-    def __init__(self, conn: BusConnection) -> None:
-        self.conn = conn
-        self.queue = conn.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
-        self.replies: dict[str, bytes] = {}
-        conn.consume(self.queue, self._on_reply, no_ack=True)
-
-    def _on_reply(self, delivery: Delivery) -> None:
-        assert delivery.correlation_id is not None
-        self.replies[delivery.correlation_id] = delivery.body
-
-    def send(self, body: bytes, *, sent_at: float | None = None, expiration_s: float = TIMEOUT_S) -> str:
-        correlation_id = uuid.uuid4().hex
-        self.conn.publish(
-            body,
-            routing_key=names.RPC_QUEUE,
-            reply_to=self.queue,
-            correlation_id=correlation_id,
-            expiration_s=expiration_s,
-            headers={names.HEADER_SENT_AT: time.time() if sent_at is None else sent_at},
-            persistent=False,
-        )
-        return correlation_id
-
-    def wait(
-        self,
-        correlation_ids: list[str],
-        *,
-        timeout_s: float = TIMEOUT_S,
-        check: Callable[[], None] = lambda: None,
-    ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout_s
-        while not all(c in self.replies for c in correlation_ids):
-            check()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                missing = sum(c not in self.replies for c in correlation_ids)
-                raise TimeoutError(
-                    f"{missing} of {len(correlation_ids)} replies missing after {timeout_s:g}s"
-                )
-            self.conn.drain(min(remaining, 0.5))
-        return [json.loads(self.replies[c]) for c in correlation_ids]
-
-
 def request(request_id: Any, method: str, params: Any = None, **members: Any) -> bytes:
     return encode({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}, **members})
 
@@ -801,7 +756,7 @@ RAW_REQUESTS = [
         None,
         -32700,
     ),
-    ("a batch", encode([{"jsonrpc": "2.0", "id": 3, "method": "getAllTasks"}]), None, -32600),
+    ("an empty batch", encode([]), None, -32600),
     ("a string", b'"getAllTasks"', None, -32600),
     ("no jsonrpc member", encode({"id": 5, "method": "getAllTasks"}), 5, -32600),
     ("a number for a method", encode({"jsonrpc": "2.0", "id": 6, "method": 7}), 6, -32600),

@@ -454,9 +454,9 @@ def test_a_body_that_is_not_json_answers_32700(dispatcher: Dispatcher, body: byt
         (b'"Host.getAllTasks"', "Invalid request: a request is a JSON object"),
         (b"42", "Invalid request: a request is a JSON object"),
         (b"null", "Invalid request: a request is a JSON object"),
-        (
+        (  # a batch is served member by member (Aggregator): never as one request
             b'[{"jsonrpc": "2.0", "id": 1, "method": "getAllTasks"}]',
-            "Invalid request: batch requests are not supported",
+            "Invalid request: a batch is not a single request",
         ),
         (b'{"id": 1, "method": "getAllTasks"}', 'Invalid request: "jsonrpc" must be "2.0"'),
         (b'{"jsonrpc": "1.0", "id": 1, "method": "getAllTasks"}', 'Invalid request: "jsonrpc" must be "2.0"'),

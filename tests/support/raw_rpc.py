@@ -1,0 +1,63 @@
+"""A raw JSON-RPC caller for tests: any body to ``bus_tasks.rpc``, replies collected by correlation id."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from bus_tasks import names
+from bus_tasks.transport import BusConnection, Delivery
+
+TIMEOUT_S = 10.0
+
+
+class RawCaller:
+    """Sends raw bodies to ``bus_tasks.rpc`` with a reply queue, and collects the replies."""
+
+    def __init__(self, conn: BusConnection) -> None:
+        self.conn = conn
+        self.queue = conn.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
+        self.replies: dict[str, bytes] = {}
+        conn.consume(self.queue, self._on_reply, no_ack=True)
+
+    def _on_reply(self, delivery: Delivery) -> None:
+        assert delivery.correlation_id is not None
+        self.replies[delivery.correlation_id] = delivery.body
+
+    def send(self, body: bytes, *, sent_at: float | None = None, expiration_s: float = TIMEOUT_S) -> str:
+        correlation_id = uuid.uuid4().hex
+        self.conn.publish(
+            body,
+            routing_key=names.RPC_QUEUE,
+            reply_to=self.queue,
+            correlation_id=correlation_id,
+            expiration_s=expiration_s,
+            headers={names.HEADER_SENT_AT: time.time() if sent_at is None else sent_at},
+            persistent=False,
+        )
+        return correlation_id
+
+    def wait(
+        self,
+        correlation_ids: list[str],
+        *,
+        timeout_s: float = TIMEOUT_S,
+        check: Callable[[], None] = lambda: None,
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while not all(c in self.replies for c in correlation_ids):
+            check()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = sum(c not in self.replies for c in correlation_ids)
+                raise TimeoutError(
+                    f"{missing} of {len(correlation_ids)} replies missing after {timeout_s:g}s"
+                )
+            self.conn.drain(min(remaining, 0.5))
+        return [json.loads(self.replies[c]) for c in correlation_ids]
+
+    def arrived(self, correlation_id: str) -> bool:
+        return correlation_id in self.replies
