@@ -19,7 +19,7 @@ from types import FrameType
 
 from bench.harness import Figure, format_table, say
 
-FIGURES = ("ingest", "core", "query", "selectivity", "publish", "scale")
+FIGURES = ("ingest", "core", "query", "selectivity", "publish", "scale", "stomp")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -28,6 +28,7 @@ from workers import render, wiring
 from workers.demo import STORAGE_TASKS, run_demo
 from workers.serve import serve
 from workers.simulate import INTERVAL_S, KEEP_ROUNDS, SUBSYSTEMS, TASKS_PER_ROUND, simulate
+from workers.stomp import DEFAULT_LISTEN, StompOptions, parse_listen, run_stomp
 
 log = logging.getLogger("bus_tasks.cli")
 
@@ -68,6 +69,13 @@ def _log_level(text: str) -> str:
     if level not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
     return level
+
+
+def _listen(text: str) -> tuple[str, int]:
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _broker_options(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     _broker_options(serve)
     serve.add_argument(
         "--data-dir", metavar="DIR", help=f"where the view is kept (default: {DEFAULT_DATA_DIR}/)"
+    )
+
+    stomp = command("stomp", "run the STOMP 1.2 front door (VDSM's wire) to a running aggregator", cmd_stomp)
+    _broker_options(stomp)
+    stomp.add_argument(
+        "--listen", type=_listen, default=DEFAULT_LISTEN, metavar="HOST:PORT", help="(default: %(default)s)"
+    )
+    stomp.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
+    stomp.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    stomp.add_argument("--tls-ca", metavar="FILE", help="require client certificates signed by this CA")
+    stomp.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="S",
+        help="deadline of each forwarded request (default: rpc_timeout_s)",
     )
 
     demo = command("demo", "run the whole system in one process on memory:// and print it", cmd_demo)
@@ -241,6 +264,18 @@ def _client(args: argparse.Namespace, settings: Settings) -> TasksClient:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return serve(settings.with_overrides(data_dir=args.data_dir))
+
+
+def cmd_stomp(args: argparse.Namespace, settings: Settings) -> int:
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_ca and not args.tls_cert):
+        print(
+            "bus-tasks stomp: --tls-cert and --tls-key go together (and --tls-ca needs them)", file=sys.stderr
+        )
+        return EXIT_USAGE
+    host, port = args.listen
+    timeout = args.timeout if args.timeout is not None else settings.rpc_timeout_s
+    options = StompOptions(host, port, timeout, args.tls_cert, args.tls_key, args.tls_ca)
+    return run_stomp(settings, options)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,6 +9,7 @@ from types import FrameType
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.config import Settings
+from bus_tasks.frontdoors.bridge import OnReply, RpcBridge
 from bus_tasks.store import Store, open_store
 from bus_tasks.transport import BusConnection
 
@@ -51,6 +52,7 @@ def aggregator_policy(settings: Settings) -> AggregatorPolicy:
         prefetch_count=settings.prefetch_count,
         max_event_bytes=settings.max_event_bytes,
         max_request_bytes=settings.max_request_bytes,
+        max_batch_calls=settings.max_batch_calls,
         done_ttl_s=settings.done_ttl_s,
         tombstone_ttl_s=settings.tombstone_ttl_s,
     )
@@ -64,3 +66,8 @@ def aggregator(
     connection = connect(settings, confirm_publish=True, stop=stop)
     store = store if store is not None else open_store(settings)
     return Aggregator(connection, store=store, policy=aggregator_policy(settings))
+
+
+def stomp_bridge(settings: Settings, on_reply: OnReply, *, stop: threading.Event) -> RpcBridge:
+    """The STOMP front door's one broker connection, in the thread that will own it."""
+    return RpcBridge(connect(settings, stop=stop), on_reply)

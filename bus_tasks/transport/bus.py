@@ -64,6 +64,10 @@ class Bus(Protocol):
 
     def connect(self) -> None: ...
 
+    def fileno(self) -> int | None:
+        """The broker socket's descriptor to select on (AMQP, connected); None otherwise."""
+        ...
+
     def bounded(self, deadline: float) -> AbstractContextManager[None]:
         """Within the block, waiting for the broker gives up at ``deadline`` (monotonic)."""
         ...

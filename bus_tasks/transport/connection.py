@@ -100,6 +100,17 @@ class BusConnection:
         """Messages published but not yet confirmed by the broker."""
         return len(self._outbox)
 
+    def fileno(self) -> int | None:
+        """The broker socket's descriptor (AMQP, connected), for a select that waits on more than the
+        broker; None otherwise. A readable socket means :meth:`drain` has something to read."""
+        if not self.is_amqp:
+            return None
+        sock = getattr(getattr(self._link.conn, "_connection", None), "sock", None)
+        try:
+            return None if sock is None else int(sock.fileno())
+        except OSError:
+            return None
+
     @property
     def connect_timeout_s(self) -> float:
         """The timeout of the next connection attempt (shortened inside :meth:`bounded`)."""

@@ -83,13 +83,14 @@ def _parse(args: list[str]) -> Any:
 
 
 def test_compose_has_the_services_of_the_system() -> None:
-    assert set(SERVICES) == {"rabbitmq", "redis", "aggregator", "storage", "gluster"}
+    assert set(SERVICES) == {"rabbitmq", "redis", "aggregator", "storage", "gluster", "stomp"}
     assert SERVICES["rabbitmq"]["image"] == "rabbitmq:3-management"
     assert SERVICES["redis"]["image"] == "redis:7"
     assert {name: args[0] for name, args in BUS_TASKS_SERVICES.items()} == {
         "aggregator": "serve",
         "storage": "simulate",
         "gluster": "simulate",
+        "stomp": "stomp",
     }
 
 
@@ -102,6 +103,12 @@ def test_each_bus_tasks_service_runs_a_subcommand_whose_arguments_parse(service:
 def test_the_simulators_run_one_storage_and_one_gluster_subsystem() -> None:
     kinds = {name: _parse(BUS_TASKS_SERVICES[name]).kind for name in ("storage", "gluster")}
     assert kinds == {"storage": "storage", "gluster": "gluster"}
+
+
+def test_the_stomp_front_door_listens_on_all_interfaces_on_vdsm_port_and_publishes_it() -> None:
+    args = _parse(BUS_TASKS_SERVICES["stomp"])
+    assert args.listen == ("0.0.0.0", 54321)
+    assert "54321:54321" in SERVICES["stomp"]["ports"]
 
 
 def _healthcheck_argv(service: dict[str, Any]) -> list[str] | None:
@@ -184,6 +191,7 @@ def test_bus_tasks_services_wait_for_a_healthy_broker_and_the_subsystems_for_the
         "aggregator": {"rabbitmq"},
         "storage": {"rabbitmq", "aggregator"},
         "gluster": {"rabbitmq", "aggregator"},
+        "stomp": {"rabbitmq", "aggregator"},
     }
 
 
