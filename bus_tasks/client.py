@@ -7,7 +7,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,15 +272,11 @@ class Outcome:
 
 def _unpack_batch(body: bytes, ids: list[str], methods: list[str]) -> list[Outcome]:
     """Match a batch's responses to its calls by id (JSON-RPC 2.0 allows any order)."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        responses = codec.loads(body)
-    except codec.DecodeError as exc:
-        raise InternalError(f"reply is not JSON: {exc}") from None
-    finally:
-        if collecting:
-            gc.enable()
+    with _without_gc():
+        try:
+            responses = codec.loads(body)
+        except codec.DecodeError as exc:
+            raise InternalError(f"reply is not JSON: {exc}") from None
     if isinstance(responses, dict):  # an error for the batch as a whole
         jsonrpc.outcome(jsonrpc.check_response(responses))
         raise InternalError("a batch was answered with one result")
@@ -303,13 +300,19 @@ def _unpack_batch(body: bytes, ids: list[str], methods: list[str]) -> list[Outco
 
 
 def _unpack(body: bytes) -> Any:
+    with _without_gc():
+        response = jsonrpc.parse_response(body)
+    return jsonrpc.outcome(response)
+
+
+@contextmanager
+def _without_gc() -> Iterator[None]:
     # Decoding a large listing builds ~10 objects per task; the cyclic garbage collector would
     # run many times meanwhile for nothing (JSON cannot make cycles): halves the decode time.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        response = jsonrpc.parse_response(body)
+        yield
     finally:
         if collecting:
             gc.enable()
-    return jsonrpc.outcome(response)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+from bus_tasks.aggregator.relay import Deliver
 from bus_tasks.protocol import jsonrpc
-
-Deliver = Callable[[bytes], None]
 
 
 class BatchReply:
