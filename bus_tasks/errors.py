@@ -133,6 +133,34 @@ class BrokerUnavailable(BusTasksError):
         super().__init__(message=f"{self.title}: broker {broker} unreachable: {detail}")
 
 
+class BrokerRefused(BrokerUnavailable):
+    """Raised when the broker refuses the connection for good (wrong user or password, no access
+    to the vhost): retrying would not help, so it is raised at once."""
+
+    def __init__(self, broker: str, detail: str) -> None:
+        message = f"{self.title}: broker {broker} refused the connection: {detail}"
+        BusTasksError.__init__(self, message=message)
+
+
+class NoAggregator(BusTasksError):
+    """Raised in the client when no aggregator serves the broker: the RPC queue does not exist, or
+    nothing consumes it. Said within a second or two, not at the call's deadline."""
+
+    def __init__(self, broker: str, detail: str) -> None:
+        super().__init__(message=f"{self.title}: no aggregator serving on {broker}: {detail}")
+
+
+class SubsystemTaken(BusTasksError):
+    """Raised when a publisher claims a subsystem name that a live process already owns: control
+    commands for its tasks would go to the wrong process."""
+
+    def __init__(self, subsystem: str, detail: str) -> None:
+        super().__init__(
+            message=f"{self.title}: subsystem {subsystem!r} is already owned by a live process ({detail}):"
+            " run one publisher process per subsystem name"
+        )
+
+
 class RemoteError(BusTasksError):
     """Raised in the client for a wire error whose code no local class knows."""
 

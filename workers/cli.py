@@ -22,6 +22,7 @@ from bus_tasks.config import (
 )
 from bus_tasks.core.model import State
 from bus_tasks.errors import BusTasksError, ConfigError
+from bus_tasks.plugins import installed as installed_plugins
 from bus_tasks.protocol.shapes import record_from_details
 from bus_tasks.subsystem.publisher import TaskPublisher
 from workers import render, wiring
@@ -210,6 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="rounds listed at once, the running one included; the done tasks of older rounds "
         "are cleared (default: %(default)s)",
     )
+    for name, plugin in installed_plugins().items():
+        if name in sub.choices:
+            log.warning("plugin %r is not added: bus-tasks has a command of that name", name)
+            continue
+        cmd = command(name, plugin.summary, plugin.run)
+        _broker_options(cmd)
+        plugin.add_arguments(cmd)
     return parser
 
 
