@@ -34,6 +34,7 @@ _SAFE_TO_RESEND = frozenset(
         "Host.getAllTasksStatuses",
         "Task.getStatus",
         "Task.getInfo",
+        "Task.getDetails",
     }
 )
 
@@ -184,6 +185,10 @@ class TasksClient:
 
     def get_task_info(self, task_id: str) -> dict[str, Any]:
         return self.call("Task.getInfo", {"taskID": task_id})  # type: ignore[no-any-return]
+
+    def get_task_details(self, task_id: str) -> dict[str, Any]:
+        """One task's whole record (TaskDetails, as :meth:`get_all_tasks` lists it)."""
+        return self.call("Task.getDetails", {"taskID": task_id})  # type: ignore[no-any-return]
 
     def stop_task(self, task_id: str) -> bool:
         """Ask the owning subsystem to stop a task (asynchronous: it moves on to aborting)."""

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 DecodeError = orjson.JSONDecodeError
+Fragment = orjson.Fragment  # JSON already encoded, embedded as it is by dumps()
 
 
 def dumps(value: Any) -> bytes:

@@ -72,7 +72,7 @@ class Method:
     call: Callable[[Any], Any]
 
 
-# Canonical name -> flat legacy alias (VDSM's old XML-RPC verbs).
+# Canonical name -> flat legacy alias (VDSM's old XML-RPC verbs); bus_tasks' own methods have none.
 ALIASES: dict[str, str] = {
     "Host.getAllTasks": "getAllTasks",
     "Host.getAllTasksInfo": "getAllTasksInfo",
@@ -117,6 +117,7 @@ class Dispatcher:
             Method("Host.getAllTasksStatuses", LegacyListParams, self.get_all_tasks_statuses),
             Method("Task.getStatus", TaskParams, self.get_task_status),
             Method("Task.getInfo", TaskParams, self.get_task_info),
+            Method("Task.getDetails", TaskParams, self.get_task_details),
             Method("Task.stop", TaskParams, self.stop_task),
             Method("Task.clear", TaskParams, self.clear_task),
             Method("Task.revert", TaskParams, self.revert_task),
@@ -124,7 +125,8 @@ class Dispatcher:
         self.methods: dict[str, Method] = {}
         for method in table:
             self.methods[method.name] = method
-            self.methods[ALIASES[method.name]] = method
+            if method.name in ALIASES:
+                self.methods[ALIASES[method.name]] = method
 
     # -- methods ------------------------------------------------------------------------
 
@@ -170,6 +172,10 @@ class Dispatcher:
     def get_task_info(self, params: TaskParams) -> dict[str, Any]:
         entry = self._entry(params)
         return shapes.task_info(entry.id, entry.verb)
+
+    def get_task_details(self, params: TaskParams) -> codec.Fragment:
+        """One task's whole TaskDetails, as ``getAllTasks`` lists it (bus_tasks' own method)."""
+        return codec.Fragment(self._entry(params).details)
 
     def stop_task(self, params: TaskParams) -> bool | Forward:
         entry = self._entry(params)

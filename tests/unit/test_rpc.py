@@ -109,8 +109,14 @@ def status_of(task: str) -> dict[str, Any]:
     }
 
 
+BUS_TASKS_METHODS = {"Task.getDetails"}
+TASK_METHODS = ("Task.getStatus", "Task.getInfo", "Task.getDetails", "Task.stop", "Task.clear", "Task.revert")
+
+
 def both_names(canonical: str) -> list[Any]:
-    return [pytest.param(canonical, id=canonical), pytest.param(ALIASES[canonical], id=ALIASES[canonical])]
+    """The method's name, and its flat legacy alias where VDSM had one."""
+    names = [canonical] + ([ALIASES[canonical]] if canonical in ALIASES else [])
+    return [pytest.param(name, id=name) for name in names]
 
 
 # -- Host.getAllTasks --------------------------------------------------------------------
@@ -291,6 +297,10 @@ def test_get_task_info_returns_id_and_verb(dispatcher: Dispatcher, method: str) 
     assert result(dispatcher, method, {"taskID": REBALANCE}) == {"id": REBALANCE, "verb": "rebalance"}
 
 
+def test_get_task_details_returns_the_record_get_all_tasks_lists(dispatcher: Dispatcher) -> None:
+    assert result(dispatcher, "Task.getDetails", {"taskID": REBALANCE}) == details_of(REBALANCE)[REBALANCE]
+
+
 def test_a_task_id_in_upper_case_finds_the_task(dispatcher: Dispatcher) -> None:
     assert result(dispatcher, "Task.getInfo", {"taskID": UNTAGGED.upper()}) == {
         "id": UNTAGGED,
@@ -304,11 +314,7 @@ def test_task_methods_take_positional_params(dispatcher: Dispatcher) -> None:
 
 @pytest.mark.parametrize(
     "method",
-    [
-        m
-        for name in ("Task.getStatus", "Task.getInfo", "Task.stop", "Task.clear", "Task.revert")
-        for m in both_names(name)
-    ],
+    [m for name in TASK_METHODS for m in both_names(name)],
 )
 def test_a_task_method_with_an_unknown_task_id_answers_401(dispatcher: Dispatcher, method: str) -> None:
     assert call(dispatcher, method, {"taskID": UNKNOWN}) == error_reply(
@@ -318,11 +324,7 @@ def test_a_task_method_with_an_unknown_task_id_answers_401(dispatcher: Dispatche
 
 @pytest.mark.parametrize(
     "method",
-    [
-        m
-        for name in ("Task.getStatus", "Task.getInfo", "Task.stop", "Task.clear", "Task.revert")
-        for m in both_names(name)
-    ],
+    [m for name in TASK_METHODS for m in both_names(name)],
 )
 def test_a_task_method_with_a_task_id_that_is_not_a_uuid_answers_1000(
     dispatcher: Dispatcher, method: str
@@ -616,7 +618,7 @@ def test_every_error_reply_has_an_integer_code_and_a_string_message(
     assert reply["error"]["message"] != ""
 
 
-def test_every_canonical_method_has_its_flat_alias(dispatcher: Dispatcher) -> None:
+def test_every_vdsm_method_has_its_flat_alias_and_bus_tasks_own_have_none(dispatcher: Dispatcher) -> None:
     assert ALIASES == {
         "Host.getAllTasks": "getAllTasks",
         "Host.getAllTasksInfo": "getAllTasksInfo",
@@ -627,7 +629,7 @@ def test_every_canonical_method_has_its_flat_alias(dispatcher: Dispatcher) -> No
         "Task.clear": "clearTask",
         "Task.revert": "revertTask",
     }
-    assert set(dispatcher.methods) == set(ALIASES) | set(ALIASES.values())
+    assert set(dispatcher.methods) == set(ALIASES) | set(ALIASES.values()) | BUS_TASKS_METHODS
 
 
 def test_a_repeated_get_all_tasks_never_answers_from_before_a_change(
