@@ -1,4 +1,12 @@
-"""The engine side: call the aggregator with a real deadline; typed errors; a VDSM facade."""
+"""The engine side: call the aggregator with a real deadline; typed errors; a VDSM facade.
+
+Failures are told fast and typed: ``BrokerRefused`` (login or vhost refused) at once,
+``BrokerUnavailable`` naming the broker once the connection gives up, ``NoAggregator`` when the
+RPC queue does not exist (checked when the client starts and after every reconnect) or, after
+``PROBE_AFTER_S`` without a reply, nothing consumes it. Where the transport cannot tell (Redis and
+memory:// count no consumers and keep no record of an empty queue) a call without an aggregator
+ends at its deadline with ``DeadlineExceeded``, as before.
+"""
 
 from __future__ import annotations
 
@@ -20,11 +28,15 @@ from bus_tasks.errors import (
     DeadlineExceeded,
     InternalError,
     InvalidParameter,
+    NoAggregator,
 )
 from bus_tasks.protocol import jsonrpc, vdsm
 from bus_tasks.transport import Bus, BusConnection, Delivery
 
 log = logging.getLogger(__name__)
+
+# After this long without a reply, ask the broker once whether anything consumes the RPC queue.
+PROBE_AFTER_S = 1.0
 
 # Methods that change nothing may be re-sent after a reconnect.
 _SAFE_TO_RESEND = frozenset(
@@ -35,33 +47,69 @@ _SAFE_TO_RESEND = frozenset(
         "Task.getStatus",
         "Task.getInfo",
         "Task.getDetails",
+        "Host.getSubsystems",
     }
 )
 
 
 class TasksClient:
-    """Calls the aggregator over the request/reply queue. Thread-safe (one call at a time)."""
+    """Calls the aggregator over the request/reply queue. Thread-safe (one call at a time).
+
+    Args:
+        connection: the broker connection (or its URL).
+        timeout_s: the default deadline of a call.
+        wait_for_aggregator: wait out a call's deadline for an aggregator to come (e.g. one
+            restarting) instead of raising ``NoAggregator`` as soon as none serves.
+    """
 
     def __init__(
         self,
         connection: Bus | str,
         *,
         timeout_s: float = DEFAULT_RPC_TIMEOUT_S,
+        wait_for_aggregator: bool = False,
     ) -> None:
         self.connection: Bus = BusConnection(connection) if isinstance(connection, str) else connection
         self.timeout_s = timeout_s
+        self.wait_for_aggregator = wait_for_aggregator
         self._lock = threading.Lock()
         self._replies: dict[str, bytes] = {}
         self._waiting: str | None = None
         self._queue = ""  # the reply queue's name, once declared
         self._started = False
+        # Checked on the current connection (again after a reconnect).
+        self._rpc_queue_checked = wait_for_aggregator
 
     def _start(self) -> None:
+        """Declare the reply queue and consume it (once); check the RPC queue (once per connection).
+
+        Raises:
+            NoAggregator: when the RPC queue does not exist on the broker.
+        """
         if not self._started:
-            self.connection.connect()
             self._queue = self.connection.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
             self._started = True  # from here on, a reconnect re-declares and re-consumes it
             self.connection.consume(self._queue, self._on_reply, no_ack=True)
+        if not self._rpc_queue_checked:
+            if self.connection.queue_exists(names.RPC_QUEUE) is False:
+                raise NoAggregator(
+                    redact_url(self.connection.url),
+                    f"the queue {names.RPC_QUEUE} does not exist on this broker and vhost"
+                    " (no aggregator ever ran here: start bus-tasks serve)",
+                )
+            self._rpc_queue_checked = True
+
+    def _probe(self) -> None:
+        """Once a call waited ``PROBE_AFTER_S``: is anything consuming the RPC queue at all?
+
+        Raises:
+            NoAggregator: when the broker counts no consumer (RabbitMQ; elsewhere it cannot tell).
+        """
+        if self.connection.consumer_count(names.RPC_QUEUE, passive=True) == 0:
+            raise NoAggregator(
+                redact_url(self.connection.url),
+                f"nothing consumes {names.RPC_QUEUE} (no bus-tasks serve is running)",
+            )
 
     def _on_reply(self, delivery: Delivery) -> None:
         if delivery.correlation_id is not None and delivery.correlation_id == self._waiting:
@@ -76,8 +124,12 @@ class TasksClient:
 
         Raises:
             DeadlineExceeded: when no reply arrived in time.
-            BrokerUnavailable: when the broker could not be reached in time; or the connection
-                broke during a call that changes something (it is not sent twice).
+            NoAggregator: when no aggregator serves the broker (the RPC queue is missing, or
+                nothing consumes it), within about ``PROBE_AFTER_S``: RabbitMQ only.
+            BrokerRefused: when the broker refuses the login or the vhost (not retried).
+            BrokerUnavailable: when the broker could not be reached in time (or within the
+                connection's ``connect_retries``); or the connection broke during a call that
+                changes something (it is not sent twice).
             BusTasksError: the typed error the aggregator answered (UnknownTask, InvalidParams ...).
         """
         correlation_id = uuid.uuid4().hex
@@ -95,7 +147,7 @@ class TasksClient:
 
         Raises:
             InvalidParameter: for an empty batch.
-            DeadlineExceeded, BrokerUnavailable: as :meth:`call`, for the batch as a whole.
+            DeadlineExceeded, NoAggregator, BrokerUnavailable: as :meth:`call`, for the batch as a whole.
             BusTasksError: the error the aggregator answered for the whole batch (e.g. too large).
         """
         if not calls:
@@ -133,21 +185,34 @@ class TasksClient:
     ) -> bytes:
         """Send the request and wait for its reply. After a lost connection, reconnect and send
         it again, unless it may have reached the aggregator and changes something."""
+        if not self._started:
+            # Retries as the connection says (with back-off, within the deadline): when it
+            # gives up, reconnecting again below would only repeat that.
+            self.connection.connect()
         sent = False
+        probe_at = 0.0  # when to ask whether anything consumes the RPC queue (0: asked)
         while correlation_id not in self._replies:
             try:
                 if not sent:
                     self._start()
                     sent = True  # from here the aggregator may get it, even if publishing fails
                     self._send(body, correlation_id, deadline)
-                remaining = deadline - time.monotonic()
+                    probe_at = 0.0 if self.wait_for_aggregator else time.monotonic() + PROBE_AFTER_S
+                now = time.monotonic()
+                remaining = deadline - now
                 if remaining <= 0:
                     raise DeadlineExceeded(method, timeout)
-                self.connection.drain(min(remaining, 1.0))
+                if probe_at and now >= probe_at:
+                    probe_at = 0.0
+                    self._probe()
+                wait_s = min(remaining, 1.0) if not probe_at else min(remaining, max(probe_at - now, 0.001))
+                self.connection.drain(wait_s)
             except self.connection.errors:
                 if sent and not safe:
                     raise
                 self.connection.recover()
+                # A new connection: check again (it may lead to another broker node).
+                self._rpc_queue_checked = self.wait_for_aggregator
                 sent = False
         return self._replies.pop(correlation_id)
 
@@ -198,9 +263,28 @@ class TasksClient:
         """Ask the owning subsystem to revert a done task."""
         return bool(self.call("Task.revert", {"taskID": task_id}))
 
-    def clear_task(self, task_id: str) -> bool:
-        """Remove a done task from the view (410 while it is not done)."""
-        return bool(self.call("Task.clear", {"taskID": task_id}))
+    def clear_task(self, task_id: str, *, force: bool = False) -> bool:
+        """Remove a done task from the view (410 while it is not done).
+
+        ``force``: remove it whatever its state, e.g. a task whose subsystem will never come back
+        (an operator's call, logged by the aggregator); its owner, if it comes back, drops it.
+        """
+        params: dict[str, Any] = {"taskID": task_id}
+        if force:
+            params["force"] = True
+        return bool(self.call("Task.clear", params))
+
+    def retag_task(self, task_id: str, tags: Sequence[str]) -> list[str]:
+        """Replace a task's tags, through its owner (so that its later updates keep them).
+
+        Returns the new tags once the owner published them; code 100 when it does not answer.
+        """
+        return self.call("Task.retag", {"taskID": task_id, "tags": list(tags)})  # type: ignore[no-any-return]
+
+    def subsystems(self) -> dict[str, dict[str, Any]]:
+        """Every subsystem the aggregator heard from or holds tasks of, with its state
+        (``alive``, ``lost``, ``stopped``, ``unknown``), last heartbeat and task count."""
+        return self.call("Host.getSubsystems")  # type: ignore[no-any-return]
 
     @property
     def vdsm(self) -> VdsmFacade:

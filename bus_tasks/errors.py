@@ -150,6 +150,14 @@ class NoAggregator(BusTasksError):
         super().__init__(message=f"{self.title}: no aggregator serving on {broker}: {detail}")
 
 
+class QueueInUse(BusTasksError):
+    """Raised by an exclusive consume when another connection already consumes the queue."""
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(message=f"{self.title}: queue {queue} is consumed by another connection")
+        self.queue = queue
+
+
 class SubsystemTaken(BusTasksError):
     """Raised when a publisher claims a subsystem name that a live process already owns: control
     commands for its tasks would go to the wrong process."""
@@ -258,3 +266,15 @@ class ShutdownRequested(BusTasksError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(message=detail)
+
+
+class PublishUnreachable(PublishError, BrokerUnavailable):
+    """Raised by a flush when published messages still wait because the broker is unreachable
+    (at the flush's deadline, or at once when the connection's ``connect_retries`` are spent):
+    it names the broker and the connection's last error, not the messages."""
+
+    def __init__(self, broker: str, detail: str, waiting: int) -> None:
+        plural = "message" if waiting == 1 else "messages"
+        BusTasksError.__init__(
+            self, message=f"{self.title}: broker {broker} unreachable: {detail} ({waiting} {plural} not sent)"
+        )

@@ -20,6 +20,7 @@ DEAD_QUEUE = "bus_tasks.dead"
 
 HEADER_REASON = "x-bus-tasks-reason"
 HEADER_SENT_AT = "x-bus-tasks-sent-at"
+HEADER_STREAM_OFFSET = "x-stream-offset"  # set by RabbitMQ on every message read from a stream
 
 CONTENT_TYPE = "application/json"
 

@@ -11,7 +11,7 @@
 
 from bus_tasks.errors import ShutdownRequested
 from bus_tasks.transport.admin import reset_memory_transport
-from bus_tasks.transport.bus import Bus, Delivery, Handler
+from bus_tasks.transport.bus import Bus, Delivery, Handler, QueueInUse
 from bus_tasks.transport.connection import BusConnection
 from bus_tasks.transport.consumers import ReentrantDrain
 
@@ -20,6 +20,7 @@ __all__ = [
     "BusConnection",
     "Delivery",
     "Handler",
+    "QueueInUse",
     "ReentrantDrain",
     "ShutdownRequested",
     "reset_memory_transport",

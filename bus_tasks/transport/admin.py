@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from amqp.exceptions import NotFound
 from kombu.entity import Queue
 from kombu.transport import memory
 
 from bus_tasks.transport.bus import Delivery
 from bus_tasks.transport.consumers import delivery_of
+from bus_tasks.transport.exclusive import reset_memory_claims
 
 
 def queue_size(channel: Any, queue: Queue) -> int:
@@ -22,6 +25,27 @@ def consumer_count(channel: Any, queue: Queue) -> int:
     """Consumers attached to ``queue`` (declares it if missing)."""
     _, _, consumers = queue.bind(channel).queue_declare(passive=False)
     return int(consumers)
+
+
+def queue_exists(channel: Any, name: str) -> bool:
+    """Whether queue ``name`` exists (RabbitMQ), asked on ``channel``, a channel of its own: the
+    broker closes it when the queue is missing. The channel is closed afterwards."""
+    return passive_consumer_count(channel, name) is not None
+
+
+def passive_consumer_count(channel: Any, name: str) -> int | None:
+    """Consumers of queue ``name`` without declaring it (RabbitMQ); None when it does not exist.
+
+    Asked on ``channel``, a channel of its own, closed afterwards.
+    """
+    try:
+        _, _, consumers = channel.queue_declare(queue=name, passive=True)
+        return int(consumers)
+    except NotFound:  # the broker closed the channel (py-amqp reopened it)
+        return None
+    finally:
+        with contextlib.suppress(Exception):  # a channel already gone is as good as closed
+            channel.close()
 
 
 def get(channel: Any, queue: Queue, stale: Callable[[], bool]) -> Delivery | None:
@@ -43,3 +67,4 @@ def reset_memory_transport() -> None:
     memory.Channel.queues.clear()
     memory.Channel.events.clear()
     memory.Transport.global_state.clear()
+    reset_memory_claims()

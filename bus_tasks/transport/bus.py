@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bus_tasks import names
+from bus_tasks.errors import QueueInUse
+
+__all__ = ["Bus", "Delivery", "Handler", "QueueInUse"]
 
 
 @dataclass(slots=True)
@@ -34,6 +37,12 @@ class Delivery:
         acking it then does nothing.
         """
         self._ack(multiple)
+
+    @property
+    def offset(self) -> int | None:
+        """Its position in the stream it was read from (RabbitMQ's ``x-stream-offset``), if any."""
+        value = self.headers.get(names.HEADER_STREAM_OFFSET)
+        return value if type(value) is int else None
 
     def deadline(self) -> float | None:
         """Epoch seconds after which the sender no longer waits, if it said."""
@@ -89,8 +98,19 @@ class Bus(Protocol):
         ...
 
     def consume(
-        self, queue: str, handler: Handler, *, no_ack: bool = False, prefetch: int | None = None
-    ) -> None: ...
+        self,
+        queue: str,
+        handler: Handler,
+        *,
+        no_ack: bool = False,
+        prefetch: int | None = None,
+        exclusive: bool = False,
+    ) -> None:
+        """Deliver messages of ``queue`` to ``handler`` during :meth:`drain`.
+
+        ``exclusive``: be its only consumer, or raise :class:`QueueInUse`.
+        """
+        ...
 
     def publish(
         self,
@@ -106,7 +126,15 @@ class Bus(Protocol):
         on_confirm: Callable[[], None] | None = None,
     ) -> None: ...
 
-    def flush(self, timeout_s: float = 30.0) -> None: ...
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait for the broker's confirms of everything published so far.
+
+        Raises:
+            PublishUnreachable: when messages wait because the broker is unreachable.
+            PublishError: when some are unconfirmed at ``timeout_s``, or the broker returned
+                some it could not route.
+        """
+        ...
 
     def drain(self, timeout_s: float) -> bool:
         """Handle what arrives within ``timeout_s``, one delivery at a time; False if nothing did."""
@@ -118,8 +146,16 @@ class Bus(Protocol):
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None: ...
 
-    def consumer_count(self, queue: str) -> int | None:
-        """Consumers of ``queue`` where the broker counts them (RabbitMQ); None elsewhere."""
+    def queue_exists(self, queue: str) -> bool | None:
+        """Whether ``queue`` exists, where the broker can tell (RabbitMQ); None elsewhere (Redis
+        and memory:// keep no record of an empty queue). Creates nothing."""
+        ...
+
+    def consumer_count(self, queue: str, *, passive: bool = False) -> int | None:
+        """Consumers of ``queue`` where the broker counts them (RabbitMQ); None elsewhere.
+
+        Declares the queue if it is missing, unless ``passive``: then a missing queue counts 0.
+        """
         ...
 
     def queue_size(self, queue: str) -> int: ...

@@ -1,8 +1,10 @@
 """``BusConnection``: the :class:`~bus_tasks.transport.bus.Bus` on kombu, from its parts.
 
-The parts: a :class:`~bus_tasks.transport.link.Link` (connect, recover, deadlines), the
+The parts: a :class:`~bus_tasks.transport.link.Link` (connect, back-off, deadlines), the
 topology (kombu entities of the names in :mod:`bus_tasks.names`), consumers feeding a serial
-:class:`~bus_tasks.transport.consumers.Inbox`, and the confirm
+:class:`~bus_tasks.transport.consumers.Inbox` (exclusive ones emulated by
+:mod:`~bus_tasks.transport.exclusive` off RabbitMQ), and the publishing
+:class:`~bus_tasks.transport.publishing.Sender` with its confirm
 :class:`~bus_tasks.transport.outbox.Outbox`.
 """
 
@@ -17,22 +19,22 @@ from typing import Any
 
 from kombu.entity import Exchange, Queue
 from kombu.message import Message
-from kombu.messaging import Consumer, Producer
+from kombu.messaging import Consumer
 
 from bus_tasks import names
 from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S, redact_url
-from bus_tasks.errors import PublishError, ShutdownRequested
+from bus_tasks.errors import BusTasksError, QueueInUse
 from bus_tasks.transport import admin, topology
 from bus_tasks.transport.bus import Delivery, Handler
 from bus_tasks.transport.consumers import Inbox, ReentrantDrain, Subscription, delivery_of, start_consumer
+from bus_tasks.transport.exclusive import Claims
 from bus_tasks.transport.link import Link, Retries
-from bus_tasks.transport.outbox import Outbox, Outgoing
+from bus_tasks.transport.outbox import Outgoing
+from bus_tasks.transport.publishing import Sender
 
 log = logging.getLogger("bus_tasks.transport")
 
-
-def _call(callback: Callable[[], None]) -> None:
-    callback()
+EXCLUSIVE_RETRY_S = 0.5  # between attempts to take back an exclusive queue after a reconnect
 
 
 class BusConnection:
@@ -73,19 +75,19 @@ class BusConnection:
         self._subscriptions: list[Subscription] = []
         self._live: list[Consumer] = []
         self._inbox = Inbox()
+        self._claims = Claims(self._link.scheme, redis_key_prefix=redis_key_prefix)
         self._generation = 0  # bumped by every reconnect attempt: older deliveries are stale
         self._dead_letters_unconfirmed = 0
-        self._producer: Producer | None = None
         self._declared: list[Queue | Exchange] = []
         self._queues: dict[str, Queue] = {}  # name -> entity, for queues declared here
-        self._exchanges_declared: set[str] = set()
-        # Publisher confirms (RabbitMQ only).
-        self._confirming = confirm_publish and self.is_amqp
-        self._max_unconfirmed = max_unconfirmed
-        self._confirm_window = min(confirm_window, max_unconfirmed)
-        self._outbox = Outbox()
-        self._pumping = False
-        self._broken = False
+        self._sender = Sender(
+            self._link,
+            self._inbox,
+            self,
+            confirming=confirm_publish and self.is_amqp,  # publisher confirms: RabbitMQ only
+            max_unconfirmed=max_unconfirmed,
+            window=confirm_window,
+        )
 
     def __repr__(self) -> str:
         return f"BusConnection({redact_url(self.url)!r})"
@@ -98,7 +100,7 @@ class BusConnection:
     @property
     def pending(self) -> int:
         """Messages published but not yet confirmed by the broker."""
-        return len(self._outbox)
+        return self._sender.pending
 
     def fileno(self) -> int | None:
         """The broker socket's descriptor (AMQP, connected), for a select that waits on more than the
@@ -126,7 +128,11 @@ class BusConnection:
 
     def connect(self, max_retries: Retries = "default") -> None:
         """Connect now, retrying with back-off (forever unless ``connect_retries`` was given, or
-        until the deadline of :meth:`bounded`)."""
+        until the deadline of :meth:`bounded`).
+
+        Raises:
+            BrokerRefused: when the broker refuses the login or the vhost (never retried).
+        """
         self._link.connect(max_retries)
 
     # -- topology -------------------------------------------------------------------------
@@ -185,14 +191,28 @@ class BusConnection:
         *,
         no_ack: bool = False,
         prefetch: int | None = None,
+        exclusive: bool = False,
     ) -> None:
-        """Deliver messages of ``queue`` to ``handler`` during :meth:`drain`."""
-        subscription = Subscription(self._entity(queue), handler, no_ack, prefetch)
-        self._subscriptions.append(subscription)
-        self.connect()
-        self._start(subscription)
+        """Deliver messages of ``queue`` to ``handler`` during :meth:`drain`.
 
-    def _start(self, subscription: Subscription) -> None:
+        With ``exclusive``, this connection is the queue's only consumer, also after a
+        reconnect: RabbitMQ's own exclusive consumer; elsewhere see :mod:`.exclusive`.
+
+        Raises:
+            QueueInUse: with ``exclusive``, when another connection consumes ``queue`` (this
+                connection stays usable).
+        """
+        subscription = Subscription(self._entity(queue), handler, no_ack, prefetch, exclusive)
+        self._subscriptions.append(subscription)  # from here on, a reconnect restarts it
+        try:
+            self.connect()
+            self._start(subscription)
+        except BusTasksError:  # refused (QueueInUse, BrokerRefused): not to be restarted
+            self._subscriptions.remove(subscription)
+            raise
+
+    def _start(self, subscription: Subscription, *, patience_s: float = 0.0) -> None:
+        """Start consuming; an exclusive queue in use is tried again for ``patience_s``."""
         handler = subscription.handler
         inbox = self._inbox
         stale = self._staleness()
@@ -200,7 +220,21 @@ class BusConnection:
         def on_message(message: Message) -> None:
             inbox.put(handler, delivery_of(message, stale))
 
-        consumer = start_consumer(self._link.new_channel(), subscription, on_message, amqp=self.is_amqp)
+        give_up_at = time.monotonic() + patience_s
+        while True:
+            try:
+                if subscription.exclusive:
+                    self._claims.claim(self._link.channel, str(subscription.queue.name))
+                consumer = start_consumer(
+                    self._link.new_channel(), subscription, on_message, amqp=self.is_amqp
+                )
+                break
+            except QueueInUse:
+                left_s = give_up_at - time.monotonic()
+                if left_s <= 0 or self._link.past_deadline():
+                    raise
+                self._link.check_stop()
+                self._link.pause(min(EXCLUSIVE_RETRY_S, left_s))
         self._live.append(consumer)
 
     def _staleness(self) -> Callable[[], bool]:
@@ -217,66 +251,62 @@ class BusConnection:
         Raises:
             the transport's connection errors (see :attr:`errors`); call :meth:`recover`.
             ReentrantDrain: when called from a handler of this connection.
+            QueueInUse: on Redis, when an exclusive queue's lease ran out and another took it.
         """
         if self._inbox.running:
             raise ReentrantDrain("a handler drained the connection that runs it")
-        if self._broken:
+        if self._sender.broken:
             self.recover()
+        if self._claims.held:
+            self._claims.renew(self._link.channel)
         got = bool(self._inbox) or self._link.drain_events(timeout_s)
         return self._inbox.run() > 0 or got
 
     def recover(self, max_retries: Retries = "default") -> None:
         """Reconnect after a lost connection: re-declare, restart consumers, re-send unconfirmed.
 
-        Without a bound on retries, keeps trying (with back-off) until everything is restored,
-        even if the connection drops again half-way, or until the deadline of :meth:`bounded`.
+        Attempts follow the link's back-off (0.1 s doubling to ``reconnect_max_s``); without a
+        bound on retries, keeps trying until everything is restored, even if the connection
+        drops again half-way, or until the deadline of :meth:`bounded`.
 
         Raises:
-            one of :attr:`errors` when the broker is still unreachable after ``max_retries`` or
-            at the deadline.
+            one of :attr:`errors` when the broker is still unreachable after ``max_retries``
+                attempts in a row, or at the deadline.
+            BrokerRefused: when the broker refuses the login or the vhost (not retried).
+            QueueInUse: when an exclusive queue stays taken by another connection (the lost
+                one may linger at the broker until its heartbeat times out: tried again for a
+                while first).
         """
         link = self._link
         retries = link.connect_retries if max_retries == "default" else max_retries
-        delay_s = 0.1
         while True:
+            if not self._sender.broken:
+                self._sender.lost()
+            self._live.clear()
+            self._generation += 1
+            self._inbox.clear()  # deliveries of the lost connection come again on the new one
+            self._dead_letters_unconfirmed = 0
+            self._sender.reset()
+            link.renew()
+            link.connect(retries)  # waits out the back-off; raises once out of retries
             try:
-                self._reconnect(max_retries)
+                self._restore()
                 return
-            except self.errors as exc:
-                if retries is not None or link.past_deadline():
+            except self.errors as exc:  # lost again half-way: that attempt failed too
+                link.failed(exc)
+                if link.backoff.exhausted(retries) or link.past_deadline():
                     raise
-                log.warning(
-                    "reconnecting to %s failed (%s); again in %.1fs", redact_url(self.url), exc, delay_s
-                )
-                link.check_stop()
-                link.pause(min(delay_s, link.remaining() or delay_s))
-                delay_s = min(delay_s * 2, link.reconnect_max_s)
 
-    def _reconnect(self, max_retries: Retries) -> None:
-        log.warning("reconnecting to %s", redact_url(self.url))
-        if not self._broken:
-            self._lost()
-        self._live.clear()
-        self._generation += 1
-        self._inbox.clear()  # deliveries of the lost connection come again on the new one
-        self._dead_letters_unconfirmed = 0
-        self._producer = None
-        self._exchanges_declared.clear()
-        self._link.renew()
-        self._link.connect(max_retries)
+    def _restore(self) -> None:
         channel = self._link.channel
         for entity in self._declared:
             entity.bind(channel).declare()
+        patience_s = max(10.0, 2 * self._link.heartbeat_s + 5.0)  # the broker's heartbeat timeout
         for subscription in self._subscriptions:
-            self._start(subscription)
-        self._broken = False
+            self._start(subscription, patience_s=patience_s)
+        self._sender.broken = False
         log.info("broker connection to %s re-established; re-sending %d", redact_url(self.url), self.pending)
-        self._pump()
-
-    def _lost(self) -> None:
-        log.warning("broker connection to %s lost with %d unconfirmed", redact_url(self.url), self.pending)
-        self._outbox.lost()
-        self._broken = True
+        self._sender.pump()
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -297,111 +327,32 @@ class BusConnection:
 
         With confirms on, returns once the message is sent (not yet confirmed): ``on_confirm``
         runs, from a later :meth:`drain`, once the broker confirmed it; :meth:`flush` waits for
-        every confirm. Without confirms ``on_confirm`` runs from the next :meth:`drain`.
+        every confirm. Without confirms ``on_confirm`` runs from the next :meth:`drain`. The
+        first event published on a connection declares the events queue; events are
+        ``mandatory`` on RabbitMQ (see :meth:`flush`).
 
         Raises:
             PublishError: when ``max_unconfirmed`` messages already wait for the broker.
+            BrokerRefused: when the broker refuses the login or the vhost.
         """
         message = Outgoing(
             body, exchange, routing_key, headers or {}, reply_to, correlation_id,
             expiration_s, persistent, on_confirm,
         )  # fmt: skip
-        if not self._confirming:
-            if self._broken:
-                # Restore consumers first: a request sent before its reply queue is back
-                # would be answered to nowhere.
-                self.recover()
-            self._send(message)
-            if on_confirm is not None:
-                self._inbox.put(_call, on_confirm)
-            return
-        if self.pending >= self._max_unconfirmed:
-            self._await_confirms(self._max_unconfirmed - 1, deadline=time.monotonic() + 1.0)
-            if self.pending >= self._max_unconfirmed:
-                raise PublishError(
-                    f"{self.pending} messages wait for confirmation by {redact_url(self.url)}"
-                    f" (the bound is {self._max_unconfirmed}): is the broker reachable?"
-                )
-        self._outbox.add(message)
-        self._pump()
-        if not self._broken and self._outbox.unconfirmed >= self._confirm_window:
-            self._await_confirms(self._confirm_window // 2, deadline=None)
+        self._sender.publish(message)
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until the broker has confirmed every message published so far.
 
         Raises:
-            PublishError: when some are still unconfirmed at ``timeout_s``.
+            PublishUnreachable: when messages wait because the broker is unreachable (at
+                ``timeout_s``, or at once when ``connect_retries`` are spent); it names the
+                broker and the last connection error.
+            PublishError: when some are still unconfirmed at ``timeout_s``; or when the broker
+                returned messages it could not route (e.g. no events queue) since the last
+                flush, naming how many and their routing keys.
         """
-        if not self._confirming:
-            return
-        self._await_confirms(0, deadline=time.monotonic() + timeout_s)
-        if self.pending:
-            raise PublishError(f"{self.pending} messages not confirmed by the broker within {timeout_s:g}s")
-
-    def _await_confirms(self, at_most: int, *, deadline: float | None) -> None:
-        """Read confirms (reconnecting and re-sending as needed) until ``pending <= at_most``."""
-        while self.pending > at_most:
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-            try:
-                if self._broken or self._outbox.unsent:
-                    self._pump()  # reconnects once if needed; re-sends what was nacked
-                self._link.drain_events(0.1)
-            except self.errors:
-                self._lost()
-
-    def _pump(self) -> None:
-        """Send what waits, in order; on a lost connection keep it for after a reconnect."""
-        if self._pumping:
-            return  # a reconnect inside the send loop: the loop below goes on sending
-        self._pumping = True
-        try:
-            if self._broken:
-                self.recover(max_retries=1)  # publishing must not hang while the broker is away
-            outbox = self._outbox
-            while (message := outbox.head()) is not None:
-                self._send(message)
-                outbox.sent()
-        except self.errors:
-            self._lost()
-        finally:
-            self._pumping = False
-
-    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        for callback in self._outbox.ack(delivery_tag, multiple=multiple):
-            self._inbox.put(_call, callback)
-
-    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        refused = self._outbox.nack(delivery_tag, multiple=multiple)
-        log.warning("broker refused %d messages; re-sending them", refused)
-
-    def _send(self, message: Outgoing) -> None:
-        if self._producer is None:
-            self.connect()
-            channel: Any = self._link.channel  # py-amqp's channel: confirms are its extension
-            if self._confirming:
-                channel.confirm_select()
-                channel.events["basic_ack"].add(self._on_ack)
-                channel.events["basic_nack"].add(self._on_nack)
-            self._producer = Producer(channel)
-        if message.exchange and message.exchange not in self._exchanges_declared:
-            # Virtual transports (redis, memory) route by the exchange type this connection knows.
-            self._declare(topology.EXCHANGES[message.exchange])
-            self._exchanges_declared.add(message.exchange)
-        self._producer.publish(
-            message.body,
-            exchange=message.exchange,
-            routing_key=message.routing_key,
-            content_type=names.CONTENT_TYPE,
-            content_encoding="utf-8",
-            delivery_mode=2 if message.persistent else 1,
-            headers=message.headers,
-            reply_to=message.reply_to,
-            correlation_id=message.correlation_id,
-            expiration=message.expiration_s,
-            retry=False,
-        )
+        self._sender.flush(timeout_s)
 
     # -- settling -------------------------------------------------------------------------
 
@@ -438,11 +389,25 @@ class BusConnection:
 
     # -- tools ----------------------------------------------------------------------------
 
-    def consumer_count(self, queue: str) -> int | None:
-        """Consumers attached to ``queue`` on RabbitMQ (declares it if missing); None elsewhere."""
+    def queue_exists(self, queue: str) -> bool | None:
+        """Whether ``queue`` exists on RabbitMQ (a passive declare, on a channel of its own);
+        None elsewhere: Redis and memory:// keep no record of an empty queue's existence."""
+        if not self.is_amqp:
+            return None
+        self.connect()
+        return admin.queue_exists(self._link.new_channel(), queue)
+
+    def consumer_count(self, queue: str, *, passive: bool = False) -> int | None:
+        """Consumers attached to ``queue`` on RabbitMQ; None elsewhere (no transport counts).
+
+        Declares the queue if missing, unless ``passive``: then a missing queue counts 0 and
+        stays missing.
+        """
         if not self.is_amqp:
             return None  # the virtual transports do not count consumers
         self.connect()
+        if passive:
+            return admin.passive_consumer_count(self._link.new_channel(), queue) or 0
         return admin.consumer_count(self._link.channel, self._entity(queue))
 
     def queue_size(self, queue: str) -> int:
@@ -461,7 +426,8 @@ class BusConnection:
         admin.delete_queues(self._link.channel, queue_names)
 
     def close(self, flush_timeout_s: float = 10.0) -> None:
-        """Cancel consumers, wait (bounded) for outstanding confirms, then disconnect.
+        """Cancel consumers, release exclusive claims, wait (bounded) for outstanding confirms,
+        then disconnect. A connection whose broker stays unreachable does not wait for it.
 
         No handler runs any more: what is in the inbox is dropped (unacked, it is redelivered).
         """
@@ -474,13 +440,23 @@ class BusConnection:
             self._live.clear()
             self._subscriptions.clear()
             self._inbox.clear()
-            if self.pending:
+            self._release_claims()
+            if self.pending and self._link.refused is None:  # refused: said once already
                 self.flush(flush_timeout_s)
-        except (PublishError, ShutdownRequested, *self.errors) as exc:  # type: ignore[misc]
+            self._sender.report_returned(raise_=False)
+        except (BusTasksError, *self.errors) as exc:  # type: ignore[misc]
             log.warning("closing %r: %s", self, exc)
         finally:
             self._inbox.clear()
             self._link.release()
+
+    def _release_claims(self) -> None:
+        if not self._claims.held:
+            return
+        try:
+            self._claims.release(self._link.channel if self._claims.kind == "redis" else None)
+        except self.errors:  # Redis away: the lease runs out on its own
+            log.debug("releasing exclusive claims failed", exc_info=True)
 
     def __enter__(self) -> BusConnection:
         return self

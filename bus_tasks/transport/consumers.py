@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from amqp.exceptions import AccessRefused
 from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
 
+from bus_tasks.errors import QueueInUse
 from bus_tasks.transport.bus import Delivery, Handler
 
 
@@ -97,21 +100,62 @@ class Subscription:
     handler: Handler
     no_ack: bool
     prefetch: int | None
+    exclusive: bool = False
+
+
+class _ExclusiveQueue(Queue):
+    """A queue consumed with basic.consume ``exclusive`` (kombu's Queue does not pass the flag)."""
+
+    def consume(
+        self,
+        consumer_tag: str = "",
+        callback: Any = None,
+        no_ack: bool | None = None,
+        nowait: bool = False,
+        on_cancel: Any = None,
+    ) -> Any:
+        return self.channel.basic_consume(
+            queue=self.name,
+            no_ack=self.no_ack if no_ack is None else no_ack,
+            consumer_tag=consumer_tag or "",
+            callback=callback,
+            nowait=nowait,
+            arguments=getattr(self, "consumer_arguments", None),  # set from Queue.attrs
+            on_cancel=on_cancel,
+            exclusive=True,
+        )
 
 
 def start_consumer(
     channel: Any, subscription: Subscription, on_message: Callable[[Message], None], *, amqp: bool
 ) -> Consumer:
+    """Consume ``subscription`` on ``channel`` (a channel of its own).
+
+    Raises:
+        QueueInUse: on RabbitMQ, when the broker refuses the consumer because another
+            connection consumes the queue exclusively (or, for an exclusive one, at all). The
+            broker closed the channel; the connection stays usable.
+    """
+    queue = subscription.queue
     if amqp:
         # py-amqp would decode each UTF-8 body to str, and Delivery would encode it back: two
         # passes over a 40 MB listing for nothing. The JSON decoders check UTF-8 themselves.
         channel.auto_decode = False
+        if subscription.exclusive:
+            queue = _ExclusiveQueue(**queue.as_dict())
     consumer = Consumer(
         channel,
-        queues=[subscription.queue],
+        queues=[queue],
         on_message=on_message,
         no_ack=subscription.no_ack,
         prefetch_count=subscription.prefetch,
     )
-    consumer.consume()
+    try:
+        consumer.consume()
+    except AccessRefused as exc:  # "queue '...' in exclusive use"
+        if "exclusive" not in str(exc):
+            raise
+        with contextlib.suppress(Exception):  # py-amqp reopened it; it is of no more use
+            channel.close()
+        raise QueueInUse(str(queue.name)) from None
     return consumer

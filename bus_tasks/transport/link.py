@@ -1,4 +1,10 @@
-"""The broker link: connect with back-off, give up at a deadline or a stop, start afresh."""
+"""The broker link: connect with back-off, give up at a deadline or a stop, start afresh.
+
+Every attempt of one link, whoever makes it (a connect, a reconnect, a publish that finds the
+connection lost), shares one :class:`~bus_tasks.transport.backoff.Backoff`: attempts come 0.1 s
+doubling to ``reconnect_max_s`` apart, and an outage logs a bounded number of lines. A broker
+that refuses the login or the vhost raises ``BrokerRefused`` at once: retrying would not help.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
+from amqp.exceptions import AccessRefused, NotAllowed
 from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
 from bus_tasks.config import redact_url
-from bus_tasks.errors import ShutdownRequested
+from bus_tasks.errors import BrokerRefused, ShutdownRequested
+from bus_tasks.transport.backoff import Backoff
 
 log = logging.getLogger("bus_tasks.transport")
 
@@ -32,6 +40,25 @@ def transport_options(url: str, *, redis_key_prefix: str = "") -> dict[str, Any]
     return {}
 
 
+def refusal(exc: BaseException) -> str | None:
+    """Why the broker refused a login for good (user, password, vhost), or None if it did not."""
+    if isinstance(exc, AccessRefused | NotAllowed):
+        return f"{exc.code} {exc.reply_text}"  # e.g. "403 ACCESS_REFUSED - Login was refused ..."
+    if type(exc).__module__.startswith("redis.") and type(exc).__name__ in (
+        "AuthenticationError",
+        "AuthorizationError",
+    ):
+        return str(exc)
+    return None
+
+
+def describe(exc: BaseException | None) -> str:
+    """One line for a connection failure (kombu's wrappers say little beyond their cause)."""
+    if exc is None:
+        return "no attempt made"
+    return str(exc) or type(exc).__name__
+
+
 class Link:
     """One kombu connection, replaced by a fresh clone after it is lost (:meth:`renew`)."""
 
@@ -47,16 +74,22 @@ class Link:
         stop: threading.Event | None,
     ) -> None:
         self.url = url
-        self.is_amqp = url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
+        self.scheme = url.split("://", 1)[0]
+        self.is_amqp = self.scheme in ("amqp", "amqps", "pyamqp")
         self.conn = Connection(
             url,
             heartbeat=heartbeat_s if self.is_amqp else 0,
             connect_timeout=connect_timeout_s,
             transport_options=transport_options(url, redis_key_prefix=redis_key_prefix),
         )
+        self.heartbeat_s = heartbeat_s
         self.connect_retries = connect_retries
         self.connect_timeout_s = connect_timeout_s
         self.reconnect_max_s = reconnect_max_s
+        self.backoff = Backoff(max_s=reconnect_max_s)
+        self.last_error: BaseException | None = None  # of the current outage
+        self.ever_connected = False
+        self.refused: BrokerRefused | None = None  # for good: no attempt is made any more
         self._stop = stop  # once set, waiting for the broker gives up with ShutdownRequested
         self._deadline: float | None = None  # see bounded()
         self._last_heartbeat = 0.0
@@ -107,27 +140,104 @@ class Link:
 
     # -- connecting -----------------------------------------------------------------------
 
+    @property
+    def gave_up(self) -> bool:
+        """True when more than ``connect_retries`` attempts in a row failed."""
+        return self.backoff.exhausted(self.connect_retries)
+
+    def due(self) -> bool:
+        """True when the back-off allows the next attempt now."""
+        return self.backoff.wait_s(time.monotonic()) <= 0
+
     def connect(self, max_retries: Retries = "default") -> None:
-        """Connect now, retrying with back-off (forever unless ``connect_retries`` was given, or
-        until the deadline of :meth:`bounded`)."""
+        """Connect now unless connected, waiting out the back-off between attempts.
+
+        Gives up once more than ``max_retries`` attempts in a row failed (``connect_retries``
+        by default; None: never), counting those of earlier calls, so a later call makes one
+        attempt; or at the deadline of :meth:`bounded`.
+
+        Raises:
+            BrokerRefused: when the broker refuses the login or the vhost (not retried).
+            one of :attr:`errors`: the last attempt's error, when giving up.
+        """
+        retries = self.connect_retries if max_retries == "default" else max_retries
+        while not self.conn.connected:
+            if self.refused is not None:
+                raise self.refused
+            self._wait_turn()
+            try:
+                self._attempt()
+            except self.errors as exc:
+                self.renew()  # a half-made connection (a Redis login that failed) is not reused
+                reason = refusal(exc)
+                if reason is not None:
+                    self.refused = BrokerRefused(redact_url(self.url), reason)
+                    raise self.refused from exc
+                self.failed(exc, retries=retries)
+                if self.backoff.exhausted(retries) or self.past_deadline():
+                    raise
+                continue
+            self.succeeded()
+
+    def _wait_turn(self) -> None:
+        """Sleep until the back-off allows an attempt; at the deadline, give up with the last error."""
+        self.check_stop()
+        now = time.monotonic()
+        wait_s = self.backoff.wait_s(now)
+        if wait_s <= 0:
+            return
+        if self._deadline is not None and now + wait_s >= self._deadline:
+            self.pause(self._deadline - now)  # the call fails at its deadline, not earlier
+            self.check_stop()
+            if self.last_error is not None:
+                raise self.last_error
+            raise TimeoutError(f"broker {redact_url(self.url)} not reached before the deadline")
+        self.pause(wait_s)
+        self.check_stop()
+
+    def _attempt(self) -> None:
         remaining = self.remaining()
         # One attempt must not outlast the deadline either (a host that drops SYNs).
         attempt_s = self.connect_timeout_s if remaining is None else min(self.connect_timeout_s, remaining)
         self.conn.connect_timeout = attempt_s  # type: ignore[assignment]  # typed int, takes seconds
-        self.conn.ensure_connection(
-            errback=self._on_connect_error,
-            max_retries=self.connect_retries if max_retries == "default" else max_retries,
-            interval_start=0.1,
-            interval_step=0.5,
-            interval_max=self.reconnect_max_s,
-            timeout=remaining,
-        )
+        # One attempt (kombu's own retry loop would not share the back-off), raw errors.
+        self.conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+        if self.scheme in ("redis", "rediss"):
+            channel: Any = self.conn.default_channel
+            channel.client.ping()  # the login happens at the first command
 
-    def _on_connect_error(self, exc: BaseException, interval: float) -> None:
-        self.check_stop()
-        if self._deadline is not None and time.monotonic() + interval >= self._deadline:
-            raise exc  # the next attempt would come after the deadline of bounded()
-        log.warning("broker %s unreachable (%s); retrying in %.1fs", redact_url(self.url), exc, interval)
+    def failed(self, exc: BaseException, *, retries: int | None = None) -> None:
+        """Count a failed attempt (connecting, or restoring after it); log it if it is due a line
+        (the last one of ``retries`` always is)."""
+        self.last_error = exc
+        now = time.monotonic()
+        due = self.backoff.failed(now)
+        backoff = self.backoff
+        if retries is not None and backoff.failures == retries + 1 > 1:  # the attempt that spent them
+            log.warning(
+                "broker %s unreachable after %d attempts in %.1fs: %s; giving up",
+                redact_url(self.url), backoff.failures, backoff.outage_s(now), describe(exc),
+            )  # fmt: skip
+        elif not due:
+            return
+        elif backoff.failures == 1:
+            log.warning(
+                "broker %s unreachable: %s; retrying %.1fs doubling to %gs apart",
+                redact_url(self.url), describe(exc), backoff.delay_s, backoff.max_s,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "broker %s still unreachable after %d attempts in %.0fs: %s; next in %.1fs",
+                redact_url(self.url), backoff.failures, backoff.outage_s(now), describe(exc),
+                backoff.delay_s,
+            )  # fmt: skip
+
+    def succeeded(self) -> None:
+        failures = self.backoff.succeeded()
+        self.last_error = None
+        self.ever_connected = True
+        if failures:
+            log.info("broker %s reachable again after %d failed attempts", redact_url(self.url), failures)
 
     def renew(self) -> None:
         """Drop the lost connection and make a fresh one (not yet connected)."""

@@ -4,6 +4,11 @@ No I/O here. The connection sends the head message and reports it sent; the brok
 nacks come in by delivery tag; a lost connection puts everything unconfirmed back in line.
 Callbacks of confirmed messages are never run here: :meth:`Outbox.ack` returns them, so that
 the loop owning the connection runs them when no send or wait is in progress.
+
+A message the broker could not route (published ``mandatory``) comes back in a basic.return,
+which RabbitMQ sends before its confirm: :meth:`Outbox.returned` marks it, its ack then settles
+it as :class:`Returned` (its callback dropped), and :meth:`Outbox.take_returned` hands the
+record to whoever reports it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,16 @@ class Outgoing:
     expiration_s: float | None
     persistent: bool
     on_confirm: Callback | None = None
+    returned: str | None = None  # why the broker returned it, until its confirm settles it
+
+
+@dataclass(frozen=True, slots=True)
+class Returned:
+    """A message the broker confirmed without delivering it anywhere (basic.return)."""
+
+    exchange: str
+    routing_key: str
+    reason: str  # e.g. "312 NO_ROUTE"
 
 
 class Outbox:
@@ -42,6 +57,7 @@ class Outbox:
         self._unsent: deque[Outgoing] = deque()
         self._unconfirmed: dict[int, Outgoing] = {}  # delivery tag -> message, in tag order
         self._next_tag = 1
+        self._returned: list[Returned] = []
 
     def __len__(self) -> int:
         """Messages not yet confirmed (sent or not)."""
@@ -80,14 +96,41 @@ class Outbox:
     def ack(self, delivery_tag: int, *, multiple: bool = False) -> list[Callback]:
         """The broker confirmed ``delivery_tag`` (and every earlier one with ``multiple``).
 
-        Returns the callbacks of the confirmed messages, in order, for the caller to run.
+        Returns the callbacks of the confirmed messages, in order, for the caller to run; a
+        message returned before its confirm is recorded for :meth:`take_returned` instead.
         """
         callbacks = []
         for tag in self._tags(delivery_tag, multiple):
             message = self._unconfirmed.pop(tag)
-            if message.on_confirm is not None:
+            if message.returned is not None:
+                self._returned.append(Returned(message.exchange, message.routing_key, message.returned))
+            elif message.on_confirm is not None:
                 callbacks.append(message.on_confirm)
         return callbacks
+
+    def returned(self, exchange: str, routing_key: str, body: bytes, reason: str) -> bool:
+        """The broker returned a message it could not route; its confirm follows.
+
+        Marks the earliest unconfirmed message of that exchange, routing key and body (a return
+        names no delivery tag). One that matches none (published without confirms) is recorded
+        at once. Returns whether one matched.
+        """
+        for message in self._unconfirmed.values():
+            if (
+                message.returned is None
+                and message.routing_key == routing_key
+                and message.exchange == exchange
+                and message.body == body
+            ):
+                message.returned = reason
+                return True
+        self._returned.append(Returned(exchange, routing_key, reason))
+        return False
+
+    def take_returned(self) -> list[Returned]:
+        """The returned messages settled since the last call, in order; forgets them."""
+        returned, self._returned = self._returned, []
+        return returned
 
     def nack(self, delivery_tag: int, *, multiple: bool = False) -> int:
         """The broker refused these messages: they go back to the front of the line, in order.
@@ -95,6 +138,8 @@ class Outbox:
         Returns how many.
         """
         refused = [self._unconfirmed.pop(tag) for tag in self._tags(delivery_tag, multiple)]
+        for message in refused:
+            message.returned = None  # sent again, it is routed afresh
         self._unsent.extendleft(reversed(refused))
         return len(refused)
 
@@ -107,6 +152,7 @@ class Outbox:
         line = [*self._unconfirmed.values(), *self._unsent]
         for message in line:
             message.on_confirm = None
+            message.returned = None  # sent again, it is routed afresh
         self._unsent = deque(line)
         self._unconfirmed.clear()
         self._next_tag = 1

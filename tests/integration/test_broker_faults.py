@@ -1,7 +1,10 @@
-"""Broker connections cut or stalled mid-stream, on both sides: both recover, nothing is lost."""
+"""Broker connections cut or stalled mid-stream, on both sides: both recover, nothing is lost;
+while the broker is away, reconnects back off in a few log lines; exclusive consumers come back."""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,15 +19,16 @@ from support.timing import Stopwatch, assert_ended_by
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
 from bus_tasks.core.model import State
-from bus_tasks.errors import PublishError
+from bus_tasks.errors import PublishError, PublishUnreachable
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusConnection, QueueInUse
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 TASKS = 1500
 LONG_STALL_S = 6.0  # longer than two heartbeats: the stalled side must notice and reconnect
+OUTAGE_S = 8.0
 
 
 @pytest.fixture
@@ -128,3 +132,111 @@ def test_serve_stops_on_sigterm_even_while_the_broker_is_away(
         serve.wait_for_line("stopped while waiting for", timeout_s=5)
     finally:
         serve.kill()
+
+
+def test_a_publisher_cut_off_for_seconds_backs_off_in_few_log_lines_and_delivers_once_back(
+    rabbitmq_broker: Broker, proxies: tuple[FaultProxy, FaultProxy], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bus_tasks.transport")
+    _, to_publisher = proxies
+    publisher = TaskPublisher(
+        BusConnection(rabbitmq_broker.via(to_publisher.port), confirm_publish=True), "vdsm"
+    )
+    first = publisher.create("copyImage", ["spm"]).id
+    publisher.flush(10.0)
+    to_publisher.refuse(True)
+    to_publisher.drop_all()
+    kept = publisher.create("copyImage", ["spm"]).id
+
+    with Stopwatch() as watch, pytest.raises(PublishUnreachable) as caught:
+        publisher.flush(OUTAGE_S)
+    assert_ended_by(watch, OUTAGE_S, not_before_s=OUTAGE_S)
+    assert caught.value.message.startswith(
+        f"General Exception: broker amqp://guest:***@127.0.0.1:{to_publisher.port}/"
+    )
+    assert "not confirmed" not in caught.value.message
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # About 7 attempts in 8 s (0.1 s doubling): the loss, then lines at attempts 1, 2 and 4.
+    # It was three lines per attempt, an attempt every 0.1 s: some 200 lines.
+    assert 2 <= len(warnings) <= 6, warnings
+
+    to_publisher.refuse(False)
+    publisher.flush(30.0)
+    with (
+        RunningAggregator(Aggregator(BusConnection(rabbitmq_broker.url))),
+        TasksClient(BusConnection(rabbitmq_broker.url), timeout_s=10) as client,
+    ):
+        wait_until(lambda: {first, kept} <= set(client.get_all_tasks()), timeout_s=30, what="both tasks")
+    publisher.close()
+
+
+def _exclusive_consumer(connection: BusConnection, queue: str, got: list[bytes]) -> None:
+    connection.declare_queue(queue)
+    connection.consume(queue, lambda d: (got.append(d.body), d.ack()), exclusive=True)
+
+
+def test_an_exclusive_consumer_is_restored_after_its_connection_drops_and_still_refuses_others(
+    rabbitmq_broker: Broker, proxies: tuple[FaultProxy, FaultProxy]
+) -> None:
+    _, proxy = proxies
+    queue = "bus_tasks.control.vdsm"
+    got: list[bytes] = []
+    owner = BusConnection(rabbitmq_broker.via(proxy.port), heartbeat_s=2.0)
+    _exclusive_consumer(owner, queue, got)
+    proxy.drop_all()
+    with pytest.raises(owner.errors):
+        owner.drain(5.0)
+    owner.recover()  # consumes exclusively again
+
+    other = rabbitmq_broker.connection()
+    with pytest.raises(QueueInUse):
+        _exclusive_consumer(other, queue, [])
+    other.publish(b'{"after": "reconnect"}', routing_key=queue)
+    other.flush(10.0)
+    wait_until(lambda: owner.drain(0.05) or got, timeout_s=10, what="the restored consumer's delivery")
+    assert got == [b'{"after": "reconnect"}']
+    owner.close()
+
+
+@pytest.mark.parametrize("squatter_leaves", [True, False], ids=["squatter-leaves", "squatter-stays"])
+def test_after_a_reconnect_an_exclusive_queue_held_by_another_is_tried_again_for_a_while(
+    rabbitmq_broker: Broker, proxies: tuple[FaultProxy, FaultProxy], squatter_leaves: bool
+) -> None:
+    # As when the lost connection lingers at the broker until its heartbeat times out.
+    _, proxy = proxies
+    queue = "bus_tasks.control.vdsm"
+    owner = BusConnection(rabbitmq_broker.via(proxy.port))
+    got: list[bytes] = []
+    _exclusive_consumer(owner, queue, got)
+    proxy.drop_all()
+    squatter = rabbitmq_broker.connection()
+    wait_until(lambda: _took(squatter, queue), timeout_s=10, what="the squatter's exclusive consume")
+    leaving = threading.Timer(1.5, squatter.close) if squatter_leaves else None
+    if leaving is not None:
+        leaving.start()
+    try:
+        with Stopwatch() as watch:
+            if squatter_leaves:
+                owner.recover()
+            else:
+                with pytest.raises(QueueInUse):
+                    owner.recover()
+    finally:
+        if leaving is not None:
+            leaving.join()
+    if squatter_leaves:
+        assert 1.5 - 0.05 <= watch.elapsed_s < 10.0  # it waited for the queue, and got it
+        rabbitmq_broker.connection().publish(b'{"n": 1}', routing_key=queue)
+        wait_until(lambda: owner.drain(0.05) or got, timeout_s=10, what="the owner's delivery")
+    else:
+        assert_ended_by(watch, 10.0, not_before_s=10.0)  # bounded: max(10 s, 2 heartbeats + 5 s)
+        squatter.close()
+    owner.close()
+
+
+def _took(connection: BusConnection, queue: str) -> bool:
+    try:
+        _exclusive_consumer(connection, queue, [])
+    except QueueInUse:  # the broker has not yet seen the dropped connection go
+        return False
+    return True

@@ -159,7 +159,8 @@ class Pollers:
             thread.start()
 
     def _poll(self, url: str) -> None:
-        with TasksClient(BusConnection(url), timeout_s=60) as client:
+        # While serve restarts, nothing consumes the RPC queue: these wait for it, as the engine would.
+        with TasksClient(BusConnection(url), timeout_s=60, wait_for_aggregator=True) as client:
             while not self._stop.is_set():
                 try:
                     client.get_all_tasks_statuses()

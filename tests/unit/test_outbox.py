@@ -1,4 +1,4 @@
-"""The publisher-confirm state machine: publish order, acks and nacks by tag, a lost channel."""
+"""The publisher-confirm state machine: publish order, acks and nacks by tag, a lost channel, returns."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus_tasks.transport.outbox import Outbox, Outgoing
+from bus_tasks.transport.outbox import Outbox, Outgoing, Returned
 
 
 def message(name: str, on_confirm: Callable[[], None] | None = None) -> Outgoing:
@@ -396,6 +396,69 @@ def test_callbacks_of_a_multiple_ack_that_each_publish_queue_their_messages_in_c
     assert send_all(outbox) == [(6, b"c-reply")]
     run(outbox.ack(6))
     assert log == ["a", "b", "c", "a-reply", "b-reply", "c-reply"]
+    assert counts(outbox) == (0, 0, 0)
+
+
+# -- returned (mandatory, unroutable) -------------------------------------------------------
+
+
+def event(name: str, routing_key: str, on_confirm: Callable[[], None] | None = None) -> Outgoing:
+    return Outgoing(name.encode(), "bus_tasks.events", routing_key, {}, None, None, None, True, on_confirm)
+
+
+def test_a_returned_message_is_settled_by_its_ack_as_returned_and_its_callback_dropped() -> None:
+    log: list[str] = []
+    outbox = Outbox()
+    outbox.add(event("a", "task.vdsm.created", recorder(log, "a")))
+    outbox.add(event("b", "task.vdsm.updated", recorder(log, "b")))
+    send_all(outbox)
+
+    assert outbox.returned("bus_tasks.events", "task.vdsm.created", b"a", "312 NO_ROUTE") is True
+    assert outbox.take_returned() == []  # not settled before its confirm
+    run(outbox.ack(2, multiple=True))
+
+    assert log == ["b"]
+    assert counts(outbox) == (0, 0, 0)
+    assert outbox.take_returned() == [Returned("bus_tasks.events", "task.vdsm.created", "312 NO_ROUTE")]
+    assert outbox.take_returned() == []  # handed over once
+
+
+def test_a_return_marks_the_earliest_unconfirmed_message_with_that_key_and_body() -> None:
+    outbox = Outbox()
+    for name, key in (("same", "task.vdsm.created"), ("same", "task.vdsm.created"), ("other", "task.x.y")):
+        outbox.add(event(name, key))
+    send_all(outbox)
+
+    outbox.returned("bus_tasks.events", "task.vdsm.created", b"same", "312 NO_ROUTE")
+    run(outbox.ack(1))
+    run(outbox.ack(2))
+    run(outbox.ack(3))
+
+    assert outbox.take_returned() == [Returned("bus_tasks.events", "task.vdsm.created", "312 NO_ROUTE")]
+
+
+def test_a_return_that_matches_no_message_in_flight_is_recorded_at_once() -> None:
+    outbox = Outbox()  # e.g. published without confirms: nothing is tracked
+
+    assert outbox.returned("bus_tasks.events", "task.vdsm.created", b"x", "312 NO_ROUTE") is False
+    assert outbox.take_returned() == [Returned("bus_tasks.events", "task.vdsm.created", "312 NO_ROUTE")]
+
+
+def test_a_returned_message_lost_with_its_channel_or_nacked_is_sent_again_and_routed_afresh() -> None:
+    log: list[str] = []
+    outbox = Outbox()
+    outbox.add(event("a", "task.vdsm.created", recorder(log, "a")))
+    outbox.add(event("b", "task.vdsm.created"))
+    send_all(outbox)
+    outbox.returned("bus_tasks.events", "task.vdsm.created", b"a", "312 NO_ROUTE")
+    outbox.returned("bus_tasks.events", "task.vdsm.created", b"b", "312 NO_ROUTE")
+
+    outbox.nack(2)
+    outbox.lost()
+    assert send_all(outbox) == [(1, b"a"), (2, b"b")]
+    run(outbox.ack(2, multiple=True))  # this time both were routed
+
+    assert outbox.take_returned() == []
     assert counts(outbox) == (0, 0, 0)
 
 
