@@ -1,4 +1,4 @@
-"""Composition root of ``bus-tasks stomp``: one bridge thread, one asyncio loop, until SIGTERM."""
+"""Composition root of ``bus-tasks stomp``: one asyncio loop owning the broker connection, until SIGTERM."""
 
 from __future__ import annotations
 
@@ -60,13 +60,16 @@ async def _main(settings: Settings, options: StompOptions, stop: threading.Event
     if options.tls_cert and options.tls_key:
         tls = server_context(options.tls_cert, options.tls_key, options.tls_ca)
     door = StompFrontDoor(timeout_s=options.timeout_s, ssl_context=tls)
-    bridge = wiring.stomp_bridge(settings, door.reply_from_bridge, stop=stop)
-    start = loop.run_in_executor(None, bridge.start)
+    bridge = wiring.stomp_bridge(settings, door.on_reply, stop=stop)
+    start = loop.run_in_executor(None, bridge.start)  # connecting may take long: the loop stays free
     stopped = asyncio.ensure_future(stopping.wait())
     waiters: set[asyncio.Future[Any]] = {start, stopped}
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     if stopping.is_set():  # before the broker was reached: the connection's retries see ``stop``
-        await loop.run_in_executor(None, bridge.stop)
+        done, _ = await asyncio.wait({start}, timeout=10.0)
+        if done:  # else the executor's thread still owns the connection; the process exits anyway
+            start.exception()  # ShutdownRequested, or connected just then: closed either way
+            bridge.close()
         return 0
     stopped.cancel()
     await start
@@ -79,5 +82,5 @@ async def _main(settings: Settings, options: StompOptions, stop: threading.Event
         server.close()
         await door.close_sessions()
         await server.wait_closed()
-        await loop.run_in_executor(None, bridge.stop)
+        bridge.close()
     return 0

@@ -1,14 +1,13 @@
-"""One thread that owns the front door's broker connection: requests out, replies back by callback."""
+"""The front door's one broker connection, owned by its asyncio loop: publish at once, drain when readable."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-import queue
-import select
-import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,12 +16,12 @@ from bus_tasks.transport import Bus, Delivery
 
 log = logging.getLogger(__name__)
 
-# The connection is not thread-safe: the bridge waits on the broker socket and on a wake-up
-# socket that ``submit`` writes to, so a new request is published at once. Without a socket to
-# select on (memory://, redis://), it polls in short turns.
-TURN_S = 0.05
-POLL_TURN_S = 0.001
-IDLE_DRAIN_S = 0.001
+# The loop waits on the broker socket with its other sockets (``add_reader``) and reads what is
+# there without blocking; a tick keeps the AMQP heart-beats going. Without a socket to wait on
+# (memory://, redis://) the connection is polled in short turns instead.
+TICK_S = 0.1
+POLL_S = 0.001
+MAX_BURST = 64  # deliveries handled per wake-up before the loop serves its clients again
 
 OnReply = Callable[[str, bytes], None]
 
@@ -37,52 +36,86 @@ class Outgoing:
 
 
 class RpcBridge:
-    """Publishes requests to ``bus_tasks.rpc`` and hands each reply to ``on_reply`` (in its thread)."""
+    """Publishes requests to ``bus_tasks.rpc`` and hands each reply to ``on_reply``, all in one loop.
+
+    :meth:`start` (any thread) connects; from :meth:`attach` on, only the loop's thread uses the
+    connection, except while a lost connection is recovered: that blocks, so it runs in a thread
+    of its own while the loop serves on and holds new requests until the connection is back.
+    """
 
     def __init__(self, connection: Bus, on_reply: OnReply) -> None:
         self.connection = connection
         self._on_reply = on_reply
-        self._outgoing: queue.SimpleQueue[Outgoing] = queue.SimpleQueue()
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
         self._reply_queue = ""
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._thread = threading.Thread(target=self._run, name="stomp-bridge", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd: int | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._held: deque[Outgoing] = deque()  # requests that came while the connection was away
+        self._recovery: threading.Thread | None = None
+        self._closed = False
+        self._released = False  # the connection is closed
+
+    @property
+    def recovering(self) -> bool:
+        """A lost connection is being recovered (requests are held meanwhile)."""
+        return self._recovery is not None
 
     def start(self, timeout_s: float | None = None) -> None:
-        """Start the thread; return once the reply queue is consumed.
+        """Connect, declare the reply queue and consume it (blocking; before :meth:`attach`).
 
         Raises:
-            the error that stopped the bridge before it was ready; TimeoutError at ``timeout_s``.
+            the connection's errors; TimeoutError when the broker was not reached within ``timeout_s``.
         """
-        self._thread.start()
-        while not self._ready.wait(0.05):
-            if not self._thread.is_alive():
-                break
-            if timeout_s is not None:
-                timeout_s -= 0.05
-                if timeout_s <= 0:
-                    raise TimeoutError("the broker connection was not ready in time")
-        if self._error is not None:
-            raise self._error
+        conn = self.connection
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        bound = contextlib.nullcontext() if deadline is None else conn.bounded(deadline)
+        try:
+            with bound:
+                conn.connect()
+                self._reply_queue = conn.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
+                conn.consume(self._reply_queue, self._handle, no_ack=True)
+        except conn.errors as exc:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("the broker connection was not ready in time") from exc
+            raise
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve from ``loop`` (in its thread) from now on."""
+        self._loop = loop
+        self._watch()
+        self._guarded(self._drain_ready)  # what arrived before
 
     def submit(self, body: bytes, correlation_id: str, deadline: float) -> None:
-        """Queue a request for the bridge thread (thread-safe)."""
-        self._outgoing.put(Outgoing(body, correlation_id, deadline))
-        self._wake()
+        """Publish a request now, or hold it while the connection is recovered (loop thread).
 
-    def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):  # full: a wake-up is pending anyway
-            self._wake_w.send(b"w")
+        Never drains: no reply is handled before it returns.
+        """
+        item = Outgoing(body, correlation_id, deadline)
+        if self._closed:
+            return  # its caller is answered at its deadline
+        if self._recovery is not None or self._held:
+            now = time.monotonic()
+            while self._held and self._held[0].deadline <= now:
+                self._held.popleft()  # answered with a timeout already
+            self._held.append(item)
+            return
+        try:
+            self._publish(item)
+        except self.connection.errors as exc:
+            self._lost(exc)
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        self._wake()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop serving and close the connection (loop thread); waits for a recovery at most ``timeout_s``."""
+        self._closed = True
+        self._unwatch()
+        recovery = self._recovery
+        if recovery is not None:
+            recovery.join(timeout_s)
+            if recovery.is_alive():
+                return  # a daemon thread still waiting for the broker; it closes the connection
+        self._release()
+
+    # -- the connection on the loop --------------------------------------------------------
 
     def _handle(self, delivery: Delivery) -> None:
         if delivery.correlation_id is None:
@@ -90,63 +123,103 @@ class RpcBridge:
             return
         self._on_reply(delivery.correlation_id, delivery.body)
 
-    def _run(self) -> None:
-        conn = self.connection
-        try:
-            conn.connect()
-            self._reply_queue = conn.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
-            conn.consume(self._reply_queue, self._handle, no_ack=True)
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            while not self._stop.is_set():
-                try:
-                    self._turn()
-                except conn.errors as exc:
-                    log.warning("broker connection lost (%s); recovering", exc)
-                    conn.recover()
-        except Exception:
-            log.exception("the stomp bridge stopped")
-        finally:
-            conn.close()
-            self._wake_r.close()
-            self._wake_w.close()
+    def _publish(self, item: Outgoing) -> None:
+        remaining = item.deadline - time.monotonic()
+        if remaining <= 0:
+            return  # its caller has been answered with a timeout already
+        self.connection.publish(
+            item.body,
+            routing_key=names.RPC_QUEUE,
+            reply_to=self._reply_queue,
+            correlation_id=item.correlation_id,
+            expiration_s=remaining,
+            headers={names.HEADER_SENT_AT: time.time()},
+            persistent=False,
+        )
 
-    def _turn(self) -> None:
-        self._publish_queued()
-        fd = self.connection.fileno()
-        if fd is None:
-            self.connection.drain(POLL_TURN_S)
-            return
-        wake = self._wake_r.fileno()
-        readable, _, _ = select.select([fd, wake], [], [], TURN_S)
-        if wake in readable:
-            with contextlib.suppress(BlockingIOError):
-                self._wake_r.recv(4096)
-        if fd in readable:
-            self.connection.drain(TURN_S)  # returns once the frame that is there is read
-        elif not readable:
-            self.connection.drain(IDLE_DRAIN_S)  # keeps the AMQP heart-beats going
+    def _watch(self) -> None:
+        assert self._loop is not None
+        self._fd = self.connection.fileno()
+        if self._fd is not None:
+            self._loop.add_reader(self._fd, self._readable)
+        self._timer = self._loop.call_later(TICK_S if self._fd is not None else POLL_S, self._tick)
 
-    def _publish_queued(self) -> None:
-        now = time.monotonic()
-        while True:
-            try:
-                item = self._outgoing.get_nowait()
-            except queue.Empty:
+    def _unwatch(self) -> None:
+        if self._fd is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._fd)
+        self._fd = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _readable(self) -> None:
+        self._guarded(self._drain_ready)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._guarded(self._drain_ready)  # also sends and checks the AMQP heart-beats
+        if self._timer is None and self._recovery is None and not self._closed:
+            assert self._loop is not None
+            self._timer = self._loop.call_later(TICK_S if self._fd is not None else POLL_S, self._tick)
+
+    def _drain_ready(self) -> None:
+        """Handle what is there without waiting: py-amqp may hold frames that select does not see."""
+        for _ in range(MAX_BURST):
+            if not self.connection.drain(0):
                 return
-            remaining = item.deadline - now
-            if remaining <= 0:
-                continue  # its caller has been answered with a timeout already
-            self.connection.publish(
-                item.body,
-                routing_key=names.RPC_QUEUE,
-                reply_to=self._reply_queue,
-                correlation_id=item.correlation_id,
-                expiration_s=remaining,
-                headers={names.HEADER_SENT_AT: time.time()},
-                persistent=False,
-            )
+        assert self._loop is not None
+        self._loop.call_soon(self._readable)  # more waits: after the loop's other callbacks
+
+    def _guarded(self, work: Callable[[], None]) -> None:
+        if self._closed or self._recovery is not None:
+            return
+        try:
+            work()
+        except self.connection.errors as exc:
+            self._lost(exc)
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def _lost(self, exc: BaseException) -> None:
+        log.warning("broker connection lost (%s); recovering", exc)
+        self._unwatch()
+        self._recovery = threading.Thread(target=self._recover, name="stomp-bridge-recovery", daemon=True)
+        self._recovery.start()
+
+    def _recover(self) -> None:
+        """In the recovery thread: the loop does not touch the connection until it is done."""
+        error: BaseException | None = None
+        try:
+            self.connection.recover()
+        except BaseException as exc:
+            error = exc
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._recovered, error)
+        except RuntimeError:  # the loop is closed: nobody else will close the connection
+            self._release()
+
+    def _recovered(self, error: BaseException | None) -> None:
+        self._recovery = None
+        if self._closed:
+            self._release()
+            return
+        if error is not None:
+            log.error("the stomp bridge stopped: recovering the broker connection failed: %s", error)
+            self._closed = True
+            self._release()
+            return
+        log.info("broker connection recovered; publishing %d held requests", len(self._held))
+        self._watch()
+        self._guarded(self._publish_held)
+        self._guarded(self._drain_ready)
+
+    def _publish_held(self) -> None:
+        while self._held:
+            self._publish(self._held.popleft())  # one lost in a new loss: its caller times out
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            with contextlib.suppress(Exception):
+                self.connection.close()

@@ -1,4 +1,4 @@
-"""A STOMP front door on its own thread and loop: for tests, benchmarks and embedding."""
+"""A STOMP front door on its own thread and loop (which owns the broker connection): for tests, benchmarks."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class RunningFrontDoor:
         self.door = StompFrontDoor(
             timeout_s=timeout_s, ssl_context=ssl_context, max_body_bytes=max_body_bytes
         )
-        self.bridge = RpcBridge(connection, self.door.reply_from_bridge)
+        self.bridge = RpcBridge(connection, self.door.on_reply)
         self.host = host
         self.port = port
         self._start_timeout_s = start_timeout_s
@@ -40,7 +40,11 @@ class RunningFrontDoor:
         self._thread = threading.Thread(target=self._run, name="stomp-door", daemon=True)
 
     def __enter__(self) -> RunningFrontDoor:
-        self.bridge.start(self._start_timeout_s)
+        try:
+            self.bridge.start(self._start_timeout_s)  # here; from then on the loop's thread owns it
+        except BaseException:
+            self.bridge.close()
+            raise
         self._thread.start()
         if not self._ready.wait(self._start_timeout_s):
             raise TimeoutError("the front door did not start listening in time")
@@ -52,7 +56,6 @@ class RunningFrontDoor:
         if self._stopping is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stopping.set)
         self._thread.join(10.0)
-        self.bridge.stop()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -64,14 +67,17 @@ class RunningFrontDoor:
     async def _serve(self) -> None:
         self._stopping = asyncio.Event()
         try:
-            server = await self.door.start(self.bridge, self.host, self.port)
-        except BaseException as exc:
-            self._error = exc
+            try:
+                server = await self.door.start(self.bridge, self.host, self.port)
+            except BaseException as exc:
+                self._error = exc
+                self._ready.set()
+                return
+            self.port = server.sockets[0].getsockname()[1]
             self._ready.set()
-            return
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        await self._stopping.wait()
-        server.close()
-        await self.door.close_sessions()
-        await server.wait_closed()
+            await self._stopping.wait()
+            server.close()
+            await self.door.close_sessions()
+            await server.wait_closed()
+        finally:
+            self.bridge.close()

@@ -27,6 +27,8 @@ class Frame:
 
 
 def _unescape(value: str) -> str:
+    if "\\" not in value:
+        return value  # the common case: nothing escaped
     out: list[str] = []
     chars = iter(value)
     for char in chars:
@@ -85,7 +87,7 @@ class FrameParser:
         self._head: tuple[str, dict[str, str]] | None = None
         self._body_start = 0
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         """Frames completed by ``data``; heart-beats (EOLs between frames) are skipped.
 
         Raises:
@@ -150,6 +152,12 @@ class FrameParser:
         return Frame(command, headers, body)
 
 
+def _escape(text: str) -> str:
+    if "\\" in text or ":" in text or "\n" in text or "\r" in text:
+        return text.translate(_ESCAPE)
+    return text
+
+
 def encode(frame: Frame) -> bytes:
     """The frame's bytes, LF line endings, escaped headers (not for CONNECT/CONNECTED), NUL."""
     raw = frame.command in _RAW_COMMANDS
@@ -158,5 +166,16 @@ def encode(frame: Frame) -> bytes:
         if raw:
             lines.append(f"{name}:{value}")
         else:
-            lines.append(f"{name.translate(_ESCAPE)}:{value.translate(_ESCAPE)}")
-    return ("\n".join(lines) + "\n\n").encode("utf-8") + frame.body + b"\x00"
+            lines.append(f"{_escape(name)}:{_escape(value)}")
+    head = ("\n".join(lines) + "\n\n").encode("utf-8")
+    return b"".join((head, frame.body, b"\x00"))
+
+
+def message(destination: str, subscription: str, message_id: str, body: bytes) -> bytes:
+    """What ``encode`` makes of a MESSAGE with a JSON ``body``, built directly: ``destination``,
+    ``subscription``, ``message-id``, ``content-type: application/json`` and ``content-length``."""
+    head = (
+        f"MESSAGE\ndestination:{_escape(destination)}\nsubscription:{_escape(subscription)}"
+        f"\nmessage-id:{_escape(message_id)}\ncontent-type:application/json\ncontent-length:{len(body)}\n\n"
+    )
+    return b"".join((head.encode("utf-8"), body, b"\x00"))

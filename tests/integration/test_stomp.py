@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import stomp
 import trustme
-from support.brokers import Broker, System
+from support.brokers import RABBITMQ, Broker, System
+from support.faultproxy import FaultProxy
 from support.vdsm_schema import assert_conforms
 from support.vdsm_stomp import RawVdsmClient
 
@@ -22,6 +23,7 @@ from bus_tasks.core.model import State
 from bus_tasks.frontdoors.running import RunningFrontDoor
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
+from bus_tasks.transport import BusConnection
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -282,3 +284,75 @@ def test_tls_with_a_client_certificate_works_and_without_one_is_refused(
         with pytest.raises((ssl.SSLError, ConnectionError)):
             refused.connect()
         refused.close()
+
+
+# -- a lost broker connection ---------------------------------------------------------------
+
+
+@pytest.fixture
+def proxy() -> Iterator[FaultProxy]:
+    with FaultProxy(RABBITMQ) as running:
+        yield running
+
+
+def door_via(proxy: FaultProxy, broker: Broker, timeout_s: float) -> RunningFrontDoor:
+    """A front door whose one broker connection goes through ``proxy``."""
+    connection = BusConnection(broker.via(proxy.port), confirm_publish=False, connect_timeout_s=5.0)
+    return RunningFrontDoor(connection, timeout_s=timeout_s)
+
+
+def request(request_id: str) -> bytes:
+    return codec.dumps([{"jsonrpc": "2.0", "method": "Host.getAllTasks", "params": {}, "id": request_id}])
+
+
+def recovered(running: RunningFrontDoor, proxy: FaultProxy) -> bool:
+    return proxy.live_connections() >= 1 and not running.bridge.recovering
+
+
+def test_replies_arrive_again_after_the_broker_connection_is_lost_and_recovered(
+    rabbitmq_system: System, proxy: FaultProxy
+) -> None:
+    with door_via(proxy, rabbitmq_system.broker, timeout_s=3.0) as running:
+        client, other = connected(running), connected(running)
+        assert client.call("Host.getAllTasksStatuses")["result"] == {}
+        for attempt in range(2):  # the recovered connection is watched as the first one was
+            client.send_request(request(f"in-flight-{attempt}"))
+            assert proxy.drop_all() == 1
+            # In flight when the connection went: its result, or a clean 100 by its deadline.
+            (answer,) = codec.loads(client.read_frame(timeout_s=10.0).body)
+            assert answer["id"] == f"in-flight-{attempt}"
+            assert "result" in answer or answer["error"]["code"] == 100, answer
+            wait_until(lambda: recovered(running, proxy), timeout_s=30, what="the door reconnected")
+            assert client.call("Host.getAllTasksStatuses")["result"] == {}
+            assert other.call("Host.getAllTasks")["result"] == {}  # every client shares it
+        assert running.door.pending == 0
+        client.close()
+        other.close()
+
+
+def test_while_the_broker_is_away_requests_are_held_then_answered_or_timed_out_cleanly(
+    rabbitmq_system: System, proxy: FaultProxy
+) -> None:
+    with door_via(proxy, rabbitmq_system.broker, timeout_s=5.0) as running:
+        client = connected(running)
+        assert client.call("Host.getAllTasksStatuses")["result"] == {}
+        for late in (False, True):
+            proxy.refuse(True)
+            proxy.drop_all()
+            wait_until(lambda: running.bridge.recovering, timeout_s=10, what="the loss noticed")
+            client.send_request(request("late" if late else "held"))
+            other = connected(running)  # the STOMP side keeps serving meanwhile
+            if late:  # the broker stays away past the deadline: a 100 for the id, on time
+                (answer,) = codec.loads(client.read_frame(timeout_s=10.0).body)
+                assert (answer["id"], answer["error"]["code"]) == ("late", 100)
+                assert "5s" in answer["error"]["message"]
+            proxy.refuse(False)
+            if not late:  # back within the deadline: published then, and answered
+                (answer,) = codec.loads(client.read_frame(timeout_s=10.0).body)
+                assert (answer["id"], answer["result"]) == ("held", {})
+            wait_until(lambda: recovered(running, proxy), timeout_s=30, what="the door reconnected")
+            assert other.call("Host.getAllTasksStatuses")["result"] == {}
+            other.close()
+        assert client.call("Host.getAllTasksStatuses")["result"] == {}
+        assert running.door.pending == 0
+        client.close()

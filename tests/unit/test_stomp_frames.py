@@ -6,7 +6,7 @@ import pytest
 
 from bus_tasks import codec
 from bus_tasks.frontdoors.stomp import negotiate_heartbeat, timeout_reply
-from bus_tasks.frontdoors.stomp_frames import Frame, FrameError, FrameParser, encode
+from bus_tasks.frontdoors.stomp_frames import Frame, FrameError, FrameParser, encode, message
 
 VDSM_CONNECT = b"CONNECT\naccept-version:1.2\nheart-beat:0,24000\n\n\x00"
 VDSM_SUBSCRIBE = b"SUBSCRIBE\ndestination:d1\nack:auto\nid:s1\n\n\x00"
@@ -150,3 +150,28 @@ def test_a_timed_out_batch_gets_a_general_exception_for_each_id_but_notification
             "error": {"code": 100, "message": "General Exception: no reply to Host.getAllTasks within 2s"},
         }
     ]
+
+
+@pytest.mark.parametrize("destination", ["d1", "a:b\\c\nd\re"])
+def test_message_builds_the_bytes_encode_makes_of_the_same_message_frame(destination: str) -> None:
+    headers = {
+        "destination": destination,
+        "subscription": "s:1",
+        "message-id": "m-7",
+        "content-type": "application/json",
+        "content-length": str(len(BODY)),
+    }
+    built = message(destination, "s:1", "m-7", BODY)
+    assert built == encode(Frame("MESSAGE", headers, BODY))
+    assert FrameParser().feed(built) == [Frame("MESSAGE", headers, BODY)]
+
+
+def test_the_parser_takes_a_view_of_a_reused_read_buffer() -> None:
+    buffer = bytearray(len(STREAM))
+    parser = FrameParser()
+    frames = []
+    for start in range(0, len(STREAM), 7):
+        chunk = STREAM[start : start + 7]
+        buffer[: len(chunk)] = chunk
+        frames += parser.feed(memoryview(buffer)[: len(chunk)])
+    assert frames == EXPECTED
