@@ -1,99 +1,38 @@
-"""``bus-tasks``: serve, demo, list, inspect, control and inject tasks."""
+"""``bus-tasks``: serve, demo, list, inspect, call, control and inject tasks.
+
+The command line is written once here: each command, its summary, its options and the function
+that runs it (``workers/commands.py``). ``main`` turns every expected failure into one line on
+stderr (one JSON object with ``--json``) and an exit status.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import select
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from bus_tasks import codec
 from bus_tasks.client import TasksClient
-from bus_tasks.config import (
-    CONFIG_ENV,
-    CONFIG_FILE_NAME,
-    DEFAULT_DATA_DIR,
-    DEFAULT_LOG_LEVEL,
-    ENV_PREFIX,
-    LOG_LEVELS,
-    Settings,
-    load_settings,
-    redact_url,
-)
+from bus_tasks.config import CONFIG_ENV, CONFIG_FILE_NAME, ENV_PREFIX, Settings, load_settings, redact_url
 from bus_tasks.core.model import State
-from bus_tasks.errors import BusTasksError, ConfigError
+from bus_tasks.errors import BusTasksError, ConfigError, GeneralError
 from bus_tasks.plugins import installed as installed_plugins
-from bus_tasks.protocol.shapes import record_from_details
-from bus_tasks.subsystem.publisher import TaskPublisher
-from workers import render, wiring
-from workers.demo import STORAGE_TASKS, run_demo
-from workers.serve import serve
-from workers.simulate import INTERVAL_S, KEEP_ROUNDS, SUBSYSTEMS, TASKS_PER_ROUND, simulate
-from workers.stomp import DEFAULT_LISTEN, StompOptions, parse_listen, run_stomp
+from workers import commands, options, render
+from workers.commands import EXIT_ERROR, EXIT_USAGE, Command
+from workers.demo import STORAGE_TASKS
+from workers.simulate import INTERVAL_S, KEEP_ROUNDS, SUBSYSTEMS, TASKS_PER_ROUND
+from workers.stomp import DEFAULT_LISTEN
 
 log = logging.getLogger("bus_tasks.cli")
 
-Command = Callable[[argparse.Namespace, Settings], int]
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-
-# A one-shot command gives up on an unreachable broker instead of retrying forever.
-CLIENT_CONNECT_RETRIES = 3
+# 128 + SIGPIPE: what the shell reports for any tool a closed pipe stopped (see main).
+EXIT_BROKEN_PIPE = 141
+# The only command that keeps the view, and so the only one that reads the store settings.
+STORE_COMMANDS = frozenset({"serve"})
 # Errors of these libraries reaching main() mean the broker (or the Redis store) is unusable.
 _BROKER_LIBRARIES = frozenset({"kombu", "amqp", "redis"})
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
-
-
-def _log_level(text: str) -> str:
-    level = text.upper()
-    if level not in LOG_LEVELS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
-    return level
-
-
-def _listen(text: str) -> tuple[str, int]:
-    try:
-        return parse_listen(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _broker_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--broker",
-        metavar="URL",
-        help="broker URL: amqp://user:pass@host:5672/vhost, redis://host:6379/0 or memory:// "
-        f"(default: ${ENV_PREFIX}BROKER_URL, else broker_url in {CONFIG_FILE_NAME})",
-    )
-
-
-def _client_options(parser: argparse.ArgumentParser) -> None:
-    _broker_options(parser)
-    parser.add_argument(
-        "--timeout", type=_positive_float, metavar="S", help="deadline of the call in seconds"
-    )
-    parser.add_argument("--json", action="store_true", help="print the raw JSON result")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,55 +42,75 @@ def build_parser() -> argparse.ArgumentParser:
         description="Task-status service for message-bus driven systems: one merged view of every "
         "task, queried with getAllTasks, VDSM-compatible.",
         epilog=f"Settings come from {CONFIG_FILE_NAME} (or the file ${CONFIG_ENV} names), then "
-        f"{ENV_PREFIX}<SETTING> env vars, then options.",
+        f"{ENV_PREFIX}<SETTING> env vars, then options. --log-level and --broker may be given "
+        "before the command or after it.",
     )
-    parser.add_argument(
-        "--log-level",
-        type=_log_level,
-        metavar="LEVEL",
-        help=f"{', '.join(LOG_LEVELS)} (default: {DEFAULT_LOG_LEVEL})",
-    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {options.package_version()}")
+    options.global_options(parser, broker=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, summary: str, func: Command) -> argparse.ArgumentParser:
+    def command(name: str, summary: str, func: Command, *, broker: bool = True) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=summary, description=summary)
-        cmd.set_defaults(func=func)
+        cmd.set_defaults(func=func, takes_broker=broker)
         return cmd
 
-    serve = command("serve", "run the aggregator: consume events, answer getAllTasks", cmd_serve)
-    _broker_options(serve)
+    def client_command(name: str, summary: str, func: Command) -> argparse.ArgumentParser:
+        cmd = command(name, summary, func)
+        options.client_options(cmd)
+        return cmd
+
+    serve = command("serve", "run the aggregator: consume events, answer getAllTasks", commands.cmd_serve)
+    options.global_options(serve, broker=True)
     serve.add_argument(
-        "--data-dir", metavar="DIR", help=f"where the view is kept (default: {DEFAULT_DATA_DIR}/)"
+        "--data-dir",
+        metavar="DIR",
+        help=f"where the view is kept (default: {options.from_setting('data_dir')})",
     )
 
-    stomp = command("stomp", "run the STOMP 1.2 front door (VDSM's wire) to a running aggregator", cmd_stomp)
-    _broker_options(stomp)
+    stomp = command(
+        "stomp", "run the STOMP 1.2 front door (VDSM's wire) to a running aggregator", commands.cmd_stomp
+    )
+    options.global_options(stomp, broker=True)
     stomp.add_argument(
-        "--listen", type=_listen, default=DEFAULT_LISTEN, metavar="HOST:PORT", help="(default: %(default)s)"
+        "--listen",
+        type=options.listen,
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help="where VDSM's clients connect (default: %(default)s)",
     )
     stomp.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
     stomp.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     stomp.add_argument("--tls-ca", metavar="FILE", help="require client certificates signed by this CA")
-    stomp.add_argument(
-        "--timeout",
-        type=_positive_float,
-        metavar="S",
-        help="deadline of each forwarded request (default: rpc_timeout_s)",
-    )
+    options.timeout_option(stomp, "deadline of each forwarded request")
 
-    demo = command("demo", "run the whole system in one process on memory:// and print it", cmd_demo)
+    demo = command(
+        "demo",
+        "run the whole system in one process on memory:// and print it",
+        commands.cmd_demo,
+        broker=False,
+    )
+    options.global_options(demo, broker=False)
     demo.add_argument(
-        "--storage-tasks", type=_count, default=STORAGE_TASKS, metavar="N", help="simulated storage tasks"
+        "--storage-tasks",
+        type=options.count,
+        default=STORAGE_TASKS,
+        metavar="N",
+        help="simulated storage tasks (default: %(default)s)",
     )
 
-    tasks = command("tasks", "list tasks of a running aggregator (getAllTasks)", cmd_tasks)
-    _client_options(tasks)
-    tasks.add_argument("--tag", action="append", metavar="TAG", help="only tasks with this tag (repeatable)")
+    tasks = client_command("tasks", "list tasks of a running aggregator (getAllTasks)", commands.cmd_tasks)
+    tasks.add_argument(
+        "--tag",
+        action="append",
+        type=options.tag,
+        metavar="TAG",
+        help="only tasks with this tag (repeatable)",
+    )
     tasks.add_argument(
         "--match",
         choices=("any", "all"),
         default="any",
-        help="with several --tag: any or all of them",
+        help="with several --tag: any or all of them (default: %(default)s)",
     )
     tasks.add_argument(
         "--legacy",
@@ -159,53 +118,108 @@ def build_parser() -> argparse.ArgumentParser:
         help="VDSM's getAllTasksInfo or getAllTasksStatuses (spm tasks only) instead",
     )
 
-    status = command("status", "show one task's status (Task.getStatus)", cmd_status)
-    _client_options(status)
+    status = client_command("status", "show one task's status (Task.getStatus)", commands.cmd_status)
     status.add_argument("task_id", metavar="TASK_ID")
+
+    info = client_command("info", "show one task's whole record (Task.getDetails)", commands.cmd_info)
+    info.add_argument("task_id", metavar="TASK_ID")
+
+    call = client_command(
+        "call", "call any JSON-RPC method of the aggregator, as vdsm-client does", commands.cmd_call
+    )
+    call.add_argument("method", metavar="METHOD", help="e.g. Host.getAllTasks or Task.getStatus")
+    call.add_argument(
+        "params",
+        nargs="*",
+        type=options.param,
+        metavar="KEY=VALUE",
+        help='a parameter; VALUE is read as JSON when it is JSON (5, true, ["spm"], {...}, '
+        '"quoted"), else as a string; KEY=@FILE reads the JSON in FILE',
+    )
 
     for name, summary, method in (
         ("stop", "stop a task (Task.stop)", TasksClient.stop_task),
         ("revert", "revert a done task (Task.revert)", TasksClient.revert_task),
-        ("clear", "clear a done task (Task.clear)", TasksClient.clear_task),
     ):
-        control = command(name, summary, _control(method))
-        _client_options(control)
+        control = client_command(name, summary, commands.control(method))
         control.add_argument("task_id", metavar="TASK_ID")
 
-    inject = command("inject", "publish test tasks with chosen tags, as a subsystem", cmd_inject)
-    _broker_options(inject)
+    clear = client_command("clear", "clear a done task (Task.clear)", commands.cmd_clear)
+    clear.add_argument("task_id", metavar="TASK_ID")
+    clear.add_argument(
+        "--force",
+        action="store_true",
+        help="remove the task whatever its state, e.g. one whose subsystem will never come back "
+        "(logged by the aggregator; its owner drops it if it comes back)",
+    )
+
+    client_command(
+        "subsystems",
+        "list the subsystems: alive, lost or stopped, last seen, tasks (Host.getSubsystems)",
+        commands.cmd_subsystems,
+    )
+
+    inject = command(
+        "inject",
+        "publish test tasks with chosen tags; the aggregator owns those of subsystem 'test' and answers "
+        "their retag, stop and revert",
+        commands.cmd_inject,
+    )
+    options.global_options(inject, broker=True)
     inject.add_argument("--subsystem", default="test", help="owning subsystem (default: %(default)s)")
     inject.add_argument("--verb", default="testTask", help="verb (default: %(default)s)")
-    inject.add_argument("--tag", action="append", default=[], metavar="TAG", help="tag (repeatable)")
-    inject.add_argument("--state", default="running", choices=[s.value for s in State], help="state")
-    inject.add_argument("--count", type=_positive_int, default=1, metavar="N", help="how many tasks")
+    inject.add_argument(
+        "--tag", action="append", type=options.tag, default=[], metavar="TAG", help="tag (repeatable)"
+    )
+    inject.add_argument(
+        "--state", default="running", choices=[s.value for s in State], help="state (default: %(default)s)"
+    )
+    inject.add_argument(
+        "--count",
+        type=options.positive_int,
+        default=1,
+        metavar="N",
+        help="how many tasks (default: %(default)s)",
+    )
 
-    retag = command("retag", "replace the tags of a task (republished as its subsystem)", cmd_retag)
-    _client_options(retag)
+    retag = client_command(
+        "retag",
+        "replace the tags of a task, through its owner (Task.retag): its later updates keep them",
+        commands.cmd_retag,
+    )
     retag.add_argument("task_id", metavar="TASK_ID")
     retag.add_argument(
         "--tag",
         action="append",
+        type=options.tag,
         default=[],
         metavar="TAG",
         help="new tag (repeatable; none clears)",
     )
 
     simulate = command(
-        "simulate", "run a simulated subsystem (storage or gluster) against a broker", cmd_simulate
+        "simulate", "run a simulated subsystem (storage or gluster) against a broker", commands.cmd_simulate
     )
-    _broker_options(simulate)
+    options.global_options(simulate, broker=True)
     simulate.add_argument("kind", choices=tuple(SUBSYSTEMS))
     simulate.add_argument("--subsystem", help=f"subsystem name (default: {' or '.join(SUBSYSTEMS.values())})")
     simulate.add_argument(
-        "--tasks", type=_positive_int, default=TASKS_PER_ROUND, metavar="N", help="tasks per round"
+        "--tasks",
+        type=options.positive_int,
+        default=TASKS_PER_ROUND,
+        metavar="N",
+        help="tasks per round (default: %(default)s)",
     )
     simulate.add_argument(
-        "--interval", type=_positive_float, default=INTERVAL_S, metavar="S", help="seconds between steps"
+        "--interval",
+        type=options.seconds,
+        default=INTERVAL_S,
+        metavar="S",
+        help="seconds between steps (default: %(default)s)",
     )
     simulate.add_argument(
         "--keep-rounds",
-        type=_positive_int,
+        type=options.positive_int,
         default=KEEP_ROUNDS,
         metavar="N",
         help="rounds listed at once, the running one included; the done tasks of older rounds "
@@ -216,30 +230,65 @@ def build_parser() -> argparse.ArgumentParser:
             log.warning("plugin %r is not added: bus-tasks has a command of that name", name)
             continue
         cmd = command(name, plugin.summary, plugin.run)
-        _broker_options(cmd)
+        options.global_options(cmd, broker=True)
         plugin.add_arguments(cmd)
     return parser
 
 
 def summaries(parser: argparse.ArgumentParser) -> dict[str, str]:
     """Each command of ``parser`` and its one-line summary, in the order ``--help`` lists them."""
+    return {name: cmd.description or "" for name, cmd in _commands(parser).items()}
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     # argparse keeps its subcommands in an action it names private; this is the one place read.
-    (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return {name: cmd.description or "" for name, cmd in commands.choices.items()}
+    (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The rules between arguments that argparse cannot state; a broken one is a usage error."""
+    usage = _commands(parser)[args.command]
+    if not args.takes_broker and "broker" in args:
+        usage.error(f"{args.command} runs on memory:// and takes no --broker")
+    if args.command == "tasks" and args.legacy and (args.tag or args.match != "any"):
+        usage.error("--legacy lists spm tasks only; it takes no --tag or --match")
+    if args.command == "call":
+        keys = [key for key, _ in args.params]
+        for key in keys:
+            if keys.count(key) > 1:
+                usage.error(f"parameter {key!r} is given more than once")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader of stdout went away (`bus-tasks tasks | head -1`): stop without a word,
+        # as cat or grep do. The status is theirs too, 128 + SIGPIPE: a pipeline reports head's
+        # status anyway, and `set -o pipefail` sees output that was not all read, not success.
+        # stdout now goes to /dev/null, so that the interpreter's flush at exit fails no more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "tasks" and args.legacy and (args.tag or args.match != "any"):
-        parser.error("tasks: --legacy lists spm tasks only; it takes no --tag or --match")
+    _check(parser, args)
+    log_level = getattr(args, "log_level", None)
     try:
-        settings = load_settings(broker_url=getattr(args, "broker", None), log_level=args.log_level)
+        settings = load_settings(
+            with_store=args.command in STORE_COMMANDS,
+            broker_url=getattr(args, "broker", None),
+            log_level=log_level,
+        )
     except ConfigError as exc:
-        print(f"bus-tasks: bad configuration: {exc}", file=sys.stderr)
+        _report(args, exc.code, f"bad configuration: {exc}", f"bus-tasks: bad configuration: {exc}")
         return EXIT_USAGE
     # The demo prints tables on stdout; its log stays quiet unless asked for.
-    level = args.log_level or ("WARNING" if args.command == "demo" else settings.log_level.upper())
+    level = log_level or ("WARNING" if args.command == "demo" else settings.log_level.upper())
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -247,120 +296,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command: Command = args.func
     try:
-        return command(args, settings)
+        status = command(args, settings)
+        sys.stdout.flush()  # a closed pipe is found here, not at exit
+        return status
+    except BrokenPipeError as exc:
+        if _stdout_closed():
+            raise  # main() ends quietly
+        return _trouble(args, settings, exc)  # a socket's peer went away, not stdout's reader
     except BusTasksError as exc:
-        print(f"bus-tasks {args.command}: error {exc.code}: {exc.message}", file=sys.stderr)
+        _report(args, exc.code, exc.message, f"bus-tasks {args.command}: error {exc.code}: {exc.message}")
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        # Expected trouble of the surroundings (broker or store unreachable, refused, a data
-        # directory that cannot be written) is one line; anything else keeps its traceback.
         library = type(exc).__module__.partition(".")[0]
         if not (isinstance(exc, OSError) or library in _BROKER_LIBRARIES):
             raise
-        log.debug("%s failed", args.command, exc_info=True)
-        where = f" (broker {redact_url(settings.broker)})" if library in ("kombu", "amqp") else ""
-        print(f"bus-tasks {args.command}: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
-        return EXIT_ERROR
+        return _trouble(args, settings, exc)
 
 
-def _client(args: argparse.Namespace, settings: Settings) -> TasksClient:
-    timeout = args.timeout if args.timeout is not None else settings.rpc_timeout_s
-    return TasksClient(wiring.connect(settings, connect_retries=CLIENT_CONNECT_RETRIES), timeout_s=timeout)
+def _trouble(args: argparse.Namespace, settings: Settings, exc: Exception) -> int:
+    """Expected trouble of the surroundings (broker or store unreachable, refused, a data
+    directory that cannot be written) in one line; anything else keeps its traceback."""
+    log.debug("%s failed", args.command, exc_info=True)
+    library = type(exc).__module__.partition(".")[0]
+    where = f" (broker {redact_url(settings.broker)})" if library in ("kombu", "amqp") else ""
+    message = f"{type(exc).__name__}: {exc}{where}"
+    _report(args, GeneralError.code, message, f"bus-tasks {args.command}: {message}")
+    return EXIT_ERROR
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    return serve(settings.with_overrides(data_dir=args.data_dir))
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader is gone (poll says POLLERR), rather than a
+    connection of ours that broke with the same error."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
-def cmd_stomp(args: argparse.Namespace, settings: Settings) -> int:
-    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_ca and not args.tls_cert):
-        print(
-            "bus-tasks stomp: --tls-cert and --tls-key go together (and --tls-ca needs them)", file=sys.stderr
-        )
-        return EXIT_USAGE
-    host, port = args.listen
-    timeout = args.timeout if args.timeout is not None else settings.rpc_timeout_s
-    options = StompOptions(host, port, timeout, args.tls_cert, args.tls_key, args.tls_ca)
-    return run_stomp(settings, options)
-
-
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    return run_demo(sys.stdout, storage_tasks=args.storage_tasks)
-
-
-def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
-    with _client(args, settings) as client:
-        if args.legacy == "info":
-            info = client.get_all_tasks_info()
-            print(codec.dumps(info).decode() if args.json else render.info_table(info))
-        elif args.legacy == "statuses":
-            statuses = client.get_all_tasks_statuses()
-            print(codec.dumps(statuses).decode() if args.json else render.statuses_table(statuses))
-        else:
-            options = {"match": args.match} if args.match != "any" else None
-            tasks = client.get_all_tasks(args.tag, options)
-            print(codec.dumps(tasks).decode() if args.json else render.tasks_table(tasks))
-    return 0
-
-
-def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    with _client(args, settings) as client:
-        status = client.get_task_status(args.task_id)
-        print(
-            codec.dumps(status).decode() if args.json else render.statuses_table({status["taskID"]: status})
-        )
-    return 0
-
-
-def _control(method: Callable[[TasksClient, str], bool]) -> Command:
-    """The command of a control call: stop, revert or clear one task."""
-
-    def command(args: argparse.Namespace, settings: Settings) -> int:
-        with _client(args, settings) as client:
-            result = method(client, args.task_id)
-            print(codec.dumps(result).decode() if args.json else f"{args.command} {args.task_id}: ok")
-        return 0
-
-    return command
-
-
-def cmd_inject(args: argparse.Namespace, settings: Settings) -> int:
-    with wiring.connect(settings, confirm_publish=True, connect_retries=CLIENT_CONNECT_RETRIES) as connection:
-        publisher = TaskPublisher(connection, args.subsystem)
-        ids = [publisher.create(args.verb, args.tag, state=args.state).id for _ in range(args.count)]
-        # Publishing is pipelined: the ids are printed once the broker has every task.
-        publisher.flush(settings.rpc_timeout_s)
-    for task_id in ids:
-        print(task_id)
-    return 0
-
-
-def cmd_retag(args: argparse.Namespace, settings: Settings) -> int:
-    with _client(args, settings) as client:
-        # The status call answers the aggregator's own 401 (unknown) or 1000 (not a UUID).
-        task_id = client.get_task_status(args.task_id)["taskID"]
-        details = client.get_all_tasks().get(task_id)
-        if details is None:
-            print(f"bus-tasks retag: task {task_id} was cleared meanwhile", file=sys.stderr)
-            return EXIT_ERROR
-    with wiring.connect(settings, confirm_publish=True, connect_retries=CLIENT_CONNECT_RETRIES) as connection:
-        publisher = TaskPublisher(connection, details["subsystem"])
-        publisher.adopt(record_from_details(details))
-        record = publisher.retag(details["id"], args.tag)
-        publisher.flush(settings.rpc_timeout_s)
-    tags = list(record.tags)
-    print(codec.dumps(tags).decode() if args.json else f"{record.id}: tags {tags}")
-    return 0
-
-
-def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    return simulate(
-        settings,
-        kind=args.kind,
-        subsystem=args.subsystem,
-        tasks=args.tasks,
-        interval_s=args.interval,
-        keep_rounds=args.keep_rounds,
-    )
+def _report(args: argparse.Namespace, code: int, message: str, text: str) -> None:
+    """An error on stderr: ``text``, escaped (messages come from outside), or with ``--json``
+    ``{"error": {"code": code, "message": message}}`` on one line."""
+    if getattr(args, "json", False):
+        print(render.to_json({"error": {"code": code, "message": message}}, pretty=False), file=sys.stderr)
+    else:
+        print(render.escape(text), file=sys.stderr)

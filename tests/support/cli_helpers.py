@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from support.processes import Process
 # The console script of the environment running the tests (.venv/bin/bus-tasks).
 BUS_TASKS = Path(sys.executable).parent / "bus-tasks"
 CLI_TIMEOUT_S = 60.0
-_FOOTER = re.compile(r"^\((\d+) tasks\)$")
+_FOOTER = re.compile(r"^\((\d+) tasks?\)$")
 
 
 def cli_env(**env: str) -> dict[str, str]:
@@ -39,11 +41,69 @@ def run_cli(
     )
 
 
+def run_cli_into_head(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``bus-tasks ARGS | head -n 1`` in bash with ``pipefail``: the status is bus-tasks' own."""
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", '"$@" | head -n 1', "bash", str(BUS_TASKS), *args],
+        cwd=cwd,
+        env=env if env is not None else cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+
+
+def run_cli_on_terminal(
+    *args: str, cwd: Path, columns: int, timeout_s: float = CLI_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """``bus-tasks ARGS`` with its stdout on a pseudo-terminal ``columns`` wide ($COLUMNS).
+
+    The terminal's ``\\r\\n`` line ends are given back as ``\\n``.
+    """
+    deadline = time.monotonic() + timeout_s
+    leader, follower = os.openpty()
+    process = subprocess.Popen(
+        [str(BUS_TASKS), *args],
+        cwd=cwd,
+        env=cli_env(COLUMNS=str(columns)),
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    )
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            readable, _, _ = select.select([leader], [], [], max(remaining, 0))
+            if not readable:
+                process.kill()
+                raise TimeoutError(f"bus-tasks {' '.join(args)} still writing after {timeout_s}s")
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: every writer of the terminal is gone
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    assert process.stderr is not None
+    with process.stderr:
+        stderr = process.stderr.read().decode()
+    returncode = process.wait(max(deadline - time.monotonic(), 0.1))
+    stdout = b"".join(chunks).decode().replace("\r\n", "\n")
+    return subprocess.CompletedProcess(process.args, returncode, stdout, stderr)
+
+
 def parse_table(text: str) -> tuple[list[dict[str, str]], int]:
     """The rows of a ``bus_tasks.render`` table (header -> cell) and the count of its footer."""
     lines = text.rstrip("\n").splitlines()
     footer = _FOOTER.match(lines[-1])
-    assert footer is not None, f"no '(N tasks)' footer in:\n{text}"
+    assert footer is not None, f"no '(N tasks)' or '(1 task)' footer in:\n{text}"
     header = lines[0]
     columns = [(m.group(), m.start()) for m in re.finditer(r"\S+(?: \S+)*", header)]
     ends = [start for _, start in columns[1:]] + [None]

@@ -1,0 +1,181 @@
+"""What each ``bus-tasks`` command does, once its arguments are parsed (``workers/cli.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from bus_tasks.client import TasksClient
+from bus_tasks.config import Settings
+from bus_tasks.subsystem.publisher import TaskPublisher
+from workers import render, wiring
+from workers.demo import run_demo
+from workers.serve import serve
+from workers.simulate import simulate
+from workers.stomp import StompOptions, run_stomp
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+# A one-shot command gives up on an unreachable broker instead of retrying forever.
+CLIENT_CONNECT_RETRIES = 3
+
+
+def terminal_width() -> int | None:
+    """The width tables are fitted to: the terminal's (``$COLUMNS`` first); None for a pipe or a
+    file, which get whole cells, for grep and awk."""
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
+def print_json(value: Any) -> None:
+    """``value`` as JSON on stdout: indented on a terminal, compact (one line) for a program."""
+    print(render.to_json(value, pretty=sys.stdout.isatty()))
+
+
+def _client(args: argparse.Namespace, settings: Settings) -> TasksClient:
+    timeout = args.timeout if args.timeout is not None else settings.rpc_timeout_s
+    return TasksClient(wiring.connect(settings, connect_retries=CLIENT_CONNECT_RETRIES), timeout_s=timeout)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    return serve(settings.with_overrides(data_dir=args.data_dir))
+
+
+def cmd_stomp(args: argparse.Namespace, settings: Settings) -> int:
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_ca and not args.tls_cert):
+        print(
+            "bus-tasks stomp: --tls-cert and --tls-key go together (and --tls-ca needs them)", file=sys.stderr
+        )
+        return EXIT_USAGE
+    host, port = args.listen
+    timeout = args.timeout if args.timeout is not None else settings.rpc_timeout_s
+    options = StompOptions(host, port, timeout, args.tls_cert, args.tls_key, args.tls_ca)
+    return run_stomp(settings, options)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    return run_demo(sys.stdout, storage_tasks=args.storage_tasks)
+
+
+def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
+    width = terminal_width()
+    with _client(args, settings) as client:
+        if args.legacy == "info":
+            info = client.get_all_tasks_info()
+            if args.json:
+                print_json(info)
+            else:
+                print(render.info_table(info, width=width))
+        elif args.legacy == "statuses":
+            statuses = client.get_all_tasks_statuses()
+            if args.json:
+                print_json(statuses)
+            else:
+                print(render.statuses_table(statuses, width=width))
+        else:
+            options = {"match": args.match} if args.match != "any" else None
+            tasks = client.get_all_tasks(args.tag, options)
+            if args.json:
+                print_json(tasks)
+            else:
+                print(render.tasks_table(tasks, width=width))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(args, settings) as client:
+        status = client.get_task_status(args.task_id)
+    if args.json:
+        print_json(status)
+    else:
+        print(render.statuses_table({status["taskID"]: status}, width=terminal_width()))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(args, settings) as client:
+        details = client.get_task_details(args.task_id)
+    if args.json:
+        print_json(details)
+    else:
+        print(render.record(details))
+    return 0
+
+
+def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(args, settings) as client:
+        result = client.call(args.method, dict(args.params))
+    print_json(result)
+    return 0
+
+
+def control(method: Callable[[TasksClient, str], bool]) -> Command:
+    """The command of a control call: stop, revert or clear one task."""
+
+    def command(args: argparse.Namespace, settings: Settings) -> int:
+        with _client(args, settings) as client:
+            result = method(client, args.task_id)
+        if args.json:
+            print_json(result)
+        else:
+            print(f"{args.command} {args.task_id}: ok")
+        return 0
+
+    return command
+
+
+def cmd_inject(args: argparse.Namespace, settings: Settings) -> int:
+    with wiring.connect(settings, confirm_publish=True, connect_retries=CLIENT_CONNECT_RETRIES) as connection:
+        publisher = TaskPublisher(connection, args.subsystem)
+        ids = [publisher.create(args.verb, args.tag, state=args.state).id for _ in range(args.count)]
+        # Publishing is pipelined: the ids are printed once the broker has every task.
+        publisher.flush(settings.rpc_timeout_s)
+    for task_id in ids:
+        print(task_id)
+    return 0
+
+
+def cmd_retag(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(args, settings) as client:
+        tags = client.retag_task(args.task_id, args.tag)
+    if args.json:
+        print_json(tags)
+    else:
+        print(f"{args.task_id}: tags {tags}")
+    return 0
+
+
+def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(args, settings) as client:
+        result = client.clear_task(args.task_id, force=args.force)
+    if args.json:
+        print_json(result)
+    else:
+        print(f"clear {args.task_id}: ok{' (forced)' if args.force else ''}")
+    return 0
+
+
+def cmd_subsystems(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(args, settings) as client:
+        subsystems = client.subsystems()
+    if args.json:
+        print_json(subsystems)
+    else:
+        print(render.subsystems_table(subsystems, width=terminal_width()))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    return simulate(
+        settings,
+        kind=args.kind,
+        subsystem=args.subsystem,
+        tasks=args.tasks,
+        interval_s=args.interval,
+        keep_rounds=args.keep_rounds,
+    )
