@@ -88,6 +88,9 @@ class CountingStore:
     def forget(self, task_id: str) -> None:
         self.inner.forget(task_id)
 
+    def mark(self, revision: int) -> None:
+        self.inner.mark(revision)
+
     def commit(self) -> None:
         self.inner.commit()
         if not self.done.is_set() and self._processed() >= self._expected:

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     store_key_prefix: str = "bus_tasks:view:"
     done_ttl_s: float | None = Field(default=DEFAULT_DONE_TTL_S, gt=0)
     tombstone_ttl_s: float = Field(default=DEFAULT_TOMBSTONE_TTL_S, gt=0)
+    # The subsystem of `bus-tasks inject`'s test tasks, owned by the aggregator; "" for none.
+    test_subsystem: str = Field(default="test", pattern=r"^$|^[a-z0-9][a-z0-9_.-]{0,63}$")
     log_level: LogLevel = DEFAULT_LOG_LEVEL
 
     @field_validator("log_level", mode="before")
@@ -123,8 +125,24 @@ class Settings(BaseSettings):
         return Settings(**values)
 
 
-def load_settings(**overrides: object) -> Settings:
+# The settings only a process that keeps the view (``bus-tasks serve``) reads, and what a process
+# that keeps none has instead.
+_NO_STORE: dict[str, Any] = {
+    "data_dir": DEFAULT_DATA_DIR,
+    "store": "none",
+    "store_redis_url": None,
+    "store_key_prefix": Settings.model_fields["store_key_prefix"].default,
+}
+STORE_SETTINGS = tuple(_NO_STORE)
+
+
+def load_settings(*, with_store: bool = True, **overrides: object) -> Settings:
     """Settings from the config file and the environment, then ``overrides``; misspellings are errors.
+
+    Args:
+        with_store: False for a process that keeps no view (every client command): the store
+            settings (``STORE_SETTINGS``) are then not read, so a bad one cannot stop it, and
+            ``store`` is ``"none"``.
 
     Raises:
         ConfigError: naming every bad or unknown setting, never echoing its value.
@@ -135,7 +153,10 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError(str(exc)) from None
     where = f"config file {source}, " if source is not None else ""
     try:
-        settings = Settings().with_overrides(**overrides)
+        # Given to the constructor, these outrank the file and the environment, whose values
+        # for them are then never validated.
+        unread = {} if with_store else _NO_STORE
+        settings = Settings(**unread).with_overrides(**overrides)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {source}: {exc}") from None
     except ValidationError as exc:

@@ -8,7 +8,7 @@ import threading
 from collections import deque
 
 from bus_tasks.config import Settings
-from bus_tasks.errors import UnknownTask
+from bus_tasks.errors import SubsystemTaken, UnknownTask
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.subsystem.simulated import SimulatedSubsystem, start_gluster_tasks, start_storage_tasks
 from bus_tasks.transport import ShutdownRequested
@@ -41,11 +41,15 @@ def simulate(
     name = subsystem or SUBSYSTEMS[kind]
     publisher = TaskPublisher(wiring.connect(settings, confirm_publish=True, stop=stop), name)
     sim = SimulatedSubsystem(publisher)
+    control_connection = wiring.connect(settings, stop=stop)
+    try:
+        publisher.listen(control_connection)  # claims the name: a second simulator of it stops here
+    except SubsystemTaken:
+        publisher.close()
+        control_connection.close()
+        raise  # main() prints it in one line and exits 1
     control = threading.Thread(
-        target=publisher.serve_control,
-        args=(wiring.connect(settings, stop=stop), stop),
-        name="control",
-        daemon=True,
+        target=publisher.serve_control, args=(control_connection, stop), name="control", daemon=True
     )
     control.start()
     log.info(

@@ -55,6 +55,7 @@ def aggregator_policy(settings: Settings) -> AggregatorPolicy:
         max_batch_calls=settings.max_batch_calls,
         done_ttl_s=settings.done_ttl_s,
         tombstone_ttl_s=settings.tombstone_ttl_s,
+        test_subsystem=settings.test_subsystem,
     )
 
 
@@ -69,5 +70,5 @@ def aggregator(
 
 
 def stomp_bridge(settings: Settings, on_reply: OnReply, *, stop: threading.Event) -> RpcBridge:
-    """The STOMP front door's one broker connection, in the thread that will own it."""
+    """The STOMP front door's one broker connection, for the loop that will own it."""
     return RpcBridge(connect(settings, stop=stop), on_reply)

@@ -6,7 +6,8 @@ import logging
 import time
 from collections import Counter
 
-from bus_tasks.core.model import decode_event
+from bus_tasks.aggregator.liveness import Liveness
+from bus_tasks.core.model import ANNOUNCED, HEARTBEAT, decode_announced, decode_event, decode_heartbeat
 from bus_tasks.core.view import Outcome, TaskView
 from bus_tasks.errors import EventRejected, StoreUnavailable
 from bus_tasks.store import Store
@@ -14,6 +15,8 @@ from bus_tasks.transport import Bus, Delivery
 
 log = logging.getLogger(__name__)
 
+_ANNOUNCED_SUFFIX = f".{ANNOUNCED}"
+_HEARTBEAT_SUFFIX = f".{HEARTBEAT}"
 _COUNTED = {outcome: f"events_{outcome.value}" for outcome in Outcome}  # the key in ``counts``
 
 
@@ -74,6 +77,8 @@ class Ingest:
         *,
         max_event_bytes: int,
         ack_batch: int,
+        liveness: Liveness | None = None,
+        log_offsets: bool = False,
     ) -> None:
         self.connection = connection
         self.view = view
@@ -83,8 +88,18 @@ class Ingest:
         self.max_event_bytes = max_event_bytes
         self.ack_batch = ack_batch
         self.unacked: list[Delivery] = []
+        self.liveness = liveness if liveness is not None else Liveness()
+        self.log_offsets = log_offsets  # events come from a stream: revisions are its offsets
 
     def on_event(self, delivery: Delivery) -> None:
+        self._advance(delivery)
+        key = delivery.routing_key
+        if key.endswith(_HEARTBEAT_SUFFIX):
+            self._on_heartbeat(delivery)
+            return
+        if key.endswith(_ANNOUNCED_SUFFIX):
+            self._on_announced(delivery)
+            return
         try:
             event = decode_event(delivery.body, max_bytes=self.max_event_bytes)
             outcome = self.view.apply(event)
@@ -101,6 +116,50 @@ class Ingest:
         self.unacked.append(delivery)
         if len(self.unacked) >= self.ack_batch and self.health.due():
             self.flush()
+
+    def _advance(self, delivery: Delivery) -> None:
+        """The view's revision: the log's position of this delivery (a stream's offset, the same
+        on every replica), or else this aggregator's count of deliveries read."""
+        offset = delivery.offset if self.log_offsets else None
+        revision = self.view.revision + 1 if offset is None else offset
+        self.view.revision = revision
+        self.store.mark(revision)
+
+    def _on_heartbeat(self, delivery: Delivery) -> None:
+        try:
+            heartbeat = decode_heartbeat(delivery.body)
+        except EventRejected as exc:
+            self._dead_letter(delivery, exc.reason)
+            return
+        if heartbeat.state == "stopped":
+            log.info("subsystem %s (%s) stopped", heartbeat.subsystem, heartbeat.instance)
+        elif heartbeat.subsystem not in self.liveness.seen:
+            log.info("subsystem %s (%s) is alive", heartbeat.subsystem, heartbeat.instance)
+        self.liveness.beat(heartbeat)
+        self.view.note_time(heartbeat.sent_at.timestamp())
+        self.counts["heartbeats"] += 1
+        self.unacked.append(delivery)
+
+    def _on_announced(self, delivery: Delivery) -> None:
+        """The end of a subsystem's announce: its tasks that the set no longer lists leave."""
+        try:
+            announced = decode_announced(delivery.body, max_bytes=self.max_event_bytes)
+            gone = self.view.reconcile(announced)
+        except EventRejected as exc:
+            self._dead_letter(delivery, exc.reason)
+            return
+        for task_id in gone:
+            self.store.bury(task_id, self.view.tombstones[task_id])
+        self.counts["announces"] += 1
+        self.counts["events_reconciled"] += len(gone)
+        log.info(
+            "subsystem %s announced %d live tasks; %d it no longer has left the view%s",
+            announced.subsystem,
+            len(announced.tasks),
+            len(gone),
+            f": {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}" if gone else "",
+        )
+        self.unacked.append(delivery)
 
     def flush(self, *, force: bool = False) -> bool:
         """Make applied events durable, then ack them; False while the store is failing.

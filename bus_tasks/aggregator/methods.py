@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue, StrictStr
+from pydantic import BaseModel, ConfigDict, JsonValue, StrictBool, StrictStr, model_validator
 
 from bus_tasks import codec
-from bus_tasks.core.model import canonical_task_id, check_tag
-from bus_tasks.core.view import Entry, TaskView, Tombstone
+from bus_tasks.core.model import canonical_task_id, check_tag, check_tags
+from bus_tasks.core.view import Entry, TaskView
 from bus_tasks.errors import (
     BusTasksError,
     InternalError,
@@ -35,8 +35,25 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class GetAllTasksOptions(_Params):
+class GetAllTasksOptions(BaseModel):
+    """Known options are checked; unknown ones are ignored (logged at debug): ``options`` is for
+    extension, so a newer client's options must not break an older server."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     match: Literal["any", "all"] = "any"
+    # Answer {"revision": N, "tasks": {...}}: the tasks, and the revision of the view they are
+    # from (the event log's position; see TaskView.revision). Off: VDSM's shape, {id: details}.
+    revision: StrictBool = False
+
+    @model_validator(mode="after")
+    def _ignore_unknown(self) -> GetAllTasksOptions:
+        if self.model_extra:
+            log.debug("getAllTasks: unknown options ignored: %s", sorted(self.model_extra))
+        return self
+
+
+_DEFAULT_OPTIONS = GetAllTasksOptions()
 
 
 class GetAllTasksParams(_Params):
@@ -53,7 +70,19 @@ class TaskParams(_Params):
     taskID: StrictStr
 
 
-ControlCommand = Literal["stop", "revert"]
+class ClearParams(TaskParams):
+    force: StrictBool = False  # an operator's removal of a task in any state (logged)
+
+
+class RetagParams(TaskParams):
+    tags: list[StrictStr]
+
+
+class NoParams(_Params):
+    pass
+
+
+ControlCommand = Literal["stop", "revert", "retag"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +92,7 @@ class Forward:
     command: ControlCommand
     task_id: str
     subsystem: str
+    tags: tuple[str, ...] | None = None  # retag: the new tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +133,14 @@ class Dispatcher:
         self,
         view: TaskView,
         *,
-        on_clear: Callable[[str, Tombstone], None] | None = None,
+        on_clear: Callable[[Entry], None] | None = None,
         check_writable: Callable[[], None] | None = None,
+        subsystems: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.view = view
         self._on_clear = on_clear
         self._check_writable = check_writable  # raises when the view may not change now
+        self._subsystems = subsystems
         self._listings: OrderedDict[tuple[Any, ...], list[bytes]] = OrderedDict()
         self._listings_version = -1
         table = [
@@ -119,8 +151,10 @@ class Dispatcher:
             Method("Task.getInfo", TaskParams, self.get_task_info),
             Method("Task.getDetails", TaskParams, self.get_task_details),
             Method("Task.stop", TaskParams, self.stop_task),
-            Method("Task.clear", TaskParams, self.clear_task),
+            Method("Task.clear", ClearParams, self.clear_task),
             Method("Task.revert", TaskParams, self.revert_task),
+            Method("Task.retag", RetagParams, self.retag_task),
+            Method("Host.getSubsystems", NoParams, self.get_subsystems),
         ]
         self.methods: dict[str, Method] = {}
         for method in table:
@@ -132,11 +166,16 @@ class Dispatcher:
 
     def get_all_tasks(self, params: GetAllTasksParams) -> EncodedObject:
         tags = _query_tags(params.tags)
-        match_all = params.options is not None and params.options.match == "all"
-        return self._listing(
+        options = params.options or _DEFAULT_OPTIONS
+        match_all = options.match == "all"
+        listing = self._listing(
             ("tasks", tuple(tags), match_all),
             lambda: [e.member for e in self.view.select(tags, match_all=match_all)],
         )
+        if not options.revision:
+            return listing
+        tasks = b'"tasks":{' + b",".join(listing.members) + b"}"
+        return EncodedObject([b'"revision":%d' % self.view.revision, tasks])
 
     def get_all_tasks_info(self, params: LegacyListParams) -> EncodedObject:
         member = codec.dumps_member
@@ -191,14 +230,38 @@ class Dispatcher:
             raise TaskNotFinished(entry.id, entry.state.value)
         return Forward("revert", entry.id, entry.subsystem)
 
-    def clear_task(self, params: TaskParams) -> bool:
+    def retag_task(self, params: RetagParams) -> Forward:
+        """Tags change through the owner, so that its later updates keep them."""
+        entry = self._entry(params)
+        tags = tuple(params.tags)
+        try:
+            check_tags(tuple(check_tag(tag) for tag in tags))
+        except ValueError as exc:
+            raise InvalidParameter("tags", params.tags, message=f"Invalid parameter: {exc}") from None
+        return Forward("retag", entry.id, entry.subsystem, tags)
+
+    def clear_task(self, params: ClearParams) -> bool:
         task_id = _task_id(params.taskID)
         if self._check_writable is not None:
             self._check_writable()
-        tombstone = self.view.clear(task_id)
+        entry = self.view.get(task_id)
+        if params.force:
+            log.warning(
+                "task %s of %s force-cleared by an operator (it was %s)",
+                task_id,
+                entry.subsystem,
+                entry.state.value,
+            )
+        self.view.clear(task_id, force=params.force)
         if self._on_clear is not None:
-            self._on_clear(task_id, tombstone)
+            self._on_clear(entry)
         return True
+
+    def get_subsystems(self, params: NoParams) -> dict[str, Any]:
+        """Every subsystem heard from or holding tasks, with its state (alive, lost ...)."""
+        if self._subsystems is None:
+            return {}
+        return self._subsystems()
 
     def _legacy_listing(self) -> list[Entry]:
         """VDSM's rule for its old listings: only the tasks tagged ``spm``."""

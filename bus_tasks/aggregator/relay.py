@@ -83,7 +83,7 @@ class ControlRelay:
         )
         self._ensure_queue(forward.subsystem)
         self.connection.publish(
-            control.command_body(control_id, forward.command, forward.task_id),
+            control.command_body(control_id, forward.command, forward.task_id, forward.tags),
             exchange=names.CONTROL_EXCHANGE,
             routing_key=forward.subsystem,
             reply_to=self.replies,
@@ -110,6 +110,13 @@ class ControlRelay:
         except BusTasksError as exc:  # the subsystem's answer: passed on as it worded it
             body = jsonrpc.error_body(pending.request_id, exc)
         pending.deliver(body)
+
+    def wait_s(self, timeout_s: float) -> float:
+        """How long the loop may wait before the next pending command is due its code 100."""
+        if not self.pending:
+            return timeout_s
+        due = min(p.deadline for p in self.pending.values()) - time.monotonic()
+        return min(max(due, 0.0), timeout_s)
 
     def time_out(self, now: float | None = None) -> int:
         """Answer code 100 to every caller whose command is past its deadline; returns how many."""

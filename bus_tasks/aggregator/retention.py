@@ -5,22 +5,28 @@ from __future__ import annotations
 import logging
 import time
 
+from bus_tasks.aggregator.clears import Clears
 from bus_tasks.aggregator.ingest import Ingest
-from bus_tasks.aggregator.relay import ControlRelay
 from bus_tasks.core.view import TaskView
 
 log = logging.getLogger(__name__)
 
 
 class Retention:
-    """Every ``every_s``, buries done tasks older than ``done_ttl_s`` (their subsystem is told)
-    and forgets tombstones older than ``tombstone_ttl_s``."""
+    """Every ``every_s``, clears done tasks older than ``done_ttl_s`` (over the bus: every
+    aggregator applies it, their subsystem is told) and forgets tombstones older than
+    ``tombstone_ttl_s``.
+
+    Ages are counted in the log's time (the latest time its events carry), not this process's
+    clock: replicas at one position of the log decide alike. With nothing published at all (no
+    events, no heartbeats), the log's time stands still and nothing expires.
+    """
 
     def __init__(
         self,
         view: TaskView,
         ingest: Ingest,
-        relay: ControlRelay,
+        clears: Clears,
         *,
         done_ttl_s: float | None,
         tombstone_ttl_s: float,
@@ -28,7 +34,7 @@ class Retention:
     ) -> None:
         self.view = view
         self.ingest = ingest
-        self.relay = relay
+        self.clears = clears
         self.done_ttl_s = done_ttl_s
         self.tombstone_ttl_s = tombstone_ttl_s
         self.every_s = every_s
@@ -43,15 +49,18 @@ class Retention:
         self.expire()
 
     def expire(self) -> None:
+        view = self.view
+        if not view.log_time:
+            return  # the log has carried no time yet
+        expired = view.expire(
+            tombstone_ttl_s=self.tombstone_ttl_s, done_ttl_s=self.done_ttl_s, now=view.log_time
+        )
         store = self.ingest.store
-        expired = self.view.expire(tombstone_ttl_s=self.tombstone_ttl_s, done_ttl_s=self.done_ttl_s)
-        for task_id in expired.buried:
-            tombstone = self.view.tombstones[task_id]
-            store.bury(task_id, tombstone)
-            # Its subsystem drops its copy too, so no later resync can bring the task back.
-            self.relay.tell_cleared(task_id, tombstone.subsystem)
         for task_id in expired.forgotten:
             store.forget(task_id)
-        if expired.buried or expired.forgotten:
+        if expired.entries:
+            self.clears.spread(expired.entries, view.tombstones, why="expired")
+        elif expired.forgotten:
             self.ingest.commit()  # on failure it stays buffered: written with the next commit
+        if expired.buried or expired.forgotten:
             log.info("expired %d done tasks and %d tombstones", len(expired.buried), len(expired.forgotten))

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from bus_tasks import config, names
 from bus_tasks.aggregator import methods
 from bus_tasks.aggregator.batch import BatchReply
+from bus_tasks.aggregator.clears import Clears
 from bus_tasks.aggregator.ingest import Ingest, StoreHealth
+from bus_tasks.aggregator.liveness import Liveness
 from bus_tasks.aggregator.relay import ControlRelay, Deliver
 from bus_tasks.aggregator.retention import Retention
+from bus_tasks.aggregator.testtasks import DEFAULT_TEST_SUBSYSTEM, TestTaskOwner
 from bus_tasks.config import redact_url
-from bus_tasks.core.view import TaskView, Tombstone
+from bus_tasks.core.view import Entry, TaskView
 from bus_tasks.errors import BrokerUnavailable, BusTasksError, GeneralError, InvalidRequest, StoreUnavailable
 from bus_tasks.protocol import control, jsonrpc, shapes
 from bus_tasks.store import NullStore, Store
@@ -44,6 +47,8 @@ class AggregatorPolicy:
     done_ttl_s: float | None = config.DEFAULT_DONE_TTL_S
     tombstone_ttl_s: float = config.DEFAULT_TOMBSTONE_TTL_S
     expire_every_s: float = 60.0
+    # The subsystem of injected test tasks, which this aggregator owns; "" for none.
+    test_subsystem: str = DEFAULT_TEST_SUBSYSTEM
 
 
 class Aggregator:
@@ -63,6 +68,10 @@ class Aggregator:
         self.policy = policy or AggregatorPolicy()
         self.counts: Counter[str] = Counter()
         self.ready = threading.Event()
+        test_subsystem = self.policy.test_subsystem
+        owned = {test_subsystem: "bus-tasks serve (test tasks)"} if test_subsystem else {}
+        self.liveness = Liveness(owned=owned)
+        self.test_tasks = TestTaskOwner(connection, test_subsystem, self.view) if test_subsystem else None
         self.ingest = Ingest(
             connection,
             self.view,
@@ -70,19 +79,24 @@ class Aggregator:
             self.counts,
             max_event_bytes=self.policy.max_event_bytes,
             ack_batch=self.policy.ack_batch,
+            liveness=self.liveness,
         )
         self.health = self.ingest.health
         self.relay = ControlRelay(connection, self.counts)
+        self.clears = Clears(connection, self.ingest, self.relay, self.counts)
         self.retention = Retention(
             self.view,
             self.ingest,
-            self.relay,
+            self.clears,
             done_ttl_s=self.policy.done_ttl_s,
             tombstone_ttl_s=self.policy.tombstone_ttl_s,
             every_s=self.policy.expire_every_s,
         )
         self.dispatcher = methods.Dispatcher(
-            self.view, on_clear=self._on_clear, check_writable=self._check_writable
+            self.view,
+            on_clear=self._on_clear,
+            check_writable=self._check_writable,
+            subsystems=lambda: self.liveness.listing(self.view.count_by_subsystem()),
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -117,6 +131,8 @@ class Aggregator:
         # Events first: an event published once RPC answers must already have a queue.
         self.connection.consume(names.EVENTS_QUEUE, self.ingest.on_event, prefetch=self.policy.prefetch_count)
         self.relay.start()
+        if self.test_tasks is not None:
+            self.test_tasks.listen(self.connection)
         self.connection.consume(names.RPC_QUEUE, self._on_request, prefetch=64)
         self.request_resync()
         log.info("aggregator ready on %r: %d tasks loaded from %s", self.connection, loaded, self.store)
@@ -187,7 +203,7 @@ class Aggregator:
         """Process what arrives within ``timeout_s``; flush acks when the queue is idle."""
         ingest = self.ingest
         try:
-            got = self.connection.drain(ingest.wait_s(timeout_s))
+            got = self.connection.drain(self.relay.wait_s(ingest.wait_s(timeout_s)))
             if not got or not self.health.due():
                 ingest.flush()
             self.relay.time_out()
@@ -275,10 +291,6 @@ class Aggregator:
                 message=f"General Exception: the view cannot be changed now: {self.health.failing}"
             )
 
-    def _on_clear(self, task_id: str, tombstone: Tombstone) -> None:
-        """A done task was cleared through RPC: persist it and tell its subsystem."""
-        self.store.bury(task_id, tombstone)
-        # On failure the tombstone stays buffered and is written with the next commit that works.
-        self.ingest.commit()
-        self.relay.tell_cleared(task_id, tombstone.subsystem)
-        self.counts["cleared"] += 1
+    def _on_clear(self, entry: Entry) -> None:
+        """A task was cleared through RPC: stored, published to every aggregator, its owner told."""
+        self.clears.spread([entry], self.view.tombstones, why="cleared")

@@ -197,6 +197,103 @@ class Event(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
+class Announced(BaseModel):
+    """The end of a subsystem's announce: the complete set of its live tasks (SPEC section 11).
+
+    Tasks of ``subsystem`` that the set does not list and that are older than ``seq`` are gone:
+    the view removes them. A marker that never arrives removes nothing, so an announce cut short
+    is harmless; the marker lists the ids itself, so it does not depend on the order in which the
+    announced tasks' own events arrive.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    schema_version: Annotated[StrictInt, Field(alias="schema", ge=1, le=SCHEMA_VERSION)]
+    event: Literal["announced"]
+    seq: Annotated[StrictInt, Field(gt=0, lt=2**63)]
+    subsystem: Subsystem
+    tasks: frozenset[TaskId]
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = self.model_dump(mode="json", by_alias=True)
+        wire["tasks"] = sorted(self.tasks)
+        return wire
+
+
+class Heartbeat(BaseModel):
+    """A subsystem saying it is alive (or, once, that it stopped), every ``interval_s`` seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    schema_version: Annotated[StrictInt, Field(alias="schema", ge=1, le=SCHEMA_VERSION)]
+    event: Literal["heartbeat"]
+    subsystem: Subsystem
+    instance: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    state: Literal["alive", "stopped"] = "alive"
+    interval_s: Annotated[float, Field(gt=0, le=3600)]
+    tasks: Annotated[StrictInt, Field(ge=0)] = 0
+    host: Annotated[str, StringConstraints(max_length=255)] = ""
+    pid: Annotated[StrictInt, Field(ge=0)] = 0
+    sent_at: Timestamp
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class ReplicaBeat(BaseModel):
+    """An aggregator saying it serves, every ``interval_s`` seconds (``bus-tasks aggregators``)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    schema_version: Annotated[StrictInt, Field(alias="schema", ge=1, le=SCHEMA_VERSION)]
+    event: Literal["aggregator"]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    instance: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    state: Literal["serving", "stopped"] = "serving"
+    revision: Annotated[StrictInt, Field(ge=0)]
+    tasks: Annotated[StrictInt, Field(ge=0)]
+    started_at: Timestamp
+    interval_s: Annotated[float, Field(gt=0, le=3600)]
+    sent_at: Timestamp
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def decode_replica_beat(body: bytes) -> ReplicaBeat:
+    """Validate an aggregator's heartbeat.
+
+    Raises:
+        EventRejected: with a one-line reason.
+    """
+    if len(body) > 4096:
+        raise EventRejected(f"too large for a heartbeat: {len(body)} bytes")
+    try:
+        return ReplicaBeat.model_validate_json(body)
+    except ValidationError as exc:
+        raise EventRejected(f"invalid aggregator heartbeat: {describe_validation(exc)}") from None
+
+
+def decode_heartbeat(body: bytes) -> Heartbeat:
+    """Validate a heartbeat (``task.<subsystem>.heartbeat``).
+
+    Raises:
+        EventRejected: with a one-line reason.
+    """
+    if len(body) > 4096:
+        raise EventRejected(f"too large for a heartbeat: {len(body)} bytes")
+    try:
+        return Heartbeat.model_validate_json(body)
+    except ValidationError as exc:
+        raise EventRejected(f"invalid heartbeat: {describe_validation(exc)}") from None
+
+
+ANNOUNCED: Literal["announced"] = "announced"
+HEARTBEAT: Literal["heartbeat"] = "heartbeat"
+# A marker lists every live task of its subsystem: it may be larger than one task's event.
+ANNOUNCED_SIZE_FACTOR = 64
+
+
 def describe_validation(exc: ValidationError, limit: int = 5) -> str:
     """A one-line summary of a pydantic error: ``where: what; ...`` (control characters escaped)."""
     parts = []
@@ -206,6 +303,21 @@ def describe_validation(exc: ValidationError, limit: int = 5) -> str:
         parts.append(f"{where}: {what}")
     # Names in the input (e.g. an unknown param) must not break the one-line log and error text.
     return "; ".join(parts).encode("unicode_escape").decode("ascii")
+
+
+def decode_announced(body: bytes, *, max_bytes: int) -> Announced:
+    """Validate the end marker of an announce (``task.<subsystem>.announced``).
+
+    Raises:
+        EventRejected: with a one-line reason, as :func:`decode_event`.
+    """
+    limit = max_bytes * ANNOUNCED_SIZE_FACTOR
+    if len(body) > limit:
+        raise EventRejected(f"too large: {len(body)} bytes > {limit}")
+    try:
+        return Announced.model_validate_json(body)
+    except ValidationError as exc:
+        raise EventRejected(f"invalid announce marker: {describe_validation(exc)}") from None
 
 
 def decode_event(body: bytes, *, max_bytes: int) -> Event:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 
-from bus_tasks.core.model import Event, State, TaskRecord
+from bus_tasks.core.model import Announced, Event, State, TaskRecord
 from bus_tasks.errors import EventRejected, TaskStateError, UnknownTask
 
 MemberEncoder = Callable[[TaskRecord], bytes]
@@ -78,6 +78,7 @@ class Expired:
 
     buried: list[str]
     forgotten: list[str]
+    entries: list[Entry] = field(default_factory=list, compare=False)  # the buried, as they were
 
 
 class Outcome(Enum):
@@ -114,6 +115,12 @@ class TaskView:
         self._tag_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._clock = clock
         self.version = 0  # changes whenever a listing could change
+        # The event log's position of the last event applied (0: none): the revision a listing
+        # answers from, the same on every replica at the same position (see aggregator/ingest).
+        self.revision = 0
+        # The latest time the applied events carry (records' updated_at, heartbeats' sent_at):
+        # expiry goes by it, so that replicas at one position of the log decide alike.
+        self.log_time = 0.0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -153,8 +160,15 @@ class TaskView:
             member = self.encode_member(record)
         except (TypeError, ValueError) as exc:  # e.g. an integer past 64 bits in result or data
             raise EventRejected(f"invalid event: task cannot be encoded: {exc}") from None
-        self._put(Entry.from_record(record, event.seq, member), current)
+        entry = Entry.from_record(record, event.seq, member)
+        self._put(entry, current)
+        if entry.updated_at > self.log_time:  # noqa: PLR1730 - no call on the hot path
+            self.log_time = entry.updated_at
         return Outcome.APPLIED
+
+    def note_time(self, epoch_s: float) -> None:
+        """A time the log carried outside a task's record (a heartbeat): the log time moves on."""
+        self.log_time = max(self.log_time, epoch_s)
 
     def restore(self, entry: Entry) -> None:
         """Put back an entry read from a store, unless a newer one or a tombstone is there."""
@@ -162,6 +176,7 @@ class TaskView:
         if entry.id in self._tombstones or (current is not None and current.seq >= entry.seq):
             return
         self._put(entry, current)
+        self.log_time = max(self.log_time, entry.updated_at)
 
     def restore_tombstone(self, task_id: str, tombstone: Tombstone) -> None:
         self._drop(task_id)
@@ -179,17 +194,49 @@ class TaskView:
             raise UnknownTask(task_id)
         return entry
 
-    def clear(self, task_id: str) -> Tombstone:
-        """Remove a done task, leaving a tombstone.
+    def clear(self, task_id: str, *, force: bool = False) -> Tombstone:
+        """Remove a done task (with ``force``, any task), leaving a tombstone.
 
         Raises:
             UnknownTask: when the task is not in the view.
-            TaskStateError: when the task is not done.
+            TaskStateError: when the task is not done and ``force`` is not given.
         """
         entry = self.get(task_id)
-        if not entry.state.is_done:
+        if not (force or entry.state.is_done):
             raise TaskStateError(task_id, entry.state.value)
         return self._bury(task_id, entry.subsystem, entry.seq)
+
+    def reconcile(self, announced: Announced) -> list[str]:
+        """Remove the tasks of a subsystem that its complete announce no longer lists.
+
+        Only tasks older than the marker go: one updated after the announce began is live.
+        Returns the ids buried (each leaves a tombstone, as a clear does).
+
+        Raises:
+            EventRejected: when the marker lists a task owned by another subsystem.
+        """
+        subsystem = announced.subsystem
+        for task_id in announced.tasks:
+            current = self._entries.get(task_id)
+            if current is not None and current.subsystem != subsystem:
+                raise EventRejected(
+                    f"announce of {subsystem!r} lists task {task_id} of subsystem {current.subsystem!r}"
+                )
+        gone = [
+            e
+            for e in self._entries.values()
+            if e.subsystem == subsystem and e.seq < announced.seq and e.id not in announced.tasks
+        ]
+        for entry in gone:
+            self._bury(entry.id, subsystem, entry.seq)
+        return [e.id for e in gone]
+
+    def count_by_subsystem(self) -> dict[str, int]:
+        """How many live tasks each subsystem has in the view."""
+        counts: dict[str, int] = {}
+        for entry in self._entries.values():
+            counts[entry.subsystem] = counts.get(entry.subsystem, 0) + 1
+        return counts
 
     def select(self, tags: Sequence[str] | None = None, *, match_all: bool = False) -> list[Entry]:
         """Entries carrying any (or, with ``match_all``, every) tag of ``tags``; all when empty.
@@ -215,18 +262,17 @@ class TaskView:
     ) -> Expired:
         """Bury done tasks idle for ``done_ttl_s``; forget tombstones older than ``tombstone_ttl_s``."""
         now = self._clock() if now is None else now
-        buried: list[str] = []
+        entries: list[Entry] = []
         if done_ttl_s is not None:
-            buried = [
-                e.id for e in self._entries.values() if e.state.is_done and now - e.updated_at >= done_ttl_s
+            entries = [
+                e for e in self._entries.values() if e.state.is_done and now - e.updated_at >= done_ttl_s
             ]
-            for task_id in buried:
-                entry = self._entries[task_id]
-                self._bury(task_id, entry.subsystem, entry.seq, now)
+            for entry in entries:
+                self._bury(entry.id, entry.subsystem, entry.seq, now)
         forgotten = [t for t, s in self._tombstones.items() if now - s.cleared_at >= tombstone_ttl_s]
         for task_id in forgotten:
             del self._tombstones[task_id]
-        return Expired(buried, forgotten)
+        return Expired([e.id for e in entries], forgotten, entries)
 
     def _put(self, entry: Entry, current: Entry | None) -> None:
         if current is None:

@@ -1,6 +1,6 @@
 """Control commands between the aggregator and a subsystem, as JSON-RPC calls and notifications.
 
-``stop`` and ``revert`` are calls (the subsystem answers ``true`` or an error); ``clear`` and
+``stop``, ``revert`` and ``retag`` are calls (the subsystem answers or errs); ``clear`` and
 ``resync`` are notifications (nobody waits for them).
 """
 
@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bus_tasks.protocol import jsonrpc
 
-Command = Literal["stop", "revert"]
+Command = Literal["stop", "revert", "retag"]
 NOTICES = ("clear", "resync")
 
 
@@ -22,10 +22,16 @@ class ControlParams(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     taskID: str = ""
+    tags: tuple[str, ...] | None = None  # retag: the new tags
 
 
-def command_body(control_id: str, command: Command, task_id: str) -> bytes:
-    return jsonrpc.request_body(control_id, command, {"taskID": task_id})
+def command_body(
+    control_id: str, command: Command, task_id: str, tags: tuple[str, ...] | None = None
+) -> bytes:
+    params: dict[str, object] = {"taskID": task_id}
+    if tags is not None:
+        params["tags"] = list(tags)
+    return jsonrpc.request_body(control_id, command, params)
 
 
 def clear_notice(task_id: str) -> bytes:

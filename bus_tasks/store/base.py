@@ -18,10 +18,15 @@ class Store(Protocol):
     """Where the view survives a restart. Writes are buffered until :meth:`commit`."""
 
     def load(self, view: TaskView) -> int:
-        """Fill ``view`` from the store; returns the number of live tasks loaded."""
+        """Fill ``view`` from the store, its revision too; returns the number of live tasks loaded."""
         ...
 
     def put(self, entry: Entry) -> None: ...
+
+    def mark(self, revision: int) -> None:
+        """The event log's position the buffered writes bring the view up to; committed with
+        them, in the same transaction, so a restart goes on from exactly there."""
+        ...
 
     def bury(self, task_id: str, tombstone: Tombstone) -> None: ...
 
@@ -50,6 +55,9 @@ class NullStore:
     def put(self, entry: Entry) -> None:
         pass
 
+    def mark(self, revision: int) -> None:
+        pass
+
     def bury(self, task_id: str, tombstone: Tombstone) -> None:
         pass
 
@@ -73,9 +81,14 @@ class WriteBuffer:
     def __init__(self) -> None:
         self.puts: dict[str, Entry] = {}
         self.graves: dict[str, Tombstone | None] = {}  # None: forget the tombstone
+        self.revision: int | None = None  # the log position to store with them
 
     def __len__(self) -> int:
-        return len(self.puts) + len(self.graves)
+        return len(self.puts) + len(self.graves) + (self.revision is not None)
+
+    def mark(self, revision: int) -> None:
+        if self.revision is None or revision > self.revision:
+            self.revision = revision
 
     def put(self, entry: Entry) -> None:
         if self.graves.get(entry.id) is not None:
@@ -100,6 +113,7 @@ class WriteBuffer:
     def clear(self) -> None:
         self.puts.clear()
         self.graves.clear()
+        self.revision = None
 
 
 class BufferedStore:
@@ -120,6 +134,9 @@ class BufferedStore:
 
     def forget(self, task_id: str) -> None:
         self._buffer.forget(task_id)
+
+    def mark(self, revision: int) -> None:
+        self._buffer.mark(revision)
 
 
 def open_store(settings: Settings) -> Store:

@@ -116,6 +116,9 @@ class RedisStore(BufferedStore):
         for _, value in self._scan(self.tasks_key):
             payload = _bytes(value)
             view.restore(entry_from_details(payload[SEQ_DIGITS + 1 :], int(payload[:SEQ_DIGITS])))
+        revision = self._client.hget(self.meta_key, "revision")
+        if revision is not None:
+            view.revision = max(view.revision, int(revision))
         return len(view) - before
 
     def _scan(self, key: str) -> Iterator[tuple[Any, Any]]:
@@ -157,6 +160,9 @@ class RedisStore(BufferedStore):
             pipe.hdel(self.tombstones_key, *ids)
         for args in _chunks(puts, 2 * BATCH):
             self._put_if_newer(keys=[self.tasks_key, self.tombstones_key], args=args, client=pipe)
+        if self._buffer.revision is not None:
+            # One store per replica (its own key prefix): the position is this replica's.
+            pipe.hset(self.meta_key, "revision", self._buffer.revision)
         pipe.execute()
 
     def close(self) -> None:

@@ -46,6 +46,11 @@ WHERE excluded.seq > tasks.seq
 _BURY = "INSERT OR REPLACE INTO tombstones (id, subsystem, seq, cleared_at) VALUES (?, ?, ?, ?)"
 _DROP_TASK = "DELETE FROM tasks WHERE id = ?"
 _FORGET = "DELETE FROM tombstones WHERE id = ?"
+# The log position goes forward only (a replayed batch never takes it back).
+_MARK = """
+INSERT INTO meta (key, value) VALUES ('revision', ?1)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE excluded.value > meta.value
+"""
 
 
 class SqliteStore(BufferedStore):
@@ -136,6 +141,9 @@ class SqliteStore(BufferedStore):
                 )
             for seq, details in db.execute("SELECT seq, details FROM tasks"):
                 view.restore(entry_from_details(bytes(details), seq))
+            row = db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+            if row is not None:
+                view.revision = max(view.revision, int(row[0]))
         return len(view) - before
 
     def commit(self) -> None:
@@ -156,6 +164,8 @@ class SqliteStore(BufferedStore):
                     db.executemany(_DROP_TASK, [(i,) for i, _ in buried])
                     db.executemany(_FORGET, [(i,) for i in self._buffer.forgotten()])
                     db.executemany(_PUT, [(e.id, e.seq, e.details) for e in self._buffer.puts.values()])
+                    if self._buffer.revision is not None:
+                        db.execute(_MARK, (self._buffer.revision,))
                     db.execute("COMMIT")
                 except BaseException:
                     if db.in_transaction:

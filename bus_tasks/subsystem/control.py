@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bus_tasks.core.model import State
-from bus_tasks.errors import BusTasksError, GeneralError, ShutdownRequested, TaskAborted, TaskNotFinished
+from bus_tasks.errors import (
+    BusTasksError,
+    GeneralError,
+    InvalidParameter,
+    ShutdownRequested,
+    SubsystemTaken,
+    TaskAborted,
+    TaskNotFinished,
+)
 from bus_tasks.protocol import jsonrpc
 from bus_tasks.protocol.control import ControlParams
-from bus_tasks.transport import Bus, Delivery
+from bus_tasks.transport import Bus, Delivery, QueueInUse
 
 if TYPE_CHECKING:
     from bus_tasks.subsystem.publisher import TaskPublisher
@@ -24,30 +33,68 @@ ControlHandler = Callable[[str], None]
 class SubsystemControl:
     """Answers the control commands addressed to one publisher's subsystem."""
 
-    def __init__(self, publisher: TaskPublisher) -> None:
+    def __init__(self, publisher: TaskPublisher, *, exclusive: bool = True) -> None:
+        """Args:
+        exclusive: claim the subsystem name: the broker lets one consumer have its control queue.
+        """
         self.publisher = publisher
+        self.exclusive = exclusive
         self.on_stop: ControlHandler | None = None
         self.on_revert: ControlHandler | None = None
+        self._listening: Bus | None = None
 
     def listen(self, connection: Bus) -> None:
-        """Consume the subsystem's control queue on ``connection``; announce every live task first."""
+        """Claim the control queue on ``connection`` and consume it; then announce every live task.
+
+        Raises:
+            SubsystemTaken: when another live process consumes the queue.
+        """
         subsystem = self.publisher.subsystem
         queue = connection.declare_control_queue(subsystem)
-        connection.consume(queue, lambda d: self._on_command(connection, d), prefetch=16)
+        try:
+            connection.consume(
+                queue, lambda d: self._on_command(connection, d), prefetch=16, exclusive=self.exclusive
+            )
+        except QueueInUse:
+            raise SubsystemTaken(subsystem, f"it consumes the control queue {queue}") from None
+        self._listening = connection
         announced = self.publisher.announce()
         log.info("%s listening for control commands; announced %d tasks", subsystem, announced)
 
     def serve(self, connection: Bus, stop: threading.Event) -> None:
-        """Answer control commands on ``connection`` until ``stop`` is set."""
+        """Answer control commands on ``connection`` and send heartbeats until ``stop`` is set.
+
+        Listens first, unless :meth:`listen` was called on ``connection`` already (a process
+        claims its name at start, in its main thread, then serves in another).
+
+        Raises:
+            SubsystemTaken: when another live process owns the subsystem name.
+        """
+        publisher = self.publisher
         try:
-            self.listen(connection)
+            if self._listening is not connection:
+                self.listen(connection)
+            next_beat = 0.0
             while not stop.is_set():
                 try:
-                    connection.drain(0.1)
+                    if time.monotonic() >= next_beat:
+                        publisher.beat()
+                        next_beat = time.monotonic() + publisher.heartbeat_s
+                    connection.drain(min(0.1, publisher.heartbeat_s))
                 except connection.errors:
                     connection.recover()
+                except BusTasksError as exc:  # the publishing connection is away: beat later
+                    log.debug("heartbeat not sent: %s", exc)
+            self._goodbye()
         except ShutdownRequested as exc:
             log.warning("%s", exc)  # the broker was away when the stop came
+
+    def _goodbye(self) -> None:
+        """The last heartbeat: the aggregator shows the subsystem stopped, not lost."""
+        try:
+            self.publisher.beat(stopped=True)
+        except BusTasksError as exc:
+            log.info("could not say %s stopped: %s", self.publisher.subsystem, exc)
 
     def _on_command(self, connection: Bus, delivery: Delivery) -> None:
         subsystem = self.publisher.subsystem
@@ -56,7 +103,7 @@ class SubsystemControl:
             request = jsonrpc.parse_request(delivery.body)
             request_id = jsonrpc.request_id_of(request)
             params = jsonrpc.bind(ControlParams, request.get("params"))
-            result = self.handle(request["method"], params.taskID)
+            result = self.handle(request["method"], params.taskID, params.tags)
             body = jsonrpc.result_body(request_id, result)
         except ShutdownRequested:
             raise  # stopping while the broker is away: no answer to give
@@ -75,11 +122,12 @@ class SubsystemControl:
             )
         delivery.ack()
 
-    def handle(self, method: str, task_id: str) -> bool:
-        """Carry out one command.
+    def handle(self, method: str, task_id: str, tags: tuple[str, ...] | None = None) -> Any:
+        """Carry out one command; ``true``, or for ``retag`` the task's new tags.
 
         Raises:
-            UnknownTask: for a task this subsystem does not own (stop, revert).
+            UnknownTask: for a task this subsystem does not own (stop, revert, retag).
+            InvalidParameter: for a retag without tags, or with bad ones.
             TaskAborted: for a stop of a task already aborting.
             TaskNotFinished: for a revert of a task that is not done.
             GeneralError: for an unknown command, or one this subsystem has no handler for.
@@ -92,6 +140,12 @@ class SubsystemControl:
             dropped = publisher.forget(task_id)
             log.info("task %s cleared by the aggregator (%s)", task_id, "dropped" if dropped else "unknown")
             return True
+        if method == "retag":
+            if tags is None:
+                raise InvalidParameter("tags", None, message="Invalid parameter: retag needs tags")
+            record = publisher.retag(task_id, tags)
+            log.info("task %s retagged %s by the aggregator", record.id, list(record.tags))
+            return list(record.tags)
         handlers = {"stop": self.on_stop, "revert": self.on_revert}
         if method not in handlers:
             raise GeneralError(message=f"General Exception: unknown control command {method!r}")

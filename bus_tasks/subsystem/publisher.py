@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 import threading
 import uuid
 from collections.abc import Iterable
@@ -11,12 +13,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bus_tasks import names
+from bus_tasks import codec, names
 from bus_tasks.config import redact_url
 from bus_tasks.core.model import (
+    ANNOUNCED,
+    HEARTBEAT,
+    SCHEMA_VERSION,
     SUBSYSTEM_PATTERN,
+    Announced,
     Event,
     EventName,
+    Heartbeat,
     State,
     TaskRecord,
     canonical_task_id,
@@ -35,6 +42,7 @@ from bus_tasks.transport import Bus
 log = logging.getLogger(__name__)
 
 _UNSET: Any = object()
+DEFAULT_HEARTBEAT_S = 5.0
 
 
 class TaskPublisher:
@@ -43,13 +51,27 @@ class TaskPublisher:
     Thread-safe: tasks may be changed from any thread. A change that cannot be published raises
     ``BrokerUnavailable`` (never one of kombu's errors); :meth:`flush` raises ``PublishError``
     when the broker does not confirm in time.
+
+    Run one publisher process per subsystem name: :meth:`listen` claims the name, and refuses
+    with ``SubsystemTaken`` while a live process holds it.
     """
 
-    def __init__(self, connection: Bus, subsystem: str, *, seq: SeqClock | None = None) -> None:
+    def __init__(
+        self,
+        connection: Bus,
+        subsystem: str,
+        *,
+        seq: SeqClock | None = None,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    ) -> None:
         if not isinstance(subsystem, str) or not _SUBSYSTEM_RE.fullmatch(subsystem):
             raise InvalidParameter("subsystem", subsystem)
+        if not heartbeat_s > 0:
+            raise InvalidParameter("heartbeat_s", heartbeat_s)
         self.subsystem = subsystem
         self.connection = connection
+        self.heartbeat_s = heartbeat_s
+        self.instance = uuid.uuid4().hex  # this process's claim on the name, in its heartbeats
         self._seq = seq or SeqClock()
         self._tasks: dict[str, TaskRecord] = {}
         self._lock = threading.RLock()
@@ -172,8 +194,11 @@ class TaskPublisher:
         with self._lock:
             return self._tasks.pop(canonical_task_id(task_id), None) is not None
 
-    def adopt(self, record: TaskRecord) -> None:
+    def adopt(self, record: TaskRecord, *, seq: int = 0) -> None:
         """Take over an existing task of this subsystem without publishing (e.g. after a restart).
+
+        ``seq``: the highest seq the record was published with, if known elsewhere; later events
+        of this publisher number past it.
 
         Raises:
             InvalidParameter: when the record belongs to another subsystem.
@@ -181,6 +206,7 @@ class TaskPublisher:
         if record.subsystem != self.subsystem:
             raise InvalidParameter("subsystem", record.subsystem)
         with self._lock:
+            self._seq.advance_past(seq)
             self._tasks[record.id] = record
 
     def __contains__(self, task_id: object) -> bool:
@@ -193,27 +219,73 @@ class TaskPublisher:
             return dict(self._tasks)
 
     def announce(self) -> int:
-        """Re-publish every live task (resync); returns how many."""
+        """Publish every live task, then the end marker listing them all (resync); returns how many.
+
+        The aggregator removes this subsystem's tasks that the marker does not list: after a
+        restart, the tasks the subsystem lost leave the view. Tasks taken over with
+        :meth:`adopt` (e.g. persisted ones) are announced and stay.
+        """
         with self._lock:
             records = list(self._tasks.values())
             for record in records:
                 self._emit("finished" if record.state.is_done else "updated", record)
+            marker = Announced(
+                schema_version=SCHEMA_VERSION,
+                event=ANNOUNCED,
+                seq=self._seq.next(),
+                subsystem=self.subsystem,
+                tasks=frozenset(r.id for r in records),
+            )
+            self._publish(codec.dumps(marker.to_wire()), ANNOUNCED)
             return len(records)
+
+    def beat(self, *, stopped: bool = False) -> None:
+        """Publish one heartbeat (``stopped``: the last one, on a clean stop).
+
+        :meth:`serve_control` sends them every ``heartbeat_s``; a process that drains its control
+        connection itself calls this as often.
+        """
+        heartbeat = Heartbeat(
+            schema_version=SCHEMA_VERSION,
+            event=HEARTBEAT,
+            subsystem=self.subsystem,
+            instance=self.instance,
+            state="stopped" if stopped else "alive",
+            interval_s=self.heartbeat_s,
+            tasks=len(self._tasks),
+            host=_HOST,
+            pid=os.getpid(),
+            sent_at=utc_now(),
+        )
+        with self._lock:
+            # Worth nothing once stale: not persistent, and gone from the queue when it expires.
+            self._publish(
+                codec.dumps(heartbeat.to_wire()),
+                HEARTBEAT,
+                persistent=False,
+                expiration_s=3 * self.heartbeat_s,
+            )
 
     def _emit(self, event_name: EventName, record: TaskRecord) -> None:
         event = Event(event=event_name, seq=self._seq.next(), task=record)
-        body = event.model_dump_json(by_alias=True).encode()
+        self._publish(event.model_dump_json(by_alias=True).encode(), event_name)
+        if event_name != "cleared":
+            self._tasks[record.id] = record
+        log.debug("published %s task=%s seq=%d", event_name, record.id, event.seq)
+
+    def _publish(
+        self, body: bytes, event_name: str, *, persistent: bool = True, expiration_s: float | None = None
+    ) -> None:
         try:
             self.connection.publish(
                 body,
                 exchange=names.EVENTS_EXCHANGE,
                 routing_key=names.event_routing_key(self.subsystem, event_name),
+                persistent=persistent,
+                expiration_s=expiration_s,
             )
         except self.connection.errors as exc:  # no raw kombu error leaves the library
             raise BrokerUnavailable(redact_url(self.connection.url), str(exc)) from exc
-        if event_name != "cleared":
-            self._tasks[record.id] = record
-        log.debug("published %s task=%s seq=%d", event_name, record.id, event.seq)
 
     # -- control ------------------------------------------------------------------------
 
@@ -226,9 +298,11 @@ class TaskPublisher:
         self.control.on_revert = handler
 
     def listen(self, connection: Bus) -> None:
-        """Consume this subsystem's control queue on ``connection`` (drained by the caller).
+        """Claim the subsystem name and consume its control queue on ``connection`` (drained by
+        the caller); then announce every live task (resync), so the view heals.
 
-        Announces every live task first (resync), so an aggregator that lost them heals.
+        Raises:
+            SubsystemTaken: when a live process already owns this subsystem name.
         """
         self.control.listen(connection)
 
@@ -247,11 +321,18 @@ class TaskPublisher:
             self.connection.close()
 
     def serve_control(self, connection: Bus, stop: threading.Event) -> None:
-        """Answer control commands on ``connection`` until ``stop`` is set."""
+        """Listen (unless :meth:`listen` was called on ``connection``), then answer control
+        commands on it and send heartbeats until ``stop`` is set; the last heartbeat says the
+        subsystem stopped.
+
+        Raises:
+            SubsystemTaken: when a live process already owns this subsystem name.
+        """
         self.control.serve(connection, stop)
 
 
 _SUBSYSTEM_RE = re.compile(SUBSYSTEM_PATTERN)
+_HOST = socket.gethostname()[:255]
 
 
 def _record(fields: dict[str, Any]) -> TaskRecord:

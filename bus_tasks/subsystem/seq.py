@@ -25,6 +25,12 @@ class SeqClock:
             text = path.read_text().strip()
             self._last = self._leased = int(text) if text else 0
 
+    def advance_past(self, value: int) -> None:
+        """Make every later number larger than ``value`` (a seq another process used for a task
+        this clock now numbers, e.g. a record taken over from the view)."""
+        with self._lock:
+            self._last = max(self._last, value)
+
     def next(self) -> int:
         with self._lock:
             value = max(self._last + 1, time.time_ns() // 1000)

@@ -37,6 +37,14 @@ def send(caller: RawCaller, members: Any, *, expiration_s: float = TIMEOUT_S) ->
     return reply
 
 
+def in_view(system: System, *tasks: str) -> None:
+    """Wait until the aggregator has applied the tasks' events (events and requests are separate
+    queues: which the aggregator reads first is not ordered)."""
+    wait_until(
+        lambda: all(t in system.aggregator.view for t in tasks), timeout_s=TIMEOUT_S, what="tasks applied"
+    )
+
+
 def by_id(replies: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
     return {reply["id"]: reply for reply in replies}
 
@@ -44,6 +52,7 @@ def by_id(replies: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
 def test_a_one_element_batch_as_vdsms_client_sends_it_gets_a_one_element_array(system: System) -> None:
     pub = system.publisher("vdsm")
     task = pub.create("copyImage", ["spm"], state=State.RUNNING).id
+    in_view(system, task)
     caller = RawCaller(system.broker.connection(confirm_publish=False))
 
     reply = send(caller, [call("6f0c1d9e-vdsm", "Host.getAllTasksStatuses")])
@@ -60,6 +69,7 @@ def test_a_mixed_batch_answers_each_call_by_id_none_for_notifications_and_an_err
 ) -> None:
     pub = system.publisher("vdsm")
     task = pub.create("copyImage", ["spm"]).id
+    in_view(system, task)
     caller = RawCaller(system.broker.connection(confirm_publish=False))
 
     reply = send(
@@ -131,6 +141,7 @@ def test_a_batch_mixing_a_forwarded_stop_with_reads_is_answered_once_every_membe
     stopped: list[str] = []
     pub.on_stop(stopped.append)
     task = pub.create("copyImage", ["spm"], state=State.RUNNING).id
+    in_view(system, task)
     caller = RawCaller(system.broker.connection(confirm_publish=False))
 
     reply = send(caller, [call("stop", "Task.stop", {"taskID": task}), call("read", "Host.getAllTasksInfo")])
@@ -146,6 +157,7 @@ def test_a_stop_in_a_batch_that_its_subsystem_never_answers_gets_100_and_the_res
 ) -> None:
     pub = memory_system.publisher("vdsm")  # not listening: nobody answers the stop
     task = pub.create("copyImage", ["spm"], state=State.RUNNING).id
+    in_view(memory_system, task)
     caller = RawCaller(memory_system.broker.connection(confirm_publish=False))
     began = time.monotonic()
 
@@ -165,6 +177,7 @@ def test_a_stop_in_a_batch_that_its_subsystem_never_answers_gets_100_and_the_res
 def test_the_client_sends_a_batch_and_gets_each_outcome_in_order(system: System) -> None:
     pub = system.publisher("vdsm")
     task = pub.create("copyImage", ["spm"]).id
+    in_view(system, task)
     client = system.client()
 
     outcomes = client.batch(
@@ -194,6 +207,7 @@ def test_the_client_raises_the_error_a_whole_batch_was_answered_with(
 def test_concurrent_batches_and_single_calls_are_each_answered_to_their_own_caller(system: System) -> None:
     pub = system.publisher("vdsm")
     tasks = {pub.create("copyImage", ["spm"]).id for _ in range(5)}
+    in_view(system, *tasks)
     wait_until(
         lambda: set(system.client().get_all_tasks()) == tasks, timeout_s=TIMEOUT_S, what="5 tasks listed"
     )

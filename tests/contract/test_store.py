@@ -144,6 +144,30 @@ def test_uncommitted_writes_are_not_visible_to_a_new_store_object(open_new: Stor
     assert snapshot(open_new()) == (live(entry(1, 11), entry(2, 20)), {task_id(3): tombstone(30)})
 
 
+def revision_loaded(store: Store) -> int:
+    view = TaskView()
+    store.load(view)
+    return view.revision
+
+
+def test_the_log_position_is_committed_with_the_writes_and_loaded_back_as_the_views_revision(
+    open_new: StoreFactory,
+) -> None:
+    store = open_new()
+    assert revision_loaded(open_new()) == 0
+    store.put(entry(1, 10))
+    store.mark(41)
+    store.mark(40)  # an older position in the same batch does not take it back
+    assert revision_loaded(open_new()) == 0  # not before the commit
+
+    store.commit()
+
+    assert revision_loaded(open_new()) == 41
+    store.mark(57)  # a batch of events that changed nothing still moves the position
+    store.commit()
+    assert revision_loaded(open_new()) == 57
+
+
 def test_a_tombstone_survives_a_reload_and_blocks_the_task(open_new: StoreFactory) -> None:
     store = open_new()
     store.put(entry(1, 10, State.FINISHED))

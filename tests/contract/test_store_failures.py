@@ -49,6 +49,9 @@ class SwitchableStore:
     def forget(self, task_id: str) -> None:
         self._buffer.forget(task_id)
 
+    def mark(self, revision: int) -> None:
+        self._buffer.mark(revision)
+
     def commit(self) -> None:
         if self.broken:
             self.failed_commits += 1

@@ -17,7 +17,7 @@ from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import reset_memory_transport
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import Bus, BusConnection
 
 CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 RABBITMQ = ("127.0.0.1", 5672)
@@ -155,6 +155,7 @@ class System:
     aggregator: Aggregator
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
+    _stops: list[threading.Event] = field(default_factory=list)
 
     def publisher(self, subsystem: str, *, listen: bool = False) -> TaskPublisher:
         """A publisher; with ``listen``, it answers control commands in a thread of its own."""
@@ -170,11 +171,24 @@ class System:
         thread.start()
         self._threads.append(thread)
 
+    def serve(self, pub: TaskPublisher, control: Bus | None = None) -> threading.Event:
+        """Let ``pub`` answer control commands and beat in a thread until the returned event is
+        set (the system's stop sets it too); ``control``: a connection it already listens on."""
+        stop = threading.Event()
+        self._stops.append(stop)
+        connection = control if control is not None else self.broker.connection()
+        thread = threading.Thread(target=pub.serve_control, args=(connection, stop), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return stop
+
     def client(self, timeout_s: float = 10.0) -> TasksClient:
         return TasksClient(self.broker.connection(confirm_publish=False), timeout_s=timeout_s)
 
     def stop_threads(self) -> None:
         self._stop.set()
+        for stop in self._stops:
+            stop.set()
         for thread in self._threads:
             thread.join(5.0)
 

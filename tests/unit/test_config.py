@@ -38,6 +38,7 @@ DEFAULTS = {
     "store_key_prefix": "bus_tasks:view:",
     "done_ttl_s": 604800.0,
     "tombstone_ttl_s": 2592000.0,
+    "test_subsystem": "test",
     "log_level": "INFO",
 }
 

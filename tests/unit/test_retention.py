@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from support.brokers import Broker, SystemFactory
+import time
+from datetime import UTC, datetime, timedelta
 
+from support.brokers import Broker, SystemFactory
+from support.factories import make_event, task_id
+
+from bus_tasks import names
 from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.core.model import State
 from bus_tasks.testing import wait_until
@@ -48,3 +53,33 @@ def test_tombstones_past_their_ttl_are_forgotten(memory_broker: Broker, start_sy
         lambda: task_id not in system.aggregator.view.tombstones, timeout_s=10, what="tombstone forgotten"
     )
     assert client.get_all_tasks() == {}
+
+
+def test_expiry_counts_age_in_the_time_of_the_log_not_in_this_process_clock(
+    memory_broker: Broker, start_system: SystemFactory
+) -> None:
+    # Replicas at one position of the log must decide alike: ages count in the events' own time.
+    policy = AggregatorPolicy(done_ttl_s=60.0, tombstone_ttl_s=3600.0, expire_every_s=0.05)
+    system = start_system(memory_broker, policy=policy)
+    connection = memory_broker.connection()
+    old = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)  # years ago by this process's clock
+
+    def publish(n: int, state: State, updated_at: datetime) -> None:
+        event = make_event(n, seq=1, state=state, updated_at=updated_at, created_at=old)
+        connection.publish(
+            event.model_dump_json(by_alias=True).encode(),
+            exchange=names.EVENTS_EXCHANGE,
+            routing_key=names.event_routing_key("vdsm", "updated"),
+        )
+
+    publish(1, State.FINISHED, old)
+    publish(2, State.RUNNING, old + timedelta(seconds=59))
+    wait_until(lambda: len(system.aggregator.view) == 2, timeout_s=10, what="both applied")
+    time.sleep(0.3)  # several retention rounds
+    assert task_id(1) in system.aggregator.view  # 59 s old in the log's time: kept
+
+    publish(3, State.RUNNING, old + timedelta(seconds=61))
+
+    wait_until(lambda: task_id(1) not in system.aggregator.view, timeout_s=10, what="expired")
+    assert task_id(1) in system.aggregator.view.tombstones
+    assert system.aggregator.counts["expired"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ from support.factories import make_record, task_id
 from bus_tasks import codec
 from bus_tasks.aggregator.methods import ALIASES, Dispatcher, Forward, Reply
 from bus_tasks.core.model import Event, State, TaskRecord
-from bus_tasks.core.view import TaskView, Tombstone
+from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.protocol import shapes
 
 RUNNING = task_id(1)  # vdsm, running, spm
@@ -64,7 +65,7 @@ def cleared() -> list[tuple[str, Tombstone]]:
 
 @pytest.fixture
 def dispatcher(view: TaskView, cleared: list[tuple[str, Tombstone]]) -> Dispatcher:
-    return Dispatcher(view, on_clear=lambda task, tombstone: cleared.append((task, tombstone)))
+    return Dispatcher(view, on_clear=lambda entry: cleared.append((entry.id, view.tombstones[entry.id])))
 
 
 def request(method: Any, params: Any = None, request_id: Any = 7, **extra: Any) -> bytes:
@@ -109,7 +110,7 @@ def status_of(task: str) -> dict[str, Any]:
     }
 
 
-BUS_TASKS_METHODS = {"Task.getDetails"}
+BUS_TASKS_METHODS = {"Task.getDetails", "Task.retag", "Host.getSubsystems"}
 TASK_METHODS = ("Task.getStatus", "Task.getInfo", "Task.getDetails", "Task.stop", "Task.clear", "Task.revert")
 
 
@@ -420,7 +421,7 @@ def test_clear_without_a_callback_still_clears(view: TaskView) -> None:
 
 
 def test_a_method_that_crashes_answers_32603_with_the_exception_type(view: TaskView) -> None:
-    def crash(task: str, tombstone: Tombstone) -> None:
+    def crash(entry: Entry) -> None:
         raise RuntimeError("disk on fire")
 
     dispatcher = Dispatcher(view, on_clear=crash)
@@ -522,7 +523,6 @@ def test_an_unknown_method_answers_32601(dispatcher: Dispatcher, method: str) ->
             "Invalid params: tags.str: Input should be a valid string; tags.list[str].0: Input should be a valid string",
         ),
         ({"options": {"match": "some"}}, "Invalid params: options.match: Input should be 'any' or 'all'"),
-        ({"options": {"limit": 5}}, "Invalid params: options.limit: Extra inputs are not permitted"),
         (
             {"options": "all"},
             "Invalid params: options: Input should be a valid dictionary or instance of GetAllTasksOptions",
@@ -535,6 +535,33 @@ def test_get_all_tasks_with_invalid_params_answers_32602(
     dispatcher: Dispatcher, params: Any, message: str
 ) -> None:
     assert call(dispatcher, "Host.getAllTasks", params) == error_reply(-32602, message)
+
+
+def test_get_all_tasks_with_the_revision_option_answers_the_tasks_and_the_revision_they_are_from(
+    dispatcher: Dispatcher, view: TaskView
+) -> None:
+    view.revision = 41
+
+    answered = result(dispatcher, "Host.getAllTasks", {"tags": "spm", "options": {"revision": True}})
+
+    assert answered == {"revision": 41, "tasks": result(dispatcher, "Host.getAllTasks", {"tags": "spm"})}
+    assert set(answered["tasks"]) == {RUNNING, FINISHED, ABORTING}
+    assert result(dispatcher, "Host.getAllTasks", {"options": {"revision": False}}) == result(
+        dispatcher, "Host.getAllTasks"
+    )
+
+
+def test_get_all_tasks_ignores_unknown_options_and_still_checks_known_ones(
+    dispatcher: Dispatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    # options is for extension: a newer client's options must not break an older server.
+    with caplog.at_level(logging.DEBUG, logger="bus_tasks.aggregator.methods"):
+        listed = result(dispatcher, "Host.getAllTasks", {"tags": "spm", "options": {"limit": 5, "x": {}}})
+    assert listed == result(dispatcher, "Host.getAllTasks", {"tags": "spm"})
+    assert "unknown options ignored: ['limit', 'x']" in caplog.text
+    assert call(dispatcher, "Host.getAllTasks", {"options": {"match": "some", "limit": 5}}) == error_reply(
+        -32602, "Invalid params: options.match: Input should be 'any' or 'all'"
+    )
 
 
 def test_a_task_method_with_too_many_positional_params_answers_32602(dispatcher: Dispatcher) -> None:
