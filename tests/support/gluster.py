@@ -16,8 +16,9 @@ from xml.sax.saxutils import escape
 import pytest
 
 from support.brokers import CI
+from support.fixtures import fixture
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "gluster"
+FIXTURES = fixture("gluster/glusterVolumeTasks.xml").parent
 CONNECTION_FAILED = "Connection failed. Please check if gluster daemon is operational."
 GLUSTERD_START_S = 30.0
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-SCHEMA = Path("/work/shared/fixtures/vdsm/vdsm-api.yml")
+from support.fixtures import fixture
+
+SCHEMA = fixture("vdsm/vdsm-api.yml")
 CHECKED = ("TaskStatus", "TaskInfo", "TaskDetails", "TaskState", "TaskResult")
 
 
