@@ -19,7 +19,7 @@ from types import FrameType
 
 from bench.harness import Figure, format_table, say
 
-FIGURES = ("ingest", "core", "query", "selectivity", "publish", "scale", "stomp")
+FIGURES = ("ingest", "core", "query", "selectivity", "publish", "scale", "stomp", "replicas")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     say(format_table(figures))
     say("")
     missed = [f.name for f in figures if not f.met]
+    targeted = [f for f in figures if f.target is not None]
     say(
-        f"{len(figures)} figures, {len(figures) - len(missed)} targets met"
+        f"{len(figures)} figures, {len(targeted) - len(missed)} of {len(targeted)} targets met"
         + (f", missed: {', '.join(missed)}" if missed else "")
         + (f"; harness FAILED for: {', '.join(failed)}" if failed else "")
         + f"; total {time.perf_counter() - started:.0f}s, load average at the end {os.getloadavg()[0]:.2f}"

@@ -1,9 +1,13 @@
 """Figure 1, ingest: events per second through the running aggregator, against a raw kombu consumer.
 
-Each repetition publishes the same persistent event messages to the aggregator's durable queue,
-twice: once drained by the aggregator (validated, applied, stored in its default store, acked
-after the store's commit), once by a raw kombu consumer that only acks, with the same prefetch.
-Both are timed from their first event to their last (committed, or acked), so that starting up
+Measured on the default layout: the event log is a RabbitMQ stream (``bus_tasks.events.log``),
+which every aggregator reads from its own offset. The stream is filled once with persistent
+event messages (publisher-confirmed), and each repetition reads all of it from the first
+offset, twice: once by a new aggregator (empty default store: validated, applied, stored,
+acked after the store's commit, its revision reaching the end of the log), once by a raw kombu
+consumer of the same stream from ``"first"``, with the same prefetch, that only acks each
+message. A stream keeps what was read, so both sides read the very same messages. Both are
+timed from their first event to their last (committed, or acked), so that starting up
 (connecting, declaring, opening the store) is not counted as ingest on either side.
 """
 
@@ -14,11 +18,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from kombu.connection import Connection
+from kombu.entity import Queue
 from kombu.message import Message
-from kombu.messaging import Consumer, Producer
+from kombu.messaging import Consumer
 
 from bench import workload
 from bench.harness import (
@@ -32,7 +38,6 @@ from bench.harness import (
     rate,
     say,
     side_by_side,
-    wait_for,
 )
 from bus_tasks import names
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
@@ -41,7 +46,7 @@ from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.store import NullStore, Store
 from bus_tasks.testing import RunningAggregator
 from bus_tasks.transport import BusConnection
-from bus_tasks.transport.topology import events_queue
+from bus_tasks.transport.topology import event_log
 
 TASKS = Sizes(full=4_000, quick=300)  # three events each
 REPS = Sizes(full=9, quick=2)  # the most load-sensitive figure: 5 gave medians 0.78..0.98
@@ -57,19 +62,20 @@ def default_store(data_dir: Path) -> tuple[Store, str]:
         return NullStore(), "NullStore: bus_tasks.store.open_store does not exist yet"
     settings = Settings(data_dir=data_dir)
     store = open_store(settings)
-    return store, f"{type(store).__name__} (the default, from open_store)"
+    return store, f"{type(store).__name__} (the default, from open_store, in a new temp dir)"
 
 
 class CountingStore:
-    """Passes everything to the real store; tells when ``expected`` events are committed (then acked)."""
+    """Passes everything to the real store; tells when the view's revision reaches ``end`` and
+    that is committed (then acked)."""
 
-    def __init__(self, inner: Store, processed: Callable[[], int], expected: int) -> None:
+    def __init__(self, inner: Store, revision: Callable[[], int], end: int) -> None:
         self.inner = inner
         self.done = threading.Event()
         self.first_at = 0.0  # the first event's put: the aggregator is running from here
         self.done_at = 0.0
-        self._processed = processed
-        self._expected = expected
+        self._revision = revision
+        self._end = end
 
     def __str__(self) -> str:
         return str(self.inner)
@@ -93,7 +99,7 @@ class CountingStore:
 
     def commit(self) -> None:
         self.inner.commit()
-        if not self.done.is_set() and self._processed() >= self._expected:
+        if not self.done.is_set() and self._revision() >= self._end:
             self.done_at = time.perf_counter()
             self.done.set()
 
@@ -101,113 +107,128 @@ class CountingStore:
         self.inner.close()
 
 
-def fill(url: str, bodies: list[tuple[str, bytes]]) -> None:
-    """Publish ``bodies`` as persistent messages to the events exchange; wait until all are queued."""
-    with Connection(url) as conn:
-        producer = Producer(conn.channel())
+def new_log(url: str) -> None:
+    """An empty event log (the stream, as a deployment declares it): offsets start at 0 again."""
+    with BusConnection(url) as setup:
+        setup.declare_exchanges()
+        if setup.queue_exists(names.EVENT_LOG):
+            setup.delete_queues([names.EVENT_LOG])
+        setup.declare_events()
+        check(setup.uses_stream, "the default event log is not a stream on RabbitMQ")
+
+
+def fill(url: str, bodies: list[tuple[str, bytes]]) -> int:
+    """Publish ``bodies`` as persistent messages to the events exchange, publisher-confirmed (so
+    all are in the log on return); returns the log's end (its last offset + 1, a fresh log)."""
+    with BusConnection(url, confirm_publish=True) as conn:
         for key, body in bodies:
-            producer.publish(
-                body,
-                exchange=names.EVENTS_EXCHANGE,
-                routing_key=key,
-                content_type=names.CONTENT_TYPE,
-                content_encoding="utf-8",
-                delivery_mode=2,
-            )
-        queue = events_queue().bind(conn.default_channel)
-        wait_for(
-            lambda: queue.queue_declare(passive=True).message_count >= len(bodies),
-            timeout_s=60.0,
-            what=f"{len(bodies)} events queued",
-        )
+            conn.publish(body, exchange=names.EVENTS_EXCHANGE, routing_key=key)
+        conn.flush(timeout_s=120.0)
+    return len(bodies)
 
 
-def queued(url: str) -> int:
-    with Connection(url) as conn:
-        return int(events_queue().bind(conn.default_channel).queue_declare(passive=True).message_count)
+def from_first() -> Queue:
+    """The event log, read from its first offset (what a raw consumer of the stream asks)."""
+    attributes = event_log().as_dict()
+    attributes["consumer_arguments"] = {"x-stream-offset": "first"}
+    return Queue(**attributes)
 
 
-def through_aggregator(url: str, count: int, prefetch: int) -> tuple[float, str]:
-    """Events per second through a fresh aggregator with its default store; and what that store is."""
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One side's reading of the whole log: events/s, and when (``perf_counter``, the system's
+    monotonic clock: comparable between processes) it read its first and its last."""
+
+    per_s: float
+    first_at: float
+    done_at: float
+    store: str = ""
+
+
+def through_aggregator(
+    url: str, end: int, prefetch: int, *, name: str = "", from_start: bool = False
+) -> Read:
+    """A new aggregator (empty default store) reads the log until its revision is ``end``.
+
+    Timed from its first event to the commit that reaches ``end``; with ``from_start``, from
+    before it is made (store opened, connected, declared: what a new replica takes to catch up).
+    """
     with tempfile.TemporaryDirectory(prefix="bus_tasks_bench_") as data_dir:
         inner, described = default_store(Path(data_dir))
         aggregator: Aggregator
-
-        def processed() -> int:
-            counts = aggregator.counts
-            return sum(counts[k] for k in ("events_applied", "events_stale", "events_cleared", "events_dead"))
-
-        store = CountingStore(inner, processed, count)
+        store = CountingStore(inner, lambda: aggregator.view.revision, end)
+        started_at = time.perf_counter()
         aggregator = Aggregator(
-            BusConnection(url), store=store, policy=AggregatorPolicy(prefetch_count=prefetch)
+            BusConnection(url),
+            store=store,
+            policy=AggregatorPolicy(prefetch_count=prefetch, name=name),
         )
         with RunningAggregator(aggregator) as running:
             if not store.done.wait(DRAIN_TIMEOUT_S):
-                raise TimeoutError(f"the aggregator processed {processed()} of {count} events")
-            seconds = store.done_at - store.first_at
+                raise TimeoutError(f"the aggregator reached revision {aggregator.view.revision} of {end}")
             counts = dict(running.counts)
-    check(counts.get("events_applied") == count, f"expected {count} events applied, got {counts}")
-    return rate(count, seconds), described
+            revision = running.view.revision
+    check(revision == end, f"expected revision {end}, got {revision}")
+    check(counts.get("events_applied") == end, f"expected {end} events applied, got {counts}")
+    first_at = started_at if from_start else store.first_at
+    return Read(rate(end, store.done_at - first_at), first_at, store.done_at, described)
 
 
-def through_raw_consumer(url: str, count: int, prefetch: int) -> float:
-    """Events per second through a kombu consumer that acks each message and does nothing else."""
+def through_raw_consumer(url: str, end: int, prefetch: int, *, from_start: bool = False) -> Read:
+    """A kombu consumer of the log from ``"first"`` that acks each message and does nothing else.
+
+    Timed from its first message to its last ack; with ``from_start``, from before it connects.
+    """
     acked = 0
     first_at = 0.0
+    last_offset = -1
     done = threading.Event()
 
     def on_message(message: Message) -> None:
-        nonlocal acked, first_at
+        nonlocal acked, first_at, last_offset
         if not first_at:
             first_at = time.perf_counter()
         message.ack()
         acked += 1
-        if acked >= count:
+        if acked >= end:
+            last_offset = int(message.headers[names.HEADER_STREAM_OFFSET])
             done.set()
 
+    started_at = time.perf_counter()
     with Connection(url) as conn:
         channel = conn.channel()
-        with Consumer(channel, [events_queue()], on_message=on_message, prefetch_count=prefetch):
+        with Consumer(channel, [from_first()], on_message=on_message, prefetch_count=prefetch):
             deadline = time.monotonic() + DRAIN_TIMEOUT_S
             while not done.is_set():
                 if time.monotonic() >= deadline:
-                    raise TimeoutError(f"the raw consumer acked {acked} of {count} events")
+                    raise TimeoutError(f"the raw consumer acked {acked} of {end} events")
                 with contextlib.suppress(TimeoutError):
                     conn.drain_events(timeout=1.0)
-            seconds = time.perf_counter() - first_at
-    return rate(count, seconds)
+            done_at = time.perf_counter()
+    check(last_offset == end - 1, f"the raw consumer's last offset is {last_offset}, not {end - 1}")
+    if from_start:
+        first_at = started_at
+    return Read(rate(end, done_at - first_at), first_at, done_at)
 
 
 def run(quick: bool) -> list[Figure]:
     n_tasks, reps = TASKS.pick(quick), REPS.pick(quick)
-    count = 3 * n_tasks
     prefetch = AggregatorPolicy().prefetch_count
     store_note = ""
     with rabbitmq_vhost("ingest") as url:
-        with BusConnection(url) as setup:
-            setup.declare_exchanges()
-            setup.declare_queue(names.EVENTS_QUEUE)
-        salt = 0
-
-        def fresh_bodies() -> list[tuple[str, bytes]]:
-            # New task ids every run, so that no run sees another run's tasks.
-            nonlocal salt
-            salt += 1
-            return list(workload.bodies(n_tasks, salt=salt))
+        new_log(url)
+        count = fill(url, list(workload.bodies(n_tasks)))
 
         def ours() -> float:
             nonlocal store_note
-            fill(url, fresh_bodies())
-            per_s, store_note = through_aggregator(url, count, prefetch)
-            return per_s
+            read = through_aggregator(url, count, prefetch)
+            store_note = read.store
+            return read.per_s
 
         def baseline() -> float:
-            fill(url, fresh_bodies())
-            return through_raw_consumer(url, count, prefetch)
+            return through_raw_consumer(url, count, prefetch).per_s
 
         speed = side_by_side(ours, baseline, reps)
-        left = queued(url)
-        check(left == 0, f"{left} events left in the queue after the runs")
     say(f"  ingest: ours {median(speed.ours):,.0f} ev/s, raw {median(speed.baseline):,.0f} ev/s")
     return [
         Figure(
@@ -217,6 +238,9 @@ def run(quick: bool) -> list[Figure]:
             speed.ratio,
             at_least(0.8),
             f"{count:,} events ({n_tasks:,} tasks), prefetch {prefetch}, {reps} reps",
-            note=f"aggregator on RabbitMQ with {store_note} vs raw kombu consumer; {speed.spread()}",
+            note=(
+                f"on the stream {names.EVENT_LOG} from the first offset: a new aggregator with"
+                f" {store_note} vs a raw kombu consumer of the same stream; {speed.spread()}"
+            ),
         )
     ]

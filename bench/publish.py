@@ -1,15 +1,20 @@
 """Figure 5, publish: durable, broker-confirmed publishes per second from ``TaskPublisher``.
 
 The baseline is kombu's own ``confirm_publish=True``: each ``publish()`` waits for its confirm.
-Both sides publish the same kind of event (a new task) to the events exchange, whose durable
-queue must then hold every message: a lost message misses the target whatever the speed.
+Both sides publish the same kind of event (a new task) to the events exchange, into the default
+layout: the event log, a stream (``bus_tasks.events.log``) made anew before each side's run. The
+log must then hold every message (counted by reading it back from its first offset): a lost
+message misses the target whatever the speed.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from kombu.connection import Connection
+from kombu.message import Message
+from kombu.messaging import Consumer
 
 from bench import workload
 from bench.harness import (
@@ -23,10 +28,10 @@ from bench.harness import (
     say,
     side_by_side,
 )
+from bench.ingest import from_first, new_log
 from bus_tasks import names
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.transport import BusConnection
-from bus_tasks.transport.topology import events_queue
 
 MESSAGES = Sizes(full=3_000, quick=200)
 REPS = Sizes(full=5, quick=2)
@@ -34,30 +39,34 @@ VERB = "createVolume"
 TAGS = ("spm",)
 
 
-class Queue:
-    """The events queue, counted and purged between runs."""
+class Log:
+    """The event log (a stream), made anew before a run and counted after it (by reading it)."""
 
     def __init__(self, url: str) -> None:
-        self._conn = Connection(url)
-        self._queue = events_queue().bind(self._conn.default_channel)
+        self._url = url
 
-    def count(self) -> int:
-        return int(self._queue.queue_declare(passive=True).message_count)
+    def renew(self) -> None:
+        new_log(self._url)
 
-    def settle(self, expected: int, timeout_s: float = 10.0) -> int:
-        """The queue's count once it reaches ``expected`` or stops changing (confirmed is queued)."""
-        deadline = time.monotonic() + timeout_s
-        count = self.count()
-        while count < expected and time.monotonic() < deadline:
-            time.sleep(0.05)
-            count = self.count()
-        return count
+    def count(self, expected: int, idle_s: float = 2.0) -> int:
+        """Messages in the log, read from its first offset until ``expected`` or ``idle_s`` of silence."""
+        seen = 0
 
-    def purge(self) -> None:
-        self._queue.purge()
+        def on_message(message: Message) -> None:
+            nonlocal seen
+            message.ack()
+            seen += 1
 
-    def close(self) -> None:
-        self._conn.release()
+        with (
+            Connection(self._url) as conn,
+            Consumer(conn.channel(), [from_first()], on_message=on_message, prefetch_count=1_000),
+        ):
+            while seen < expected:
+                try:
+                    conn.drain_events(timeout=idle_s)
+                except TimeoutError:
+                    break
+        return seen
 
 
 def ours(url: str, count: int) -> float:
@@ -102,30 +111,25 @@ def run(quick: bool) -> list[Figure]:
     count, reps = MESSAGES.pick(quick), REPS.pick(quick)
     lost: dict[str, int] = {"ours": 0, "kombu": 0}
     with rabbitmq_vhost("publish") as url:
-        with BusConnection(url) as setup:
-            setup.declare_exchanges()
-            setup.declare_queue(names.EVENTS_QUEUE)
-        queue = Queue(url)
-        try:
+        log = Log(url)
 
-            def counted(side: str, publish: float) -> float:
-                expected = count + 1  # the warm-up message too
-                lost[side] += expected - queue.settle(expected)
-                queue.purge()
-                return publish
+        def counted(side: str, publish: Callable[[str, int], float]) -> float:
+            log.renew()
+            per_s = publish(url, count)
+            expected = count + 1  # the warm-up message too
+            lost[side] += expected - log.count(expected)
+            return per_s
 
-            speed = side_by_side(
-                lambda: counted("ours", ours(url, count)),
-                lambda: counted("kombu", kombu_confirmed(url, count)),
-                reps,
-            )
-        finally:
-            queue.close()
+        speed = side_by_side(
+            lambda: counted("ours", ours),
+            lambda: counted("kombu", kombu_confirmed),
+            reps,
+        )
     say(f"  publish: ours {median(speed.ours):,.0f} msg/s, kombu {median(speed.baseline):,.0f} msg/s")
     lost_note = (
         f"lost: ours {lost['ours']}, kombu {lost['kombu']}"
         if any(lost.values())
-        else "nothing lost (every message counted in the durable queue)"
+        else f"nothing lost (every message counted in the stream {names.EVENT_LOG})"
     )
     return [
         Figure(

@@ -48,6 +48,7 @@ _SAFE_TO_RESEND = frozenset(
         "Task.getInfo",
         "Task.getDetails",
         "Host.getSubsystems",
+        "Host.getAggregators",
     }
 )
 
@@ -68,9 +69,15 @@ class TasksClient:
         *,
         timeout_s: float = DEFAULT_RPC_TIMEOUT_S,
         wait_for_aggregator: bool = False,
+        rpc_queue: str = names.RPC_QUEUE,
     ) -> None:
+        """Args:
+        rpc_queue: where requests go: the queue every aggregator serves, or one aggregator's
+            own (its ``rpcQueue`` in :meth:`aggregators`), to ask that one alone.
+        """
         self.connection: Bus = BusConnection(connection) if isinstance(connection, str) else connection
         self.timeout_s = timeout_s
+        self.rpc_queue = rpc_queue
         self.wait_for_aggregator = wait_for_aggregator
         self._lock = threading.Lock()
         self._replies: dict[str, bytes] = {}
@@ -91,10 +98,10 @@ class TasksClient:
             self._started = True  # from here on, a reconnect re-declares and re-consumes it
             self.connection.consume(self._queue, self._on_reply, no_ack=True)
         if not self._rpc_queue_checked:
-            if self.connection.queue_exists(names.RPC_QUEUE) is False:
+            if self.connection.queue_exists(self.rpc_queue) is False:
                 raise NoAggregator(
                     redact_url(self.connection.url),
-                    f"the queue {names.RPC_QUEUE} does not exist on this broker and vhost"
+                    f"the queue {self.rpc_queue} does not exist on this broker and vhost"
                     " (no aggregator ever ran here: start bus-tasks serve)",
                 )
             self._rpc_queue_checked = True
@@ -105,10 +112,10 @@ class TasksClient:
         Raises:
             NoAggregator: when the broker counts no consumer (RabbitMQ; elsewhere it cannot tell).
         """
-        if self.connection.consumer_count(names.RPC_QUEUE, passive=True) == 0:
+        if self.connection.consumer_count(self.rpc_queue, passive=True) == 0:
             raise NoAggregator(
                 redact_url(self.connection.url),
-                f"nothing consumes {names.RPC_QUEUE} (no bus-tasks serve is running)",
+                f"nothing consumes {self.rpc_queue} (no bus-tasks serve is running)",
             )
 
     def _on_reply(self, delivery: Delivery) -> None:
@@ -220,7 +227,7 @@ class TasksClient:
         remaining = max(deadline - time.monotonic(), 0.001)
         self.connection.publish(
             body,
-            routing_key=names.RPC_QUEUE,
+            routing_key=self.rpc_queue,
             reply_to=self._queue,
             correlation_id=correlation_id,
             expiration_s=remaining,
@@ -280,6 +287,11 @@ class TasksClient:
         Returns the new tags once the owner published them; code 100 when it does not answer.
         """
         return self.call("Task.retag", {"taskID": task_id, "tags": list(tags)})  # type: ignore[no-any-return]
+
+    def aggregators(self) -> list[dict[str, Any]]:
+        """The aggregators serving the broker (name, revision, tasks, uptime, own RPC queue):
+        the one that answered first, then those it heard from."""
+        return self.call("Host.getAggregators")  # type: ignore[no-any-return]
 
     def subsystems(self) -> dict[str, dict[str, Any]]:
         """Every subsystem the aggregator heard from or holds tasks of, with its state

@@ -75,6 +75,17 @@ class Settings(BaseSettings):
     store_key_prefix: str = "bus_tasks:view:"
     done_ttl_s: float | None = Field(default=DEFAULT_DONE_TTL_S, gt=0)
     tombstone_ttl_s: float = Field(default=DEFAULT_TOMBSTONE_TTL_S, gt=0)
+    # RabbitMQ: "stream" (one log every aggregator reads from its own offset: any number of
+    # them, active-active) or "queue" (a queue per aggregator). Elsewhere always a queue.
+    event_log: Literal["stream", "queue"] = "stream"
+    # Retention of the stream, when a process of this configuration creates it (RabbitMQ's
+    # x-max-age: 7D, 12h, 30m ...); an existing stream keeps its own (change it by policy).
+    event_log_max_age: str = Field(default="7D", pattern=r"^[1-9][0-9]*[YMDhms]$")
+    # The RPC and control queues: "classic" or "quorum" (replicated over a RabbitMQ cluster).
+    queue_type: Literal["classic", "quorum"] = "classic"
+    # This aggregator's name among several ("" : the host's); off the stream, its events queue
+    # is named after it, so give each aggregator of one broker its own.
+    aggregator_name: str = Field(default="", pattern=r"^$|^[a-z0-9][a-z0-9_.-]{0,63}$")
     # The subsystem of `bus-tasks inject`'s test tasks, owned by the aggregator; "" for none.
     test_subsystem: str = Field(default="test", pattern=r"^$|^[a-z0-9][a-z0-9_.-]{0,63}$")
     log_level: LogLevel = DEFAULT_LOG_LEVEL

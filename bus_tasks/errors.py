@@ -158,6 +158,19 @@ class QueueInUse(BusTasksError):
         self.queue = queue
 
 
+class TopologyMismatch(BusTasksError):
+    """Raised when a queue exists on the broker with other arguments than this configuration
+    declares (e.g. a classic bus_tasks.rpc and queue_type = "quorum"): the broker keeps a queue's
+    arguments for its life, so an operator must delete it or align the configuration."""
+
+    def __init__(self, queue: str, detail: str) -> None:
+        super().__init__(
+            message=f"{self.title}: queue {queue} exists with other arguments than this configuration"
+            f" declares ({detail}); delete it (rabbitmqctl delete_queue {queue}) or align the setting"
+        )
+        self.queue = queue
+
+
 class SubsystemTaken(BusTasksError):
     """Raised when a publisher claims a subsystem name that a live process already owns: control
     commands for its tasks would go to the wrong process."""

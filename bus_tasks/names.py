@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 EVENTS_EXCHANGE = "bus_tasks.events"
-EVENTS_QUEUE = "bus_tasks.aggregator.events"
 EVENTS_BINDING = "task.#"
+# On RabbitMQ, the event log: a stream bound to the events exchange, read by every aggregator
+# from its own offset (the revision).
+EVENT_LOG = "bus_tasks.events.log"
+# Elsewhere (Redis, memory://, or RabbitMQ with event_log = "queue"), each aggregator's own
+# durable queue: this one for an aggregator without a name, "<this>.<name>" for a named one.
+EVENTS_QUEUE = "bus_tasks.aggregator.events"
+
+# Presence, not history: heartbeats of subsystems and aggregators go to the events exchange with
+# these keys (outside the log), to a private queue of each aggregator.
+SUBSYSTEM_BEATS = "subsystem.#"
+AGGREGATOR_BEATS = "aggregator.#"
+PRESENCE_QUEUE_PREFIX = "bus_tasks.presence."
+# Each aggregator also answers requests addressed to it alone (bus-tasks aggregators, tests).
+REPLICA_RPC_PREFIX = "bus_tasks.rpc.replica."
+# On RabbitMQ, a subsystem's claim of its name: an exclusive queue its connection holds.
+CLAIM_PREFIX = "bus_tasks.claim."
 
 RPC_QUEUE = "bus_tasks.rpc"
 
@@ -28,6 +43,21 @@ CONTENT_TYPE = "application/json"
 def event_routing_key(subsystem: str, event: str) -> str:
     """Routing key of an event: ``task.<subsystem>.<event>``."""
     return f"task.{subsystem}.{event}"
+
+
+def heartbeat_routing_key(subsystem: str) -> str:
+    """Routing key of a subsystem's heartbeat: ``subsystem.<name>.heartbeat`` (not in the log)."""
+    return f"subsystem.{subsystem}.heartbeat"
+
+
+def replica_beat_routing_key(name: str) -> str:
+    """Routing key of an aggregator's heartbeat: ``aggregator.<name>.beat``."""
+    return f"aggregator.{name}.beat"
+
+
+def events_queue(replica: str = "") -> str:
+    """The events queue of an aggregator named ``replica`` (off the stream)."""
+    return f"{EVENTS_QUEUE}.{replica}" if replica else EVENTS_QUEUE
 
 
 def control_queue(subsystem: str) -> str:

@@ -23,6 +23,7 @@ from support.brokers import (
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.store import Store
 from bus_tasks.testing import RunningAggregator
+from bus_tasks.transport import TopologyOptions
 
 
 @pytest.fixture(scope="session")
@@ -79,13 +80,18 @@ def redis_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
 
 @pytest.fixture
 def start_system() -> Iterator[SystemFactory]:
-    """Start an aggregator on a broker: ``start_system(broker, store=None, policy=None)``."""
+    """Start an aggregator on a broker: ``start_system(broker, store=None, policy=None,
+    options=None)`` (``options``: its topology, e.g. its replica name)."""
     started: list[tuple[System, RunningAggregator]] = []
 
     def start(
-        broker: Broker, *, store: Store | None = None, policy: AggregatorPolicy | None = None
+        broker: Broker,
+        *,
+        store: Store | None = None,
+        policy: AggregatorPolicy | None = None,
+        options: TopologyOptions | None = None,
     ) -> System:
-        aggregator = Aggregator(broker.connection(), store=store, policy=policy)
+        aggregator = Aggregator(broker.connection(options=options), store=store, policy=policy)
         running = RunningAggregator(aggregator)
         running.__enter__()
         system = System(broker, aggregator)

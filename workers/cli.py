@@ -154,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     client_command(
+        "aggregators",
+        "list the aggregators serving the broker: name, revision, tasks, uptime (Host.getAggregators)",
+        commands.cmd_aggregators,
+    )
+    client_command(
         "subsystems",
         "list the subsystems: alive, lost or stopped, last seen, tasks (Host.getSubsystems)",
         commands.cmd_subsystems,

@@ -160,6 +160,16 @@ def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_aggregators(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(args, settings) as client:
+        aggregators = client.aggregators()
+    if args.json:
+        print_json(aggregators)
+    else:
+        print(render.aggregators_table(aggregators, width=terminal_width()))
+    return 0
+
+
 def cmd_subsystems(args: argparse.Namespace, settings: Settings) -> int:
     with _client(args, settings) as client:
         subsystems = client.subsystems()

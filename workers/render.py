@@ -227,3 +227,17 @@ def subsystems_table(subsystems: dict[str, dict[str, Any]], *, width: int | None
     headers = ("SUBSYSTEM", "STATE", "TASKS", "LAST SEEN", "HOST", "PID", "INSTANCE")
     body = table(headers, rows, width=width, whole=_SUBSYSTEM_WHOLE)
     return f"{body}\n({plural(len(rows), 'subsystem')})"
+
+
+_AGGREGATOR_WHOLE = ("NAME", "REVISION", "TASKS", "UPTIME")
+
+
+def aggregators_table(aggregators: list[dict[str, Any]], *, width: int | None = None) -> str:
+    """``Host.getAggregators`` result as a table: the one that answered first."""
+    rows = [
+        (a["name"], a["revision"], a["tasks"], f"{a['uptimeS']:.0f}s", a["lastSeen"], a["instance"])
+        for a in aggregators
+    ]
+    headers = ("NAME", "REVISION", "TASKS", "UPTIME", "LAST SEEN", "INSTANCE")
+    body = table(headers, rows, width=width, whole=_AGGREGATOR_WHOLE)
+    return f"{body}\n({plural(len(rows), 'aggregator')})"

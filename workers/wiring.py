@@ -11,7 +11,7 @@ from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.config import Settings
 from bus_tasks.frontdoors.bridge import OnReply, RpcBridge
 from bus_tasks.store import Store, open_store
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusConnection, TopologyOptions
 
 
 def stop_on_signals(log: logging.Logger) -> threading.Event:
@@ -43,6 +43,17 @@ def connect(
         connect_timeout_s=settings.connect_timeout_s,
         connect_retries=connect_retries,
         redis_key_prefix=settings.redis_key_prefix,
+        topology_options=topology_options(settings),
+    )
+
+
+def topology_options(settings: Settings) -> TopologyOptions:
+    """How the deployment of ``settings`` lays out its queues (every process must agree)."""
+    return TopologyOptions(
+        event_log=settings.event_log,
+        log_max_age=settings.event_log_max_age,
+        queue_type=settings.queue_type,
+        replica=settings.aggregator_name,
     )
 
 
@@ -56,6 +67,7 @@ def aggregator_policy(settings: Settings) -> AggregatorPolicy:
         done_ttl_s=settings.done_ttl_s,
         tombstone_ttl_s=settings.tombstone_ttl_s,
         test_subsystem=settings.test_subsystem,
+        name=settings.aggregator_name,
     )
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 
-from bus_tasks.aggregator.liveness import Liveness
-from bus_tasks.core.model import ANNOUNCED, HEARTBEAT, decode_announced, decode_event, decode_heartbeat
+from bus_tasks.core.model import ANNOUNCED, decode_announced, decode_event
 from bus_tasks.core.view import Outcome, TaskView
 from bus_tasks.errors import EventRejected, StoreUnavailable
 from bus_tasks.store import Store
@@ -16,7 +16,6 @@ from bus_tasks.transport import Bus, Delivery
 log = logging.getLogger(__name__)
 
 _ANNOUNCED_SUFFIX = f".{ANNOUNCED}"
-_HEARTBEAT_SUFFIX = f".{HEARTBEAT}"
 _COUNTED = {outcome: f"events_{outcome.value}" for outcome in Outcome}  # the key in ``counts``
 
 
@@ -77,8 +76,8 @@ class Ingest:
         *,
         max_event_bytes: int,
         ack_batch: int,
-        liveness: Liveness | None = None,
         log_offsets: bool = False,
+        on_gap: Callable[[int, int], None] | None = None,
     ) -> None:
         self.connection = connection
         self.view = view
@@ -88,16 +87,19 @@ class Ingest:
         self.max_event_bytes = max_event_bytes
         self.ack_batch = ack_batch
         self.unacked: list[Delivery] = []
-        self.liveness = liveness if liveness is not None else Liveness()
         self.log_offsets = log_offsets  # events come from a stream: revisions are its offsets
+        self._on_gap = on_gap  # (first offset missed, first offset read): the log lost them
+        self._expected: int | None = None  # the offset the stream should start at, once asked
+
+    def start_offset(self) -> int | str:
+        """Where reading the stream starts, asked at every (re)subscription: right after the
+        last event applied (the view's revision counts offsets from 1), or at the first."""
+        self._expected = self.view.revision
+        return self.view.revision if self.view.revision else "first"
 
     def on_event(self, delivery: Delivery) -> None:
         self._advance(delivery)
-        key = delivery.routing_key
-        if key.endswith(_HEARTBEAT_SUFFIX):
-            self._on_heartbeat(delivery)
-            return
-        if key.endswith(_ANNOUNCED_SUFFIX):
+        if delivery.routing_key.endswith(_ANNOUNCED_SUFFIX):
             self._on_announced(delivery)
             return
         try:
@@ -118,27 +120,19 @@ class Ingest:
             self.flush()
 
     def _advance(self, delivery: Delivery) -> None:
-        """The view's revision: the log's position of this delivery (a stream's offset, the same
-        on every replica), or else this aggregator's count of deliveries read."""
+        """The view's revision: the log's position just past this delivery (a stream's offset
+        plus one, the same on every replica), or else this aggregator's count of deliveries."""
         offset = delivery.offset if self.log_offsets else None
-        revision = self.view.revision + 1 if offset is None else offset
+        if offset is None:
+            revision = self.view.revision + 1
+        else:
+            if self._expected is not None:
+                if offset > self._expected and self._on_gap is not None:
+                    self._on_gap(self._expected, offset)
+                self._expected = None
+            revision = offset + 1
         self.view.revision = revision
         self.store.mark(revision)
-
-    def _on_heartbeat(self, delivery: Delivery) -> None:
-        try:
-            heartbeat = decode_heartbeat(delivery.body)
-        except EventRejected as exc:
-            self._dead_letter(delivery, exc.reason)
-            return
-        if heartbeat.state == "stopped":
-            log.info("subsystem %s (%s) stopped", heartbeat.subsystem, heartbeat.instance)
-        elif heartbeat.subsystem not in self.liveness.seen:
-            log.info("subsystem %s (%s) is alive", heartbeat.subsystem, heartbeat.instance)
-        self.liveness.beat(heartbeat)
-        self.view.note_time(heartbeat.sent_at.timestamp())
-        self.counts["heartbeats"] += 1
-        self.unacked.append(delivery)
 
     def _on_announced(self, delivery: Delivery) -> None:
         """The end of a subsystem's announce: its tasks that the set no longer lists leave."""

@@ -136,11 +136,13 @@ class Dispatcher:
         on_clear: Callable[[Entry], None] | None = None,
         check_writable: Callable[[], None] | None = None,
         subsystems: Callable[[], dict[str, Any]] | None = None,
+        aggregators: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.view = view
         self._on_clear = on_clear
         self._check_writable = check_writable  # raises when the view may not change now
         self._subsystems = subsystems
+        self._aggregators = aggregators
         self._listings: OrderedDict[tuple[Any, ...], list[bytes]] = OrderedDict()
         self._listings_version = -1
         table = [
@@ -155,6 +157,7 @@ class Dispatcher:
             Method("Task.revert", TaskParams, self.revert_task),
             Method("Task.retag", RetagParams, self.retag_task),
             Method("Host.getSubsystems", NoParams, self.get_subsystems),
+            Method("Host.getAggregators", NoParams, self.get_aggregators),
         ]
         self.methods: dict[str, Method] = {}
         for method in table:
@@ -256,6 +259,10 @@ class Dispatcher:
         if self._on_clear is not None:
             self._on_clear(entry)
         return True
+
+    def get_aggregators(self, params: NoParams) -> list[dict[str, Any]]:
+        """The aggregators serving the broker: the one answering first, then those it heard."""
+        return [] if self._aggregators is None else self._aggregators()
 
     def get_subsystems(self, params: NoParams) -> dict[str, Any]:
         """Every subsystem heard from or holding tasks, with its state (alive, lost ...)."""

@@ -8,18 +8,21 @@ Events go to :mod:`~bus_tasks.aggregator.ingest`, requests to the method table o
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 
-from bus_tasks import config, names
+from bus_tasks import codec, config, names
 from bus_tasks.aggregator import methods
 from bus_tasks.aggregator.batch import BatchReply
 from bus_tasks.aggregator.clears import Clears
 from bus_tasks.aggregator.ingest import Ingest, StoreHealth
 from bus_tasks.aggregator.liveness import Liveness
+from bus_tasks.aggregator.presence import Presence
 from bus_tasks.aggregator.relay import ControlRelay, Deliver
+from bus_tasks.aggregator.replicas import Replicas
 from bus_tasks.aggregator.retention import Retention
 from bus_tasks.aggregator.testtasks import DEFAULT_TEST_SUBSYSTEM, TestTaskOwner
 from bus_tasks.config import redact_url
@@ -49,6 +52,9 @@ class AggregatorPolicy:
     expire_every_s: float = 60.0
     # The subsystem of injected test tasks, which this aggregator owns; "" for none.
     test_subsystem: str = DEFAULT_TEST_SUBSYSTEM
+    # This aggregator's name among several (bus-tasks aggregators); the host's name when "".
+    name: str = ""
+    beat_s: float = 5.0  # how often it says it serves
 
 
 class Aggregator:
@@ -71,6 +77,9 @@ class Aggregator:
         test_subsystem = self.policy.test_subsystem
         owned = {test_subsystem: "bus-tasks serve (test tasks)"} if test_subsystem else {}
         self.liveness = Liveness(owned=owned)
+        self.replicas = Replicas(self.policy.name or socket.gethostname(), beat_s=self.policy.beat_s)
+        self.presence = Presence(self.liveness, self.replicas, self.view, self.counts)
+        self._next_beat = 0.0
         self.test_tasks = TestTaskOwner(connection, test_subsystem, self.view) if test_subsystem else None
         self.ingest = Ingest(
             connection,
@@ -79,7 +88,8 @@ class Aggregator:
             self.counts,
             max_event_bytes=self.policy.max_event_bytes,
             ack_batch=self.policy.ack_batch,
-            liveness=self.liveness,
+            log_offsets=connection.uses_stream,
+            on_gap=self._on_gap,
         )
         self.health = self.ingest.health
         self.relay = ControlRelay(connection, self.counts)
@@ -97,6 +107,7 @@ class Aggregator:
             on_clear=self._on_clear,
             check_writable=self._check_writable,
             subsystems=lambda: self.liveness.listing(self.view.count_by_subsystem()),
+            aggregators=lambda: self.replicas.listing(revision=self.view.revision, tasks=len(self.view)),
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -117,25 +128,50 @@ class Aggregator:
         log.info("loaded %d tasks and %d tombstones from %s", loaded, len(self.view.tombstones), self.store)
         if stop.is_set():
             return False
-        self.connection.declare_topology()
-        others = self.connection.consumer_count(names.EVENTS_QUEUE)
-        if others:
-            # Competing consumers: each would get part of the events and answer from part of the view.
-            log.warning(
-                "another aggregator (%d consumer(s)) already reads %s on %r: run one per broker,"
-                " or both views will miss events",
-                others,
-                names.EVENTS_QUEUE,
-                self.connection,
+        connection = self.connection
+        connection.declare_topology()
+        source = connection.events_source
+        if connection.uses_stream:
+            # Every aggregator reads the whole log from its own position: it catches up alone.
+            connection.consume(
+                source,
+                self.ingest.on_event,
+                prefetch=self.policy.prefetch_count,
+                offset=self.ingest.start_offset,
             )
-        # Events first: an event published once RPC answers must already have a queue.
-        self.connection.consume(names.EVENTS_QUEUE, self.ingest.on_event, prefetch=self.policy.prefetch_count)
+        else:
+            others = connection.consumer_count(source)
+            if others:
+                # Competing consumers: each would get part of the events, answer from part of the view.
+                log.warning(
+                    "another aggregator (%d consumer(s)) already reads %s on %r: give each aggregator"
+                    " a name of its own (aggregator_name), or both views will miss events",
+                    others,
+                    source,
+                    connection,
+                )
+            # Events first: an event published once RPC answers must already have a queue.
+            connection.consume(source, self.ingest.on_event, prefetch=self.policy.prefetch_count)
+        connection.consume(connection.declare_presence_queue(), self.presence.on_beat, no_ack=True)
         self.relay.start()
         if self.test_tasks is not None:
-            self.test_tasks.listen(self.connection)
-        self.connection.consume(names.RPC_QUEUE, self._on_request, prefetch=64)
-        self.request_resync()
-        log.info("aggregator ready on %r: %d tasks loaded from %s", self.connection, loaded, self.store)
+            self.test_tasks.listen(connection)
+        connection.consume(names.RPC_QUEUE, self._on_request, prefetch=64)
+        self.replicas.rpc_queue = connection.declare_replica_queue(names.REPLICA_RPC_PREFIX)
+        connection.consume(self.replicas.rpc_queue, self._on_request, prefetch=64)
+        if not connection.uses_stream:
+            # Its own queue holds only what came since it was declared: the subsystems fill in.
+            self.request_resync()
+        self._beat()
+        log.info(
+            "aggregator ready on %r as %s: %d tasks loaded from %s, reading %s from revision %d",
+            connection,
+            self.replicas.name,
+            loaded,
+            self.store,
+            source,
+            self.view.revision,
+        )
         self.ready.set()
         return True
 
@@ -152,6 +188,30 @@ class Aggregator:
                 continue
             health.succeeded()
             return loaded
+
+    def _on_gap(self, expected: int, first: int) -> None:
+        """The stream no longer holds what this aggregator missed: the last resort, a resync."""
+        log.warning(
+            "the event log starts at offset %d, after the %d this view needs (retention dropped"
+            " %d events it never read): asking the subsystems to resync",
+            first,
+            expected,
+            first - expected,
+        )
+        self.counts["log_gaps"] += 1
+        self.request_resync()
+
+    def _beat(self, *, stopped: bool = False) -> None:
+        """Say this aggregator serves (``bus-tasks aggregators``), every ``beat_s``."""
+        beat = self.replicas.beat(revision=self.view.revision, tasks=len(self.view), stopped=stopped)
+        self.connection.publish(
+            codec.dumps(beat.to_wire()),
+            exchange=names.EVENTS_EXCHANGE,
+            routing_key=names.replica_beat_routing_key(self.replicas.name),
+            persistent=False,
+            expiration_s=3 * self.policy.beat_s,
+        )
+        self._next_beat = time.monotonic() + self.policy.beat_s
 
     def request_resync(self) -> None:
         """Ask every listening subsystem to re-announce its live tasks, so the view heals."""
@@ -185,6 +245,8 @@ class Aggregator:
         """Store and ack what can be, then close; never raises for a broker or store that is away."""
         ingest = self.ingest
         try:
+            if self.ready.is_set():
+                self._beat(stopped=True)  # the others stop listing it at once
             ingest.flush(force=True)
         except (ShutdownRequested, *self.connection.errors) as exc:  # type: ignore[misc]
             log.warning("stopping without acking %d events (they come again): %s", len(ingest.unacked), exc)
@@ -208,6 +270,9 @@ class Aggregator:
                 ingest.flush()
             self.relay.time_out()
             self.retention.tick()
+            if time.monotonic() >= self._next_beat:
+                self._beat()
+                self.replicas.forget_gone()
         except self.connection.errors:
             ingest.forget_unacked()  # unacked deliveries come back after a reconnect
             self.connection.recover()

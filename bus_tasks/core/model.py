@@ -252,6 +252,7 @@ class ReplicaBeat(BaseModel):
     state: Literal["serving", "stopped"] = "serving"
     revision: Annotated[StrictInt, Field(ge=0)]
     tasks: Annotated[StrictInt, Field(ge=0)]
+    rpc_queue: Annotated[str, StringConstraints(max_length=255)] = ""  # requests to it alone
     started_at: Timestamp
     interval_s: Annotated[float, Field(gt=0, le=3600)]
     sent_at: Timestamp

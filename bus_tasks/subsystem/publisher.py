@@ -236,7 +236,7 @@ class TaskPublisher:
                 subsystem=self.subsystem,
                 tasks=frozenset(r.id for r in records),
             )
-            self._publish(codec.dumps(marker.to_wire()), ANNOUNCED)
+            self._publish(codec.dumps(marker.to_wire()), names.event_routing_key(self.subsystem, ANNOUNCED))
             return len(records)
 
     def beat(self, *, stopped: bool = False) -> None:
@@ -261,26 +261,29 @@ class TaskPublisher:
             # Worth nothing once stale: not persistent, and gone from the queue when it expires.
             self._publish(
                 codec.dumps(heartbeat.to_wire()),
-                HEARTBEAT,
+                names.heartbeat_routing_key(self.subsystem),
                 persistent=False,
                 expiration_s=3 * self.heartbeat_s,
             )
 
     def _emit(self, event_name: EventName, record: TaskRecord) -> None:
         event = Event(event=event_name, seq=self._seq.next(), task=record)
-        self._publish(event.model_dump_json(by_alias=True).encode(), event_name)
+        self._publish(
+            event.model_dump_json(by_alias=True).encode(),
+            names.event_routing_key(self.subsystem, event_name),
+        )
         if event_name != "cleared":
             self._tasks[record.id] = record
         log.debug("published %s task=%s seq=%d", event_name, record.id, event.seq)
 
     def _publish(
-        self, body: bytes, event_name: str, *, persistent: bool = True, expiration_s: float | None = None
+        self, body: bytes, routing_key: str, *, persistent: bool = True, expiration_s: float | None = None
     ) -> None:
         try:
             self.connection.publish(
                 body,
                 exchange=names.EVENTS_EXCHANGE,
-                routing_key=names.event_routing_key(self.subsystem, event_name),
+                routing_key=routing_key,
                 persistent=persistent,
                 expiration_s=expiration_s,
             )

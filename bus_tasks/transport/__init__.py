@@ -14,6 +14,7 @@ from bus_tasks.transport.admin import reset_memory_transport
 from bus_tasks.transport.bus import Bus, Delivery, Handler, QueueInUse
 from bus_tasks.transport.connection import BusConnection
 from bus_tasks.transport.consumers import ReentrantDrain
+from bus_tasks.transport.topology import TopologyOptions
 
 __all__ = [
     "Bus",
@@ -23,5 +24,6 @@ __all__ = [
     "QueueInUse",
     "ReentrantDrain",
     "ShutdownRequested",
+    "TopologyOptions",
     "reset_memory_transport",
 ]

@@ -105,11 +105,35 @@ class Bus(Protocol):
         no_ack: bool = False,
         prefetch: int | None = None,
         exclusive: bool = False,
+        offset: Callable[[], int | str] | None = None,
     ) -> None:
         """Deliver messages of ``queue`` to ``handler`` during :meth:`drain`.
 
-        ``exclusive``: be its only consumer, or raise :class:`QueueInUse`.
+        ``exclusive``: be its only consumer, or raise :class:`QueueInUse`. ``offset``: a
+        stream's start (an offset or ``"first"``), asked at every (re)subscription.
         """
+        ...
+
+    @property
+    def uses_stream(self) -> bool:
+        """Events are read from the stream (RabbitMQ with ``event_log = "stream"``)."""
+        ...
+
+    @property
+    def events_source(self) -> str:
+        """The queue an aggregator reads events from: the stream, or its own events queue."""
+        ...
+
+    def declare_events(self) -> None:
+        """Where events wait for aggregators: the stream, or the events queue of this name."""
+        ...
+
+    def declare_replica_queue(self, prefix: str) -> str:
+        """A new queue of this connection's own, deleted when its consumer goes; its name."""
+        ...
+
+    def declare_presence_queue(self) -> str:
+        """A new private queue of every heartbeat (subsystems' and aggregators'); its name."""
         ...
 
     def publish(

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from amqp.exceptions import PreconditionFailed
 from kombu.entity import Exchange, Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
 
 from bus_tasks import names
 from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S, redact_url
-from bus_tasks.errors import BusTasksError, QueueInUse
+from bus_tasks.errors import BusTasksError, QueueInUse, TopologyMismatch
 from bus_tasks.transport import admin, topology
 from bus_tasks.transport.bus import Delivery, Handler
 from bus_tasks.transport.consumers import Inbox, ReentrantDrain, Subscription, delivery_of, start_consumer
@@ -60,6 +61,7 @@ class BusConnection:
         max_unconfirmed: int = 10_000,
         confirm_window: int = 1_000,
         stop: threading.Event | None = None,
+        topology_options: topology.TopologyOptions = topology.DEFAULT_OPTIONS,
     ) -> None:
         self._link = Link(
             url,
@@ -72,6 +74,7 @@ class BusConnection:
         )
         self.url = url
         self.is_amqp = self._link.is_amqp
+        self.options = topology_options
         self._subscriptions: list[Subscription] = []
         self._live: list[Consumer] = []
         self._inbox = Inbox()
@@ -138,28 +141,70 @@ class BusConnection:
     # -- topology -------------------------------------------------------------------------
 
     def _declare(self, *entities: Queue | Exchange) -> None:
-        """Declare exchanges and queues (with their bindings); re-declared after a reconnect."""
+        """Declare exchanges and queues (with their bindings); re-declared after a reconnect.
+
+        Raises:
+            TopologyMismatch: when a queue exists with other arguments (RabbitMQ keeps them).
+        """
         self.connect()
         channel = self._link.channel
         for entity in entities:
             # bind() makes a bound copy: the module-level entities stay unbound and shareable.
-            entity.bind(channel).declare()
+            try:
+                entity.bind(channel).declare()
+            except PreconditionFailed as exc:
+                raise TopologyMismatch(str(entity.name), exc.reply_text or str(exc)) from exc
             if entity not in self._declared:
                 self._declared.append(entity)
             if isinstance(entity, Queue):
                 self._queues[entity.name] = entity
 
+    def _declare_shared(self, entity: Queue) -> None:
+        """A queue that others may have declared first with arguments of their own (the event
+        log, a control queue): used as it is when it exists, declared as configured otherwise."""
+        if self.is_amqp and self.queue_exists(str(entity.name)):
+            self._queues[str(entity.name)] = entity  # durable: nothing to declare again later
+            return
+        for item in entity.bindings or ():
+            self._declare(item.exchange)
+        if entity.exchange is not None and entity.exchange.name:
+            self._declare(entity.exchange)
+        self._declare(entity)
+
+    @property
+    def uses_stream(self) -> bool:
+        """Events are read from the stream (RabbitMQ with ``event_log = "stream"``)."""
+        return self.is_amqp and self.options.event_log == "stream"
+
+    @property
+    def events_source(self) -> str:
+        """The queue an aggregator reads events from: the stream, or its own events queue."""
+        return names.EVENT_LOG if self.uses_stream else names.events_queue(self.options.replica)
+
     def declare_exchanges(self) -> None:
         self._declare(topology.EVENTS_EXCHANGE, topology.CONTROL_EXCHANGE)
 
+    def declare_events(self) -> None:
+        """Where events are kept until an aggregator reads them: the stream, or the events queue
+        of an aggregator of this configuration's name (what a publisher declares)."""
+        if self.uses_stream:
+            self._declare_shared(topology.event_log(self.options))
+        else:
+            self._declare(topology.events_queue(self.options.replica))
+
     def declare_topology(self) -> None:
-        """The aggregator's side of the bus: events in, RPC in, control out, dead letters."""
+        """The aggregator's side of the bus: events in, RPC in, control out, dead letters.
+
+        Raises:
+            TopologyMismatch: when the RPC queue exists with another ``queue_type``.
+        """
         self.declare_exchanges()
-        self._declare(topology.events_queue(), topology.rpc_queue(), topology.dead_queue())
+        self.declare_events()
+        self._declare(topology.rpc_queue(self.options.queue_type), topology.dead_queue())
 
     def declare_queue(self, queue: str) -> None:
         """Declare a queue of :mod:`bus_tasks.names` (events, RPC, dead letters, a control queue)."""
-        entity = topology.well_known(queue)
+        entity = topology.well_known(queue, self.options)
         for item in entity.bindings or ():
             self._declare(item.exchange)
         if entity.exchange is not None and entity.exchange.name:
@@ -167,10 +212,27 @@ class BusConnection:
         self._declare(entity)
 
     def declare_control_queue(self, subsystem: str) -> str:
-        """A subsystem's durable command queue (kept while the subsystem is offline); its name."""
+        """A subsystem's durable command queue (kept while the subsystem is offline); its name.
+
+        One that exists is used as it is (whoever declared it first, a subsystem or an
+        aggregator that forwards to it).
+        """
         name = names.control_queue(subsystem)
-        self.declare_queue(name)
+        self._declare_shared(topology.control_queue(subsystem))
         return name
+
+    def declare_replica_queue(self, prefix: str) -> str:
+        """A new queue of this connection's own, deleted when its consumer goes; its name."""
+        queue = topology.replica_rpc_queue(prefix)
+        self._declare(queue)
+        return str(queue.name)
+
+    def declare_presence_queue(self) -> str:
+        """A new private queue of every heartbeat (subsystems' and aggregators'); its name."""
+        self.declare_exchanges()
+        queue = topology.presence_queue()
+        self._declare(queue)
+        return str(queue.name)
 
     def declare_reply_queue(self, prefix: str) -> str:
         """A new private, self-deleting queue for replies; returns its name."""
@@ -180,7 +242,7 @@ class BusConnection:
 
     def _entity(self, queue: str) -> Queue:
         entity = self._queues.get(queue)
-        return entity if entity is not None else topology.well_known(queue)
+        return entity if entity is not None else topology.well_known(queue, self.options)
 
     # -- consuming ------------------------------------------------------------------------
 
@@ -192,17 +254,19 @@ class BusConnection:
         no_ack: bool = False,
         prefetch: int | None = None,
         exclusive: bool = False,
+        offset: Callable[[], int | str] | None = None,
     ) -> None:
         """Deliver messages of ``queue`` to ``handler`` during :meth:`drain`.
 
         With ``exclusive``, this connection is the queue's only consumer, also after a
-        reconnect: RabbitMQ's own exclusive consumer; elsewhere see :mod:`.exclusive`.
+        reconnect (see :mod:`.exclusive`). With ``offset`` (a stream), reading starts at the
+        offset it gives (an int, or ``"first"``), asked again at every reconnect.
 
         Raises:
             QueueInUse: with ``exclusive``, when another connection consumes ``queue`` (this
                 connection stays usable).
         """
-        subscription = Subscription(self._entity(queue), handler, no_ack, prefetch, exclusive)
+        subscription = Subscription(self._entity(queue), handler, no_ack, prefetch, exclusive, offset)
         self._subscriptions.append(subscription)  # from here on, a reconnect restarts it
         try:
             self.connect()
@@ -224,7 +288,9 @@ class BusConnection:
         while True:
             try:
                 if subscription.exclusive:
-                    self._claims.claim(self._link.channel, str(subscription.queue.name))
+                    amqp = self._claims.kind == "amqp"  # its lock is refused on a channel of its own
+                    channel = self._link.new_channel() if amqp else self._link.channel
+                    self._claims.claim(channel, str(subscription.queue.name))
                 consumer = start_consumer(
                     self._link.new_channel(), subscription, on_message, amqp=self.is_amqp
                 )

@@ -101,6 +101,7 @@ class Subscription:
     no_ack: bool
     prefetch: int | None
     exclusive: bool = False
+    offset: Callable[[], int | str] | None = None  # a stream's: where to start, asked each time
 
 
 class _ExclusiveQueue(Queue):
@@ -141,6 +142,10 @@ def start_consumer(
         # py-amqp would decode each UTF-8 body to str, and Delivery would encode it back: two
         # passes over a 40 MB listing for nothing. The JSON decoders check UTF-8 themselves.
         channel.auto_decode = False
+        if subscription.offset is not None:
+            attributes = queue.as_dict()
+            attributes["consumer_arguments"] = {"x-stream-offset": subscription.offset()}
+            queue = Queue(**attributes)
         if subscription.exclusive:
             queue = _ExclusiveQueue(**queue.as_dict())
     consumer = Consumer(

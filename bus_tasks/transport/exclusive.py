@@ -1,9 +1,11 @@
 """Exclusive consumers where the broker has none: memory:// and Redis emulate ``exclusive``.
 
-On RabbitMQ, basic.consume with ``exclusive`` is the broker's own: a second consumer of the
-queue is refused (403), see :func:`~bus_tasks.transport.consumers.start_consumer`. Elsewhere a
-connection claims the queue before it consumes:
+A connection claims the queue before it consumes:
 
+- RabbitMQ: an exclusive queue ``bus_tasks.claim.<queue>`` that the connection declares and the
+  broker lets no other connection declare (405 RESOURCE_LOCKED) until this one closes or dies.
+  basic.consume's own ``exclusive`` is passed too, but quorum queues (RabbitMQ 3.10) do not
+  enforce it; the lock queue works whatever the queue's type.
 - memory://: a process-wide registry of claimed queue names (kombu's memory broker lives in the
   process too, so every connection to it sees the same registry); released at close and by
   :func:`~bus_tasks.transport.reset_memory_transport`.
@@ -21,9 +23,11 @@ import uuid
 from typing import Any
 
 import redis
+from amqp.exceptions import ResourceLocked
 from redis.exceptions import WatchError
 
 from bus_tasks.errors import QueueInUse
+from bus_tasks.transport import topology
 
 LEASE_S = 10.0
 RENEW_EVERY_S = LEASE_S / 4
@@ -39,10 +43,10 @@ def reset_memory_claims() -> None:
 
 
 class Claims:
-    """The queues one connection consumes exclusively, on memory:// or Redis (AMQP: none)."""
+    """The queues one connection consumes exclusively."""
 
     def __init__(self, scheme: str, *, redis_key_prefix: str = "") -> None:
-        self.kind = "memory" if scheme == "memory" else "redis" if scheme in ("redis", "rediss") else ""
+        self.kind = "memory" if scheme == "memory" else "redis" if scheme in ("redis", "rediss") else "amqp"
         self.token = uuid.uuid4().hex  # kept across reconnects: the lease stays this connection's
         self._prefix = redis_key_prefix
         self._queues: list[str] = []
@@ -59,9 +63,13 @@ class Claims:
         Raises:
             QueueInUse: when another connection holds it.
         """
-        if not self.kind:
-            return  # RabbitMQ keeps exclusive consumers itself
-        if self.kind == "memory":
+        if self.kind == "amqp":
+            # ``channel``: a channel of its own (the broker closes it when it refuses the lock).
+            try:
+                topology.claim_queue(queue).bind(channel).declare()
+            except ResourceLocked:
+                raise QueueInUse(queue) from None
+        elif self.kind == "memory":
             with _memory_lock:
                 if _memory_claims.setdefault(queue, self.token) != self.token:
                     raise QueueInUse(queue)
@@ -93,7 +101,7 @@ class Claims:
         self._renewed_at = now
 
     def release(self, channel: Any) -> None:
-        """Give up every claim of this connection (at close)."""
+        """Give up every claim of this connection (at close; on RabbitMQ, closing it is enough)."""
         queues, self._queues = self._queues, []
         if self.kind == "memory":
             with _memory_lock:

@@ -29,6 +29,8 @@ from bus_tasks.transport.consumers import Inbox
 from bus_tasks.transport.link import Link, Retries, describe
 from bus_tasks.transport.outbox import Outbox, Outgoing, Returned
 
+_EVENT_KEY_PREFIX = names.EVENTS_BINDING.removesuffix("#")  # "task.": what the log keeps
+
 log = logging.getLogger("bus_tasks.transport")
 
 
@@ -42,6 +44,8 @@ class Host(Protocol):
     def recover(self, max_retries: Retries = "default") -> None: ...
 
     def _declare(self, *entities: Queue | Exchange) -> None: ...
+
+    def declare_events(self) -> None: ...
 
 
 class Sender:
@@ -209,7 +213,7 @@ class Sender:
             # Virtual transports (redis, memory) route by the exchange type this connection knows.
             self._host._declare(topology.EXCHANGES[message.exchange])
             if message.exchange == names.EVENTS_EXCHANGE:
-                self._host._declare(topology.events_queue())  # kept until an aggregator reads it
+                self._host.declare_events()  # kept until an aggregator reads it
             self._exchanges_declared.add(message.exchange)
         self._producer.publish(
             message.body,
@@ -222,7 +226,10 @@ class Sender:
             reply_to=message.reply_to,
             correlation_id=message.correlation_id,
             expiration=message.expiration_s,
-            mandatory=self._link.is_amqp and message.exchange == names.EVENTS_EXCHANGE,
+            # Events must reach the log; heartbeats (presence) may find nobody listening.
+            mandatory=self._link.is_amqp
+            and message.routing_key.startswith(_EVENT_KEY_PREFIX)
+            and message.exchange == names.EVENTS_EXCHANGE,
             retry=False,
         )
 

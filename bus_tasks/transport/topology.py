@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from kombu.entity import Exchange, Queue, binding
 
@@ -13,13 +15,63 @@ CONTROL_EXCHANGE = Exchange(names.CONTROL_EXCHANGE, type="direct", durable=True)
 DEFAULT_EXCHANGE = Exchange("", type="direct")
 EXCHANGES = {e.name: e for e in (EVENTS_EXCHANGE, CONTROL_EXCHANGE)}
 
+EventLog = Literal["stream", "queue"]
+QueueType = Literal["classic", "quorum"]
 
-def events_queue() -> Queue:
-    return Queue(names.EVENTS_QUEUE, EVENTS_EXCHANGE, routing_key=names.EVENTS_BINDING, durable=True)
+
+@dataclass(frozen=True, slots=True)
+class TopologyOptions:
+    """How a deployment lays out its queues; every process of it must agree.
+
+    - ``event_log``: on RabbitMQ, ``stream`` (every aggregator reads one log from its own
+      offset) or ``queue`` (one queue per aggregator); elsewhere always ``queue``.
+    - ``log_max_age``, ``log_max_bytes``: the stream's retention, when this process creates it
+      (an existing stream keeps its own; change it with a RabbitMQ policy).
+    - ``queue_type``: ``classic`` or ``quorum`` (replicated) for the RPC queue (control queues
+      stay classic: see :func:`control_queue`).
+    - ``replica``: this aggregator's name; off the stream, its events queue is named after it.
+    """
+
+    event_log: EventLog = "stream"
+    log_max_age: str = "7D"
+    log_max_bytes: int | None = None
+    queue_type: QueueType = "classic"
+    replica: str = ""
 
 
-def rpc_queue() -> Queue:
-    return Queue(names.RPC_QUEUE, DEFAULT_EXCHANGE, routing_key=names.RPC_QUEUE, durable=True)
+DEFAULT_OPTIONS = TopologyOptions()
+
+
+def _typed(queue_type: QueueType) -> dict[str, Any]:
+    return {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+
+
+def event_log(options: TopologyOptions = DEFAULT_OPTIONS) -> Queue:
+    """The stream every aggregator reads (RabbitMQ), bound to every event."""
+    arguments: dict[str, Any] = {"x-queue-type": "stream", "x-max-age": options.log_max_age}
+    if options.log_max_bytes is not None:
+        arguments["x-max-length-bytes"] = options.log_max_bytes
+    return Queue(
+        names.EVENT_LOG,
+        EVENTS_EXCHANGE,
+        routing_key=names.EVENTS_BINDING,
+        durable=True,
+        queue_arguments=arguments,
+    )
+
+
+def events_queue(replica: str = "") -> Queue:
+    return Queue(names.events_queue(replica), EVENTS_EXCHANGE, routing_key=names.EVENTS_BINDING, durable=True)
+
+
+def rpc_queue(queue_type: QueueType = "classic") -> Queue:
+    return Queue(
+        names.RPC_QUEUE,
+        DEFAULT_EXCHANGE,
+        routing_key=names.RPC_QUEUE,
+        durable=True,
+        queue_arguments=_typed(queue_type),
+    )
 
 
 def dead_queue() -> Queue:
@@ -27,7 +79,12 @@ def dead_queue() -> Queue:
 
 
 def control_queue(subsystem: str) -> Queue:
-    """A subsystem's durable command queue: its own commands, and those addressed to all."""
+    """A subsystem's durable command queue: its own commands, and those addressed to all.
+
+    Always a classic queue: its subsystem consumes it exclusively (one owner per name), which
+    quorum queues do not enforce, and commands sent to it before it listened were not always
+    delivered from a quorum queue in our trials on RabbitMQ 3.10.
+    """
     return Queue(
         names.control_queue(subsystem),
         durable=True,
@@ -44,23 +101,50 @@ def reply_queue(prefix: str) -> Queue:
     return Queue(name, DEFAULT_EXCHANGE, routing_key=name, durable=False, exclusive=True, auto_delete=True)
 
 
-_WELL_KNOWN = {
-    names.EVENTS_QUEUE: events_queue,
-    names.RPC_QUEUE: rpc_queue,
-    names.DEAD_QUEUE: dead_queue,
-}
+def replica_rpc_queue(prefix: str) -> Queue:
+    """An aggregator's own request queue: gone with its consumer, and open to other
+    connections' passive checks (an exclusive queue would refuse them)."""
+    name = f"{prefix}{uuid.uuid4().hex}"
+    return Queue(name, DEFAULT_EXCHANGE, routing_key=name, durable=False, auto_delete=True)
+
+
+def presence_queue() -> Queue:
+    """An aggregator's private queue of heartbeats (subsystems' and aggregators'), not kept."""
+    return Queue(
+        f"{names.PRESENCE_QUEUE_PREFIX}{uuid.uuid4().hex}",
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        bindings=[
+            binding(EVENTS_EXCHANGE, routing_key=names.SUBSYSTEM_BEATS),
+            binding(EVENTS_EXCHANGE, routing_key=names.AGGREGATOR_BEATS),
+        ],
+    )
+
+
+def claim_queue(queue: str) -> Queue:
+    """On RabbitMQ, the lock of an exclusive consumer: a queue only its connection may declare."""
+    name = f"{names.CLAIM_PREFIX}{queue}"
+    return Queue(name, DEFAULT_EXCHANGE, routing_key=name, durable=False, exclusive=True, auto_delete=True)
+
+
 _CONTROL_PREFIX = names.control_queue("")
 
 
-def well_known(queue: str) -> Queue:
-    """The entity of a queue that :mod:`bus_tasks.names` spells (events, RPC, dead, control).
+def well_known(queue: str, options: TopologyOptions = DEFAULT_OPTIONS) -> Queue:
+    """The entity of a queue that :mod:`bus_tasks.names` spells (log, events, RPC, dead, control).
 
     Raises:
         KeyError: for any other name (reply queues are known by their connection only).
     """
-    factory = _WELL_KNOWN.get(queue)
-    if factory is not None:
-        return factory()
+    if queue == names.EVENT_LOG:
+        return event_log(options)
+    if queue == names.RPC_QUEUE:
+        return rpc_queue(options.queue_type)
+    if queue == names.DEAD_QUEUE:
+        return dead_queue()
+    if queue == names.EVENTS_QUEUE or queue.startswith(names.EVENTS_QUEUE + "."):
+        return events_queue(queue[len(names.EVENTS_QUEUE) + 1 :])
     if queue.startswith(_CONTROL_PREFIX) and not queue.startswith(names.CONTROL_REPLY_PREFIX):
         return control_queue(queue[len(_CONTROL_PREFIX) :])
     raise KeyError(f"{queue!r} is not a queue of bus_tasks.names")

@@ -1,15 +1,27 @@
-"""One aggregator per broker: a second one on the same events queue says so when it starts."""
+"""Several aggregators on one broker, in process: on RabbitMQ's stream each sees every event and
+no warning is due; on Redis (the fallback, a queue per named aggregator) likewise; two of the
+same name on one queue would split the events, and the second says so when it starts."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
-from support.brokers import Broker, SystemFactory
+from support.brokers import Broker, System, SystemFactory, rabbitmqctl
 
 from bus_tasks import names
+from bus_tasks.aggregator import AggregatorPolicy
+from bus_tasks.core.model import State
+from bus_tasks.errors import TopologyMismatch
+from bus_tasks.subsystem.publisher import TaskPublisher
+from bus_tasks.testing import wait_until
+from bus_tasks.transport import TopologyOptions
 
 pytestmark = pytest.mark.integration
+
+TASKS = 50
+CLEAR_WITHIN_S = 2.0
 
 
 def warnings_about_another_aggregator(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -22,16 +34,110 @@ def warnings_about_another_aggregator(caplog: pytest.LogCaptureFixture) -> list[
     ]
 
 
-def test_a_second_aggregator_on_one_broker_warns_that_the_events_would_be_split(
+def replicas(broker: Broker, start_system: SystemFactory, *, stream: bool) -> tuple[System, System]:
+    """Two aggregators on ``broker``: readers of the stream, or named ones with queues of their own."""
+    started = []
+    for name in ("a", "b"):
+        options = TopologyOptions(event_log="stream" if stream else "queue", replica="" if stream else name)
+        started.append(start_system(broker, options=options, policy=AggregatorPolicy(name=name)))
+    return started[0], started[1]
+
+
+@pytest.mark.parametrize("transport", ["rabbitmq", "redis"])
+def test_every_replica_sees_every_event_and_a_clear_by_one_leaves_the_others_within_2_s(
+    transport: str,
+    rabbitmq_broker: Broker,
+    redis_broker: Broker,
+    start_system: SystemFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bus_tasks.aggregator")
+    broker = rabbitmq_broker if transport == "rabbitmq" else redis_broker
+    a, b = replicas(broker, start_system, stream=transport == "rabbitmq")
+    pub = a.publisher("vdsm")
+    tasks = [pub.create("copyImage", ["spm"], state=State.FINISHED).id for _ in range(TASKS)]
+
+    for system in (a, b):
+        wait_until(
+            lambda s=system: all(t in s.aggregator.view for t in tasks),  # type: ignore[misc]
+            timeout_s=10,
+            what="every event in both views",
+        )
+    assert warnings_about_another_aggregator(caplog) == []
+
+    assert a.client().clear_task(tasks[0]) is True  # through the shared queue: either answers
+    cleared_at = time.monotonic()
+    wait_until(
+        lambda: all(tasks[0] not in s.aggregator.view for s in (a, b)),
+        timeout_s=10,
+        interval_s=0.02,
+        what="the clear applied by both",
+    )
+    assert time.monotonic() - cleared_at < CLEAR_WITHIN_S
+    if transport == "rabbitmq":  # one log: one revision once quiet
+        wait_until(
+            lambda: a.aggregator.view.revision == b.aggregator.view.revision,
+            timeout_s=10,
+            what="one revision",
+        )
+        assert a.aggregator.view.revision >= TASKS + 1
+
+
+def test_two_aggregators_of_one_name_on_one_events_queue_warn_that_the_events_would_be_split(
     rabbitmq_broker: Broker, start_system: SystemFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="bus_tasks.aggregator")
-    start_system(rabbitmq_broker)
+    queue_mode = TopologyOptions(event_log="queue")
+    start_system(rabbitmq_broker, options=queue_mode)
     assert warnings_about_another_aggregator(caplog) == []
 
-    start_system(rabbitmq_broker)
+    start_system(rabbitmq_broker, options=queue_mode)
 
     [warning] = warnings_about_another_aggregator(caplog)
     assert warning.startswith(f"another aggregator (1 consumer(s)) already reads {names.EVENTS_QUEUE} on ")
-    assert warning.endswith(": run one per broker, or both views will miss events")
+    assert warning.endswith(
+        ": give each aggregator a name of its own (aggregator_name), or both views will miss events"
+    )
     assert "guest:guest" not in warning
+
+
+def queue_types(broker: Broker) -> dict[str, str]:
+    vhost = broker.url.rsplit("/", 1)[1]
+    listed = rabbitmqctl("list_queues", "-p", vhost, "name", "type", "--no-table-headers")
+    return dict(line.split("\t")[:2] for line in listed.splitlines() if "\t" in line)
+
+
+def test_with_queue_type_quorum_the_rpc_queue_is_replicated_and_requests_and_commands_are_served(
+    rabbitmq_broker: Broker, start_system: SystemFactory
+) -> None:
+    quorum = TopologyOptions(queue_type="quorum")
+    system = start_system(rabbitmq_broker, options=quorum)
+    pub = TaskPublisher(rabbitmq_broker.connection(options=quorum), "vdsm")
+    pub.on_stop(lambda task_id: pub.fail(task_id, code=411, message="Task is aborted"))
+    task = pub.create("copyImage", ["spm"], state=State.RUNNING).id
+    system.serve(pub, rabbitmq_broker.connection(options=quorum))
+    client = system.client()
+    wait_until(lambda: task in client.get_all_tasks(), timeout_s=10, what="task listed")
+
+    assert client.stop_task(task) is True  # the request came through the quorum RPC queue
+    wait_until(lambda: client.get_task_status(task)["code"] == 411, timeout_s=10, what="stopped")
+    types = queue_types(rabbitmq_broker)
+    # Control queues stay classic: their subsystem consumes them exclusively (one owner per name).
+    assert (types[names.RPC_QUEUE], types[names.control_queue("vdsm")]) == ("quorum", "classic")
+    assert types[names.EVENT_LOG] == "stream"
+
+
+def test_a_classic_rpc_queue_refuses_a_quorum_configuration_with_one_clear_error(
+    rabbitmq_broker: Broker, start_system: SystemFactory
+) -> None:
+    start_system(rabbitmq_broker)  # declares bus_tasks.rpc as a classic queue
+    connection = rabbitmq_broker.connection(options=TopologyOptions(queue_type="quorum"))
+
+    with pytest.raises(TopologyMismatch) as caught:
+        connection.declare_topology()
+
+    assert caught.value.message.startswith(
+        "General Exception: queue bus_tasks.rpc exists with other arguments than this configuration declares"
+    )
+    assert "x-queue-type" in caught.value.message
+    assert "rabbitmqctl delete_queue bus_tasks.rpc" in caught.value.message

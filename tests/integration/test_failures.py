@@ -105,9 +105,9 @@ def test_an_event_the_broker_cannot_route_makes_flush_raise_publish_error_naming
     caplog.set_level(logging.WARNING, logger="bus_tasks.transport")
     publisher = TaskPublisher(rabbitmq_broker.connection(), "vdsm")
     publisher.create("copyImage", ["spm"])
-    publisher.flush(10.0)  # routed: the publisher declared the events queue
+    publisher.flush(10.0)  # routed: the publisher declared the event log
     admin = rabbitmq_broker.connection()
-    admin.delete_queues([names.EVENTS_QUEUE])  # the exchange is left without any binding
+    admin.delete_queues([names.EVENT_LOG])  # the exchange is left without any binding
 
     publisher.create("copyImage", ["spm"])
     with pytest.raises(PublishError) as caught:

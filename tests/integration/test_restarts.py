@@ -30,9 +30,20 @@ from bus_tasks.core.view import Tombstone
 from bus_tasks.errors import BusTasksError, UnknownTask
 from bus_tasks.store.sqlite import SqliteStore
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusConnection, TopologyOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+# These tests watch the depth of the aggregator's events queue (a backlog building, draining,
+# held while the store fails): they run the queue layout (event_log = "queue"), every process
+# of them; the stream layout's restarts and kills are test_replicas.py's and test_durability.py's.
+QUEUE_LAYOUT = TopologyOptions(event_log="queue")
+
+
+@pytest.fixture(autouse=True)
+def queue_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUS_TASKS_EVENT_LOG", "queue")  # serve and the publisher processes
+
 
 STREAM_SCRIPT = SUBSYSTEM_SCRIPT.parent / "stream.py"
 SUBSYSTEMS = ("vdsm", "gluster")
@@ -100,7 +111,7 @@ class Run:
     probe: BusConnection = field(init=False)
 
     def __post_init__(self) -> None:
-        self.probe = BusConnection(self.url, confirm_publish=False)
+        self.probe = BusConnection(self.url, confirm_publish=False, topology_options=QUEUE_LAYOUT)
 
     def start(self) -> Process:
         """``serve``, started now; not waiting for it to be ready."""
@@ -160,7 +171,9 @@ class Pollers:
 
     def _poll(self, url: str) -> None:
         # While serve restarts, nothing consumes the RPC queue: these wait for it, as the engine would.
-        with TasksClient(BusConnection(url), timeout_s=60, wait_for_aggregator=True) as client:
+        with TasksClient(
+            BusConnection(url, topology_options=QUEUE_LAYOUT), timeout_s=60, wait_for_aggregator=True
+        ) as client:
             while not self._stop.is_set():
                 try:
                     client.get_all_tasks_statuses()
@@ -208,7 +221,7 @@ def test_sigkill_of_serve_in_every_phase_while_publishers_publish_loses_and_resu
         serve = run.start()
         serve.wait_for_line("aggregator ready", timeout_s=60)  # the queues exist from here
         run.publishers = _start_publishers(url, tasks, events_per_s=220)
-        client = TasksClient(BusConnection(url), timeout_s=10)
+        client = TasksClient(BusConnection(url, topology_options=QUEUE_LAYOUT), timeout_s=10)
 
         # 1. Mid-stream, once the view holds part of the stream.
         wait_until(lambda: len(client.get_all_tasks()) >= 200, timeout_s=60, what="200 tasks listed")
@@ -286,7 +299,7 @@ def test_serve_restarted_under_a_backlog_of_tens_of_thousands_becomes_ready_and_
     run = Run(url, data_dir, publishers=[])
     with _stopping(run):
         first = start_serve(url, data_dir)
-        client = TasksClient(BusConnection(url), timeout_s=10)
+        client = TasksClient(BusConnection(url, topology_options=QUEUE_LAYOUT), timeout_s=10)
         wait_until(lambda: client.get_all_tasks() == {}, timeout_s=10, what="an empty view")
         assert first.terminate() == 0, first.log
 
@@ -295,7 +308,7 @@ def test_serve_restarted_under_a_backlog_of_tens_of_thousands_becomes_ready_and_
         # with them poison events in the backlog; both make serve publish (replies, dead letters)
         # while it starts, which is where handlers used to run nested inside its own publish.
         pollers = Pollers(url, count=4)
-        poison = BusConnection(url, confirm_publish=True)
+        poison = BusConnection(url, confirm_publish=True, topology_options=QUEUE_LAYOUT)
         for index in range(POISON_EVENTS):
             poison.publish(
                 b"not json %d" % index, exchange=names.EVENTS_EXCHANGE, routing_key="task.vdsm.updated"

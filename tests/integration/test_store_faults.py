@@ -35,9 +35,20 @@ from bus_tasks.client import TasksClient
 from bus_tasks.errors import BusTasksError
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusConnection, TopologyOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+# These tests watch the depth of the aggregator's events queue (a backlog building, draining,
+# held while the store fails): they run the queue layout (event_log = "queue"), every process
+# of them; the stream layout's restarts and kills are test_replicas.py's and test_durability.py's.
+QUEUE_LAYOUT = TopologyOptions(event_log="queue")
+
+
+@pytest.fixture(autouse=True)
+def queue_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUS_TASKS_EVENT_LOG", "queue")  # serve and the publisher processes
+
 
 PAUSED = "ingest paused"
 RESUMED = "ingest resumed"
@@ -111,11 +122,13 @@ def _wait_queue(broker: Broker, want: Callable[[int, int], bool], what: str, tim
 
 
 def _publisher(broker: Broker) -> TaskPublisher:
-    return TaskPublisher(BusConnection(broker.url, confirm_publish=True), "vdsm")
+    return TaskPublisher(
+        BusConnection(broker.url, confirm_publish=True, topology_options=QUEUE_LAYOUT), "vdsm"
+    )
 
 
 def _client(broker: Broker) -> TasksClient:
-    return TasksClient(BusConnection(broker.url), timeout_s=10)
+    return TasksClient(BusConnection(broker.url, topology_options=QUEUE_LAYOUT), timeout_s=10)
 
 
 Listing = dict[str, tuple[str, Any]]  # task id: (state, progress)
@@ -611,7 +624,7 @@ def _stop_while_draining_a_backlog(broker: Broker, tmp_path: Path, cleanup: cont
     assert _events_queue(broker) == (backlog, 0)
 
     serve = _serve(cleanup, url, data_dir)
-    monitor = BusConnection(url)
+    monitor = BusConnection(url, topology_options=QUEUE_LAYOUT)
     cleanup.callback(monitor.close)
     # Falling by more than what is prefetched: some events were stored and acked already.
     wait_until(
@@ -633,7 +646,7 @@ def _stop_while_draining_a_backlog(broker: Broker, tmp_path: Path, cleanup: cont
         for index in range(BACKLOG_TASKS)
     }
     fields = ("subsystem", "verb", "tags", "state", "code", "message", "progress")
-    with TasksClient(BusConnection(url), timeout_s=30) as client:
+    with TasksClient(BusConnection(url, topology_options=QUEUE_LAYOUT), timeout_s=30) as client:
         wait_until(
             lambda: {i: {k: t[k] for k in fields} for i, t in client.get_all_tasks().items()} == want,
             timeout_s=60,

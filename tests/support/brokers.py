@@ -17,7 +17,7 @@ from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import reset_memory_transport
-from bus_tasks.transport import Bus, BusConnection
+from bus_tasks.transport import Bus, BusConnection, TopologyOptions
 
 CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 RABBITMQ = ("127.0.0.1", 5672)
@@ -58,12 +58,15 @@ class Broker:
     redis_key_prefix: str = ""
     _opened: list[BusConnection] = field(default_factory=list)
 
-    def connection(self, *, confirm_publish: bool = True) -> BusConnection:
+    def connection(
+        self, *, confirm_publish: bool = True, options: TopologyOptions | None = None
+    ) -> BusConnection:
         conn = BusConnection(
             self.url,
             confirm_publish=confirm_publish,
             redis_key_prefix=self.redis_key_prefix,
             connect_timeout_s=5.0,
+            topology_options=options or TopologyOptions(),
         )
         self._opened.append(conn)
         return conn

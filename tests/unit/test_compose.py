@@ -83,11 +83,12 @@ def _parse(args: list[str]) -> Any:
 
 
 def test_compose_has_the_services_of_the_system() -> None:
-    assert set(SERVICES) == {"rabbitmq", "redis", "aggregator", "storage", "gluster", "stomp"}
+    assert set(SERVICES) == {"rabbitmq", "redis", "aggregator", "aggregator-2", "storage", "gluster", "stomp"}
     assert SERVICES["rabbitmq"]["image"] == "rabbitmq:3-management"
     assert SERVICES["redis"]["image"] == "redis:7"
     assert {name: args[0] for name, args in BUS_TASKS_SERVICES.items()} == {
         "aggregator": "serve",
+        "aggregator-2": "serve",
         "storage": "simulate",
         "gluster": "simulate",
         "stomp": "stomp",
@@ -129,7 +130,7 @@ def test_every_healthcheck_that_runs_bus_tasks_parses_too() -> None:
         if argv and Path(argv[0]).name == "bus-tasks":
             _parse(argv[1:])
             checked.append(name)
-    assert checked == ["aggregator"]
+    assert checked == ["aggregator", "aggregator-2"]
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -150,8 +151,17 @@ def test_bus_tasks_services_share_one_broker_url_pointing_at_the_rabbitmq_servic
     assert urlsplit(urls["aggregator"]).hostname in SERVICES
 
 
-def test_aggregator_keeps_its_view_in_a_named_volume_at_its_data_dir() -> None:
-    aggregator = SERVICES["aggregator"]
+def test_two_aggregators_serve_active_active_with_names_of_their_own() -> None:
+    names = {
+        s: _environment(SERVICES[s])["BUS_TASKS_AGGREGATOR_NAME"] for s in ("aggregator", "aggregator-2")
+    }
+    assert names == {"aggregator": "aggregator-1", "aggregator-2": "aggregator-2"}
+    assert all("BUS_TASKS_EVENT_LOG" not in _environment(SERVICES[s]) for s in names)  # the stream
+
+
+@pytest.mark.parametrize("service", ["aggregator", "aggregator-2"])
+def test_each_aggregator_keeps_its_view_in_a_named_volume_of_its_own_at_its_data_dir(service: str) -> None:
+    aggregator = SERVICES[service]
     data_dir = _environment(aggregator)["BUS_TASKS_DATA_DIR"]
     mounts = {}
     for volume in aggregator.get("volumes", []):
@@ -189,6 +199,7 @@ def test_bus_tasks_services_wait_for_a_healthy_broker_and_the_subsystems_for_the
     # The aggregator binds the event queue: a subsystem publishing earlier would lose its events.
     assert {name: healthy(name) for name in BUS_TASKS_SERVICES} == {
         "aggregator": {"rabbitmq"},
+        "aggregator-2": {"rabbitmq"},
         "storage": {"rabbitmq", "aggregator"},
         "gluster": {"rabbitmq", "aggregator"},
         "stomp": {"rabbitmq", "aggregator"},

@@ -38,6 +38,10 @@ DEFAULTS = {
     "store_key_prefix": "bus_tasks:view:",
     "done_ttl_s": 604800.0,
     "tombstone_ttl_s": 2592000.0,
+    "event_log": "stream",
+    "event_log_max_age": "7D",
+    "queue_type": "classic",
+    "aggregator_name": "",
     "test_subsystem": "test",
     "log_level": "INFO",
 }

@@ -610,6 +610,25 @@ def test_any_order_with_any_duplication_of_events_yields_the_same_view(data: st.
     assert snapshot(shuffled) == snapshot(in_order) == expected_snapshot(events)
 
 
+@given(data=st.data())
+def test_two_replicas_given_the_same_events_and_tombstones_in_different_orders_hold_one_view(
+    data: st.DataObject,
+) -> None:
+    # Replicas read one log, but a redelivery or a clear published by another replica can come
+    # in any order relative to the events: the views must still be identical.
+    events = data.draw(event_sets(), label="events")
+    tombstones = [
+        make_event(int(e.task.id[-12:]), seq=e.seq, event="cleared", subsystem=e.task.subsystem)
+        for e in data.draw(st.lists(st.sampled_from(events), max_size=3), label="cleared by a replica")
+    ]
+    one, other = TaskView(clock=lambda: 0.0), TaskView(clock=lambda: 0.0)
+    for view, label in ((one, "one replica's order"), (other, "the other's")):
+        for event in data.draw(st.permutations(events + tombstones), label=label):
+            view.apply(event)
+
+    assert snapshot(one) == snapshot(other) == expected_snapshot(events + tombstones)
+
+
 @pytest.mark.parametrize("field", ["result", "data", "code"])
 def test_an_event_whose_record_cannot_be_encoded_is_rejected_and_changes_nothing(field: str) -> None:
     view = TaskView()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -17,10 +18,15 @@ from typing import Any
 
 from bus_tasks.core.model import State
 from bus_tasks.subsystem.publisher import TaskPublisher
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusConnection, TopologyOptions
 
 NAMESPACE = uuid.UUID("6f1c8a52-6d0e-4a55-9a3f-0b8f1f6c1c11")
 CHUNK = 100
+
+# The layout of the test's deployment (the tests of the queue layout set it for every process).
+TOPOLOGY = TopologyOptions(
+    event_log="queue" if os.environ.get("BUS_TASKS_EVENT_LOG") == "queue" else "stream"
+)
 
 
 def task_id(subsystem: str, index: int) -> str:
@@ -57,13 +63,16 @@ def main() -> int:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"{args.subsystem} %(levelname)s %(name)s: %(message)s")
-    publisher = TaskPublisher(BusConnection(args.broker, confirm_publish=True), args.subsystem)
+    publisher = TaskPublisher(
+        BusConnection(args.broker, confirm_publish=True, topology_options=TOPOLOGY), args.subsystem
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     control: threading.Thread | None = None
     if args.listen:
         control = threading.Thread(
-            target=publisher.serve_control, args=(BusConnection(args.broker, confirm_publish=True), stop)
+            target=publisher.serve_control,
+            args=(BusConnection(args.broker, confirm_publish=True, topology_options=TOPOLOGY), stop),
         )
         control.start()
     began = time.monotonic()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import sys
 import threading
@@ -15,7 +16,12 @@ import time
 
 from bus_tasks.core.model import State
 from bus_tasks.subsystem.publisher import TaskPublisher
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusConnection, TopologyOptions
+
+# The layout of the test's deployment (the tests of the queue layout set it for every process).
+TOPOLOGY = TopologyOptions(
+    event_log="queue" if os.environ.get("BUS_TASKS_EVENT_LOG") == "queue" else "stream"
+)
 
 
 def main() -> int:
@@ -32,7 +38,9 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format=f"{args.subsystem} %(levelname)s %(name)s: %(message)s")
     rng = random.Random(args.seed)
     stop = threading.Event()
-    publisher = TaskPublisher(BusConnection(args.broker, confirm_publish=True), args.subsystem)
+    publisher = TaskPublisher(
+        BusConnection(args.broker, confirm_publish=True, topology_options=TOPOLOGY), args.subsystem
+    )
     lock = threading.Lock()
     steps: dict[str, list[dict[str, object]]] = {}
 
@@ -42,7 +50,8 @@ def main() -> int:
 
     publisher.on_stop(on_stop)
     control = threading.Thread(
-        target=publisher.serve_control, args=(BusConnection(args.broker, confirm_publish=True), stop)
+        target=publisher.serve_control,
+        args=(BusConnection(args.broker, confirm_publish=True, topology_options=TOPOLOGY), stop),
     )
     control.start()
     deadline = time.monotonic() + args.deadline

@@ -1,0 +1,206 @@
+"""Several aggregators on one RabbitMQ, active-active (SPEC 12), as separate processes.
+
+Every replica reads the whole event log (a stream) from its own offset: one killed mid-stream
+costs no read, the survivors agree on one revision and one view, a clear answered by one is
+gone from all within 2 s, and a replica that was down or is new catches up from the log alone.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.brokers import Broker
+from support.processes import SUBSYSTEM_SCRIPT, Process, start_serve
+from support.procs.stream import expected, task_id
+
+from bus_tasks.client import TasksClient
+from bus_tasks.errors import BusTasksError
+from bus_tasks.testing import wait_until
+from bus_tasks.transport import BusConnection
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+STREAM_SCRIPT = SUBSYSTEM_SCRIPT.parent / "stream.py"
+TASKS_PER_PUBLISHER = 1000
+UPDATES = 3  # created + 3 updates + finished: 5 events a task, 10,000 events from two publishers
+EVENTS_PER_S = 1500.0  # each publisher: the stream lasts a few seconds, long enough to kill in
+CLEAR_WITHIN_S = 2.0
+
+
+def visible(task: dict[str, Any]) -> dict[str, Any]:
+    return {key: task[key] for key in ("subsystem", "verb", "tags", "state", "code", "message", "progress")}
+
+
+def expected_view() -> dict[str, dict[str, Any]]:
+    return {
+        task_id(subsystem, index): expected(subsystem, index)
+        for subsystem in ("vdsm", "gluster")
+        for index in range(TASKS_PER_PUBLISHER)
+    }
+
+
+def publisher(url: str, name: str) -> Process:
+    """A paced stream of whole-record events that stays to answer resync requests."""
+    return Process(
+        [
+            sys.executable,
+            str(STREAM_SCRIPT),
+            "--broker",
+            url,
+            "--subsystem",
+            name,
+            "--tasks",
+            str(TASKS_PER_PUBLISHER),
+            "--updates",
+            str(UPDATES),
+            "--events-per-s",
+            str(EVENTS_PER_S),
+            "--listen",
+        ]
+    )
+
+
+class Reader:
+    """A client that lists every task in a loop, as the engine polls; counts what failed."""
+
+    def __init__(self, url: str) -> None:
+        self.reads = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(url,), daemon=True)
+        self._thread.start()
+
+    def _loop(self, url: str) -> None:
+        with TasksClient(BusConnection(url), timeout_s=10.0) as client:
+            while not self._stop.is_set():
+                try:
+                    client.get_all_tasks()
+                    self.reads += 1
+                except BusTasksError as exc:
+                    self.failures.append(repr(exc))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def replica(url: str, tmp_path: Path, name: str) -> Process:
+    return start_serve(url, tmp_path / name, BUS_TASKS_AGGREGATOR_NAME=name)
+
+
+def rpc_queues(client: TasksClient, *replicas: str) -> dict[str, str]:
+    """Each named replica's own request queue, once every one of them is listed."""
+
+    def listed() -> dict[str, str] | None:
+        # Whichever replica answers lists them all: each has heard the others' heartbeats.
+        answers = [{a["name"]: a["rpcQueue"] for a in client.aggregators()} for _ in range(2 * len(replicas))]
+        ok = all(set(replicas) <= set(queues) for queues in answers)
+        return answers[0] if ok else None
+
+    return wait_until(listed, timeout_s=30, what=f"replicas {replicas} listed by each")
+
+
+def answer(url: str, rpc_queue: str) -> dict[str, Any]:
+    """The revision and the tasks of one replica, asked through its own queue."""
+    with TasksClient(BusConnection(url), timeout_s=10.0, rpc_queue=rpc_queue) as client:
+        return client.get_all_tasks(options={"revision": True})  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def started() -> Iterator[list[Process]]:
+    processes: list[Process] = []
+    yield processes
+    for process in processes:
+        process.kill()
+
+
+def test_two_replicas_one_killed_mid_stream_lose_no_read_and_then_agree_on_one_revision(
+    rabbitmq_broker: Broker, tmp_path: Path, started: list[Process]
+) -> None:
+    url = rabbitmq_broker.url
+    a, b = replica(url, tmp_path, "a"), replica(url, tmp_path, "b")
+    started += [a, b]
+    reader = Reader(url)
+    publishers = [publisher(url, name) for name in ("vdsm", "gluster")]
+    started += publishers
+    with TasksClient(BusConnection(url), timeout_s=10.0) as client:
+        queues = rpc_queues(client, "a", "b")
+        # Mid-stream: a has read part of the log, and both publishers are still publishing.
+        wait_until(lambda: answer(url, queues["a"])["revision"] > 2000, timeout_s=60, what="a mid-stream")
+        assert all(p.popen.poll() is None for p in publishers), "the kill must land mid-stream"
+        a.kill()
+        for p in publishers:
+            p.wait_for_line("events published and confirmed", timeout_s=120)
+        want = expected_view()
+        wait_until(
+            lambda: {i: visible(t) for i, t in client.get_all_tasks().items()} == want,
+            timeout_s=120,
+            interval_s=0.5,
+            what="the survivor's view complete",
+        )
+        reader.stop()
+        assert reader.failures == []
+        assert reader.reads > 0
+
+        a = replica(url, tmp_path, "a")  # back, from its own store and offset
+        started.append(a)
+        queues = rpc_queues(client, "a", "b")
+        wait_until(
+            lambda: answer(url, queues["a"]) == answer(url, queues["b"]),
+            timeout_s=60,
+            what="a caught up with b",
+        )
+        answers = [client.get_all_tasks(options={"revision": True}) for _ in range(20)]
+        assert all(x == answers[0] for x in answers), "20 quiet queries, one revision, one view"
+        assert {i: visible(t) for i, t in answers[0]["tasks"].items()} == want
+        assert answers[0]["revision"] >= 2 * TASKS_PER_PUBLISHER * (UPDATES + 2)
+
+        done = task_id("vdsm", 1)
+        assert client.clear_task(done) is True
+        cleared_at = time.monotonic()
+        wait_until(
+            lambda: all(done not in answer(url, q)["tasks"] for q in queues.values()),
+            timeout_s=10,
+            interval_s=0.05,
+            what="the clear applied by every replica",
+        )
+        assert time.monotonic() - cleared_at < CLEAR_WITHIN_S
+
+        c = replica(url, tmp_path, "c")  # new: an empty data directory
+        started.append(c)
+        queues = rpc_queues(client, "a", "b", "c")
+        wait_until(
+            lambda: answer(url, queues["c"]) == answer(url, queues["b"]),
+            timeout_s=60,
+            what="c caught up from the log",
+        )
+    for p in publishers:
+        # The log held everything: nobody asked the subsystems to resync after the first start.
+        assert p.log.count("resync requested") == 0, p.log
+
+
+def test_a_second_replica_is_listed_by_bus_tasks_aggregators_and_no_warning_is_logged(
+    rabbitmq_broker: Broker, tmp_path: Path, started: list[Process]
+) -> None:
+    url = rabbitmq_broker.url
+    a, b = replica(url, tmp_path, "a"), replica(url, tmp_path, "b")
+    started += [a, b]
+    with TasksClient(BusConnection(url), timeout_s=10.0) as client:
+        rpc_queues(client, "a", "b")
+        listed = {row["name"]: row for row in client.aggregators()}
+    assert set(listed) == {"a", "b"}
+    assert all(row["uptimeS"] >= 0 and row["revision"] >= 0 for row in listed.values())
+    assert "another aggregator" not in a.log + b.log
+    b.terminate()
+    with TasksClient(BusConnection(url), timeout_s=10.0) as client:
+        wait_until(
+            lambda: {row["name"] for row in client.aggregators()} == {"a"},
+            timeout_s=10,
+            what="b gone from the list once stopped",
+        )
