@@ -160,24 +160,23 @@ def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_aggregators(args: argparse.Namespace, settings: Settings) -> int:
-    with _client(args, settings) as client:
-        aggregators = client.aggregators()
-    if args.json:
-        print_json(aggregators)
-    else:
-        print(render.aggregators_table(aggregators, width=terminal_width()))
-    return 0
+def listing(fetch: Callable[[TasksClient], Any], table: Callable[..., str]) -> Command:
+    """The command that prints one listing of the aggregator: as JSON, or as ``table``."""
+
+    def command(args: argparse.Namespace, settings: Settings) -> int:
+        with _client(args, settings) as client:
+            listed = fetch(client)
+        if args.json:
+            print_json(listed)
+        else:
+            print(table(listed, width=terminal_width()))
+        return 0
+
+    return command
 
 
-def cmd_subsystems(args: argparse.Namespace, settings: Settings) -> int:
-    with _client(args, settings) as client:
-        subsystems = client.subsystems()
-    if args.json:
-        print_json(subsystems)
-    else:
-        print(render.subsystems_table(subsystems, width=terminal_width()))
-    return 0
+cmd_aggregators = listing(TasksClient.aggregators, render.aggregators_table)
+cmd_subsystems = listing(TasksClient.subsystems, render.subsystems_table)
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:

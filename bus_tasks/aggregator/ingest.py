@@ -132,7 +132,6 @@ class Ingest:
                 self._expected = None
             revision = offset + 1
         self.view.revision = revision
-        self.store.mark(revision)
 
     def _on_announced(self, delivery: Delivery) -> None:
         """The end of a subsystem's announce: its tasks that the set no longer lists leave."""
@@ -166,7 +165,7 @@ class Ingest:
         if not (force or self.health.due()):
             return False
         try:
-            self.store.commit()
+            self._commit()
         except StoreUnavailable as exc:
             self.health.failed(exc, held=len(self.unacked))
             return False
@@ -178,9 +177,15 @@ class Ingest:
     def commit(self) -> None:
         """Write what is buffered now (a clear, an expiry); on failure it waits for the next flush."""
         try:
-            self.store.commit()
+            self._commit()
         except StoreUnavailable as exc:
             self.health.failed(exc, held=len(self.unacked))
+
+    def _commit(self) -> None:
+        # Every event read so far is applied and its writes are buffered: the revision goes with
+        # them, once per commit rather than once per event.
+        self.store.mark(self.view.revision)
+        self.store.commit()
 
     def forget_unacked(self) -> int:
         """The connection was lost: its deliveries come again on the next one. Returns how many."""

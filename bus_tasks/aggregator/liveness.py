@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
-from bus_tasks.core.model import Heartbeat
+from bus_tasks.core.model import Heartbeat, rfc3339
 
 # A subsystem is lost once this many of its heartbeat intervals passed without one.
 MISSED_BEATS = 3
@@ -71,14 +70,10 @@ class Liveness:
                 "subsystem": name,
                 "state": self.state(name, now),
                 "tasks": tasks_by_subsystem.get(name, 0),
-                "lastSeen": _rfc3339(seen.at) if seen is not None else None,
+                "lastSeen": rfc3339(seen.at) if seen is not None else None,
                 "instance": beat.instance if beat is not None else self._owned.get(name, ""),
                 "host": beat.host if beat is not None else "",
                 "pid": beat.pid if beat is not None else 0,
                 "heartbeatS": beat.interval_s if beat is not None else None,
             }
         return listed
-
-
-def _rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bus_tasks.core.model import SCHEMA_VERSION, ReplicaBeat
+from bus_tasks.core.model import SCHEMA_VERSION, ReplicaBeat, rfc3339
 
 DEFAULT_BEAT_S = 5.0
 # A replica not heard for this many intervals is no longer listed as serving.
@@ -87,7 +87,5 @@ def _row(beat: ReplicaBeat, heard_at: float, now: float) -> dict[str, Any]:
         "tasks": beat.tasks,
         "rpcQueue": beat.rpc_queue,
         "uptimeS": round(now - beat.started_at.timestamp(), 1),
-        "lastSeen": datetime.fromtimestamp(heard_at, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z"),
+        "lastSeen": rfc3339(heard_at),
     }

@@ -6,7 +6,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -134,6 +134,11 @@ def to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def rfc3339(epoch_s: float) -> str:
+    """Epoch seconds as RFC 3339 UTC with milliseconds: ``2026-01-01T00:00:00.000Z``."""
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 TaskId = Annotated[str, AfterValidator(canonical_task_id)]
 Subsystem = Annotated[str, StringConstraints(pattern=SUBSYSTEM_PATTERN)]
 Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
@@ -240,6 +245,9 @@ class Heartbeat(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
+_Beat = TypeVar("_Beat", "Heartbeat", "ReplicaBeat")
+
+
 class ReplicaBeat(BaseModel):
     """An aggregator saying it serves, every ``interval_s`` seconds (``bus-tasks aggregators``)."""
 
@@ -261,32 +269,34 @@ class ReplicaBeat(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
+MAX_HEARTBEAT_BYTES = 4096
+
+
+def _decode_beat(model: type[_Beat], body: bytes, what: str) -> _Beat:
+    if len(body) > MAX_HEARTBEAT_BYTES:
+        raise EventRejected(f"too large for a heartbeat: {len(body)} bytes")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise EventRejected(f"invalid {what}: {describe_validation(exc)}") from None
+
+
 def decode_replica_beat(body: bytes) -> ReplicaBeat:
-    """Validate an aggregator's heartbeat.
+    """Validate an aggregator's heartbeat (``aggregator.<name>.beat``).
 
     Raises:
         EventRejected: with a one-line reason.
     """
-    if len(body) > 4096:
-        raise EventRejected(f"too large for a heartbeat: {len(body)} bytes")
-    try:
-        return ReplicaBeat.model_validate_json(body)
-    except ValidationError as exc:
-        raise EventRejected(f"invalid aggregator heartbeat: {describe_validation(exc)}") from None
+    return _decode_beat(ReplicaBeat, body, "aggregator heartbeat")
 
 
 def decode_heartbeat(body: bytes) -> Heartbeat:
-    """Validate a heartbeat (``task.<subsystem>.heartbeat``).
+    """Validate a subsystem's heartbeat (``subsystem.<name>.heartbeat``).
 
     Raises:
         EventRejected: with a one-line reason.
     """
-    if len(body) > 4096:
-        raise EventRejected(f"too large for a heartbeat: {len(body)} bytes")
-    try:
-        return Heartbeat.model_validate_json(body)
-    except ValidationError as exc:
-        raise EventRejected(f"invalid heartbeat: {describe_validation(exc)}") from None
+    return _decode_beat(Heartbeat, body, "heartbeat")
 
 
 ANNOUNCED: Literal["announced"] = "announced"
