@@ -211,6 +211,8 @@ def test_a_half_close_is_passed_on_and_the_connection_finishes(
     assert recv_exactly(sock, 3) == b"bye"
     assert sock.recv(1) == b""  # the echo server closed after our FIN; its FIN came through
     wait_until(lambda: proxy.live_connections() == 0, timeout_s=TIMEOUT_S, what="connection finished")
+    # The echo server's thread records how its side ended after it sent its FIN: wait for it.
+    wait_until(lambda: echo.endings, timeout_s=TIMEOUT_S, what="the echo server saw its end")
     assert echo.endings == ["eof"]
 
 
