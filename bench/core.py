@@ -24,6 +24,7 @@ from bench.harness import (
 from bus_tasks.core.view import TaskView
 
 TASKS = Sizes(full=100_000, quick=3_000)
+MANY = Sizes(full=1_000_000, quick=10_000)  # the memory figure again, at this size
 REPS = Sizes(full=5, quick=2)
 WARM_UP_TASKS = 1_000
 
@@ -62,19 +63,16 @@ class MemoryProbe:
         return retained / n_tasks
 
 
-def run(quick: bool) -> list[Figure]:
-    n = TASKS.pick(quick)
-    reps = REPS.pick(quick)
-    sizes = f"{n:,} tasks x 3 events, {reps} reps"
-
-    # Memory: each side alone in a fresh interpreter, both at once (one core each).
+def memory_figure(name: str, n: int) -> Figure:
+    """Memory: each side alone in a fresh interpreter, both at once (one core each)."""
     with Child(MemoryProbe, "ours") as ours_probe, Child(MemoryProbe, "celery") as celery_probe:
         ours_probe.send("bytes_per_task", n)
         celery_probe.send("bytes_per_task", n)
         ours_bytes = ours_probe.result()
         celery_bytes = celery_probe.result()
-    memory = Figure(
-        "core memory",
+    say(f"  {name}: ours {ours_bytes:,.0f} B/task, celery {celery_bytes:,.0f} B/task")
+    return Figure(
+        name,
         f"{fmt_bytes(ours_bytes)}/task",
         f"{fmt_bytes(celery_bytes)}/task",
         ours_bytes / celery_bytes,
@@ -82,7 +80,17 @@ def run(quick: bool) -> list[Figure]:
         f"{n:,} tasks",
         note="resident memory (RSS) retained per stored task, each side built alone in a fresh process",
     )
-    say(f"  core memory: ours {ours_bytes:,.0f} B/task, celery {celery_bytes:,.0f} B/task")
+
+
+def run(quick: bool) -> list[Figure]:
+    n = TASKS.pick(quick)
+    reps = REPS.pick(quick)
+    sizes = f"{n:,} tasks x 3 events, {reps} reps"
+
+    memory = [
+        memory_figure("core memory", n),
+        memory_figure(f"core memory {MANY.pick(quick):,}", MANY.pick(quick)),
+    ]
 
     # Speed: events decoded beforehand on both sides; only apply / State.event is timed.
     build_s, ours_events = timed(lambda: list(workload.events(n)))
@@ -115,4 +123,4 @@ def run(quick: bool) -> list[Figure]:
         sizes,
         note=f"TaskView.apply vs celery State.event, events decoded beforehand; {speed.spread()}",
     )
-    return [apply, memory]
+    return [apply, *memory]

@@ -19,9 +19,13 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
+import redis
+
 T = TypeVar("T")
 
 RABBITMQ = ("127.0.0.1", 5672)
+REDIS = ("127.0.0.1", 6379)
+REDIS_CLAIM_KEY = "bus_tasks_bench_claim"  # in a database this run took for itself
 
 
 # -- targets and figures ---------------------------------------------------------------------
@@ -300,6 +304,38 @@ def rabbitmq_vhost(purpose: str) -> Iterator[str]:
         yield f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost}"
     finally:
         _rabbitmqctl("delete_vhost", vhost)
+
+
+# -- Redis ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def redis_db(purpose: str) -> Iterator[str]:
+    """A ``redis://`` URL on a database of its own (an empty one, 1..15, claimed with a key so
+    that two runs do not take the same), flushed afterwards (also on failure).
+
+    A database of its own rather than kombu's ``global_keyprefix``: a prefix costs both sides
+    a rewrite of every command, which a deployment without one does not pay.
+    """
+    claim = f"{purpose}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    try:
+        client = redis.Redis(*REDIS, socket_connect_timeout=2.0)
+        databases = int(client.config_get("databases").get("databases") or 16)
+    except redis.RedisError as exc:
+        raise RuntimeError(f"Redis is not reachable on {REDIS[0]}:{REDIS[1]}: {exc}") from None
+    for db in range(databases - 1, 0, -1):  # 0 is the default database: leave it to others
+        candidate = redis.Redis(*REDIS, db=db)
+        if candidate.dbsize() == 0 and candidate.set(REDIS_CLAIM_KEY, claim, nx=True):
+            if candidate.dbsize() == 1:
+                break
+            candidate.delete(REDIS_CLAIM_KEY)  # someone else wrote there meanwhile
+    else:
+        raise RuntimeError("no empty Redis database to measure in (1..15 all hold keys)")
+    try:
+        yield f"redis://{REDIS[0]}:{REDIS[1]}/{db}"
+    finally:
+        if candidate.get(REDIS_CLAIM_KEY) == claim.encode():
+            candidate.flushdb()
 
 
 def wait_for(predicate: Callable[[], bool], *, timeout_s: float, what: str, interval_s: float = 0.05) -> None:

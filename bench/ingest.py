@@ -236,7 +236,7 @@ def run(quick: bool) -> list[Figure]:
             fmt_rate(median(speed.ours), "ev"),
             fmt_rate(median(speed.baseline), "ev"),
             speed.ratio,
-            at_least(0.8),
+            at_least(1.0),  # we ack and store in batches: not slower than the simplest consumer
             f"{count:,} events ({n_tasks:,} tasks), prefetch {prefetch}, {reps} reps",
             note=(
                 f"on the stream {names.EVENT_LOG} from the first offset: a new aggregator with"

@@ -164,10 +164,18 @@ class Servers:
         self._running: list[RunningAggregator | EchoServer] = []
         self._view = TaskView()
 
-    def start(self, n: int) -> int:
-        """Serve a view of ``n`` tasks; returns the size of its getAllTasks reply, which the echo sends."""
-        view = workload.build_view(n)
-        request = jsonrpc.request_body("bench", "Host.getAllTasks", GET_ALL)
+    def start(
+        self,
+        n: int,
+        method: str = "Host.getAllTasks",
+        params: dict[str, Any] | None = None,
+        spm_every: int = 2,
+    ) -> int:
+        """Serve a view of ``n`` tasks (one in ``spm_every`` tagged spm); returns the size of the
+        reply to ``method`` (getAllTasks by default) with ``params``, which the echo sends to
+        every request."""
+        view = workload.build_view(n, spm_every=spm_every)
+        request = jsonrpc.request_body("bench", method, GET_ALL if params is None else params)
         payload = reply_body(rpc.Dispatcher(view), request)
         self._view = view
         running = RunningAggregator(Aggregator(BusConnection(self._url), view=view))

@@ -36,15 +36,18 @@ def task_id(i: int, salt: int = 0) -> str:
     return str(uuid.UUID(int=(salt << 64) | (i + 1)))
 
 
-def tags_for(i: int, *, selective_every: int | None = None) -> tuple[str, ...]:
-    """Half the tasks are storage (``spm``), half gluster; every ``selective_every``-th also carries T."""
-    tags: tuple[str, ...] = ("spm",) if i % 2 else ("gluster", f"volume:gv{i % 10}")
+def tags_for(i: int, *, selective_every: int | None = None, spm_every: int = 2) -> tuple[str, ...]:
+    """One task in ``spm_every`` is storage (``spm``; half by default), the others gluster; every
+    ``selective_every``-th also carries T."""
+    tags: tuple[str, ...] = ("spm",) if i % spm_every == 1 else ("gluster", f"volume:gv{i % 10}")
     if selective_every is not None and i % selective_every == 0:
         tags += (SELECTIVE_TAG,)
     return tags
 
 
-def event_fields(i: int, stage: int, *, salt: int = 0, selective_every: int | None = None) -> dict[str, Any]:
+def event_fields(
+    i: int, stage: int, *, salt: int = 0, selective_every: int | None = None, spm_every: int = 2
+) -> dict[str, Any]:
     """The wire form of event ``stage`` (0, 1, 2) of task ``i``."""
     name, changes = _STAGES[stage]
     created = BASE_TIME + timedelta(milliseconds=i)
@@ -52,7 +55,7 @@ def event_fields(i: int, stage: int, *, salt: int = 0, selective_every: int | No
         "id": task_id(i, salt),
         "subsystem": SUBSYSTEM,
         "verb": "createVolume" if i % 2 else "rebalance",
-        "tags": tags_for(i, selective_every=selective_every),
+        "tags": tags_for(i, selective_every=selective_every, spm_every=spm_every),
         "code": 0,
         "result": "",
         "data": {},
@@ -89,11 +92,14 @@ def events(
         yield decode_event(body, max_bytes=DEFAULT_MAX_EVENT_BYTES)
 
 
-def build_view(n_tasks: int, *, selective_every: int | None = None) -> TaskView:
-    """A view of ``n_tasks``, each at one of its three stages (a mix of init, running, finished)."""
+def build_view(
+    n_tasks: int, *, selective_every: int | None = None, spm_every: int = 2, offset: int = 0
+) -> TaskView:
+    """A view of ``n_tasks`` (tasks ``offset`` on), each at one of its three stages (a mix of init,
+    running, finished)."""
     view = TaskView()
-    for i in range(n_tasks):
-        body = codec.dumps(event_fields(i, i % 3, selective_every=selective_every))
+    for i in range(offset, offset + n_tasks):
+        body = codec.dumps(event_fields(i, i % 3, selective_every=selective_every, spm_every=spm_every))
         view.apply(decode_event(body, max_bytes=DEFAULT_MAX_EVENT_BYTES))
     return view
 

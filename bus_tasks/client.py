@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from bus_tasks import codec, names
 from bus_tasks.config import DEFAULT_RPC_TIMEOUT_S, redact_url
@@ -32,6 +32,9 @@ from bus_tasks.errors import (
 )
 from bus_tasks.protocol import jsonrpc, vdsm
 from bus_tasks.transport import Bus, BusConnection, Delivery
+
+if TYPE_CHECKING:
+    from bus_tasks.watching import Watch
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ _SAFE_TO_RESEND = frozenset(
         "Task.getDetails",
         "Host.getSubsystems",
         "Host.getAggregators",
+        "Host.getTaskChanges",
     }
 )
 
@@ -125,9 +129,15 @@ class TasksClient:
             log.debug("stale reply %r dropped", delivery.correlation_id)
 
     def call(
-        self, method: str, params: dict[str, Any] | None = None, *, timeout_s: float | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+        rpc_queue: str | None = None,
     ) -> Any:
-        """Call ``method`` and return its result, within ``timeout_s`` from now.
+        """Call ``method`` and return its result, within ``timeout_s`` from now (sent to
+        ``rpc_queue``, by default this client's: one aggregator's own queue asks that one alone).
 
         Raises:
             DeadlineExceeded: when no reply arrived in time.
@@ -141,7 +151,8 @@ class TasksClient:
         """
         correlation_id = uuid.uuid4().hex
         body = jsonrpc.request_body(correlation_id, method, params or {})
-        reply = self._round_trip(method, body, correlation_id, method in _SAFE_TO_RESEND, timeout_s)
+        safe = method in _SAFE_TO_RESEND
+        reply = self._round_trip(method, body, correlation_id, safe, timeout_s, rpc_queue=rpc_queue)
         return _unpack(reply)
 
     def batch(
@@ -172,14 +183,23 @@ class TasksClient:
         return _unpack_batch(reply, ids, [method for method, _ in calls])
 
     def _round_trip(
-        self, method: str, body: bytes, correlation_id: str, safe: bool, timeout_s: float | None
+        self,
+        method: str,
+        body: bytes,
+        correlation_id: str,
+        safe: bool,
+        timeout_s: float | None,
+        *,
+        rpc_queue: str | None = None,
     ) -> bytes:
         timeout = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
         with self._lock, self.connection.bounded(deadline):
             self._waiting = correlation_id
             try:
-                return self._exchange(method, body, correlation_id, deadline, timeout, safe=safe)
+                return self._exchange(
+                    method, body, correlation_id, deadline, timeout, safe=safe, rpc_queue=rpc_queue
+                )
             except self.connection.errors as exc:
                 # Connecting counts against the deadline too (bounded() above).
                 raise BrokerUnavailable(redact_url(self.connection.url), str(exc)) from exc
@@ -188,7 +208,15 @@ class TasksClient:
                 self._replies.clear()
 
     def _exchange(
-        self, method: str, body: bytes, correlation_id: str, deadline: float, timeout: float, *, safe: bool
+        self,
+        method: str,
+        body: bytes,
+        correlation_id: str,
+        deadline: float,
+        timeout: float,
+        *,
+        safe: bool,
+        rpc_queue: str | None,
     ) -> bytes:
         """Send the request and wait for its reply. After a lost connection, reconnect and send
         it again, unless it may have reached the aggregator and changes something."""
@@ -203,7 +231,7 @@ class TasksClient:
                 if not sent:
                     self._start()
                     sent = True  # from here the aggregator may get it, even if publishing fails
-                    self._send(body, correlation_id, deadline)
+                    self._send(body, correlation_id, deadline, rpc_queue or self.rpc_queue)
                     probe_at = 0.0 if self.wait_for_aggregator else time.monotonic() + PROBE_AFTER_S
                 now = time.monotonic()
                 remaining = deadline - now
@@ -223,11 +251,11 @@ class TasksClient:
                 sent = False
         return self._replies.pop(correlation_id)
 
-    def _send(self, body: bytes, correlation_id: str, deadline: float) -> None:
+    def _send(self, body: bytes, correlation_id: str, deadline: float, rpc_queue: str) -> None:
         remaining = max(deadline - time.monotonic(), 0.001)
         self.connection.publish(
             body,
-            routing_key=self.rpc_queue,
+            routing_key=rpc_queue,
             reply_to=self._queue,
             correlation_id=correlation_id,
             expiration_s=remaining,
@@ -297,6 +325,34 @@ class TasksClient:
         """Every subsystem the aggregator heard from or holds tasks of, with its state
         (``alive``, ``lost``, ``stopped``, ``unknown``), last heartbeat and task count."""
         return self.call("Host.getSubsystems")  # type: ignore[no-any-return]
+
+    def watch(
+        self,
+        tags: str | Sequence[str] | None = None,
+        match: Literal["any", "all"] = "any",
+        since: int | None = None,
+    ) -> Watch:
+        """The changes of the tasks carrying any (or all) of ``tags``: a listing first (unless
+        ``since`` a revision, to resume), then each change as it is applied (docs/watching.md).
+
+        ``for event in client.watch(["spm"]): ...``; ``close()`` the watch to end it. It uses
+        this client's connection: give it a client of its own.
+
+        Raises (while iterating):
+            RevisionGone: when ``since`` is older than the aggregator keeps: watch from None.
+        """
+        from bus_tasks.watching import Watch  # noqa: PLC0415 - a client that never watches skips it
+
+        return Watch(self, tags, match=match, since=since)
+
+    def pump(self, timeout_s: float) -> None:
+        """Handle what arrives on this client's connection within ``timeout_s`` (a watch's feed);
+        a lost connection is recovered."""
+        with self._lock:
+            try:
+                self.connection.drain(timeout_s)
+            except self.connection.errors:
+                self.connection.recover()
 
     @property
     def vdsm(self) -> VdsmFacade:

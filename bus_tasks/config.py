@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     aggregator_name: str = Field(default="", pattern=r"^$|^[a-z0-9][a-z0-9_.-]{0,63}$")
     # The subsystem of `bus-tasks inject`'s test tasks, owned by the aggregator; "" for none.
     test_subsystem: str = Field(default="test", pattern=r"^$|^[a-z0-9][a-z0-9_.-]{0,63}$")
+    # `bus-tasks serve`'s HTTP front door (API, watch, metrics, web view) on HOST:PORT; "" : off.
+    http_listen: str = Field(default="", pattern=r"^$|^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):[0-9]{1,5}$")
+    # Listen on another address than loopback (the read API has no authentication).
+    http_allow_remote: bool = False
+    # Stop and clear from HTTP (the web view), for a caller with http_token (Bearer).
+    http_control: bool = False
+    http_token: SecretStr | None = None
     log_level: LogLevel = DEFAULT_LOG_LEVEL
 
     @field_validator("log_level", mode="before")

@@ -115,6 +115,14 @@ class InternalError(JsonRpcError):
     """Raised when the service failed unexpectedly while serving a request."""
 
 
+class RevisionGone(BusTasksError):
+    """Raised when changes are asked after a revision older than the history kept (or on another
+    event log): they cannot be replayed, and the caller lists again (docs/watching.md)."""
+
+    code = -32010
+    title = "Revision gone"
+
+
 class DeadlineExceeded(BusTasksError):
     """Raised in the client when no reply arrived before the call's deadline."""
 
@@ -204,6 +212,7 @@ _BY_CODE: dict[int, type[BusTasksError]] = {
         MethodNotFound,
         InvalidParams,
         InternalError,
+        RevisionGone,
     )
 }
 

@@ -23,6 +23,12 @@ CLAIM_PREFIX = "bus_tasks.claim."
 
 RPC_QUEUE = "bus_tasks.rpc"
 
+# Every change an aggregator applies, published once (docs/watching.md): a topic exchange, routing
+# key ``changes.<aggregator name>``; each watcher binds a private queue of its own to it.
+CHANGES_EXCHANGE = "bus_tasks.changes"
+CHANGES_BINDING = "changes.#"
+WATCH_QUEUE_PREFIX = "bus_tasks.watch."
+
 CONTROL_EXCHANGE = "bus_tasks.control"
 CONTROL_REPLY_PREFIX = "bus_tasks.control.reply."
 REPLY_QUEUE_PREFIX = "bus_tasks.reply."
@@ -53,6 +59,11 @@ def heartbeat_routing_key(subsystem: str) -> str:
 def replica_beat_routing_key(name: str) -> str:
     """Routing key of an aggregator's heartbeat: ``aggregator.<name>.beat``."""
     return f"aggregator.{name}.beat"
+
+
+def changes_routing_key(name: str) -> str:
+    """Routing key of an aggregator's change feed: ``changes.<name>``."""
+    return f"changes.{name}"
 
 
 def events_queue(replica: str = "") -> str:

@@ -20,6 +20,7 @@ from bus_tasks.core.model import State
 from bus_tasks.errors import BusTasksError, ConfigError, GeneralError
 from bus_tasks.plugins import installed as installed_plugins
 from workers import commands, options, render
+from workers import serve as serving
 from workers.commands import EXIT_ERROR, EXIT_USAGE, Command
 from workers.demo import STORAGE_TASKS
 from workers.simulate import INTERVAL_S, KEEP_ROUNDS, SUBSYSTEMS, TASKS_PER_ROUND
@@ -59,12 +60,33 @@ def build_parser() -> argparse.ArgumentParser:
         options.client_options(cmd)
         return cmd
 
-    serve = command("serve", "run the aggregator: consume events, answer getAllTasks", commands.cmd_serve)
+    serve = command("serve", "run the aggregator: consume events, answer getAllTasks", serving.cmd_serve)
     options.global_options(serve, broker=True)
     serve.add_argument(
         "--data-dir",
         metavar="DIR",
         help=f"where the view is kept (default: {options.from_setting('data_dir')})",
+    )
+    serve.add_argument(
+        "--http",
+        type=serving.listen_address,
+        metavar="HOST:PORT",
+        help="also serve the HTTP API, the watch (server-sent events), /metrics, /healthz and the web "
+        "view on HOST:PORT, a loopback address unless --http-allow-remote (port 0: a free one; "
+        "default: setting http_listen, else off)",
+    )
+    serve.add_argument(
+        "--http-allow-remote",
+        action="store_true",
+        default=None,
+        help="let --http listen on an address other than loopback: whoever reaches it reads every task",
+    )
+    serve.add_argument(
+        "--http-control",
+        action="store_true",
+        default=None,
+        help="allow stop and clear over HTTP (the web view) to callers sending the setting http_token "
+        "as Authorization: Bearer (default: setting http_control)",
     )
 
     stomp = command(
@@ -116,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--legacy",
         choices=("info", "statuses"),
         help="VDSM's getAllTasksInfo or getAllTasksStatuses (spm tasks only) instead",
+    )
+    tasks.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow changes live: a table redrawn in place on a terminal, one line per change"
+        " when piped (one JSON object per line with --json); Ctrl-C stops",
     )
 
     status = client_command("status", "show one task's status (Task.getStatus)", commands.cmd_status)
@@ -258,6 +286,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         usage.error(f"{args.command} runs on memory:// and takes no --broker")
     if args.command == "tasks" and args.legacy and (args.tag or args.match != "any"):
         usage.error("--legacy lists spm tasks only; it takes no --tag or --match")
+    if args.command == "tasks" and args.legacy and args.watch:
+        usage.error("--watch follows getAllTasks; it takes no --legacy")
     if args.command == "call":
         keys = [key for key, _ in args.params]
         for key in keys:

@@ -11,9 +11,8 @@ from typing import Any
 from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings
 from bus_tasks.subsystem.publisher import TaskPublisher
-from workers import render, wiring
+from workers import render, watch_view, wiring
 from workers.demo import run_demo
-from workers.serve import serve
 from workers.simulate import simulate
 from workers.stomp import StompOptions, run_stomp
 
@@ -40,10 +39,6 @@ def print_json(value: Any) -> None:
 def _client(args: argparse.Namespace, settings: Settings) -> TasksClient:
     timeout = args.timeout if args.timeout is not None else settings.rpc_timeout_s
     return TasksClient(wiring.connect(settings, connect_retries=CLIENT_CONNECT_RETRIES), timeout_s=timeout)
-
-
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    return serve(settings.with_overrides(data_dir=args.data_dir))
 
 
 def cmd_stomp(args: argparse.Namespace, settings: Settings) -> int:
@@ -77,6 +72,16 @@ def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
                 print_json(statuses)
             else:
                 print(render.statuses_table(statuses, width=width))
+        elif args.watch:
+            watch = client.watch(args.tag, match=args.match)
+            try:
+                if sys.stdout.isatty() and not args.json:
+                    title = f"tasks tagged {' '.join(args.tag)} ({args.match})" if args.tag else "all tasks"
+                    watch_view.follow_screen(watch, sys.stdout, title=title)
+                else:
+                    watch_view.follow_lines(watch, sys.stdout, as_json=args.json)
+            except KeyboardInterrupt:
+                watch.close()
         else:
             options = {"match": args.match} if args.match != "any" else None
             tasks = client.get_all_tasks(args.tag, options)

@@ -1,20 +1,52 @@
-"""Composition root of ``bus-tasks serve``: wire the aggregator from settings and run it."""
+"""Composition root of ``bus-tasks serve``: wire the aggregator (and its HTTP front door) from
+settings and run it."""
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
 import logging
 import threading
 
+from pydantic import ValidationError
+
 from bus_tasks.config import Settings
-from bus_tasks.errors import StoreUnavailable
+from bus_tasks.core.model import describe_validation
+from bus_tasks.errors import ConfigError, StoreUnavailable
 from bus_tasks.store import DataDirLock
 from workers import wiring
+from workers.stomp import parse_listen
 
 log = logging.getLogger("bus_tasks.serve")
 
+MIN_TOKEN_CHARS = 16
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """``bus-tasks serve``: its options over the settings, then :func:`serve`.
+
+    Raises:
+        ConfigError: when the options or the HTTP settings do not go together.
+    """
+    try:
+        settings = settings.with_overrides(
+            data_dir=args.data_dir,
+            http_listen=args.http,
+            http_control=args.http_control,
+            http_allow_remote=args.http_allow_remote,
+        )
+    except ValidationError as exc:
+        raise ConfigError(describe_validation(exc)) from None
+    return serve(settings)
+
 
 def serve(settings: Settings) -> int:
-    """Run until SIGTERM or SIGINT; returns the exit status."""
+    """Run until SIGTERM or SIGINT; returns the exit status.
+
+    Raises:
+        ConfigError: when the HTTP settings cannot be served (see :func:`check_http`).
+    """
+    check_http(settings)
     stop = wiring.stop_on_signals(log)
     lock = DataDirLock(settings.data_dir)
     # One data directory, one process: a second serve on it would fight over the file.
@@ -22,10 +54,67 @@ def serve(settings: Settings) -> int:
         log.info("stopped before the data directory could be locked")
         return 0
     try:
-        wiring.aggregator(settings, stop=stop).run(stop)
+        aggregator = wiring.aggregator(settings, stop=stop)
+        http = wiring.http_server(settings, aggregator, stop=stop) if settings.http_listen else None
+        if http is not None:
+            try:
+                http.start()
+            except BaseException:
+                aggregator.store.close()  # nothing else was opened yet
+                raise
+        try:
+            aggregator.run(stop)
+        finally:
+            if http is not None:
+                http.stop()
     finally:
         lock.release()
     return 0
+
+
+def check_http(settings: Settings) -> None:
+    """The HTTP front door's address is loopback unless told otherwise; control needs a token.
+
+    Raises:
+        ConfigError: naming the setting (never the token).
+    """
+    if not settings.http_listen:
+        if settings.http_control:
+            log.warning("http_control is set but http_listen is not: no HTTP front door runs")
+        return
+    host, port = parse_listen(settings.http_listen)
+    if port > 65535:
+        raise ConfigError(f"http_listen {settings.http_listen!r}: the port is more than 65535")
+    if not settings.http_allow_remote and not is_loopback(host):
+        raise ConfigError(
+            f"http_listen {settings.http_listen!r} is not a loopback address: anyone reaching it would"
+            " read every task; give --http-allow-remote (or http_allow_remote = true) to mean it"
+        )
+    token = settings.http_token
+    if settings.http_control and (token is None or len(token.get_secret_value()) < MIN_TOKEN_CHARS):
+        raise ConfigError(
+            f"--http-control (http_control) needs http_token, at least {MIN_TOKEN_CHARS} characters"
+            " (e.g. BUS_TASKS_HTTP_TOKEN in the environment)"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only reaches this machine (a name other than localhost is not trusted to)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def listen_address(text: str) -> str:
+    """``--http``'s value: ``HOST:PORT`` (IPv6 in brackets), kept as given."""
+    try:
+        parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
 
 
 def _lock(lock: DataDirLock, stop: threading.Event) -> bool:

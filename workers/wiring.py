@@ -6,12 +6,18 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
-from bus_tasks.config import Settings
+from bus_tasks.client import TasksClient
+from bus_tasks.config import Settings, redact_url
 from bus_tasks.frontdoors.bridge import OnReply, RpcBridge
 from bus_tasks.store import Store, open_store
 from bus_tasks.transport import BusConnection, TopologyOptions
+from workers.stomp import parse_listen
+
+if TYPE_CHECKING:
+    from bus_tasks.frontdoors.http_running import HttpServer
 
 
 def stop_on_signals(log: logging.Logger) -> threading.Event:
@@ -84,3 +90,34 @@ def aggregator(
 def stomp_bridge(settings: Settings, on_reply: OnReply, *, stop: threading.Event) -> RpcBridge:
     """The STOMP front door's one broker connection, for the loop that will own it."""
     return RpcBridge(connect(settings, stop=stop), on_reply)
+
+
+def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.Event) -> HttpServer:
+    """``serve --http``'s front door: its own loop, RPC connection and watch, beside ``aggregator``
+    (of which it reads only thread-safe facts: ready, connected, the metrics registry)."""
+    # Only serve --http loads aiohttp: every other command starts faster.
+    from bus_tasks.frontdoors.http import HttpFrontDoor, HttpOptions  # noqa: PLC0415
+    from bus_tasks.frontdoors.http_mirror import Mirror  # noqa: PLC0415
+    from bus_tasks.frontdoors.http_rpc import RpcCaller  # noqa: PLC0415
+    from bus_tasks.frontdoors.http_running import HttpServer, ServingHealth  # noqa: PLC0415
+
+    host, port = parse_listen(settings.http_listen)
+    caller = RpcCaller(timeout_s=settings.rpc_timeout_s, broker=redact_url(settings.broker))
+    options = HttpOptions(
+        control_token=settings.http_token if settings.http_control else None,
+        listing_timeout_s=settings.rpc_timeout_s,
+    )
+    door = HttpFrontDoor(
+        caller,
+        Mirror(),
+        health=ServingHealth(aggregator.ready, aggregator.connected),
+        registry=aggregator.metrics.registry,
+        options=options,
+    )
+
+    def watcher() -> TasksClient:
+        connection = connect(settings, stop=stop)
+        return TasksClient(connection, timeout_s=settings.rpc_timeout_s, wait_for_aggregator=True)
+
+    bridge = RpcBridge(connect(settings, stop=stop), caller.on_reply)
+    return HttpServer(door, bridge, watcher, host=host, port=port)

@@ -36,6 +36,7 @@ class Clears:
         store = self.ingest.store
         for entry in entries:
             store.bury(entry.id, tombstones[entry.id])
+            self.ingest.feed.removed_here(entry.id, entry.tags)
         # On failure the tombstones stay buffered and are written with the next commit that works.
         self.ingest.commit()
         for entry in entries:

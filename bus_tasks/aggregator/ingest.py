@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from bus_tasks.aggregator.changes import ChangeFeed
 from bus_tasks.core.model import ANNOUNCED, decode_announced, decode_event
 from bus_tasks.core.view import Outcome, TaskView
 from bus_tasks.errors import EventRejected, StoreUnavailable
@@ -76,10 +77,13 @@ class Ingest:
         *,
         max_event_bytes: int,
         ack_batch: int,
+        feed: ChangeFeed,
         log_offsets: bool = False,
         on_gap: Callable[[int, int], None] | None = None,
+        on_commit: Callable[[float, bool], None] | None = None,
     ) -> None:
         self.connection = connection
+        self.feed = feed  # every change applied is recorded there, at its revision
         self.view = view
         self.store = store
         self.counts = counts
@@ -90,6 +94,7 @@ class Ingest:
         self.log_offsets = log_offsets  # events come from a stream: revisions are its offsets
         self._on_gap = on_gap  # (first offset missed, first offset read): the log lost them
         self._expected: int | None = None  # the offset the stream should start at, once asked
+        self._on_commit = on_commit  # (seconds, succeeded) of every commit tried: for metrics
 
     def start_offset(self) -> int | str:
         """Where reading the stream starts, asked at every (re)subscription: right after the
@@ -109,10 +114,16 @@ class Ingest:
             self._dead_letter(delivery, exc.reason)
             return
         self.counts[_COUNTED[outcome]] += 1
+        task_id = event.task.id
         if outcome is Outcome.APPLIED:
-            self.store.put(self.view.get(event.task.id))
+            entry = self.view.get(task_id)
+            self.store.put(entry)
+            self.feed.changed(self.view.revision, task_id, entry.details, entry.tags)
         elif outcome is Outcome.CLEARED:
-            self.store.bury(event.task.id, self.view.tombstones[event.task.id])
+            self.store.bury(task_id, self.view.tombstones[task_id])
+            self.feed.removed(self.view.revision, task_id, event.task.tags)
+        elif event.event == "cleared":
+            self.feed.came_back(self.view.revision, task_id)
         if log.isEnabledFor(logging.DEBUG):  # the hot path: not even the arguments otherwise
             log.debug("event %s task=%s seq=%d %s", event.event, event.task.id, event.seq, outcome.value)
         self.unacked.append(delivery)
@@ -141,8 +152,9 @@ class Ingest:
         except EventRejected as exc:
             self._dead_letter(delivery, exc.reason)
             return
-        for task_id in gone:
-            self.store.bury(task_id, self.view.tombstones[task_id])
+        for entry in gone:
+            self.store.bury(entry.id, self.view.tombstones[entry.id])
+            self.feed.removed(self.view.revision, entry.id, entry.tags)
         self.counts["announces"] += 1
         self.counts["events_reconciled"] += len(gone)
         log.info(
@@ -150,7 +162,7 @@ class Ingest:
             announced.subsystem,
             len(announced.tasks),
             len(gone),
-            f": {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}" if gone else "",
+            f": {', '.join(e.id for e in gone[:5])}{' ...' if len(gone) > 5 else ''}" if gone else "",
         )
         self.unacked.append(delivery)
 
@@ -184,8 +196,16 @@ class Ingest:
     def _commit(self) -> None:
         # Every event read so far is applied and its writes are buffered: the revision goes with
         # them, once per commit rather than once per event.
-        self.store.mark(self.view.revision)
-        self.store.commit()
+        started = time.perf_counter()
+        try:
+            self.store.mark(self.view.revision)
+            self.store.commit()
+        except Exception:
+            if self._on_commit is not None:
+                self._on_commit(time.perf_counter() - started, False)
+            raise
+        if self._on_commit is not None:
+            self._on_commit(time.perf_counter() - started, True)
 
     def forget_unacked(self) -> int:
         """The connection was lost: its deliveries come again on the next one. Returns how many."""

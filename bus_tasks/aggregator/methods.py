@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue, StrictBool, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 from bus_tasks import codec
+from bus_tasks.aggregator.changes import ChangeFeed
 from bus_tasks.core.model import canonical_task_id, check_tag, check_tags
 from bus_tasks.core.view import Entry, TaskView
 from bus_tasks.errors import (
@@ -22,7 +33,7 @@ from bus_tasks.errors import (
     TaskAborted,
     TaskNotFinished,
 )
-from bus_tasks.protocol import jsonrpc, shapes, vdsm
+from bus_tasks.protocol import changes, jsonrpc, shapes, vdsm
 from bus_tasks.protocol.jsonrpc import EncodedObject, RequestId, error_body, result_body
 
 log = logging.getLogger(__name__)
@@ -82,6 +93,19 @@ class NoParams(_Params):
     pass
 
 
+class ChangesOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    match: Literal["any", "all"] = "any"
+    log: StrictStr | None = None  # the log the caller's revision counts in (None: this one's)
+
+
+class GetChangesParams(_Params):
+    since: StrictInt | None = Field(default=None, ge=0)  # None: a listing; else changes after it
+    tags: StrictStr | list[StrictStr] | None = None
+    options: ChangesOptions | None = None
+
+
 ControlCommand = Literal["stop", "revert", "retag"]
 
 
@@ -115,6 +139,10 @@ ALIASES: dict[str, str] = {
 }
 
 
+RpcObserver = Callable[[str, str, float], None]
+"""Told of every call served: (method as called, outcome, seconds); see aggregator/metrics."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """What to send back: an encoded JSON-RPC response, or a command to forward first."""
@@ -137,8 +165,12 @@ class Dispatcher:
         check_writable: Callable[[], None] | None = None,
         subsystems: Callable[[], dict[str, Any]] | None = None,
         aggregators: Callable[[], list[dict[str, Any]]] | None = None,
+        feed: ChangeFeed | None = None,
+        observe: RpcObserver | None = None,
     ) -> None:
         self.view = view
+        self.feed = feed
+        self._observe = observe  # a forwarded call is the relay's to tell, once answered
         self._on_clear = on_clear
         self._check_writable = check_writable  # raises when the view may not change now
         self._subsystems = subsystems
@@ -158,6 +190,7 @@ class Dispatcher:
             Method("Task.retag", RetagParams, self.retag_task),
             Method("Host.getSubsystems", NoParams, self.get_subsystems),
             Method("Host.getAggregators", NoParams, self.get_aggregators),
+            Method(changes.GET_CHANGES, GetChangesParams, self.get_task_changes),
         ]
         self.methods: dict[str, Method] = {}
         for method in table:
@@ -179,6 +212,30 @@ class Dispatcher:
             return listing
         tasks = b'"tasks":{' + b",".join(listing.members) + b"}"
         return EncodedObject([b'"revision":%d' % self.view.revision, tasks])
+
+    def get_task_changes(self, params: GetChangesParams) -> EncodedObject:
+        """A watcher's listing (``since`` None) or replay: the changes after ``since``
+        (docs/watching.md); RevisionGone when they are no longer kept."""
+        feed = self.feed
+        if feed is None:
+            raise MethodNotFound(repr(changes.GET_CHANGES))
+        options = params.options or ChangesOptions()
+        tags = _query_tags(params.tags)
+        match_all = options.match == "all"
+        head = [
+            codec.dumps_member("aggregator", feed.name),
+            codec.dumps_member("instance", feed.instance),
+            codec.dumps_member("log", feed.log_name),
+            codec.dumps_member("rpcQueue", feed.rpc_queue),
+            b'"revision":%d' % self.view.revision,
+        ]
+        if params.since is None:
+            query = GetAllTasksParams(tags=tags, options=GetAllTasksOptions(match=options.match))
+            listing = self.get_all_tasks(query)
+            return EncodedObject([*head, b'"tasks":{' + b",".join(listing.members) + b"}"])
+        feed.check_log(options.log)
+        found = feed.since(params.since, tags, match_all=match_all)
+        return EncodedObject([*head, b'"changes":[' + b",".join(found) + b"]"])
 
     def get_all_tasks_info(self, params: LegacyListParams) -> EncodedObject:
         member = codec.dumps_member
@@ -301,6 +358,7 @@ class Dispatcher:
         request_id: RequestId = None
         method_name = ""
         notification = False
+        started = time.perf_counter()
         try:
             request = parse()
             request_id = jsonrpc.request_id_of(request)
@@ -313,20 +371,26 @@ class Dispatcher:
             if request_id is None:
                 request_id = salvage_id()
             log.warning("rpc %r id=%r failed: %d %r", method_name, request_id, exc.code, exc.message)
+            self._served(method_name, "error", started)
             return Reply(
                 request_id, error_body(request_id, exc), method=method_name, notification=notification
             )
         except Exception as exc:
             log.exception("rpc %r id=%r crashed", method_name, request_id)
             error = InternalError(type(exc).__name__)
+            self._served(method_name, "internal_error", started)
             return Reply(
                 request_id, error_body(request_id, error), method=method_name, notification=notification
             )
         if isinstance(result, Forward):
             return Reply(request_id, forward=result, method=method_name, notification=notification)
-        return Reply(
-            request_id, result_body(request_id, result), method=method_name, notification=notification
-        )
+        body = result_body(request_id, result)
+        self._served(method_name, "ok", started)
+        return Reply(request_id, body, method=method_name, notification=notification)
+
+    def _served(self, method_name: str, outcome: str, started: float) -> None:
+        if self._observe is not None:
+            self._observe(method_name, outcome, time.perf_counter() - started)
 
 
 def _status(entry: Entry) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bus_tasks import names
-from bus_tasks.aggregator.methods import Forward
+from bus_tasks.aggregator.methods import Forward, RpcObserver
 from bus_tasks.errors import BusTasksError, GeneralError, InternalError
 from bus_tasks.protocol import control, jsonrpc
 from bus_tasks.transport import Bus, Delivery
@@ -33,15 +33,18 @@ class PendingControl:
     deadline: float
     method: str
     task_id: str
+    command: str = ""
+    received_mono: float = 0.0  # when the request arrived: its latency counts from there
 
 
 class ControlRelay:
     """Forwards commands to subsystems and answers each caller once: with the subsystem's answer,
     or with code 100 a little before the caller's own deadline."""
 
-    def __init__(self, connection: Bus, counts: Counter[str]) -> None:
+    def __init__(self, connection: Bus, counts: Counter[str], *, observe: RpcObserver | None = None) -> None:
         self.connection = connection
         self.counts = counts
+        self._observe = observe  # told of each forwarded call once answered (see methods.Dispatcher)
         self.pending: dict[str, PendingControl] = {}
         self.replies = ""  # the name of the queue subsystems answer to, once declared
         self._declared: set[str] = set()
@@ -80,6 +83,8 @@ class ControlRelay:
             deadline=received_mono + timeout_s - margin_s,
             method=method,
             task_id=forward.task_id,
+            command=forward.command,
+            received_mono=received_mono,
         )
         self._ensure_queue(forward.subsystem)
         self.connection.publish(
@@ -98,11 +103,15 @@ class ControlRelay:
     def on_reply(self, delivery: Delivery) -> None:
         pending = self.pending.pop(delivery.correlation_id or "", None)
         if pending is None:
+            self.counts["control_late_replies"] += 1
             log.info("late control reply %r dropped", delivery.correlation_id)
             return
+        self.counts[f"control_answered_{pending.command}"] += 1
+        outcome = "error"
         try:
             answer = jsonrpc.outcome(jsonrpc.parse_response(delivery.body))
             body = jsonrpc.result_body(pending.request_id, answer)
+            outcome = "ok"
         except InternalError:
             log.warning("malformed control reply for task %s", pending.task_id)
             failure = GeneralError(pending.task_id, "malformed reply from the owning subsystem")
@@ -110,6 +119,7 @@ class ControlRelay:
         except BusTasksError as exc:  # the subsystem's answer: passed on as it worded it
             body = jsonrpc.error_body(pending.request_id, exc)
         pending.deliver(body)
+        self._done(pending, outcome)
 
     def wait_s(self, timeout_s: float) -> float:
         """How long the loop may wait before the next pending command is due its code 100."""
@@ -127,10 +137,15 @@ class ControlRelay:
             error = GeneralError(
                 pending.task_id, f"the owning subsystem did not answer {pending.method} in time"
             )
-            self.counts["control_timeouts"] += 1
+            self.counts[f"control_timeouts_{pending.command}"] += 1
             log.warning("rpc %s task=%s: subsystem did not answer", pending.method, pending.task_id)
             pending.deliver(jsonrpc.error_body(pending.request_id, error))
+            self._done(pending, "timeout")
         return len(late)
+
+    def _done(self, pending: PendingControl, outcome: str) -> None:
+        if self._observe is not None:
+            self._observe(pending.method, outcome, time.monotonic() - pending.received_mono)
 
     def tell_cleared(self, task_id: str, subsystem: str) -> None:
         """Tell a subsystem that its task was cleared, so that it drops its copy (even if offline)."""

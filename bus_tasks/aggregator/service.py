@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from bus_tasks import codec, config, names
 from bus_tasks.aggregator import methods
 from bus_tasks.aggregator.batch import BatchReply
+from bus_tasks.aggregator.changes import DEFAULT_HISTORY, ChangeFeed
 from bus_tasks.aggregator.clears import Clears
 from bus_tasks.aggregator.ingest import Ingest, StoreHealth
 from bus_tasks.aggregator.liveness import Liveness
+from bus_tasks.aggregator.metrics import Metrics
 from bus_tasks.aggregator.presence import Presence
 from bus_tasks.aggregator.relay import ControlRelay, Deliver
 from bus_tasks.aggregator.replicas import Replicas
@@ -55,6 +57,7 @@ class AggregatorPolicy:
     # This aggregator's name among several (bus-tasks aggregators); the host's name when "".
     name: str = ""
     beat_s: float = 5.0  # how often it says it serves
+    watch_history: int = DEFAULT_HISTORY  # changes kept for watchers' replays
 
 
 class Aggregator:
@@ -74,12 +77,29 @@ class Aggregator:
         self.policy = policy or AggregatorPolicy()
         self.counts: Counter[str] = Counter()
         self.ready = threading.Event()
+        self.connected = threading.Event()  # serving on a live connection (read by /healthz)
         test_subsystem = self.policy.test_subsystem
         owned = {test_subsystem: "bus-tasks serve (test tasks)"} if test_subsystem else {}
         self.liveness = Liveness(owned=owned)
         self.replicas = Replicas(self.policy.name or socket.gethostname(), beat_s=self.policy.beat_s)
         self.presence = Presence(self.liveness, self.replicas, self.view, self.counts)
+        self.metrics = Metrics(
+            counts=self.counts,
+            view=self.view,
+            connection=connection,
+            liveness=self.liveness,
+            replicas=self.replicas,
+            subsystems=owned,
+        )
         self._next_beat = 0.0
+        self.feed = ChangeFeed(
+            connection,
+            name=self.replicas.name,
+            instance=self.replicas.instance,
+            log_name=_log_name(connection, self.replicas.instance),
+            history=self.policy.watch_history,
+            beat_s=self.policy.beat_s,
+        )
         self.test_tasks = TestTaskOwner(connection, test_subsystem, self.view) if test_subsystem else None
         self.ingest = Ingest(
             connection,
@@ -88,11 +108,13 @@ class Aggregator:
             self.counts,
             max_event_bytes=self.policy.max_event_bytes,
             ack_batch=self.policy.ack_batch,
+            feed=self.feed,
             log_offsets=connection.uses_stream,
             on_gap=self._on_gap,
+            on_commit=self.metrics.store_committed,
         )
         self.health = self.ingest.health
-        self.relay = ControlRelay(connection, self.counts)
+        self.relay = ControlRelay(connection, self.counts, observe=self.metrics.rpc_served)
         self.clears = Clears(connection, self.ingest, self.relay, self.counts)
         self.retention = Retention(
             self.view,
@@ -108,7 +130,10 @@ class Aggregator:
             check_writable=self._check_writable,
             subsystems=lambda: self.liveness.listing(self.view.count_by_subsystem()),
             aggregators=lambda: self.replicas.listing(revision=self.view.revision, tasks=len(self.view)),
+            feed=self.feed,
+            observe=self.metrics.rpc_served,
         )
+        self.metrics.add_methods(self.dispatcher.methods)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -128,6 +153,7 @@ class Aggregator:
         log.info("loaded %d tasks and %d tombstones from %s", loaded, len(self.view.tombstones), self.store)
         if stop.is_set():
             return False
+        self.feed.start(self.view.revision)
         connection = self.connection
         connection.declare_topology()
         source = connection.events_source
@@ -158,6 +184,7 @@ class Aggregator:
             self.test_tasks.listen(connection)
         connection.consume(names.RPC_QUEUE, self._on_request, prefetch=64)
         self.replicas.rpc_queue = connection.declare_replica_queue(names.REPLICA_RPC_PREFIX)
+        self.feed.rpc_queue = self.replicas.rpc_queue
         connection.consume(self.replicas.rpc_queue, self._on_request, prefetch=64)
         if not connection.uses_stream:
             # Its own queue holds only what came since it was declared: the subsystems fill in.
@@ -172,6 +199,7 @@ class Aggregator:
             source,
             self.view.revision,
         )
+        self.connected.set()
         self.ready.set()
         return True
 
@@ -204,6 +232,7 @@ class Aggregator:
     def _beat(self, *, stopped: bool = False) -> None:
         """Say this aggregator serves (``bus-tasks aggregators``), every ``beat_s``."""
         beat = self.replicas.beat(revision=self.view.revision, tasks=len(self.view), stopped=stopped)
+        self.feed.publish(self.view.revision, beat=True, stopped=stopped)
         self.connection.publish(
             codec.dumps(beat.to_wire()),
             exchange=names.EVENTS_EXCHANGE,
@@ -259,6 +288,7 @@ class Aggregator:
             ingest.forget_unacked()
             self.store.close()
             self.connection.close()
+        self.metrics.sync()  # the last figures, for a scrape after the stop
         log.info("aggregator stopped: %s", dict(self.counts))
 
     def step(self, timeout_s: float = 0.2) -> None:
@@ -266,16 +296,23 @@ class Aggregator:
         ingest = self.ingest
         try:
             got = self.connection.drain(self.relay.wait_s(ingest.wait_s(timeout_s)))
+            # Watchers hear of a change as soon as it is applied (a change not yet stored comes
+            # again after a crash, from the same event at the same revision); in a flood, every
+            # COALESCE_S (see aggregator/changes.py).
+            self.feed.publish_due(self.view.revision, idle=not got)
             if not got or not self.health.due():
                 ingest.flush()
             self.relay.time_out()
             self.retention.tick()
+            self.metrics.tick()
             if time.monotonic() >= self._next_beat:
                 self._beat()
                 self.replicas.forget_gone()
         except self.connection.errors:
             ingest.forget_unacked()  # unacked deliveries come back after a reconnect
+            self.connected.clear()
             self.connection.recover()
+            self.connected.set()
 
     # -- requests -----------------------------------------------------------------------
 
@@ -359,3 +396,10 @@ class Aggregator:
     def _on_clear(self, entry: Entry) -> None:
         """A task was cleared through RPC: stored, published to every aggregator, its owner told."""
         self.clears.spread([entry], self.view.tombstones, why="cleared")
+
+
+def _log_name(connection: Bus, instance: str) -> str:
+    """Which log revisions count in: the stream is one log for every replica; a replica's own
+    queue counts its deliveries since this process started, a log of its instance alone."""
+    source = connection.events_source
+    return source if connection.uses_stream else f"{source}@{instance}"

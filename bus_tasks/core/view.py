@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -113,6 +114,8 @@ class TaskView:
         # tag -> id -> the entry: a query by tag reads its entries without a lookup per task.
         self._by_tag: dict[str, dict[str, Entry]] = {}
         self._tag_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # (subsystem, state) -> live tasks, kept as entries come and go: metrics read it, no scan.
+        self._by_state: Counter[tuple[str, State]] = Counter()
         self._clock = clock
         self.version = 0  # changes whenever a listing could change
         # The event log's position of the last event applied (0: none): the revision a listing
@@ -134,6 +137,12 @@ class TaskView:
     @property
     def tombstones(self) -> dict[str, Tombstone]:
         return self._tombstones
+
+    @property
+    def tasks_by_state(self) -> Mapping[tuple[str, State], int]:
+        """Live tasks per ``(subsystem, state)`` (0 once all left): the live counts, not a copy,
+        so read them on the thread that applies events."""
+        return self._by_state
 
     def apply(self, event: Event) -> Outcome:
         """Apply one event.
@@ -206,11 +215,11 @@ class TaskView:
             raise TaskStateError(task_id, entry.state.value)
         return self._bury(task_id, entry.subsystem, entry.seq)
 
-    def reconcile(self, announced: Announced) -> list[str]:
+    def reconcile(self, announced: Announced) -> list[Entry]:
         """Remove the tasks of a subsystem that its complete announce no longer lists.
 
         Only tasks older than the marker go: one updated after the announce began is live.
-        Returns the ids buried (each leaves a tombstone, as a clear does).
+        Returns the entries buried, as they were (each leaves a tombstone, as a clear does).
 
         Raises:
             EventRejected: when the marker lists a task owned by another subsystem.
@@ -229,7 +238,7 @@ class TaskView:
         ]
         for entry in gone:
             self._bury(entry.id, subsystem, entry.seq)
-        return [e.id for e in gone]
+        return gone
 
     def count_by_subsystem(self) -> dict[str, int]:
         """How many live tasks each subsystem has in the view."""
@@ -289,6 +298,11 @@ class TaskView:
                 self._index(entry)
         self._entries[entry.id] = entry
         self.version += 1
+        if current is None:
+            self._by_state[entry.subsystem, entry.state] += 1
+        elif current.state is not entry.state:  # the owner check made the subsystems equal
+            self._by_state[current.subsystem, current.state] -= 1
+            self._by_state[entry.subsystem, entry.state] += 1
 
     def _shared_tags(self, tags: tuple[str, ...]) -> tuple[str, ...]:
         """One tuple per distinct combination of tags (a few, shared by many tasks), up to a bound."""
@@ -312,6 +326,7 @@ class TaskView:
         entry = self._entries.pop(task_id, None)
         if entry is not None:
             self._unindex(entry)
+            self._by_state[entry.subsystem, entry.state] -= 1
 
     def _index(self, entry: Entry) -> None:
         for tag in entry.tags:

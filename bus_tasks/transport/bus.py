@@ -136,6 +136,10 @@ class Bus(Protocol):
         """A new private queue of every heartbeat (subsystems' and aggregators'); its name."""
         ...
 
+    def declare_watch_queue(self) -> str:
+        """A new private queue of every aggregator's change feed (docs/watching.md); its name."""
+        ...
+
     def publish(
         self,
         body: bytes,

@@ -27,7 +27,14 @@ from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S, redact_url
 from bus_tasks.errors import BusTasksError, QueueInUse, TopologyMismatch
 from bus_tasks.transport import admin, topology
 from bus_tasks.transport.bus import Delivery, Handler
-from bus_tasks.transport.consumers import Inbox, ReentrantDrain, Subscription, delivery_of, start_consumer
+from bus_tasks.transport.consumers import (
+    Inbox,
+    ReentrantDrain,
+    Subscription,
+    acks_batched,
+    delivery_of,
+    start_consumer,
+)
 from bus_tasks.transport.exclusive import Claims
 from bus_tasks.transport.link import Link, Retries
 from bus_tasks.transport.outbox import Outgoing
@@ -36,6 +43,7 @@ from bus_tasks.transport.publishing import Sender
 log = logging.getLogger("bus_tasks.transport")
 
 EXCLUSIVE_RETRY_S = 0.5  # between attempts to take back an exclusive queue after a reconnect
+DRAIN_BATCH = 256  # deliveries one drain() takes in without waiting, at most (an aggregator's prefetch)
 
 
 class BusConnection:
@@ -80,6 +88,7 @@ class BusConnection:
         self._inbox = Inbox()
         self._claims = Claims(self._link.scheme, redis_key_prefix=redis_key_prefix)
         self._generation = 0  # bumped by every reconnect attempt: older deliveries are stale
+        self.reconnects = 0  # connections lost and re-established (for metrics)
         self._dead_letters_unconfirmed = 0
         self._declared: list[Queue | Exchange] = []
         self._queues: dict[str, Queue] = {}  # name -> entity, for queues declared here
@@ -182,7 +191,7 @@ class BusConnection:
         return names.EVENT_LOG if self.uses_stream else names.events_queue(self.options.replica)
 
     def declare_exchanges(self) -> None:
-        self._declare(topology.EVENTS_EXCHANGE, topology.CONTROL_EXCHANGE)
+        self._declare(topology.EVENTS_EXCHANGE, topology.CONTROL_EXCHANGE, topology.CHANGES_EXCHANGE)
 
     def declare_events(self) -> None:
         """Where events are kept until an aggregator reads them: the stream, or the events queue
@@ -231,6 +240,13 @@ class BusConnection:
         """A new private queue of every heartbeat (subsystems' and aggregators'); its name."""
         self.declare_exchanges()
         queue = topology.presence_queue()
+        self._declare(queue)
+        return str(queue.name)
+
+    def declare_watch_queue(self) -> str:
+        """A new private queue of every aggregator's change feed; its name."""
+        self._declare(topology.CHANGES_EXCHANGE)
+        queue = topology.watch_queue()
         self._declare(queue)
         return str(queue.name)
 
@@ -326,6 +342,10 @@ class BusConnection:
         if self._claims.held:
             self._claims.renew(self._link.channel)
         got = bool(self._inbox) or self._link.drain_events(timeout_s)
+        # Then what has arrived already, without waiting: the loop's work per turn (its flushes,
+        # its change feed) is shared by the deliveries of a turn instead of paid by each.
+        while got and len(self._inbox) < DRAIN_BATCH and self._link.drain_events(0):
+            pass
         return self._inbox.run() > 0 or got
 
     def recover(self, max_retries: Retries = "default") -> None:
@@ -345,6 +365,7 @@ class BusConnection:
         """
         link = self._link
         retries = link.connect_retries if max_retries == "default" else max_retries
+        was_connected = link.ever_connected  # else this is the first connection, not a reconnect
         while True:
             if not self._sender.broken:
                 self._sender.lost()
@@ -357,6 +378,8 @@ class BusConnection:
             link.connect(retries)  # waits out the back-off; raises once out of retries
             try:
                 self._restore()
+                if was_connected:
+                    self.reconnects += 1
                 return
             except self.errors as exc:  # lost again half-way: that attempt failed too
                 link.failed(exc)
@@ -450,8 +473,9 @@ class BusConnection:
             # the batch unless a dead letter still waits for its confirm (then one by one).
             deliveries[-1].ack(multiple=True)
             return
-        for delivery in deliveries:
-            delivery.ack()
+        with acks_batched(consumer.channel for consumer in self._live):  # Redis: one pipeline
+            for delivery in deliveries:
+                delivery.ack()
 
     # -- tools ----------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,18 @@ def delivery_of(message: Message, stale: Callable[[], bool]) -> Delivery:
         expiration_ms=int(expiration) if expiration not in (None, "") else None,
         _ack=ack,
     )
+
+
+@contextlib.contextmanager
+def acks_batched(channels: Iterable[Any]) -> Iterator[None]:
+    """Within the block, acks on these channels go to the broker together where the transport
+    can group them (Redis: one pipeline per channel, see :mod:`.redis_tuning`); elsewhere as usual."""
+    with contextlib.ExitStack() as stack:
+        for channel in channels:
+            batched = getattr(getattr(channel, "_qos", None), "batched", None)  # no QoS yet: no acks
+            if batched is not None:
+                stack.enter_context(batched())
+        yield
 
 
 class ReentrantDrain(RuntimeError):

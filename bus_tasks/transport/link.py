@@ -27,17 +27,30 @@ log = logging.getLogger("bus_tasks.transport")
 
 Retries = int | Literal["default"] | None
 
+REDIS_SCHEMES = ("redis", "rediss")
+
 
 def transport_options(url: str, *, redis_key_prefix: str = "") -> dict[str, Any]:
     scheme = url.split("://", 1)[0]
     if scheme == "memory":
         return {"polling_interval": 0.002}
-    if scheme in ("redis", "rediss"):
-        options: dict[str, Any] = {"polling_interval": 0.05}
+    if scheme in REDIS_SCHEMES:
+        # No polling_interval: kombu would sleep that long after every BRPOP that came back
+        # empty (an idle queue's time-out), with deliveries waiting on the other channels.
+        options: dict[str, Any] = {}
         if redis_key_prefix:
             options["global_keyprefix"] = redis_key_prefix
         return options
     return {}
+
+
+def _transport_class(scheme: str) -> type | None:
+    """kombu's transport for ``scheme`` (None: by the URL), but Redis with fewer round trips."""
+    if scheme not in REDIS_SCHEMES:
+        return None
+    from bus_tasks.transport.redis_tuning import Transport  # noqa: PLC0415 - only Redis loads it
+
+    return Transport
 
 
 def refusal(exc: BaseException) -> str | None:
@@ -81,6 +94,7 @@ class Link:
             heartbeat=heartbeat_s if self.is_amqp else 0,
             connect_timeout=connect_timeout_s,
             transport_options=transport_options(url, redis_key_prefix=redis_key_prefix),
+            transport=_transport_class(self.scheme),
         )
         self.heartbeat_s = heartbeat_s
         self.connect_retries = connect_retries
@@ -202,7 +216,7 @@ class Link:
         self.conn.connect_timeout = attempt_s  # type: ignore[assignment]  # typed int, takes seconds
         # One attempt (kombu's own retry loop would not share the back-off), raw errors.
         self.conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
-        if self.scheme in ("redis", "rediss"):
+        if self.scheme in REDIS_SCHEMES:
             channel: Any = self.conn.default_channel
             channel.client.ping()  # the login happens at the first command
 

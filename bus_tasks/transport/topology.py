@@ -12,8 +12,9 @@ from bus_tasks import names
 
 EVENTS_EXCHANGE = Exchange(names.EVENTS_EXCHANGE, type="topic", durable=True)
 CONTROL_EXCHANGE = Exchange(names.CONTROL_EXCHANGE, type="direct", durable=True)
+CHANGES_EXCHANGE = Exchange(names.CHANGES_EXCHANGE, type="topic", durable=True)
 DEFAULT_EXCHANGE = Exchange("", type="direct")
-EXCHANGES = {e.name: e for e in (EVENTS_EXCHANGE, CONTROL_EXCHANGE)}
+EXCHANGES = {e.name: e for e in (EVENTS_EXCHANGE, CONTROL_EXCHANGE, CHANGES_EXCHANGE)}
 
 EventLog = Literal["stream", "queue"]
 QueueType = Literal["classic", "quorum"]
@@ -119,6 +120,17 @@ def presence_queue() -> Queue:
             binding(EVENTS_EXCHANGE, routing_key=names.SUBSYSTEM_BEATS),
             binding(EVENTS_EXCHANGE, routing_key=names.AGGREGATOR_BEATS),
         ],
+    )
+
+
+def watch_queue() -> Queue:
+    """A watcher's private queue of the change feeds of every aggregator, not kept."""
+    return Queue(
+        f"{names.WATCH_QUEUE_PREFIX}{uuid.uuid4().hex}",
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        bindings=[binding(CHANGES_EXCHANGE, routing_key=names.CHANGES_BINDING)],
     )
 
 

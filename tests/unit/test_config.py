@@ -43,6 +43,10 @@ DEFAULTS = {
     "queue_type": "classic",
     "aggregator_name": "",
     "test_subsystem": "test",
+    "http_listen": "",
+    "http_allow_remote": False,
+    "http_control": False,
+    "http_token": None,
     "log_level": "INFO",
 }
 

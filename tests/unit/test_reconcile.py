@@ -37,7 +37,7 @@ def test_tasks_of_the_subsystem_missing_from_its_announce_leave_the_view_as_tomb
 ) -> None:
     gone = view.reconcile(announced("vdsm", 100, 2))
 
-    assert sorted(gone) == [task_id(1), task_id(3)]
+    assert sorted(e.id for e in gone) == [task_id(1), task_id(3)]
     assert [e.id for e in view] == [task_id(2), task_id(4)]
     assert set(view.tombstones) == {task_id(1), task_id(3)}
 

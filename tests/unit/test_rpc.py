@@ -110,7 +110,13 @@ def status_of(task: str) -> dict[str, Any]:
     }
 
 
-BUS_TASKS_METHODS = {"Task.getDetails", "Task.retag", "Host.getSubsystems", "Host.getAggregators"}
+BUS_TASKS_METHODS = {
+    "Task.getDetails",
+    "Task.retag",
+    "Host.getSubsystems",
+    "Host.getAggregators",
+    "Host.getTaskChanges",
+}
 TASK_METHODS = ("Task.getStatus", "Task.getInfo", "Task.getDetails", "Task.stop", "Task.clear", "Task.revert")
 
 

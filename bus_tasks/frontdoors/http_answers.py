@@ -1,0 +1,86 @@
+"""What the HTTP front door answers besides results: its errors as ``{"code", "message"}`` with
+their HTTP status, and the query parameters it reads, checked as the RPC checks them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from bus_tasks import codec
+from bus_tasks.aggregator.methods import MAX_QUERY_TAGS
+from bus_tasks.core.model import check_tag
+from bus_tasks.errors import (
+    BrokerUnavailable,
+    BusTasksError,
+    DeadlineExceeded,
+    GeneralError,
+    InvalidParameter,
+    InvalidParams,
+    NoAggregator,
+)
+from bus_tasks.frontdoors.http_mirror import Selection
+
+# HTTP status of each wire error code; the body is always {"code", "message"}.
+STATUS_OF_CODE = {401: 404, 1000: 400, -32602: 400, -32600: 400, -32700: 400, 403: 409, 410: 409, 411: 409}
+
+
+class Refused(Exception):
+    """Raised by a handler for an HTTP error that is not an RPC's: sent as ``{"code", "message"}``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = GeneralError(message=message)
+        self.headers = headers
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=codec.dumps(value),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+def error_response(error: BusTasksError, headers: dict[str, str] | None = None) -> web.Response:
+    if isinstance(error, BrokerUnavailable | NoAggregator):
+        status = 503
+    elif isinstance(error, DeadlineExceeded) or error.code == GeneralError.code:
+        status = 504  # our deadline, or the aggregator's for a command its subsystem left unanswered
+    else:
+        status = STATUS_OF_CODE.get(error.code, 502)
+    return json_response(error.to_wire(), status, headers)
+
+
+def selection_of(query: MultiMapping[str], *, allowed: frozenset[str]) -> Selection:
+    """The ``tag`` (repeated) and ``match`` of a query, checked as getAllTasks checks them.
+
+    Raises:
+        InvalidParameter: for an unknown parameter, a bad tag or match; InvalidParams: too many tags.
+    """
+    for name in query:
+        if name not in allowed:
+            raise InvalidParameter("query", name)
+    tags = tuple(query.getall("tag", ()))
+    if len(tags) > MAX_QUERY_TAGS:
+        raise InvalidParams(f"tags: at most {MAX_QUERY_TAGS} tags, got {len(tags)}")
+    for tag in tags:
+        try:
+            check_tag(tag)
+        except ValueError:
+            raise InvalidParameter("tags", tag) from None
+    matches = query.getall("match", ("any",))
+    if len(matches) != 1 or matches[0] not in ("any", "all"):
+        raise InvalidParameter("match", ",".join(matches))
+    return Selection(tags, matches[0] == "all")
+
+
+def revision_of(text: str | None, name: str) -> int | None:
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidParameter(name, text[:40])
+    return int(text)

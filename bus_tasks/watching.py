@@ -1,0 +1,274 @@
+"""Watch the tasks: list, then follow an aggregator's change feed (docs/watching.md).
+
+:class:`WatchState` is the watcher's knowledge, pure (no I/O): what it selects, the revision it
+is at, which aggregator it follows; fed listings, replays and feed messages, it says what
+changed for its selection. :class:`Watch` drives it over a :class:`~bus_tasks.client.TasksClient`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from bus_tasks import codec, names
+from bus_tasks.errors import BusTasksError, RevisionGone
+from bus_tasks.protocol.changes import GET_CHANGES, Change, selects
+
+if TYPE_CHECKING:
+    from bus_tasks.client import TasksClient
+    from bus_tasks.transport import Delivery
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["listing", "changed", "removed", "bookmark"]
+MISSED_BEATS = 3  # a followed aggregator silent this many beats is taken for gone
+DEFAULT_BEAT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """What a watcher sees: the whole selection (``listing``), one task ``changed`` (added or
+    updated) or ``removed`` (it left the view, or no longer matches), or a ``bookmark``."""
+
+    kind: Kind
+    revision: int
+    task_id: str | None = None
+    task: dict[str, Any] | None = None
+    tasks: dict[str, dict[str, Any]] | None = None
+
+
+@dataclass(slots=True)
+class Following:
+    """The aggregator whose feed a watcher follows (from its answer or its messages)."""
+
+    aggregator: str
+    instance: str
+    log: str
+    rpc_queue: str
+    beat_s: float = DEFAULT_BEAT_S
+
+    @classmethod
+    def from_wire(cls, head: dict[str, Any]) -> Following:
+        return cls(
+            str(head["aggregator"]),
+            str(head["instance"]),
+            str(head["log"]),
+            str(head["rpcQueue"]),
+            float(head.get("beatS") or DEFAULT_BEAT_S),
+        )
+
+
+class NeedReplay(Exception):  # a signal to the driver, not an error of bus_tasks
+    """Raised by :meth:`WatchState.on_feed` when the followed feed lost messages (replay)."""
+
+
+class NeedFailover(Exception):  # a signal to the driver
+    """Raised by :meth:`WatchState.on_feed` when the followed aggregator stopped."""
+
+
+@dataclass
+class WatchState:
+    """A watcher's selection (``tags``, any or all) and how far it has seen."""
+
+    tags: tuple[str, ...] = ()
+    match_all: bool = False
+    bookmark_s: float = 1.0
+    clock: Callable[[], float] = time.monotonic
+    revision: int = 0
+    following: Following | None = None
+    known: set[str] = field(default_factory=set)  # ids of the selection, as last told
+    heard_at: float = 0.0  # when the followed aggregator was last heard
+    _told_at: float = 0.0  # when an event was last given out
+    _told_revision: int = 0  # and its revision
+
+    def on_listing(self, result: dict[str, Any]) -> list[WatchEvent]:
+        """A listing (``getTaskChanges`` with ``since`` null): the selection starts over."""
+        self._follow(result)
+        tasks: dict[str, dict[str, Any]] = result["tasks"]
+        self.revision = int(result["revision"])
+        self.known = set(tasks)
+        return [self._told(WatchEvent("listing", self.revision, tasks=tasks))]
+
+    def on_replay(self, result: dict[str, Any]) -> list[WatchEvent]:
+        """A replay (``getTaskChanges`` with ``since``): the changes missed, from its answerer on."""
+        self._follow(result)
+        return self._apply(result["changes"], int(result["revision"]))
+
+    def on_feed(self, message: dict[str, Any]) -> list[WatchEvent]:
+        """A feed message of any aggregator; only the followed one's count.
+
+        Raises:
+            NeedReplay: when messages of the followed feed were lost (``after`` past what was seen).
+            NeedFailover: when the followed aggregator says it stopped.
+        """
+        following = self.following
+        if following is None or message.get("instance") != following.instance:
+            return []
+        self.heard_at = self.clock()
+        if int(message["after"]) > self.revision:
+            raise NeedReplay(f"feed of {following.aggregator} skipped to {message['after']}")
+        events = self._apply(message["changes"], int(message["revision"]))
+        if message.get("stopped"):
+            raise NeedFailover(f"aggregator {following.aggregator} stopped")
+        return events
+
+    def silent(self) -> bool:
+        """The followed aggregator has not been heard for several beats."""
+        following = self.following
+        return following is not None and self.clock() - self.heard_at > MISSED_BEATS * following.beat_s
+
+    def _follow(self, head: dict[str, Any]) -> None:
+        self.following = Following.from_wire(head)
+        self.heard_at = self.clock()
+
+    def _apply(self, items: list[dict[str, Any]], revision: int) -> list[WatchEvent]:
+        events: list[WatchEvent] = []
+        for item in items:
+            change = Change.from_wire(item)
+            if change.revision <= self.revision:
+                continue  # in the listing already, or told before
+            if change.task is not None and selects(change.tags, self.tags, match_all=self.match_all):
+                self.known.add(change.task_id)
+                events.append(WatchEvent("changed", change.revision, change.task_id, change.task))
+            elif change.task_id in self.known:
+                self.known.discard(change.task_id)
+                events.append(WatchEvent("removed", change.revision, change.task_id))
+        self.revision = max(self.revision, revision, *(e.revision for e in events))
+        if events:
+            self._told(events[-1])
+            return events
+        return self.idle()
+
+    def idle(self) -> list[WatchEvent]:
+        """A bookmark, when the revision moved past what was told and ``bookmark_s`` passed."""
+        if self.revision > self._told_revision and self.clock() - self._told_at >= self.bookmark_s:
+            return [self._told(WatchEvent("bookmark", self.revision))]
+        return []
+
+    def _told(self, event: WatchEvent) -> WatchEvent:
+        self._told_at = self.clock()
+        self._told_revision = event.revision
+        return event
+
+
+class Watch:
+    """Iterate the changes of a selection; made by :meth:`TasksClient.watch`.
+
+    The watch's queue is bound before it lists, so nothing falls between the listing and the
+    first change; it lives on the client's connection until the client is closed.
+    """
+
+    def __init__(
+        self,
+        client: TasksClient,
+        tags: str | Sequence[str] | None = None,
+        *,
+        match: Literal["any", "all"] = "any",
+        since: int | None = None,
+        bookmark_s: float = 1.0,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.client = client
+        wanted = (tags,) if isinstance(tags, str) else tuple(tags or ())
+        self.state = WatchState(wanted, match == "all", bookmark_s=bookmark_s)
+        self._since = since
+        self._poll_s = poll_s
+        self._inbox: deque[bytes] = deque()
+        self._closed = False
+        self._started = False
+        # Called when a poll of ``poll_s`` brought nothing (e.g. to redraw what was held back).
+        self.on_idle: Callable[[], None] | None = None
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        return self.events()
+
+    def close(self) -> None:
+        """Stop: the iterator ends at its next turn."""
+        self._closed = True
+
+    def events(self) -> Iterator[WatchEvent]:
+        """Listing (unless resumed ``since`` a revision), then changes, until :meth:`close`.
+
+        Raises:
+            RevisionGone: when ``since`` cannot be replayed (list again: watch with ``since=None``).
+        """
+        if not self._started:
+            self._started = True
+            self._bind()
+            yield from self._begin()
+        while not self._closed:
+            if not self._inbox:
+                self.client.pump(self._poll_s)
+                if not self._inbox:
+                    yield from self.state.idle()
+                    if self.on_idle is not None:
+                        self.on_idle()
+            yield from self._take()
+            if self.state.silent():
+                log.warning("aggregator %s silent: watching another", self.state.following)
+                yield from self._fail_over()
+
+    # -- the driver -------------------------------------------------------------------------
+
+    def _bind(self) -> None:
+        connection = self.client.connection
+        connection.connect()
+        queue = connection.declare_watch_queue()
+        connection.consume(queue, self._on_feed, no_ack=True)
+
+    def _on_feed(self, delivery: Delivery) -> None:
+        if not self._closed:
+            self._inbox.append(delivery.body)
+
+    def _begin(self) -> Iterator[WatchEvent]:
+        if self._since is None:
+            yield from self.state.on_listing(self._ask(None))
+        else:
+            self.state.revision = self._since
+            yield from self.state.on_replay(self._ask(self._since))
+
+    def _take(self) -> Iterator[WatchEvent]:
+        while self._inbox and not self._closed:
+            try:
+                message = codec.loads(self._inbox.popleft())
+                yield from self.state.on_feed(message)
+            except NeedReplay as exc:
+                log.info("%s: replaying", exc)
+                yield from self._replay()
+            except NeedFailover as exc:
+                log.info("%s: watching another", exc)
+                yield from self._fail_over()
+            except (codec.DecodeError, KeyError, TypeError, ValueError) as exc:
+                log.warning("malformed feed message dropped: %s", exc)
+
+    def _replay(self) -> Iterator[WatchEvent]:
+        """Ask the followed aggregator itself what its feed lost; another one if it is gone."""
+        following = self.state.following
+        assert following is not None
+        try:
+            result = self._ask(self.state.revision, rpc_queue=following.rpc_queue, log_name=following.log)
+        except BusTasksError:
+            yield from self._fail_over()
+            return
+        yield from self.state.on_replay(result)
+
+    def _fail_over(self) -> Iterator[WatchEvent]:
+        """Any aggregator on the same log replays from here; otherwise list again."""
+        following = self.state.following
+        try:
+            result = self._ask(self.state.revision, log_name=following.log if following else None)
+        except RevisionGone:
+            yield from self.state.on_listing(self._ask(None))
+            return
+        yield from self.state.on_replay(result)
+
+    def _ask(self, since: int | None, *, rpc_queue: str | None = None, log_name: str | None = None) -> Any:
+        options: dict[str, Any] = {"match": "all" if self.state.match_all else "any"}
+        if log_name is not None:
+            options["log"] = log_name
+        params = {"since": since, "tags": list(self.state.tags), "options": options}
+        return self.client.call(GET_CHANGES, params, rpc_queue=rpc_queue or names.RPC_QUEUE)
