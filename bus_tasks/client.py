@@ -10,13 +10,11 @@ ends at its deadline with ``DeadlineExceeded``, as before.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -429,7 +427,7 @@ class Outcome:
 
 def _unpack_batch(body: bytes, ids: list[str], methods: list[str]) -> list[Outcome]:
     """Match a batch's responses to its calls by id (JSON-RPC 2.0 allows any order)."""
-    with _without_gc():
+    with codec.gc_paused():
         try:
             responses = codec.loads(body)
         except codec.DecodeError as exc:
@@ -457,19 +455,6 @@ def _unpack_batch(body: bytes, ids: list[str], methods: list[str]) -> list[Outco
 
 
 def _unpack(body: bytes) -> Any:
-    with _without_gc():
+    with codec.gc_paused():
         response = jsonrpc.parse_response(body)
     return jsonrpc.outcome(response)
-
-
-@contextmanager
-def _without_gc() -> Iterator[None]:
-    # Decoding a large listing builds ~10 objects per task; the cyclic garbage collector would
-    # run many times meanwhile for nothing (JSON cannot make cycles): halves the decode time.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from bus_tasks import codec
 from bus_tasks.core.view import TaskView, Tombstone
 from bus_tasks.errors import StoreUnavailable, StoreUnusable
 from bus_tasks.store.base import BufferedStore
@@ -132,7 +132,7 @@ class SqliteStore(BufferedStore):
     def load(self, view: TaskView) -> int:
         """Fill ``view`` from the file; returns the number of live tasks loaded."""
         before = len(view)
-        with self._errors("load"), _without_gc():
+        with self._errors("load"), codec.gc_paused():
             db = self._db
             for task_id, subsystem, seq, cleared_at in db.execute(
                 "SELECT id, subsystem, seq, cleared_at FROM tombstones"
@@ -190,16 +190,3 @@ class SqliteStore(BufferedStore):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-@contextmanager
-def _without_gc() -> Iterator[None]:
-    # Loading builds a few objects per task and keeps them all: the cyclic garbage collector
-    # would go over the growing view again and again for nothing (entries make no cycles).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()

@@ -6,9 +6,8 @@ Read as a scrape reads them: ``generate_latest(aggregator.metrics.registry)``, p
 from __future__ import annotations
 
 import pytest
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 from support.brokers import Broker, System, SystemFactory
+from support.metrics import metric, scrape, wait_metric
 
 from bus_tasks import names
 from bus_tasks.aggregator import Aggregator
@@ -20,30 +19,6 @@ from bus_tasks.testing import RunningAggregator, wait_until
 
 TIMEOUT_S = 10.0
 TRANSPORTS = pytest.mark.parametrize("broker", ["memory", "fakeredis"], indirect=True)
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(aggregator: Aggregator) -> Samples:
-    text = generate_latest(aggregator.metrics.registry).decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def metric(aggregator: Aggregator, name: str, **labels: str) -> float | None:
-    """One sample's value; None when the series does not exist (yet)."""
-    return scrape(aggregator).get((name, frozenset(labels.items())))
-
-
-def wait_metric(aggregator: Aggregator, name: str, want: float, **labels: str) -> None:
-    wait_until(
-        lambda: metric(aggregator, name, **labels) == want,
-        timeout_s=TIMEOUT_S,
-        what=f"{name}{labels} == {want}",
-    )
 
 
 @TRANSPORTS
@@ -69,7 +44,7 @@ def test_event_metrics_move_by_exactly_the_events_published(system: System) -> N
     )
     sender.flush()
 
-    wait_metric(aggregator, "bus_tasks_events_total", 1, outcome="dead")
+    wait_metric(aggregator, "bus_tasks_events_total", 1, outcome="dead", timeout_s=TIMEOUT_S)
     scraped = scrape(aggregator)
 
     def events(outcome: str) -> float:
@@ -117,7 +92,7 @@ def test_rpc_metrics_count_each_call_by_canonical_method_and_outcome(system: Sys
     assert requests("Task.getInfo", "ok") == 1
     scraped = scrape(aggregator)
     assert scraped["bus_tasks_rpc_duration_seconds_count", frozenset({("method", "Task.getStatus")})] == 2
-    wait_metric(aggregator, "bus_tasks_rpc_batches_total", 1)
+    wait_metric(aggregator, "bus_tasks_rpc_batches_total", 1, timeout_s=TIMEOUT_S)
 
 
 def test_a_forwarded_stop_counts_as_forwarded_answered_and_one_call_with_its_latency(
@@ -133,7 +108,7 @@ def test_a_forwarded_stop_counts_as_forwarded_answered_and_one_call_with_its_lat
 
     assert client.stop_task(task_id) is True
 
-    wait_metric(aggregator, "bus_tasks_control_answered_total", 1, command="stop")
+    wait_metric(aggregator, "bus_tasks_control_answered_total", 1, command="stop", timeout_s=TIMEOUT_S)
     scraped = scrape(aggregator)
     assert scraped["bus_tasks_control_forwarded_total", frozenset({("command", "stop")})] == 1
     assert scraped["bus_tasks_control_timeouts_total", frozenset({("command", "stop")})] == 0
@@ -152,7 +127,7 @@ def test_a_stop_its_subsystem_never_answers_counts_as_a_timeout(memory_system: S
     with pytest.raises(GeneralError):
         client.stop_task(task_id)
 
-    wait_metric(aggregator, "bus_tasks_control_timeouts_total", 1, command="stop")
+    wait_metric(aggregator, "bus_tasks_control_timeouts_total", 1, command="stop", timeout_s=TIMEOUT_S)
     scraped = scrape(aggregator)
     stop = frozenset({("method", "Task.stop")})
     assert scraped["bus_tasks_rpc_requests_total", stop | {("outcome", "timeout")}] == 1
@@ -168,12 +143,12 @@ def test_a_clear_moves_the_task_out_of_its_state_into_the_tombstones(system: Sys
     task_id = pub.create("createVolume", ["spm"], state=State.FINISHED).id
     client = system.client()
     wait_until(lambda: task_id in client.get_all_tasks(), timeout_s=TIMEOUT_S, what="the task listed")
-    wait_metric(aggregator, "bus_tasks_tasks", 1, subsystem="vdsm", state="finished")
+    wait_metric(aggregator, "bus_tasks_tasks", 1, subsystem="vdsm", state="finished", timeout_s=TIMEOUT_S)
 
     assert client.clear_task(task_id) is True
 
-    wait_metric(aggregator, "bus_tasks_tasks_removed_total", 1, reason="cleared")
-    wait_metric(aggregator, "bus_tasks_tasks", 0, subsystem="vdsm", state="finished")
+    wait_metric(aggregator, "bus_tasks_tasks_removed_total", 1, reason="cleared", timeout_s=TIMEOUT_S)
+    wait_metric(aggregator, "bus_tasks_tasks", 0, subsystem="vdsm", state="finished", timeout_s=TIMEOUT_S)
     assert metric(aggregator, "bus_tasks_tombstones") == 1
 
 
@@ -227,7 +202,7 @@ def test_store_commits_are_timed_and_every_failed_one_counted(
     wait_until(lambda: store.failed_commits >= 2, timeout_s=TIMEOUT_S, what="commits retried")
     store.broken = False
     pub.create("copyImage", ["spm"])
-    wait_metric(aggregator, "bus_tasks_events_total", 2, outcome="applied")
+    wait_metric(aggregator, "bus_tasks_events_total", 2, outcome="applied", timeout_s=TIMEOUT_S)
     wait_until(
         lambda: metric(aggregator, "bus_tasks_store_commit_duration_seconds_count") == store.commits > 0,
         timeout_s=TIMEOUT_S,

@@ -6,43 +6,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 from support.brokers import RABBITMQ, Broker, System, SystemFactory
 from support.faultproxy import FaultProxy
+from support.metrics import Samples, metric, scrape, wait_metric
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.core.model import State
 from bus_tasks.subsystem.publisher import TaskPublisher
-from bus_tasks.testing import RunningAggregator, wait_until
+from bus_tasks.testing import RunningAggregator
 from bus_tasks.transport import BusConnection
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 TIMEOUT_S = 30.0
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(aggregator: Aggregator) -> Samples:
-    text = generate_latest(aggregator.metrics.registry).decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def metric(aggregator: Aggregator, name: str, **labels: str) -> float | None:
-    return scrape(aggregator).get((name, frozenset(labels.items())))
-
-
-def wait_metric(aggregator: Aggregator, name: str, want: float, **labels: str) -> None:
-    wait_until(
-        lambda: metric(aggregator, name, **labels) == want,
-        timeout_s=TIMEOUT_S,
-        interval_s=0.05,
-        what=f"{name}{labels} == {want}",
-    )
 
 
 def publish_tasks(pub: TaskPublisher, count: int) -> int:
@@ -68,7 +44,7 @@ def test_event_and_call_metrics_move_by_exactly_what_was_published_and_called(
     aggregator = rabbitmq_system.aggregator
     vdsm, gluster = rabbitmq_system.publisher("vdsm"), rabbitmq_system.publisher("gluster")
     first = publish_tasks(vdsm, 100) + publish_tasks(gluster, 50)
-    wait_metric(aggregator, "bus_tasks_events_total", first, outcome="applied")
+    wait_metric(aggregator, "bus_tasks_events_total", first, outcome="applied", timeout_s=TIMEOUT_S)
     before = scrape(aggregator)
     assert events(before) == {"applied": first, "stale": 0, "cleared": 0, "dead": 0}
     assert before["bus_tasks_revision", frozenset()] == first  # the stream's offsets, from 1
@@ -84,9 +60,16 @@ def test_event_and_call_metrics_move_by_exactly_what_was_published_and_called(
     calls = 7
     for _ in range(calls):
         client.get_all_tasks("spm")
-    wait_metric(aggregator, "bus_tasks_events_total", first + second, outcome="applied")
+    wait_metric(aggregator, "bus_tasks_events_total", first + second, outcome="applied", timeout_s=TIMEOUT_S)
     listing = frozenset({("method", "Host.getAllTasks")})
-    wait_metric(aggregator, "bus_tasks_rpc_requests_total", calls, method="Host.getAllTasks", outcome="ok")
+    wait_metric(
+        aggregator,
+        "bus_tasks_rpc_requests_total",
+        calls,
+        method="Host.getAllTasks",
+        outcome="ok",
+        timeout_s=TIMEOUT_S,
+    )
     after = scrape(aggregator)
     assert events(after) == {"applied": first + second, "stale": 0, "cleared": 0, "dead": 0}
     assert after["bus_tasks_revision", frozenset()] - before["bus_tasks_revision", frozenset()] == second
@@ -111,13 +94,15 @@ def test_a_dropped_connection_counts_one_reconnect_and_no_event_twice(
     pub = TaskPublisher(rabbitmq_broker.connection(), "vdsm")
     with RunningAggregator(aggregator):
         first = publish_tasks(pub, 50)
-        wait_metric(aggregator, "bus_tasks_events_total", first, outcome="applied")
+        wait_metric(aggregator, "bus_tasks_events_total", first, outcome="applied", timeout_s=TIMEOUT_S)
         assert metric(aggregator, "bus_tasks_broker_reconnects_total") == 0
 
         assert proxy.drop_all() >= 1
-        wait_metric(aggregator, "bus_tasks_broker_reconnects_total", 1)
+        wait_metric(aggregator, "bus_tasks_broker_reconnects_total", 1, timeout_s=TIMEOUT_S)
         second = publish_tasks(pub, 50)
-        wait_metric(aggregator, "bus_tasks_events_total", first + second, outcome="applied")
+        wait_metric(
+            aggregator, "bus_tasks_events_total", first + second, outcome="applied", timeout_s=TIMEOUT_S
+        )
         scraped = scrape(aggregator)
         assert events(scraped) == {"applied": first + second, "stale": 0, "cleared": 0, "dead": 0}
         assert scraped["bus_tasks_revision", frozenset()] == first + second
@@ -133,9 +118,9 @@ def test_replicas_on_one_stream_report_each_others_lag_down_to_zero(
     )
     published = publish_tasks(TaskPublisher(rabbitmq_broker.connection(), "vdsm"), 100)
     for here, there in ((a, "west"), (b, "east")):
-        wait_metric(here, "bus_tasks_revision", published)
+        wait_metric(here, "bus_tasks_revision", published, timeout_s=TIMEOUT_S)
         # The other's beat after it read the same log: no lag, and no series for itself.
-        wait_metric(here, "bus_tasks_replica_lag", 0, replica=there)
+        wait_metric(here, "bus_tasks_replica_lag", 0, replica=there, timeout_s=TIMEOUT_S)
         replicas = {
             dict(labels)["replica"] for name, labels in scrape(here) if name == "bus_tasks_replica_lag"
         }
