@@ -10,10 +10,10 @@
 """
 
 from bus_tasks.errors import ShutdownRequested
-from bus_tasks.transport.admin import reset_memory_transport
+from bus_tasks.transport.kombu.admin import reset_memory_transport
 from bus_tasks.transport.bus import Bus, Delivery, Handler, QueueInUse
-from bus_tasks.transport.connection import BusConnection
-from bus_tasks.transport.consumers import ReentrantDrain
+from bus_tasks.transport.kombu.connection import BusConnection
+from bus_tasks.transport.kombu.consumers import ReentrantDrain
 from bus_tasks.transport.topology import TopologyOptions
 
 __all__ = [

@@ -9,7 +9,7 @@ import pytest
 from bus_tasks import names
 from bus_tasks.testing import drain
 from bus_tasks.transport import BusConnection, Delivery, ReentrantDrain, reset_memory_transport
-from bus_tasks.transport.consumers import Inbox
+from bus_tasks.transport.kombu.consumers import Inbox
 
 
 def recording(log: list[object]) -> Callable[[object], None]:

@@ -14,7 +14,7 @@ from support.timing import Stopwatch, assert_ended_at, assert_ended_by
 from bus_tasks.errors import PublishUnreachable
 from bus_tasks.transport import BusConnection
 from bus_tasks.transport.backoff import Backoff
-from bus_tasks.transport.link import refusal
+from bus_tasks.transport.kombu.link import refusal
 
 
 def closed_port_url() -> str:

@@ -48,7 +48,7 @@ def _transport_class(scheme: str) -> type | None:
     """kombu's transport for ``scheme`` (None: by the URL), but Redis with fewer round trips."""
     if scheme not in REDIS_SCHEMES:
         return None
-    from bus_tasks.transport.redis_tuning import Transport  # noqa: PLC0415 - only Redis loads it
+    from bus_tasks.transport.kombu.redis_tuning import Transport  # noqa: PLC0415 - only Redis loads it
 
     return Transport
 

@@ -25,8 +25,8 @@ from bus_tasks import names
 from bus_tasks.config import redact_url
 from bus_tasks.errors import PublishError, PublishUnreachable
 from bus_tasks.transport import topology
-from bus_tasks.transport.consumers import Inbox
-from bus_tasks.transport.link import Link, Retries, describe
+from bus_tasks.transport.kombu.consumers import Inbox
+from bus_tasks.transport.kombu.link import Link, Retries, describe
 from bus_tasks.transport.outbox import Outbox, Outgoing, Returned
 
 _EVENT_KEY_PREFIX = names.EVENTS_BINDING.removesuffix("#")  # "task.": what the log keeps

@@ -11,8 +11,8 @@ from kombu.entity import Queue
 from kombu.transport import memory
 
 from bus_tasks.transport.bus import Delivery
-from bus_tasks.transport.consumers import delivery_of
-from bus_tasks.transport.exclusive import reset_memory_claims
+from bus_tasks.transport.kombu.consumers import delivery_of
+from bus_tasks.transport.kombu.exclusive import reset_memory_claims
 
 
 def queue_size(channel: Any, queue: Queue) -> int:

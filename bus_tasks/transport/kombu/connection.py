@@ -1,10 +1,10 @@
 """``BusConnection``: the :class:`~bus_tasks.transport.bus.Bus` on kombu, from its parts.
 
-The parts: a :class:`~bus_tasks.transport.link.Link` (connect, back-off, deadlines), the
+The parts: a :class:`~bus_tasks.transport.kombu.link.Link` (connect, back-off, deadlines), the
 topology (kombu entities of the names in :mod:`bus_tasks.names`), consumers feeding a serial
-:class:`~bus_tasks.transport.consumers.Inbox` (exclusive ones emulated by
-:mod:`~bus_tasks.transport.exclusive` off RabbitMQ), and the publishing
-:class:`~bus_tasks.transport.publishing.Sender` with its confirm
+:class:`~bus_tasks.transport.kombu.consumers.Inbox` (exclusive ones emulated by
+:mod:`~bus_tasks.transport.kombu.exclusive` off RabbitMQ), and the publishing
+:class:`~bus_tasks.transport.kombu.publishing.Sender` with its confirm
 :class:`~bus_tasks.transport.outbox.Outbox`.
 """
 
@@ -25,9 +25,10 @@ from kombu.messaging import Consumer
 from bus_tasks import names
 from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S, redact_url
 from bus_tasks.errors import BusTasksError, QueueInUse, TopologyMismatch
-from bus_tasks.transport import admin, topology
+from bus_tasks.transport import topology
+from bus_tasks.transport.kombu import admin
 from bus_tasks.transport.bus import Delivery, Handler
-from bus_tasks.transport.consumers import (
+from bus_tasks.transport.kombu.consumers import (
     Inbox,
     ReentrantDrain,
     Subscription,
@@ -35,10 +36,10 @@ from bus_tasks.transport.consumers import (
     delivery_of,
     start_consumer,
 )
-from bus_tasks.transport.exclusive import Claims
-from bus_tasks.transport.link import Link, Retries
+from bus_tasks.transport.kombu.exclusive import Claims
+from bus_tasks.transport.kombu.link import Link, Retries
 from bus_tasks.transport.outbox import Outgoing
-from bus_tasks.transport.publishing import Sender
+from bus_tasks.transport.kombu.publishing import Sender
 
 log = logging.getLogger("bus_tasks.transport")
 

@@ -1,0 +1,1 @@
+"""The kombu transport: RabbitMQ (``amqp://``), Redis (``redis://``) and ``memory://``."""
