@@ -5,7 +5,7 @@ with the default store (SQLite in a temp dir), as it is deployed.
 - **watch latency**: one aggregator serves in a child process. In this process, one
   :class:`~bus_tasks.subsystem.publisher.TaskPublisher` (its own connection, no confirms, as a
   subsystem publishes) changes one task at a time (its ``message``, a new marker each time), paced
-  every ``INTERVAL_S``, while a watcher (``TasksClient(BusConnection(url)).watch()``, iterated in
+  every ``INTERVAL_S``, while a watcher (``TasksClient(transport.open(url)).watch()``, iterated in
   a thread of this process) waits for the ``changed`` event carrying that marker. Latency is from
   just before ``update()`` to when the watch yields that event: one ``perf_counter`` measures both
   ends. The path is two hops: event -> stream -> aggregator (applied) -> feed exchange -> watch
@@ -66,13 +66,13 @@ from bench.harness import (
     wait_for,
 )
 from bench.ingest import Read, default_store, fill, new_log, through_aggregator
-from bus_tasks import codec, names
+from bus_tasks import codec, names, transport
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.client import TasksClient
 from bus_tasks.core.model import Event
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator
-from bus_tasks.transport import BusConnection, Delivery
+from bus_tasks.transport import Delivery
 from bus_tasks.watching import NeedFailover, NeedReplay, WatchState
 
 SAMPLES = Sizes(full=250, quick=30)  # per side and repetition
@@ -98,7 +98,7 @@ class Served:
     def __init__(self, url: str, name: str) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="bus_tasks_bench_")
         store, self.described = default_store(Path(self._dir.name))
-        self.aggregator = Aggregator(BusConnection(url), store=store, policy=AggregatorPolicy(name=name))
+        self.aggregator = Aggregator(transport.open(url), store=store, policy=AggregatorPolicy(name=name))
         self._running = RunningAggregator(self.aggregator)
         self._running.__enter__()
 
@@ -176,7 +176,7 @@ class Watcher:
 
     def __init__(self, url: str) -> None:
         self.arrivals = Arrivals()
-        self.client = TasksClient(BusConnection(url))
+        self.client = TasksClient(transport.open(url))
         self.watch = self.client.watch()
         self.listed = threading.Event()
         self.error: BaseException | None = None
@@ -365,7 +365,7 @@ def measure_latency(url: str, samples: int, reps: int) -> Latency:
         contextlib.ExitStack() as stack,
     ):
         store = served.call("store")
-        publisher = TaskPublisher(BusConnection(url), workload.SUBSYSTEM)
+        publisher = TaskPublisher(transport.open(url), workload.SUBSYSTEM)
         stack.callback(publisher.close)
         watcher = Watcher(url)
         stack.callback(watcher.close)
@@ -442,8 +442,8 @@ class Follower:
 
     def _run(self) -> None:
         try:
-            with BusConnection(self.url) as conn:
-                conn.consume(conn.declare_watch_queue(), self._on_feed, no_ack=True)
+            with transport.open(self.url) as conn:
+                conn.consume(conn.topology.declare_watch_queue(), self._on_feed, no_ack=True)
                 self.bound.set()
                 while not self._stop.is_set():
                     conn.drain(0.2)

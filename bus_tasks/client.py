@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from bus_tasks import codec, names
+from bus_tasks import codec, names, transport
 from bus_tasks.config import DEFAULT_RPC_TIMEOUT_S, redact_url
 from bus_tasks.errors import (
     BrokerUnavailable,
@@ -29,7 +29,7 @@ from bus_tasks.errors import (
     NoAggregator,
 )
 from bus_tasks.protocol import jsonrpc, vdsm
-from bus_tasks.transport import Bus, BusConnection, Delivery
+from bus_tasks.transport import Bus, Delivery
 
 if TYPE_CHECKING:
     from bus_tasks.watching import Watch
@@ -77,7 +77,7 @@ class TasksClient:
         rpc_queue: where requests go: the queue every aggregator serves, or one aggregator's
             own (its ``rpcQueue`` in :meth:`aggregators`), to ask that one alone.
         """
-        self.connection: Bus = BusConnection(connection) if isinstance(connection, str) else connection
+        self.connection: Bus = transport.open(connection) if isinstance(connection, str) else connection
         self.timeout_s = timeout_s
         self.rpc_queue = rpc_queue
         self.wait_for_aggregator = wait_for_aggregator
@@ -96,11 +96,12 @@ class TasksClient:
             NoAggregator: when the RPC queue does not exist on the broker.
         """
         if not self._started:
-            self._queue = self.connection.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
+            self._queue = self.connection.topology.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
             self._started = True  # from here on, a reconnect re-declares and re-consumes it
             self.connection.consume(self._queue, self._on_reply, no_ack=True)
         if not self._rpc_queue_checked:
-            if self.connection.queue_exists(self.rpc_queue) is False:
+            admin = transport.admin(self.connection)  # the broker's word, where it has one
+            if admin is not None and admin.queue_exists(self.rpc_queue) is False:
                 raise NoAggregator(
                     redact_url(self.connection.url),
                     f"the queue {self.rpc_queue} does not exist on this broker and vhost"
@@ -114,7 +115,8 @@ class TasksClient:
         Raises:
             NoAggregator: when the broker counts no consumer (RabbitMQ; elsewhere it cannot tell).
         """
-        if self.connection.consumer_count(self.rpc_queue, passive=True) == 0:
+        admin = transport.admin(self.connection)
+        if admin is not None and admin.consumer_count(self.rpc_queue, passive=True) == 0:
             raise NoAggregator(
                 redact_url(self.connection.url),
                 f"nothing consumes {self.rpc_queue} (no bus-tasks serve is running)",

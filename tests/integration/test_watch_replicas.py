@@ -12,9 +12,9 @@ from support.brokers import Broker
 from support.processes import Process
 from test_replicas import expected_view, publisher, replica, rpc_queues, visible
 
+from bus_tasks import transport
 from bus_tasks.client import TasksClient
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import BusConnection
 from bus_tasks.watching import Watch
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -24,7 +24,7 @@ class Follower:
     """Rebuilds the view from a watch, in a thread."""
 
     def __init__(self, url: str) -> None:
-        self.client = TasksClient(BusConnection(url), timeout_s=10.0)
+        self.client = TasksClient(transport.open(url), timeout_s=10.0)
         self.watch: Watch = self.client.watch()
         self.tasks: dict[str, dict[str, Any]] = {}
         self.kinds: list[str] = []
@@ -66,7 +66,7 @@ def test_a_watcher_whose_aggregator_is_killed_mid_stream_goes_on_with_the_surviv
     try:
         replicas = {name: replica(url, tmp_path, name) for name in ("a", "b")}
         started += replicas.values()
-        with TasksClient(BusConnection(url), timeout_s=10.0) as client:
+        with TasksClient(transport.open(url), timeout_s=10.0) as client:
             rpc_queues(client, "a", "b")
             follower = Follower(url)
             wait_until(lambda: follower.kinds, timeout_s=30, what="the listing")

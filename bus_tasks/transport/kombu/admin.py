@@ -1,10 +1,11 @@
-"""Tools' view of the broker: queue depths, consumer counts, one-off gets, deletes, resets."""
+"""The :class:`~bus_tasks.transport.admin.BrokerAdmin` on kombu: queue depths, consumer counts,
+one-off gets, deletes; and the reset of kombu's ``memory://`` broker between tests."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from amqp.exceptions import NotFound
 from kombu.entity import Queue
@@ -13,6 +14,67 @@ from kombu.transport import memory
 from bus_tasks.transport.bus import Delivery
 from bus_tasks.transport.kombu.consumers import delivery_of
 from bus_tasks.transport.kombu.exclusive import reset_memory_claims
+from bus_tasks.transport.kombu.link import Link
+
+
+class Owner(Protocol):
+    """What the admin needs of its connection."""
+
+    @property
+    def link(self) -> Link: ...
+
+    def connect(self) -> None: ...
+
+    def entity(self, queue: str) -> Queue:
+        """The kombu queue of this name (declared here, or of :mod:`bus_tasks.names`)."""
+        ...
+
+    def staleness(self) -> Callable[[], bool]: ...
+
+
+class KombuAdmin:
+    """The :class:`~bus_tasks.transport.admin.BrokerAdmin` on the connection of one bus."""
+
+    def __init__(self, owner: Owner) -> None:
+        self._owner = owner
+
+    def queue_exists(self, queue: str) -> bool | None:
+        """Whether ``queue`` exists on RabbitMQ (a passive declare, on a channel of its own);
+        None elsewhere: Redis and memory:// keep no record of an empty queue's existence."""
+        link = self._owner.link
+        if not link.is_amqp:
+            return None
+        self._owner.connect()
+        return queue_exists(link.new_channel(), queue)
+
+    def consumer_count(self, queue: str, *, passive: bool = False) -> int | None:
+        """Consumers attached to ``queue`` on RabbitMQ; None elsewhere (no transport counts).
+
+        Declares the queue if missing, unless ``passive``: then a missing queue counts 0 and
+        stays missing.
+        """
+        link = self._owner.link
+        if not link.is_amqp:
+            return None  # the virtual transports do not count consumers
+        self._owner.connect()
+        if passive:
+            return passive_consumer_count(link.new_channel(), queue) or 0
+        return consumer_count(link.channel, self._owner.entity(queue))
+
+    def queue_size(self, queue: str) -> int:
+        """Messages ready in ``queue`` (declares it if missing)."""
+        self._owner.connect()
+        return queue_size(self._owner.link.channel, self._owner.entity(queue))
+
+    def get(self, queue: str) -> Delivery | None:
+        """Fetch one message from ``queue`` without consuming (for tools and tests)."""
+        self._owner.connect()
+        return get(self._owner.link.channel, self._owner.entity(queue), self._owner.staleness())
+
+    def delete_queues(self, queue_names: list[str]) -> None:
+        """Delete queues by name (tools and test teardown)."""
+        self._owner.connect()
+        delete_queues(self._owner.link.channel, queue_names)
 
 
 def queue_size(channel: Any, queue: Queue) -> int:

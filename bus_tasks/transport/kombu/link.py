@@ -282,5 +282,15 @@ class Link:
             return False
         return True
 
+    def fileno(self) -> int | None:
+        """The AMQP socket's descriptor while connected; None otherwise (or on other brokers)."""
+        if not self.is_amqp:
+            return None
+        sock = getattr(getattr(self.conn, "_connection", None), "sock", None)
+        try:
+            return None if sock is None else int(sock.fileno())
+        except OSError:
+            return None
+
     def release(self) -> None:
         self.conn.release()
