@@ -53,6 +53,7 @@ DEFAULTS = {
     "stomp_max_outbuf_bytes": 16777216,
     "http_max_watchers": 1000,
     "http_max_body_bytes": 65536,
+    "http_idle_timeout_s": 30.0,
     "log_level": "INFO",
 }
 
