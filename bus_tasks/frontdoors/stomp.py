@@ -123,10 +123,11 @@ class StompFrontDoor:
         return Session(self, next(self._numbers), self.limits, self.ssl_context)
 
     def opened(self, session: Session) -> bool:
-        if len(self._sessions) >= self.limits.max_connections:
-            return False  # the session says so in an ERROR frame, and closes
+        # One too many is kept too until it has said so in an ERROR frame and closed (under TLS,
+        # after its handshake): it is closed at shutdown with the others.
+        admitted = len(self._sessions) < self.limits.max_connections
         self._sessions.add(session)
-        return True
+        return admitted
 
     def dropped(self, session: Session) -> None:
         self._sessions.discard(session)
