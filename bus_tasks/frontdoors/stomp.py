@@ -26,6 +26,7 @@ __all__ = [
     "error_reply",
     "negotiate_heartbeat",
     "timeout_reply",
+    "too_many",
 ]
 
 log = logging.getLogger(__name__)
@@ -148,12 +149,15 @@ class StompFrontDoor:
         assert self.bridge is not None
         limit = self.limits.max_pending
         if session.in_flight >= limit:
-            log.warning(
-                "stomp client %d from %s: a request over %d in flight answered %d",
+            session.over_pending += 1
+            log.log(
+                logging.WARNING if session.over_pending == 1 else logging.DEBUG,  # one line, not a flood
+                "stomp client %d from %s: a request over %d in flight answered %d (%d so far)",
                 session.number,
                 session.peer,
                 limit,
                 TooManyRequests.code,
+                session.over_pending,
             )
             self._deliver(reply_to, error_reply(frame.body, lambda method: too_many(method, limit)))
             return
@@ -174,6 +178,7 @@ class StompFrontDoor:
 
 
 def too_many(method: str, limit: int) -> TooManyRequests:
+    """The answer to a request over ``limit`` in flight on its connection."""
     return TooManyRequests(
         message=f"{TooManyRequests.title}: {method} not sent, at most {limit} per connection"
     )

@@ -99,7 +99,10 @@ class FrameParser:
     def frames(self, data: bytes | bytearray | memoryview) -> Iterator[Frame]:
         """The frames completed by ``data``, each as soon as it is parsed: a caller handles those
         before a malformed one, in order, before the FrameError this raises at it."""
-        self._buffer += data
+        self._buffer += data  # now, not at the first next(): ``data`` may be a reused buffer's view
+        return self._drain()
+
+    def _drain(self) -> Iterator[Frame]:
         while (frame := self._next()) is not None:
             yield frame
 

@@ -105,6 +105,7 @@ class Session(asyncio.BufferedProtocol):
         self.heartbeat: asyncio.Task[None] | None = None
         self.handshake: asyncio.Task[None] | None = None
         self.in_flight = 0  # requests forwarded and not answered yet (the door counts)
+        self.over_pending = 0  # requests answered at once for being over max_pending
         self.closed = False
         self._door = door
         self._limits = limits
