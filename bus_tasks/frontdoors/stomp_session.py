@@ -180,7 +180,9 @@ class Session(asyncio.BufferedProtocol):
             return
         with contextlib.suppress(Exception):
             transport.write(data)
-        waiting = self.unread_bytes()
+        waiting = transport.get_write_buffer_size()
+        if self._tcp is not None:  # TLS: and the encrypted bytes beneath
+            waiting += self._tcp.get_write_buffer_size()
         if waiting > self._limits.max_outbuf_bytes:
             log.warning(
                 "stomp client %d from %s dropped: %d bytes of replies wait unread (at most %d)",
@@ -190,14 +192,6 @@ class Session(asyncio.BufferedProtocol):
                 self._limits.max_outbuf_bytes,
             )
             self.close(abort=True)
-
-    def unread_bytes(self) -> int:
-        """What was written to the client and waits in this process (not the kernel's buffers)."""
-        waiting = 0
-        for transport in {self._transport, self._tcp}:
-            if transport is not None and not transport.is_closing():
-                waiting += transport.get_write_buffer_size()
-        return waiting
 
     def close(self, *, abort: bool = False) -> None:
         """Close after what was written is sent (``abort``: at once); forget the session (once)."""
