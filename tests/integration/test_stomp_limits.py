@@ -309,29 +309,41 @@ def test_a_request_over_max_pending_is_answered_at_once_with_too_many_requests(
 # -- a client that stops reading ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("secure", [False, True], ids=["tcp", "tls"])
 def test_a_client_that_stops_reading_is_dropped_at_max_outbuf_bytes(
-    start_door: DoorFactory, clients: ExitStack, rabbitmq_system: System, caplog: pytest.LogCaptureFixture
+    *,
+    start_door: DoorFactory,
+    clients: ExitStack,
+    rabbitmq_system: System,
+    caplog: pytest.LogCaptureFixture,
+    tls: tuple[trustme.CA, ssl.SSLContext],
+    secure: bool,
 ) -> None:
     caplog.set_level(logging.WARNING, LOGGER)
+    ca, server_context = tls
+    client_tls = client_context(ca, certificate=ca) if secure else None
     vdsm = rabbitmq_system.publisher("vdsm")
     for _ in range(100):
         vdsm.create("copyImage", ["spm"], state=State.RUNNING, data={"padding": "x" * 200})
     lister = rabbitmq_system.client()
     wait_until(lambda: len(lister.get_all_tasks()) == 100, timeout_s=30, what="the tasks listed")
-    door = start_door(StompLimits(max_outbuf_bytes=32 * 1024, max_pending=1000))
-    good = good_client(clients, door)
-    hostile = socket.socket()
+    limits = StompLimits(max_outbuf_bytes=32 * 1024, max_pending=1000)
+    door = start_door(limits, server_context if secure else None)
+    good = good_client(clients, door, client_tls)
+    tcp = socket.socket()
+    clients.callback(tcp.close)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    tcp.settimeout(10.0)
+    tcp.connect(("127.0.0.1", door.port))
+    hostile = client_tls.wrap_socket(tcp, server_hostname="localhost") if client_tls else tcp
     clients.callback(hostile.close)
-    hostile.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
-    hostile.settimeout(10.0)
-    hostile.connect(("127.0.0.1", door.port))
     request = codec.dumps([{"jsonrpc": "2.0", "method": "Host.getAllTasks", "params": {}, "id": 1}])
     send = (
         f"SEND\ndestination:jms.topic.vdsm_requests\nreply-to:r\ncontent-length:{len(request)}\n\n".encode()
         + request
         + b"\x00"
     )
-    # Some 30 MB of replies asked for, none read.
+    # Some 14 MB of replies asked for (more than the kernel's buffers hold), none read.
     hostile.sendall(b"CONNECT\naccept-version:1.2\n\n\x00SUBSCRIBE\nid:1\ndestination:r\n\n\x00" + send * 200)
     wait_until(
         lambda: logged(caplog, peer(hostile), "bytes of replies wait unread"), timeout_s=30, what="dropped"
