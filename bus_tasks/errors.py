@@ -127,7 +127,7 @@ class TooManyRequests(BusTasksError):
     """Raised when a connection of a front door already has as many requests in flight as it may
     (``stomp_max_pending``): the excess is answered at once, never queued; send it again later."""
 
-    code = -32011
+    code = -32013
     title = "Too many requests in flight"
 
 

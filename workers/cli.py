@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--max-connections", "N", options.positive_int, "stomp_max_connections",
          "clients at once; one more gets an ERROR frame"),
         ("--max-pending", "N", options.positive_int, "stomp_max_pending",
-         "requests in flight per client; one more is answered -32011"),
+         "requests in flight per client; one more is answered -32013"),
         ("--max-outbuf-bytes", "BYTES", options.positive_int, "stomp_max_outbuf_bytes",
          "a client that leaves this many bytes of replies unread is disconnected"),
     ):  # fmt: skip

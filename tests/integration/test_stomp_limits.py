@@ -293,7 +293,7 @@ def test_a_request_over_max_pending_is_answered_at_once_with_too_many_requests(
         wait_until(lambda: door.door.pending == 2, timeout_s=5.0, what="two stops in flight")
         reply = busy.call("Host.getAllTasksStatuses")
         assert reply["error"] == {
-            "code": -32011,
+            "code": -32013,
             "message": "Too many requests in flight: Host.getAllTasksStatuses not sent, at most 2 per connection",
         }
         answers(good)

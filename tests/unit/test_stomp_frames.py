@@ -166,7 +166,7 @@ def test_an_excess_request_gets_too_many_requests_for_each_id() -> None:
             "jsonrpc": "2.0",
             "id": "a",
             "error": {
-                "code": -32011,
+                "code": -32013,
                 "message": "Too many requests in flight: Task.stop not sent, at most 2 per connection",
             },
         }
