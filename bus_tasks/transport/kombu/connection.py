@@ -23,7 +23,6 @@ from kombu.messaging import Consumer
 from bus_tasks import names
 from bus_tasks.config import redact_url
 from bus_tasks.errors import BusTasksError
-from bus_tasks.transport import topology
 from bus_tasks.transport.bus import Delivery, Handler, Position, ReentrantDrain
 from bus_tasks.transport.kombu.admin import KombuAdmin
 from bus_tasks.transport.kombu.consumers import Inbox, Subscription, acks_batched, delivery_of, start_claimed
@@ -33,6 +32,7 @@ from bus_tasks.transport.kombu.link import Link, Retries
 from bus_tasks.transport.kombu.publishing import Sender
 from bus_tasks.transport.opening import BusOptions
 from bus_tasks.transport.outbox import Outgoing
+from bus_tasks.transport.topology import EXCHANGES, Spec, Topology
 
 log = logging.getLogger("bus_tasks.transport")
 
@@ -63,7 +63,7 @@ class BusConnection:
         self.url = url
         self.is_amqp = self._link.is_amqp
         self.options = options
-        self.topology = topology.Topology(self, options.topology)
+        self.topology = Topology(self, options.topology)
         self._subscriptions: list[Subscription] = []
         self._live: list[Consumer] = []
         self._inbox = Inbox()
@@ -136,7 +136,7 @@ class BusConnection:
 
     # -- topology -------------------------------------------------------------------------
 
-    def declare(self, *specs: topology.Spec) -> None:
+    def declare(self, *specs: Spec) -> None:
         """Declare exchanges and queues, again after every reconnect (see :mod:`.declaring`)."""
         self._declarations.declare(*specs)
 
@@ -144,7 +144,7 @@ class BusConnection:
         """Before the first publish to ``exchange`` on a connection: declare it (virtual transports
         route by the exchange type this connection knows) and, for events, where they are kept
         until an aggregator reads them."""
-        self.declare(topology.EXCHANGES[exchange])
+        self.declare(EXCHANGES[exchange])
         if exchange == names.EVENTS_EXCHANGE:
             self.topology.declare_events()
 

@@ -8,9 +8,9 @@ from amqp.exceptions import PreconditionFailed
 from kombu.entity import Exchange, Queue
 
 from bus_tasks.errors import TopologyMismatch
-from bus_tasks.transport import topology
 from bus_tasks.transport.kombu import admin, entities
 from bus_tasks.transport.kombu.link import Link
+from bus_tasks.transport.topology import ExchangeSpec, Spec, TopologyOptions, well_known
 
 
 class _Connecting(Protocol):
@@ -20,14 +20,14 @@ class _Connecting(Protocol):
 class Declarations:
     """The exchanges and queues of one connection (a :class:`~.link.Link`), by their specs."""
 
-    def __init__(self, link: Link, owner: _Connecting, options: topology.TopologyOptions) -> None:
+    def __init__(self, link: Link, owner: _Connecting, options: TopologyOptions) -> None:
         self._link = link  # read at each use: a reconnect replaces its connection, not the link
         self._owner = owner
         self._options = options
         self._declared: list[Queue | Exchange] = []
         self._queues: dict[str, Queue] = {}  # name -> entity, for queues declared here
 
-    def declare(self, *specs: topology.Spec) -> None:
+    def declare(self, *specs: Spec) -> None:
         """Declare exchanges and queues (a queue with its bindings' exchanges). A queue marked
         ``adopt`` that exists on RabbitMQ is used as it is: nothing is declared.
 
@@ -35,7 +35,7 @@ class Declarations:
             TopologyMismatch: when a queue exists with other arguments (RabbitMQ keeps them).
         """
         for spec in specs:
-            if isinstance(spec, topology.ExchangeSpec):
+            if isinstance(spec, ExchangeSpec):
                 self._declare(entities.exchange(spec))
                 continue
             entity = entities.queue(spec)
@@ -63,7 +63,7 @@ class Declarations:
     def entity(self, queue: str) -> Queue:
         """The kombu queue of this name: as declared here, or as :mod:`bus_tasks.names` spells it."""
         entity = self._queues.get(queue)
-        return entity if entity is not None else entities.queue(topology.well_known(queue, self._options))
+        return entity if entity is not None else entities.queue(well_known(queue, self._options))
 
     def restore(self) -> None:
         """Declare everything again on the link's new connection."""
