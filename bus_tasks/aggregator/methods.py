@@ -9,16 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    JsonValue,
-    StrictBool,
-    StrictInt,
-    StrictStr,
-    model_validator,
-)
+from pydantic import BaseModel
 
 from bus_tasks import codec
 from bus_tasks.aggregator.changes import ChangeFeed
@@ -28,82 +19,29 @@ from bus_tasks.errors import (
     BusTasksError,
     InternalError,
     InvalidParameter,
-    InvalidParams,
     MethodNotFound,
     TaskAborted,
     TaskNotFinished,
 )
 from bus_tasks.protocol import changes, jsonrpc, shapes, vdsm
 from bus_tasks.protocol.jsonrpc import EncodedObject, RequestId, error_body, result_body
+from bus_tasks.protocol.params import (
+    DEFAULT_OPTIONS,
+    ChangesOptions,
+    ClearParams,
+    GetAllTasksOptions,
+    GetAllTasksParams,
+    GetChangesParams,
+    LegacyListParams,
+    NoParams,
+    RetagParams,
+    TaskParams,
+    query_tags,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_QUERY_TAGS = 256
 LISTING_CACHE_SIZE = 8  # listings (lists of encoded members) kept while the view is unchanged
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GetAllTasksOptions(BaseModel):
-    """Known options are checked; unknown ones are ignored (logged at debug): ``options`` is for
-    extension, so a newer client's options must not break an older server."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    match: Literal["any", "all"] = "any"
-    # Answer {"revision": N, "tasks": {...}}: the tasks, and the revision of the view they are
-    # from (the event log's position; see TaskView.revision). Off: VDSM's shape, {id: details}.
-    revision: StrictBool = False
-
-    @model_validator(mode="after")
-    def _ignore_unknown(self) -> GetAllTasksOptions:
-        if self.model_extra:
-            log.debug("getAllTasks: unknown options ignored: %s", sorted(self.model_extra))
-        return self
-
-
-_DEFAULT_OPTIONS = GetAllTasksOptions()
-
-
-class GetAllTasksParams(_Params):
-    tags: StrictStr | list[StrictStr] | None = None
-    options: GetAllTasksOptions | None = None
-
-
-class LegacyListParams(_Params):
-    spUUID: JsonValue = None
-    options: JsonValue = None
-
-
-class TaskParams(_Params):
-    taskID: StrictStr
-
-
-class ClearParams(TaskParams):
-    force: StrictBool = False  # an operator's removal of a task in any state (logged)
-
-
-class RetagParams(TaskParams):
-    tags: list[StrictStr]
-
-
-class NoParams(_Params):
-    pass
-
-
-class ChangesOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    match: Literal["any", "all"] = "any"
-    log: StrictStr | None = None  # the log the caller's revision counts in (None: this one's)
-
-
-class GetChangesParams(_Params):
-    since: StrictInt | None = Field(default=None, ge=0)  # None: a listing; else changes after it
-    tags: StrictStr | list[StrictStr] | None = None
-    options: ChangesOptions | None = None
 
 
 ControlCommand = Literal["stop", "revert", "retag"]
@@ -122,7 +60,7 @@ class Forward:
 @dataclass(frozen=True, slots=True)
 class Method:
     name: str
-    params: type[_Params]
+    params: type[BaseModel]
     call: Callable[[Any], Any]
 
 
@@ -201,8 +139,8 @@ class Dispatcher:
     # -- methods ------------------------------------------------------------------------
 
     def get_all_tasks(self, params: GetAllTasksParams) -> EncodedObject:
-        tags = _query_tags(params.tags)
-        options = params.options or _DEFAULT_OPTIONS
+        tags = query_tags(params.tags)
+        options = params.options or DEFAULT_OPTIONS
         match_all = options.match == "all"
         listing = self._listing(
             ("tasks", tuple(tags), match_all),
@@ -220,7 +158,7 @@ class Dispatcher:
         if feed is None:
             raise MethodNotFound(repr(changes.GET_CHANGES))
         options = params.options or ChangesOptions()
-        tags = _query_tags(params.tags)
+        tags = query_tags(params.tags)
         match_all = options.match == "all"
         head = [
             codec.dumps_member("aggregator", feed.name),
@@ -402,17 +340,3 @@ def _task_id(value: str) -> str:
         return canonical_task_id(value)
     except ValueError:
         raise InvalidParameter("taskID", value) from None
-
-
-def _query_tags(tags: str | list[str] | None) -> list[str]:
-    if tags is None or tags == "":
-        return []
-    listed = [tags] if isinstance(tags, str) else tags
-    if len(listed) > MAX_QUERY_TAGS:
-        raise InvalidParams(f"tags: at most {MAX_QUERY_TAGS} tags, got {len(listed)}")
-    for tag in listed:
-        try:
-            check_tag(tag)
-        except ValueError:
-            raise InvalidParameter("tags", tag) from None
-    return listed

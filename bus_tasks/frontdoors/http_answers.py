@@ -9,7 +9,6 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from bus_tasks import codec
-from bus_tasks.aggregator.methods import MAX_QUERY_TAGS
 from bus_tasks.core.model import check_tag
 from bus_tasks.errors import (
     BrokerUnavailable,
@@ -21,6 +20,7 @@ from bus_tasks.errors import (
     NoAggregator,
 )
 from bus_tasks.frontdoors.http_mirror import Selection
+from bus_tasks.protocol.params import MAX_QUERY_TAGS
 
 # HTTP status of each wire error code; the body is always {"code", "message"}.
 STATUS_OF_CODE = {401: 404, 1000: 400, -32602: 400, -32600: 400, -32700: 400, 403: 409, 410: 409, 411: 409}

@@ -561,7 +561,7 @@ def test_get_all_tasks_ignores_unknown_options_and_still_checks_known_ones(
     dispatcher: Dispatcher, caplog: pytest.LogCaptureFixture
 ) -> None:
     # options is for extension: a newer client's options must not break an older server.
-    with caplog.at_level(logging.DEBUG, logger="bus_tasks.aggregator.methods"):
+    with caplog.at_level(logging.DEBUG, logger="bus_tasks.protocol.params"):
         listed = result(dispatcher, "Host.getAllTasks", {"tags": "spm", "options": {"limit": 5, "x": {}}})
     assert listed == result(dispatcher, "Host.getAllTasks", {"tags": "spm"})
     assert "unknown options ignored: ['limit', 'x']" in caplog.text
