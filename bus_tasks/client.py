@@ -14,22 +14,21 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from bus_tasks import codec, names
+from bus_tasks import names
 from bus_tasks.config import DEFAULT_RPC_TIMEOUT_S, redact_url
 from bus_tasks.errors import (
     BrokerUnavailable,
-    BusTasksError,
     DeadlineExceeded,
-    InternalError,
     InvalidParameter,
     NoAggregator,
 )
-from bus_tasks.protocol import jsonrpc, vdsm
+from bus_tasks.protocol import jsonrpc
+from bus_tasks.protocol.replies import Outcome, unpack, unpack_batch
 from bus_tasks.transport import Bus, BusConnection, Delivery
+from bus_tasks.vdsm_facade import VdsmFacade
 
 if TYPE_CHECKING:
     from bus_tasks.watching import Watch
@@ -151,7 +150,7 @@ class TasksClient:
         body = jsonrpc.request_body(correlation_id, method, params or {})
         safe = method in _SAFE_TO_RESEND
         reply = self._round_trip(method, body, correlation_id, safe, timeout_s, rpc_queue=rpc_queue)
-        return _unpack(reply)
+        return unpack(reply)
 
     def batch(
         self, calls: Sequence[tuple[str, dict[str, Any] | None]], *, timeout_s: float | None = None
@@ -178,7 +177,7 @@ class TasksClient:
         safe = all(method in _SAFE_TO_RESEND for method, _ in calls)
         label = f"a batch of {len(calls)} calls"
         reply = self._round_trip(label, body, uuid.uuid4().hex, safe, timeout_s)
-        return _unpack_batch(reply, ids, [method for method, _ in calls])
+        return unpack_batch(reply, ids, [method for method, _ in calls])
 
     def _round_trip(
         self,
@@ -365,96 +364,3 @@ class TasksClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class VdsmFacade:
-    """VDSM's Python API: every call returns ``{"status": {"code", "message"}, <key>: result}``."""
-
-    def __init__(self, client: TasksClient) -> None:
-        self._client = client
-
-    def _wrapped(self, verb: str, call: Callable[[], Any]) -> dict[str, Any]:
-        try:
-            return vdsm.wrap(verb, call())
-        except BusTasksError as exc:
-            return vdsm.wrap_error(exc)
-
-    def getAllTasks(
-        self, tags: str | Sequence[str] | None = None, options: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        return self._wrapped("getAllTasks", lambda: self._client.get_all_tasks(tags, options))
-
-    def getAllTasksInfo(self, spUUID: str | None = None, options: Any = None) -> dict[str, Any]:
-        return self._wrapped("getAllTasksInfo", self._client.get_all_tasks_info)
-
-    def getAllTasksStatuses(self, spUUID: str | None = None, options: Any = None) -> dict[str, Any]:
-        return self._wrapped("getAllTasksStatuses", self._client.get_all_tasks_statuses)
-
-    def getTaskStatus(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("getTaskStatus", lambda: self._client.get_task_status(taskID))
-
-    def getTaskInfo(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("getTaskInfo", lambda: self._client.get_task_info(taskID))
-
-    def stopTask(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("stopTask", lambda: self._client.stop_task(taskID))
-
-    def clearTask(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("clearTask", lambda: self._client.clear_task(taskID))
-
-    def revertTask(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("revertTask", lambda: self._client.revert_task(taskID))
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one call of a batch came to: its result, or the typed error it was answered with."""
-
-    method: str
-    value: Any = None
-    error: BusTasksError | None = None
-
-    def result(self) -> Any:
-        """The call's result.
-
-        Raises:
-            BusTasksError: the error the call was answered with.
-        """
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-def _unpack_batch(body: bytes, ids: list[str], methods: list[str]) -> list[Outcome]:
-    """Match a batch's responses to its calls by id (JSON-RPC 2.0 allows any order)."""
-    with codec.gc_paused():
-        try:
-            responses = codec.loads(body)
-        except codec.DecodeError as exc:
-            raise InternalError(f"reply is not JSON: {exc}") from None
-    if isinstance(responses, dict):  # an error for the batch as a whole
-        jsonrpc.outcome(jsonrpc.check_response(responses))
-        raise InternalError("a batch was answered with one result")
-    if not isinstance(responses, list):
-        raise InternalError("a batch reply is not a JSON array")
-    by_id: dict[Any, jsonrpc.Response] = {}
-    for response in responses:
-        checked = jsonrpc.check_response(response)
-        by_id[checked.get("id")] = checked
-    outcomes = []
-    for request_id, method in zip(ids, methods, strict=True):
-        response = by_id.get(request_id)
-        if response is None:
-            outcomes.append(Outcome(method, error=InternalError(f"no response for {method} in the batch")))
-            continue
-        try:
-            outcomes.append(Outcome(method, value=jsonrpc.outcome(response)))
-        except BusTasksError as exc:
-            outcomes.append(Outcome(method, error=exc))
-    return outcomes
-
-
-def _unpack(body: bytes) -> Any:
-    with codec.gc_paused():
-        response = jsonrpc.parse_response(body)
-    return jsonrpc.outcome(response)
