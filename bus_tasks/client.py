@@ -25,7 +25,8 @@ from bus_tasks.errors import (
     InvalidParameter,
     NoAggregator,
 )
-from bus_tasks.protocol import jsonrpc
+from bus_tasks.protocol import jsonrpc, methods
+from bus_tasks.protocol.methods import MethodName
 from bus_tasks.protocol.replies import Outcome, unpack, unpack_batch
 from bus_tasks.transport import Bus, BusConnection, Delivery
 from bus_tasks.vdsm_facade import VdsmFacade
@@ -37,21 +38,6 @@ log = logging.getLogger(__name__)
 
 # After this long without a reply, ask the broker once whether anything consumes the RPC queue.
 PROBE_AFTER_S = 1.0
-
-# Methods that change nothing may be re-sent after a reconnect.
-_SAFE_TO_RESEND = frozenset(
-    {
-        "Host.getAllTasks",
-        "Host.getAllTasksInfo",
-        "Host.getAllTasksStatuses",
-        "Task.getStatus",
-        "Task.getInfo",
-        "Task.getDetails",
-        "Host.getSubsystems",
-        "Host.getAggregators",
-        "Host.getTaskChanges",
-    }
-)
 
 
 class TasksClient:
@@ -148,7 +134,7 @@ class TasksClient:
         """
         correlation_id = uuid.uuid4().hex
         body = jsonrpc.request_body(correlation_id, method, params or {})
-        safe = method in _SAFE_TO_RESEND
+        safe = method in methods.READS
         reply = self._round_trip(method, body, correlation_id, safe, timeout_s, rpc_queue=rpc_queue)
         return unpack(reply)
 
@@ -174,7 +160,7 @@ class TasksClient:
                 for i, (method, params) in zip(ids, calls, strict=True)
             ]
         )
-        safe = all(method in _SAFE_TO_RESEND for method, _ in calls)
+        safe = all(method in methods.READS for method, _ in calls)
         label = f"a batch of {len(calls)} calls"
         reply = self._round_trip(label, body, uuid.uuid4().hex, safe, timeout_s)
         return unpack_batch(reply, ids, [method for method, _ in calls])
@@ -267,33 +253,33 @@ class TasksClient:
     ) -> dict[str, dict[str, Any]]:
         """Every task (``tags=None``), or those carrying any of ``tags`` (all with ``{"match": "all"}``)."""
         tag_param = list(tags) if tags is not None and not isinstance(tags, str) else tags
-        return self.call("Host.getAllTasks", {"tags": tag_param, "options": options})  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_ALL_TASKS, {"tags": tag_param, "options": options})  # type: ignore[no-any-return]
 
     def get_all_tasks_info(self) -> dict[str, dict[str, Any]]:
         """VDSM's ``getAllTasksInfo``: ``{id: {"id", "verb"}}`` of tasks tagged ``spm``."""
-        return self.call("Host.getAllTasksInfo")  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_ALL_TASKS_INFO)  # type: ignore[no-any-return]
 
     def get_all_tasks_statuses(self) -> dict[str, dict[str, Any]]:
         """VDSM's ``getAllTasksStatuses``: ``{id: status}`` of tasks tagged ``spm``."""
-        return self.call("Host.getAllTasksStatuses")  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_ALL_TASKS_STATUSES)  # type: ignore[no-any-return]
 
     def get_task_status(self, task_id: str) -> dict[str, Any]:
-        return self.call("Task.getStatus", {"taskID": task_id})  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_STATUS, {"taskID": task_id})  # type: ignore[no-any-return]
 
     def get_task_info(self, task_id: str) -> dict[str, Any]:
-        return self.call("Task.getInfo", {"taskID": task_id})  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_INFO, {"taskID": task_id})  # type: ignore[no-any-return]
 
     def get_task_details(self, task_id: str) -> dict[str, Any]:
         """One task's whole record (TaskDetails, as :meth:`get_all_tasks` lists it)."""
-        return self.call("Task.getDetails", {"taskID": task_id})  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_DETAILS, {"taskID": task_id})  # type: ignore[no-any-return]
 
     def stop_task(self, task_id: str) -> bool:
         """Ask the owning subsystem to stop a task (asynchronous: it moves on to aborting)."""
-        return bool(self.call("Task.stop", {"taskID": task_id}))
+        return bool(self.call(MethodName.STOP, {"taskID": task_id}))
 
     def revert_task(self, task_id: str) -> bool:
         """Ask the owning subsystem to revert a done task."""
-        return bool(self.call("Task.revert", {"taskID": task_id}))
+        return bool(self.call(MethodName.REVERT, {"taskID": task_id}))
 
     def clear_task(self, task_id: str, *, force: bool = False) -> bool:
         """Remove a done task from the view (410 while it is not done).
@@ -304,24 +290,24 @@ class TasksClient:
         params: dict[str, Any] = {"taskID": task_id}
         if force:
             params["force"] = True
-        return bool(self.call("Task.clear", params))
+        return bool(self.call(MethodName.CLEAR, params))
 
     def retag_task(self, task_id: str, tags: Sequence[str]) -> list[str]:
         """Replace a task's tags, through its owner (so that its later updates keep them).
 
         Returns the new tags once the owner published them; code 100 when it does not answer.
         """
-        return self.call("Task.retag", {"taskID": task_id, "tags": list(tags)})  # type: ignore[no-any-return]
+        return self.call(MethodName.RETAG, {"taskID": task_id, "tags": list(tags)})  # type: ignore[no-any-return]
 
     def aggregators(self) -> list[dict[str, Any]]:
         """The aggregators serving the broker (name, revision, tasks, uptime, own RPC queue):
         the one that answered first, then those it heard from."""
-        return self.call("Host.getAggregators")  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_AGGREGATORS)  # type: ignore[no-any-return]
 
     def subsystems(self) -> dict[str, dict[str, Any]]:
         """Every subsystem the aggregator heard from or holds tasks of, with its state
         (``alive``, ``lost``, ``stopped``, ``unknown``), last heartbeat and task count."""
-        return self.call("Host.getSubsystems")  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_SUBSYSTEMS)  # type: ignore[no-any-return]
 
     def watch(
         self,

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from bus_tasks.errors import BusTasksError
 from bus_tasks.protocol import vdsm
+from bus_tasks.protocol.methods import ALIASES, MethodName
 
 
 class TaskCalls(Protocol):
@@ -37,34 +38,34 @@ class VdsmFacade:
     def __init__(self, client: TaskCalls) -> None:
         self._client = client
 
-    def _wrapped(self, verb: str, call: Callable[[], Any]) -> dict[str, Any]:
+    def _wrapped(self, method: MethodName, call: Callable[[], Any]) -> dict[str, Any]:
         try:
-            return vdsm.wrap(verb, call())
+            return vdsm.wrap(ALIASES[method], call())
         except BusTasksError as exc:
             return vdsm.wrap_error(exc)
 
     def getAllTasks(
         self, tags: str | Sequence[str] | None = None, options: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        return self._wrapped("getAllTasks", lambda: self._client.get_all_tasks(tags, options))
+        return self._wrapped(MethodName.GET_ALL_TASKS, lambda: self._client.get_all_tasks(tags, options))
 
     def getAllTasksInfo(self, spUUID: str | None = None, options: Any = None) -> dict[str, Any]:
-        return self._wrapped("getAllTasksInfo", self._client.get_all_tasks_info)
+        return self._wrapped(MethodName.GET_ALL_TASKS_INFO, self._client.get_all_tasks_info)
 
     def getAllTasksStatuses(self, spUUID: str | None = None, options: Any = None) -> dict[str, Any]:
-        return self._wrapped("getAllTasksStatuses", self._client.get_all_tasks_statuses)
+        return self._wrapped(MethodName.GET_ALL_TASKS_STATUSES, self._client.get_all_tasks_statuses)
 
     def getTaskStatus(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("getTaskStatus", lambda: self._client.get_task_status(taskID))
+        return self._wrapped(MethodName.GET_STATUS, lambda: self._client.get_task_status(taskID))
 
     def getTaskInfo(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("getTaskInfo", lambda: self._client.get_task_info(taskID))
+        return self._wrapped(MethodName.GET_INFO, lambda: self._client.get_task_info(taskID))
 
     def stopTask(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("stopTask", lambda: self._client.stop_task(taskID))
+        return self._wrapped(MethodName.STOP, lambda: self._client.stop_task(taskID))
 
     def clearTask(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("clearTask", lambda: self._client.clear_task(taskID))
+        return self._wrapped(MethodName.CLEAR, lambda: self._client.clear_task(taskID))
 
     def revertTask(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("revertTask", lambda: self._client.revert_task(taskID))
+        return self._wrapped(MethodName.REVERT, lambda: self._client.revert_task(taskID))

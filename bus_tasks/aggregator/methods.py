@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -23,8 +23,9 @@ from bus_tasks.errors import (
     TaskAborted,
     TaskNotFinished,
 )
-from bus_tasks.protocol import changes, jsonrpc, shapes, vdsm
+from bus_tasks.protocol import control, jsonrpc, shapes, vdsm
 from bus_tasks.protocol.jsonrpc import EncodedObject, RequestId, error_body, result_body
+from bus_tasks.protocol.methods import ALIASES, MethodName
 from bus_tasks.protocol.params import (
     DEFAULT_OPTIONS,
     ChangesOptions,
@@ -44,14 +45,11 @@ log = logging.getLogger(__name__)
 LISTING_CACHE_SIZE = 8  # listings (lists of encoded members) kept while the view is unchanged
 
 
-ControlCommand = Literal["stop", "revert", "retag"]
-
-
 @dataclass(frozen=True, slots=True)
 class Forward:
     """A control command to hand to the owning subsystem; the reply waits for its answer."""
 
-    command: ControlCommand
+    command: control.Command
     task_id: str
     subsystem: str
     tags: tuple[str, ...] | None = None  # retag: the new tags
@@ -59,22 +57,9 @@ class Forward:
 
 @dataclass(frozen=True, slots=True)
 class Method:
-    name: str
+    name: MethodName
     params: type[BaseModel]
     call: Callable[[Any], Any]
-
-
-# Canonical name -> flat legacy alias (VDSM's old XML-RPC verbs); bus_tasks' own methods have none.
-ALIASES: dict[str, str] = {
-    "Host.getAllTasks": "getAllTasks",
-    "Host.getAllTasksInfo": "getAllTasksInfo",
-    "Host.getAllTasksStatuses": "getAllTasksStatuses",
-    "Task.getStatus": "getTaskStatus",
-    "Task.getInfo": "getTaskInfo",
-    "Task.stop": "stopTask",
-    "Task.clear": "clearTask",
-    "Task.revert": "revertTask",
-}
 
 
 RpcObserver = Callable[[str, str, float], None]
@@ -116,19 +101,19 @@ class Dispatcher:
         self._listings: OrderedDict[tuple[Any, ...], list[bytes]] = OrderedDict()
         self._listings_version = -1
         table = [
-            Method("Host.getAllTasks", GetAllTasksParams, self.get_all_tasks),
-            Method("Host.getAllTasksInfo", LegacyListParams, self.get_all_tasks_info),
-            Method("Host.getAllTasksStatuses", LegacyListParams, self.get_all_tasks_statuses),
-            Method("Task.getStatus", TaskParams, self.get_task_status),
-            Method("Task.getInfo", TaskParams, self.get_task_info),
-            Method("Task.getDetails", TaskParams, self.get_task_details),
-            Method("Task.stop", TaskParams, self.stop_task),
-            Method("Task.clear", ClearParams, self.clear_task),
-            Method("Task.revert", TaskParams, self.revert_task),
-            Method("Task.retag", RetagParams, self.retag_task),
-            Method("Host.getSubsystems", NoParams, self.get_subsystems),
-            Method("Host.getAggregators", NoParams, self.get_aggregators),
-            Method(changes.GET_CHANGES, GetChangesParams, self.get_task_changes),
+            Method(MethodName.GET_ALL_TASKS, GetAllTasksParams, self.get_all_tasks),
+            Method(MethodName.GET_ALL_TASKS_INFO, LegacyListParams, self.get_all_tasks_info),
+            Method(MethodName.GET_ALL_TASKS_STATUSES, LegacyListParams, self.get_all_tasks_statuses),
+            Method(MethodName.GET_STATUS, TaskParams, self.get_task_status),
+            Method(MethodName.GET_INFO, TaskParams, self.get_task_info),
+            Method(MethodName.GET_DETAILS, TaskParams, self.get_task_details),
+            Method(MethodName.STOP, TaskParams, self.stop_task),
+            Method(MethodName.CLEAR, ClearParams, self.clear_task),
+            Method(MethodName.REVERT, TaskParams, self.revert_task),
+            Method(MethodName.RETAG, RetagParams, self.retag_task),
+            Method(MethodName.GET_SUBSYSTEMS, NoParams, self.get_subsystems),
+            Method(MethodName.GET_AGGREGATORS, NoParams, self.get_aggregators),
+            Method(MethodName.GET_TASK_CHANGES, GetChangesParams, self.get_task_changes),
         ]
         self.methods: dict[str, Method] = {}
         for method in table:
@@ -156,7 +141,7 @@ class Dispatcher:
         (docs/watching.md); RevisionGone when they are no longer kept."""
         feed = self.feed
         if feed is None:
-            raise MethodNotFound(repr(changes.GET_CHANGES))
+            raise MethodNotFound(repr(str(MethodName.GET_TASK_CHANGES)))
         options = params.options or ChangesOptions()
         tags = query_tags(params.tags)
         match_all = options.match == "all"

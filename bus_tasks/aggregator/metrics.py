@@ -18,10 +18,11 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollec
 from prometheus_client import Counter as PromCounter
 
 from bus_tasks.aggregator.liveness import Liveness
-from bus_tasks.aggregator.methods import ControlCommand, Method
+from bus_tasks.aggregator.methods import Method
 from bus_tasks.aggregator.replicas import Replicas
 from bus_tasks.core.model import State
 from bus_tasks.core.view import Outcome, TaskView
+from bus_tasks.protocol import control
 from bus_tasks.transport import Bus
 
 DEFAULT_SYNC_EVERY_S = 0.5
@@ -31,7 +32,7 @@ RPC_OUTCOMES = ("ok", "error", "timeout", "internal_error")
 RPC_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 COMMIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 EVENT_OUTCOMES = (*(o.value for o in Outcome), "dead")
-_COMMANDS: tuple[str, ...] = get_args(ControlCommand)
+_COMMANDS: tuple[str, ...] = get_args(control.Command)
 
 
 class Metrics:

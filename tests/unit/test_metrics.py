@@ -15,11 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.factories import entry_of, make_event, make_record, task_id
 
 from bus_tasks.aggregator.liveness import Liveness
-from bus_tasks.aggregator.methods import ALIASES, Dispatcher
+from bus_tasks.aggregator.methods import Dispatcher
 from bus_tasks.aggregator.metrics import Metrics
 from bus_tasks.aggregator.replicas import Replicas
 from bus_tasks.core.model import SCHEMA_VERSION, Announced, Event, Heartbeat, State
 from bus_tasks.core.view import TaskView, Tombstone
+from bus_tasks.protocol.methods import ALIASES
 from bus_tasks.transport import Bus
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -10,10 +10,11 @@ import pytest
 from support.factories import make_record, task_id
 
 from bus_tasks import codec
-from bus_tasks.aggregator.methods import ALIASES, Dispatcher, Forward, Reply
+from bus_tasks.aggregator.methods import Dispatcher, Forward, Reply
 from bus_tasks.core.model import Event, State, TaskRecord
 from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.protocol import shapes
+from bus_tasks.protocol.methods import ALIASES
 
 RUNNING = task_id(1)  # vdsm, running, spm
 FINISHED = task_id(2)  # vdsm, finished, spm + storage:sd1
