@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from bus_tasks import codec
 from bus_tasks.aggregator.changes import ChangeFeed
+from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy
 from bus_tasks.core.model import canonical_task_id, check_tag, check_tags
 from bus_tasks.core.view import Entry, TaskView
 from bus_tasks.errors import (
@@ -24,6 +25,7 @@ from bus_tasks.errors import (
     TaskNotFinished,
 )
 from bus_tasks.protocol import control, jsonrpc, shapes, vdsm
+from bus_tasks.protocol.context import LOCAL, CallContext
 from bus_tasks.protocol.jsonrpc import EncodedObject, RequestId, error_body, result_body
 from bus_tasks.protocol.methods import ALIASES, MethodName
 from bus_tasks.protocol.params import (
@@ -62,10 +64,6 @@ class Method:
     call: Callable[[Any], Any]
 
 
-RpcObserver = Callable[[str, str, float], None]
-"""Told of every call served: (method as called, outcome, seconds); see aggregator/metrics."""
-
-
 @dataclass(frozen=True, slots=True)
 class Reply:
     """What to send back: an encoded JSON-RPC response, or a command to forward first."""
@@ -89,11 +87,15 @@ class Dispatcher:
         subsystems: Callable[[], dict[str, Any]] | None = None,
         aggregators: Callable[[], list[dict[str, Any]]] | None = None,
         feed: ChangeFeed | None = None,
-        observe: RpcObserver | None = None,
+        policy: CallPolicy = ADMIT_ALL,
     ) -> None:
+        """Args:
+        policy: sees every call before its method runs, and is told how each was served (a
+            forwarded call is the relay's to tell, once answered): see aggregator/policy.
+        """
         self.view = view
         self.feed = feed
-        self._observe = observe  # a forwarded call is the relay's to tell, once answered
+        self.policy = policy
         self._on_clear = on_clear
         self._check_writable = check_writable  # raises when the view may not change now
         self._subsystems = subsystems
@@ -265,16 +267,17 @@ class Dispatcher:
 
     # -- protocol -----------------------------------------------------------------------
 
-    def handle(self, body: bytes) -> Reply:
-        """Serve one request body; never raises for bad input."""
-        return self._serve(lambda: jsonrpc.parse_request(body), lambda: jsonrpc.salvage_id(body))
+    def handle(self, body: bytes, context: CallContext = LOCAL) -> Reply:
+        """Serve one request body for the caller of ``context``; never raises for bad input."""
+        return self._serve(context, lambda: jsonrpc.parse_request(body), lambda: jsonrpc.salvage_id(body))
 
-    def handle_member(self, member: Any) -> Reply:
+    def handle_member(self, member: Any, context: CallContext = LOCAL) -> Reply:
         """Serve one member of a batch (decoded JSON, checked here); never raises for bad input."""
-        return self._serve(lambda: jsonrpc.check_request(member), lambda: jsonrpc.id_of(member))
+        return self._serve(context, lambda: jsonrpc.check_request(member), lambda: jsonrpc.id_of(member))
 
     def _serve(
         self,
+        context: CallContext,
         parse: Callable[[], jsonrpc.Request | jsonrpc.Notification],
         salvage_id: Callable[[], RequestId],
     ) -> Reply:
@@ -289,31 +292,31 @@ class Dispatcher:
             method_name = request["method"]
             method = self._method(method_name)
             params = jsonrpc.bind(method.params, request.get("params"))
+            self.policy.admit(context, method.name, params)
             result = method.call(params)
         except BusTasksError as exc:
             if request_id is None:
                 request_id = salvage_id()
             log.warning("rpc %r id=%r failed: %d %r", method_name, request_id, exc.code, exc.message)
-            self._served(method_name, "error", started)
+            self._served(context, method_name, "error", started)
             return Reply(
                 request_id, error_body(request_id, exc), method=method_name, notification=notification
             )
         except Exception as exc:
             log.exception("rpc %r id=%r crashed", method_name, request_id)
             error = InternalError(type(exc).__name__)
-            self._served(method_name, "internal_error", started)
+            self._served(context, method_name, "internal_error", started)
             return Reply(
                 request_id, error_body(request_id, error), method=method_name, notification=notification
             )
         if isinstance(result, Forward):
             return Reply(request_id, forward=result, method=method_name, notification=notification)
         body = result_body(request_id, result)
-        self._served(method_name, "ok", started)
+        self._served(context, method_name, "ok", started)
         return Reply(request_id, body, method=method_name, notification=notification)
 
-    def _served(self, method_name: str, outcome: str, started: float) -> None:
-        if self._observe is not None:
-            self._observe(method_name, outcome, time.perf_counter() - started)
+    def _served(self, context: CallContext, method_name: str, outcome: str, started: float) -> None:
+        self.policy.served(context, method_name, outcome, time.perf_counter() - started)
 
 
 def _status(entry: Entry) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from bus_tasks.aggregator.clears import Clears
 from bus_tasks.aggregator.ingest import Ingest, StoreHealth
 from bus_tasks.aggregator.liveness import Liveness
 from bus_tasks.aggregator.metrics import Metrics
+from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy, Policies
 from bus_tasks.aggregator.presence import Presence
 from bus_tasks.aggregator.relay import ControlRelay
 from bus_tasks.aggregator.replicas import Replicas
@@ -70,7 +71,12 @@ class Aggregator:
         view: TaskView | None = None,
         store: Store | None = None,
         policy: AggregatorPolicy | None = None,
+        call_policy: CallPolicy = ADMIT_ALL,
     ) -> None:
+        """Args:
+        call_policy: sees every RPC call before its method runs (e.g. who may call what), and
+            how each was served; the aggregator's metrics are told too (see aggregator/policy).
+        """
         self.connection = connection
         self.view = view if view is not None else TaskView(shapes.task_details_member)
         self.store = store if store is not None else NullStore()
@@ -114,7 +120,8 @@ class Aggregator:
             on_commit=self.metrics.store_committed,
         )
         self.health = self.ingest.health
-        self.relay = ControlRelay(connection, self.counts, observe=self.metrics.rpc_served)
+        self.call_policy = Policies(call_policy, self.metrics)
+        self.relay = ControlRelay(connection, self.counts, policy=self.call_policy)
         self.clears = Clears(connection, self.ingest, self.relay, self.counts)
         self.retention = Retention(
             self.view,
@@ -131,7 +138,7 @@ class Aggregator:
             subsystems=lambda: self.liveness.listing(self.view.count_by_subsystem()),
             aggregators=lambda: self.replicas.listing(revision=self.view.revision, tasks=len(self.view)),
             feed=self.feed,
-            observe=self.metrics.rpc_served,
+            policy=self.call_policy,
         )
         self.metrics.add_methods(self.dispatcher.methods)
         self.requests = Requests(

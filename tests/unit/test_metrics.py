@@ -255,7 +255,7 @@ def test_tasks_by_state_always_equals_a_count_of_the_live_entries(
 def test_calls_count_under_their_canonical_name_by_outcome_with_their_duration() -> None:
     parts = Parts()
     parts.view.apply(Event(event="updated", seq=1, task=make_record(1)))
-    dispatcher = Dispatcher(parts.view, observe=parts.metrics.rpc_served)
+    dispatcher = Dispatcher(parts.view, policy=parts.metrics)
 
     def call(method: str, **params: str) -> None:
         dispatcher.handle(request(method, **params))
@@ -288,7 +288,7 @@ def test_a_method_that_crashes_counts_as_internal_error() -> None:
     def crash(entry: object) -> None:
         raise RuntimeError("boom")
 
-    dispatcher = Dispatcher(parts.view, on_clear=crash, observe=parts.metrics.rpc_served)
+    dispatcher = Dispatcher(parts.view, on_clear=crash, policy=parts.metrics)
     dispatcher.handle(request("clearTask", taskID=task_id(1)))
     scraped = samples(parts.metrics)
     assert value(scraped, "bus_tasks_rpc_requests_total", method="Task.clear", outcome="internal_error") == 1
