@@ -1,10 +1,10 @@
-"""JSON-RPC 2.0 method table and dispatch over the view (SPEC section 5). No broker here."""
+"""JSON-RPC 2.0 method table and dispatch over the view (SPEC section 5): the methods of one task
+and of the host here, the listings in :mod:`~bus_tasks.aggregator.listings`. No broker here."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from bus_tasks import codec
 from bus_tasks.aggregator.changes import ChangeFeed
+from bus_tasks.aggregator.listings import Listings, status_of
 from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy
 from bus_tasks.core.model import canonical_task_id, check_tag, check_tags
 from bus_tasks.core.view import Entry, TaskView
@@ -24,27 +25,21 @@ from bus_tasks.errors import (
     TaskAborted,
     TaskNotFinished,
 )
-from bus_tasks.protocol import control, jsonrpc, shapes, vdsm
+from bus_tasks.protocol import control, jsonrpc, shapes
 from bus_tasks.protocol.context import LOCAL, CallContext
-from bus_tasks.protocol.jsonrpc import EncodedObject, RequestId, error_body, result_body
+from bus_tasks.protocol.jsonrpc import RequestId, error_body, result_body
 from bus_tasks.protocol.methods import ALIASES, MethodName
 from bus_tasks.protocol.params import (
-    DEFAULT_OPTIONS,
-    ChangesOptions,
     ClearParams,
-    GetAllTasksOptions,
     GetAllTasksParams,
     GetChangesParams,
     LegacyListParams,
     NoParams,
     RetagParams,
     TaskParams,
-    query_tags,
 )
 
 log = logging.getLogger(__name__)
-
-LISTING_CACHE_SIZE = 8  # listings (lists of encoded members) kept while the view is unchanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,18 +89,16 @@ class Dispatcher:
             forwarded call is the relay's to tell, once answered): see aggregator/policy.
         """
         self.view = view
-        self.feed = feed
         self.policy = policy
         self._on_clear = on_clear
         self._check_writable = check_writable  # raises when the view may not change now
         self._subsystems = subsystems
         self._aggregators = aggregators
-        self._listings: OrderedDict[tuple[Any, ...], list[bytes]] = OrderedDict()
-        self._listings_version = -1
+        self.listings = Listings(view, feed)
         table = [
-            Method(MethodName.GET_ALL_TASKS, GetAllTasksParams, self.get_all_tasks),
-            Method(MethodName.GET_ALL_TASKS_INFO, LegacyListParams, self.get_all_tasks_info),
-            Method(MethodName.GET_ALL_TASKS_STATUSES, LegacyListParams, self.get_all_tasks_statuses),
+            Method(MethodName.GET_ALL_TASKS, GetAllTasksParams, self.listings.get_all_tasks),
+            Method(MethodName.GET_ALL_TASKS_INFO, LegacyListParams, self.listings.get_all_tasks_info),
+            Method(MethodName.GET_ALL_TASKS_STATUSES, LegacyListParams, self.listings.get_all_tasks_statuses),
             Method(MethodName.GET_STATUS, TaskParams, self.get_task_status),
             Method(MethodName.GET_INFO, TaskParams, self.get_task_info),
             Method(MethodName.GET_DETAILS, TaskParams, self.get_task_details),
@@ -115,7 +108,7 @@ class Dispatcher:
             Method(MethodName.RETAG, RetagParams, self.retag_task),
             Method(MethodName.GET_SUBSYSTEMS, NoParams, self.get_subsystems),
             Method(MethodName.GET_AGGREGATORS, NoParams, self.get_aggregators),
-            Method(MethodName.GET_TASK_CHANGES, GetChangesParams, self.get_task_changes),
+            Method(MethodName.GET_TASK_CHANGES, GetChangesParams, self.listings.get_task_changes),
         ]
         self.methods: dict[str, Method] = {}
         for method in table:
@@ -125,73 +118,8 @@ class Dispatcher:
 
     # -- methods ------------------------------------------------------------------------
 
-    def get_all_tasks(self, params: GetAllTasksParams) -> EncodedObject:
-        tags = query_tags(params.tags)
-        options = params.options or DEFAULT_OPTIONS
-        match_all = options.match == "all"
-        listing = self._listing(
-            ("tasks", tuple(tags), match_all),
-            lambda: [e.member for e in self.view.select(tags, match_all=match_all)],
-        )
-        if not options.revision:
-            return listing
-        tasks = b'"tasks":{' + b",".join(listing.members) + b"}"
-        return EncodedObject([b'"revision":%d' % self.view.revision, tasks])
-
-    def get_task_changes(self, params: GetChangesParams) -> EncodedObject:
-        """A watcher's listing (``since`` None) or replay: the changes after ``since``
-        (docs/watching.md); RevisionGone when they are no longer kept."""
-        feed = self.feed
-        if feed is None:
-            raise MethodNotFound(repr(str(MethodName.GET_TASK_CHANGES)))
-        options = params.options or ChangesOptions()
-        tags = query_tags(params.tags)
-        match_all = options.match == "all"
-        head = [
-            codec.dumps_member("aggregator", feed.name),
-            codec.dumps_member("instance", feed.instance),
-            codec.dumps_member("log", feed.log_name),
-            codec.dumps_member("rpcQueue", feed.rpc_queue),
-            b'"revision":%d' % self.view.revision,
-        ]
-        if params.since is None:
-            query = GetAllTasksParams(tags=tags, options=GetAllTasksOptions(match=options.match))
-            listing = self.get_all_tasks(query)
-            return EncodedObject([*head, b'"tasks":{' + b",".join(listing.members) + b"}"])
-        feed.check_log(options.log)
-        found = feed.since(params.since, tags, match_all=match_all)
-        return EncodedObject([*head, b'"changes":[' + b",".join(found) + b"]"])
-
-    def get_all_tasks_info(self, params: LegacyListParams) -> EncodedObject:
-        member = codec.dumps_member
-        return self._listing(
-            ("info",), lambda: [member(e.id, shapes.task_info(e.id, e.verb)) for e in self._legacy_listing()]
-        )
-
-    def get_all_tasks_statuses(self, params: LegacyListParams) -> EncodedObject:
-        member = codec.dumps_member
-        return self._listing(
-            ("statuses",), lambda: [member(e.id, _status(e)) for e in self._legacy_listing()]
-        )
-
-    def _listing(self, key: tuple[Any, ...], build: Callable[[], list[bytes]]) -> EncodedObject:
-        """A listing as encoded members; pollers ask the same question again and again, so while
-        the view has not changed the members are reused as they are."""
-        if self._listings_version != self.view.version:
-            self._listings.clear()
-            self._listings_version = self.view.version
-        members = self._listings.get(key)
-        if members is None:
-            members = build()
-            self._listings[key] = members
-            if len(self._listings) > LISTING_CACHE_SIZE:
-                self._listings.popitem(last=False)
-        else:
-            self._listings.move_to_end(key)
-        return EncodedObject(members)
-
     def get_task_status(self, params: TaskParams) -> dict[str, Any]:
-        return _status(self._entry(params))
+        return status_of(self._entry(params))
 
     def get_task_info(self, params: TaskParams) -> dict[str, Any]:
         entry = self._entry(params)
@@ -251,10 +179,6 @@ class Dispatcher:
         if self._subsystems is None:
             return {}
         return self._subsystems()
-
-    def _legacy_listing(self) -> list[Entry]:
-        """VDSM's rule for its old listings: only the tasks tagged ``spm``."""
-        return self.view.select([vdsm.LEGACY_LISTING_TAG])
 
     def _method(self, name: str) -> Method:
         method = self.methods.get(name)
@@ -317,10 +241,6 @@ class Dispatcher:
 
     def _served(self, context: CallContext, method_name: str, outcome: str, started: float) -> None:
         self.policy.served(context, method_name, outcome, time.perf_counter() - started)
-
-
-def _status(entry: Entry) -> dict[str, Any]:
-    return shapes.task_status(entry.id, entry.state, entry.code, entry.message)
 
 
 def _task_id(value: str) -> str:
