@@ -1,5 +1,6 @@
 """The one place that sees every call: rules across methods (who may call what, quotas, audit,
-metrics) are call policies, never code in the methods (docs/design.md, "Call policies").
+metrics) are call policies, never code in the methods (docs/design.md, "Calls: context and
+policy").
 
 The dispatcher asks its policy to :meth:`~CallPolicy.admit` each call (each member of a batch
 alike) once its params are bound and before its method runs, and tells it how each call was

@@ -93,6 +93,11 @@ class GetChangesParams(_Params):
 
 
 def query_tags(tags: str | list[str] | None) -> list[str]:
+    """The tags of a query (``getAllTasks``, a watch, the HTTP API's ``tag=``), checked.
+
+    Raises:
+        InvalidParams: for more than ``MAX_QUERY_TAGS``; InvalidParameter: for a malformed tag.
+    """
     if tags is None or tags == "":
         return []
     listed = [tags] if isinstance(tags, str) else tags
