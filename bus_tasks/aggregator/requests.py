@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from bus_tasks.aggregator import methods
 from bus_tasks.aggregator.batch import BatchReply
@@ -31,26 +31,18 @@ class Arrival:
     received_mono: float
 
 
+@dataclass(eq=False)
 class Requests:
     """Serves requests from a view whose events are durable; stop, revert and retag go through
     the control relay."""
 
-    def __init__(
-        self,
-        dispatcher: methods.Dispatcher,
-        relay: ControlRelay,
-        ingest: Ingest,
-        counts: Counter[str],
-        *,
-        max_request_bytes: int,
-        max_batch_calls: int,
-    ) -> None:
-        self.dispatcher = dispatcher
-        self.relay = relay
-        self.ingest = ingest
-        self.counts = counts
-        self.max_request_bytes = max_request_bytes
-        self.max_batch_calls = max_batch_calls
+    dispatcher: methods.Dispatcher
+    relay: ControlRelay
+    ingest: Ingest
+    counts: Counter[str]
+    _: KW_ONLY
+    max_request_bytes: int
+    max_batch_calls: int
 
     def on_request(self, delivery: Delivery) -> None:
         arrival = Arrival(
