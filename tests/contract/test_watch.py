@@ -87,7 +87,7 @@ def settled(system: System, watcher: Watcher, tags: list[str] | None = None, mat
 
         def same() -> bool:
             assert watcher.error is None, watcher.error
-            answer = client.get_all_tasks(tags, {"match": match, "revision": True})
+            answer: dict[str, Any] = client.get_all_tasks(tags, {"match": match, "revision": True})
             return bool(watcher.revision >= answer["revision"] and watcher.tasks == answer["tasks"])
 
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from support.brokers import RABBITMQ, Broker, System, rabbitmqctl, require_service
 from support.cli_helpers import run_cli
+from support.deliveries import collect_into
 from support.processes import start_serve
 from support.timing import Stopwatch, assert_ended_by
 
@@ -342,7 +343,7 @@ def test_a_second_exclusive_consumer_of_a_queue_gets_queue_in_use_until_the_firs
     got: list[bytes] = []
     first = broker.connection()
     queue = first.declare_control_queue("vdsm")
-    first.consume(queue, lambda d: (got.append(d.body), d.ack()), exclusive=True)
+    first.consume(queue, collect_into(got), exclusive=True)
     second = broker.connection()
     second.declare_control_queue("vdsm")
 
@@ -365,7 +366,7 @@ def test_a_second_exclusive_consumer_of_a_queue_gets_queue_in_use_until_the_firs
 
 def _consumed(connection: BusConnection, queue: str, into: list[bytes]) -> bool:
     try:
-        connection.consume(queue, lambda d: (into.append(d.body), d.ack()), exclusive=True)
+        connection.consume(queue, collect_into(into), exclusive=True)
     except QueueInUse:  # RabbitMQ may take a moment to forget the first consumer
         return False
     return True

@@ -109,7 +109,7 @@ def rpc_queues(client: TasksClient, *replicas: str) -> dict[str, str]:
 def answer(url: str, rpc_queue: str) -> dict[str, Any]:
     """The revision and the tasks of one replica, asked through its own queue."""
     with TasksClient(BusConnection(url), timeout_s=10.0, rpc_queue=rpc_queue) as client:
-        return client.get_all_tasks(options={"revision": True})  # type: ignore[no-any-return]
+        return client.get_all_tasks(options={"revision": True})
 
 
 @pytest.fixture
@@ -156,7 +156,7 @@ def test_two_replicas_one_killed_mid_stream_lose_no_read_and_then_agree_on_one_r
             timeout_s=60,
             what="a caught up with b",
         )
-        answers = [client.get_all_tasks(options={"revision": True}) for _ in range(20)]
+        answers: list[dict[str, Any]] = [client.get_all_tasks(options={"revision": True}) for _ in range(20)]
         assert all(x == answers[0] for x in answers), "20 quiet queries, one revision, one view"
         assert {i: visible(t) for i, t in answers[0]["tasks"].items()} == want
         assert answers[0]["revision"] >= 2 * TASKS_PER_PUBLISHER * (UPDATES + 2)

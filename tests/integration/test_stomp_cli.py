@@ -42,7 +42,7 @@ def test_bus_tasks_stomp_logs_ready_answers_vdsm_frames_and_exits_0_on_sigterm(
         assert client.call("Host.getAllTasksStatuses")["result"] == {}
         client.close()
     finally:
-        assert process.terminate() == 0, process.log()
+        assert process.terminate() == 0, process.log
 
 
 def test_bus_tasks_stomp_with_tls_ca_requires_a_client_certificate(
@@ -71,4 +71,4 @@ def test_bus_tasks_stomp_with_tls_ca_requires_a_client_certificate(
             refused.connect()
         refused.close()
     finally:
-        assert process.terminate() == 0, process.log()
+        assert process.terminate() == 0, process.log

@@ -86,7 +86,7 @@ def test_a_watcher_whose_aggregator_is_killed_mid_stream_goes_on_with_the_surviv
 
             def same() -> bool:
                 assert follower.error is None, follower.error
-                answer = client.get_all_tasks(options={"revision": True})
+                answer: dict[str, Any] = client.get_all_tasks(options={"revision": True})
                 return bool(answer["tasks"] == follower.tasks and follower.revision >= answer["revision"])
 
             wait_until(same, timeout_s=120, interval_s=0.5, what="the watcher's view equals the survivor's")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from support.cli_helpers import cli_env, run_cli
 
-from bus_tasks.config import DEFAULT_DATA_DIR, STORE_SETTINGS, ConfigError, load_settings
+from bus_tasks.config import DEFAULT_DATA_DIR, STORE_SETTINGS, load_settings
+from bus_tasks.errors import ConfigError
 
 # Store settings no aggregator could use: an unknown store, a Redis store without its URL, a
 # data directory that is not a path.

@@ -12,12 +12,12 @@ from pydantic import SecretStr, ValidationError
 from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.config import (
     DEFAULT_CONFIG_FILE,
-    ConfigError,
     Settings,
     config_file,
     load_settings,
     redact_url,
 )
+from bus_tasks.errors import ConfigError
 from workers.wiring import aggregator_policy
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config" / "bus_tasks.toml"

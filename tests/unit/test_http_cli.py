@@ -10,7 +10,8 @@ import pytest
 from pydantic import SecretStr
 from support.cli_helpers import cli_env, run_cli
 
-from bus_tasks.config import ConfigError, Settings, load_settings
+from bus_tasks.config import Settings, load_settings
+from bus_tasks.errors import ConfigError
 from workers.serve import check_http, is_loopback
 
 TOKEN = "a-long-enough-token-0123456789"
