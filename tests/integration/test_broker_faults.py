@@ -48,6 +48,7 @@ def test_drops_and_stalls_on_both_sides_lose_no_event(
         BusConnection(rabbitmq_broker.via(to_publisher.port), confirm_publish=True, heartbeat_s=2.0), "vdsm"
     )
     ids = [str(uuid.uuid4()) for _ in range(TASKS)]
+
     def drop_both() -> None:
         to_publisher.drop_all()
         to_aggregator.drop_all()

@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,8 +26,8 @@ from typing import Any
 import pytest
 import redis
 from support.brokers import CI, Broker
-from support.processes import BIN, SUBSYSTEM_SCRIPT, Process
-from support.procs.stream import expected, task_id
+from support.processes import BIN, Process
+from support.streams import SUBSYSTEMS, expected_view, start_stream, visible
 
 from bus_tasks import names
 from bus_tasks.client import TasksClient
@@ -55,7 +54,6 @@ RESUMED = "ingest resumed"
 READY = "aggregator ready"
 STOPPED = "aggregator stopped"
 STOP_TIMEOUT_S = 20.0
-STREAM_SCRIPT = SUBSYSTEM_SCRIPT.parent / "stream.py"
 BLOB = "x" * 2000  # per task: 300 of them are far more than a full tmpfs has left
 
 
@@ -600,21 +598,7 @@ def _stop_while_draining_a_backlog(broker: Broker, tmp_path: Path, cleanup: cont
     data_dir = tmp_path / "data"
     _assert_stops_cleanly(_serve(cleanup, url, data_dir))  # declares the events queue, then goes
     publishers = [
-        Process(
-            [
-                sys.executable,
-                str(STREAM_SCRIPT),
-                "--broker",
-                url,
-                "--subsystem",
-                subsystem,
-                "--tasks",
-                str(BACKLOG_TASKS),
-                "--updates",
-                str(BACKLOG_UPDATES),
-            ]
-        )
-        for subsystem in ("vdsm", "gluster")
+        start_stream(url, subsystem, tasks=BACKLOG_TASKS, updates=BACKLOG_UPDATES) for subsystem in SUBSYSTEMS
     ]
     for publisher in publishers:
         cleanup.callback(publisher.kill)
@@ -640,15 +624,10 @@ def _stop_while_draining_a_backlog(broker: Broker, tmp_path: Path, cleanup: cont
     assert 0 < left < backlog, f"SIGTERM did not land while the backlog drained ({left} left)"
 
     serve = _serve(cleanup, url, data_dir)
-    want = {
-        task_id(subsystem, index): expected(subsystem, index)
-        for subsystem in ("vdsm", "gluster")
-        for index in range(BACKLOG_TASKS)
-    }
-    fields = ("subsystem", "verb", "tags", "state", "code", "message", "progress")
+    want = expected_view(BACKLOG_TASKS)
     with TasksClient(BusConnection(url, topology_options=QUEUE_LAYOUT), timeout_s=30) as client:
         wait_until(
-            lambda: {i: {k: t[k] for k in fields} for i, t in client.get_all_tasks().items()} == want,
+            lambda: {i: visible(t) for i, t in client.get_all_tasks().items()} == want,
             timeout_s=60,
             interval_s=0.2,
             what="every task of the backlog in its final state",

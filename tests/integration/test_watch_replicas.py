@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from support.brokers import Broker
 from support.processes import Process
-from test_replicas import expected_view, publisher, replica, rpc_queues, visible
+from support.replicas import replica, rpc_queues
+from support.streams import SUBSYSTEMS, expected_view, start_stream, visible
 
 from bus_tasks.client import TasksClient
 from bus_tasks.testing import wait_until
@@ -18,6 +19,10 @@ from bus_tasks.transport import BusConnection
 from bus_tasks.watching import Watch
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+TASKS_PER_PUBLISHER = 1000
+UPDATES = 3  # created + 3 updates + finished: 5 events a task, 10,000 events from two publishers
+EVENTS_PER_S = 1500.0  # each publisher: the stream lasts a few seconds, long enough to kill in
 
 
 class Follower:
@@ -72,7 +77,17 @@ def test_a_watcher_whose_aggregator_is_killed_mid_stream_goes_on_with_the_surviv
             wait_until(lambda: follower.kinds, timeout_s=30, what="the listing")
             followed = follower.following()
             assert followed in replicas
-            publishers = [publisher(url, name) for name in ("vdsm", "gluster")]
+            publishers = [
+                start_stream(
+                    url,
+                    name,
+                    tasks=TASKS_PER_PUBLISHER,
+                    updates=UPDATES,
+                    events_per_s=EVENTS_PER_S,
+                    listen=True,
+                )
+                for name in SUBSYSTEMS
+            ]
             started += publishers
             wait_until(lambda: follower.revision > 2000, timeout_s=60, what="the watcher mid-stream")
             assert all(p.popen.poll() is None for p in publishers), "the kill must land mid-stream"
@@ -82,7 +97,7 @@ def test_a_watcher_whose_aggregator_is_killed_mid_stream_goes_on_with_the_surviv
             wait_until(lambda: follower.following() == survivor, timeout_s=60, what="the watcher moved on")
             for p in publishers:
                 p.wait_for_line("events published and confirmed", timeout_s=120)
-            want = expected_view()
+            want = expected_view(TASKS_PER_PUBLISHER)
 
             def same() -> bool:
                 assert follower.error is None, follower.error
