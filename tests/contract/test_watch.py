@@ -7,62 +7,20 @@ published while it lists and watches; its rebuilt view must equal the aggregator
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from support.brokers import System
+from support.watchers import Watcher
 
 from bus_tasks.client import TasksClient
 from bus_tasks.core.model import State
 from bus_tasks.errors import RevisionGone, UnknownTask
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
-from bus_tasks.watching import Watch, WatchEvent
 
 TIMEOUT_S = 15.0
-
-
-class Watcher:
-    """Iterates a watch in a thread and rebuilds the selection from its events."""
-
-    def __init__(self, client: TasksClient, watch: Watch) -> None:
-        self.client = client
-        self.watch = watch
-        self.events: list[WatchEvent] = []
-        self.tasks: dict[str, dict[str, Any]] = {}
-        self.revision = 0
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for event in self.watch:
-                self.events.append(event)
-                if event.kind == "listing":
-                    assert event.tasks is not None
-                    self.tasks = dict(event.tasks)
-                elif event.kind == "changed":
-                    assert event.task_id is not None
-                    assert event.task is not None
-                    self.tasks[event.task_id] = event.task
-                elif event.kind == "removed":
-                    assert event.task_id is not None
-                    self.tasks.pop(event.task_id, None)
-                assert event.revision >= self.revision, "revisions go forward"
-                self.revision = event.revision
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self) -> None:
-        self.watch.close()
-        self._thread.join(5.0)
-        self.client.close()
-
-    def kinds(self) -> list[str]:
-        return [e.kind for e in self.events]
 
 
 @pytest.fixture
