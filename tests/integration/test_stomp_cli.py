@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
 import ssl
 from pathlib import Path
 
 import pytest
 import trustme
 from support.brokers import Broker, System
+from support.ports import free_port
 from support.processes import BIN, Process
 from support.vdsm_stomp import RawVdsmClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _start(broker: Broker, port: int, *extra: str) -> Process:
@@ -34,7 +28,7 @@ def _start(broker: Broker, port: int, *extra: str) -> Process:
 def test_bus_tasks_stomp_logs_ready_answers_vdsm_frames_and_exits_0_on_sigterm(
     rabbitmq_system: System,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     process = _start(rabbitmq_system.broker, port, "--timeout", "5")
     try:
         client = RawVdsmClient(port)
@@ -53,7 +47,7 @@ def test_bus_tasks_stomp_with_tls_ca_requires_a_client_certificate(
     server.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     server.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    port = _free_port()
+    port = free_port()
     tls = ["--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem")]
     process = _start(rabbitmq_system.broker, port, *tls, "--tls-ca", str(tmp_path / "ca.pem"))
     try:

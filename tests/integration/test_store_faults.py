@@ -16,7 +16,6 @@ import errno
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 import redis
 from support.brokers import CI, Broker
+from support.ports import free_port
 from support.processes import BIN, Process
 from support.streams import SUBSYSTEMS, expected_view, start_stream, visible
 
@@ -178,12 +178,6 @@ def _fill(fs: Path) -> Path:
     assert failure.errno == errno.ENOSPC, failure
     assert os.statvfs(fs).f_bavail == 0
     return filler
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _redis_client(port: int) -> redis.Redis:
@@ -449,7 +443,7 @@ def test_a_redis_store_that_goes_away_pauses_ingest_and_serve_catches_up_when_it
     rabbitmq_broker: Broker, tmp_path: Path
 ) -> None:
     _require_redis_server()
-    port = _free_port()
+    port = free_port()
     prefix = f"bus_tasks_test:{uuid.uuid4().hex[:12]}:"
     url = rabbitmq_broker.url
     with contextlib.ExitStack() as cleanup:
@@ -514,7 +508,7 @@ def test_serve_waits_for_a_redis_store_that_is_down_at_start_and_is_ready_once_i
     rabbitmq_broker: Broker, tmp_path: Path
 ) -> None:
     _require_redis_server()
-    port = _free_port()
+    port = free_port()
     prefix = f"bus_tasks_test:{uuid.uuid4().hex[:12]}:"
     with contextlib.ExitStack() as cleanup:
         serve = _serve_on_redis(cleanup, rabbitmq_broker.url, tmp_path / "data", port, prefix, ready=False)
@@ -566,7 +560,7 @@ def _stop_while_the_disk_is_full(broker: Broker, tmp_path: Path, cleanup: contex
 
 def _stop_while_redis_is_away(broker: Broker, tmp_path: Path, cleanup: contextlib.ExitStack) -> None:
     _require_redis_server()
-    port = _free_port()
+    port = free_port()
     prefix = f"bus_tasks_test:{uuid.uuid4().hex[:12]}:"
     store = _start_redis(port, tmp_path)
     cleanup.callback(store.kill)
@@ -586,7 +580,7 @@ def _stop_while_redis_is_away(broker: Broker, tmp_path: Path, cleanup: contextli
 def _stop_while_waiting_for_redis_at_start(
     broker: Broker, tmp_path: Path, cleanup: contextlib.ExitStack
 ) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     serve = _serve_on_redis(cleanup, broker.url, tmp_path / "data", port, "bus_tasks_test:", ready=False)
     serve.wait_for_line(PAUSED, timeout_s=30)
     assert READY not in serve.log
