@@ -4,40 +4,30 @@ from __future__ import annotations
 
 from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.errors import StoreUnavailable
-from bus_tasks.store import WriteBuffer
+from bus_tasks.store import BufferedStore
 
 
-class SwitchableStore:
+class SwitchableStore(BufferedStore):
     """Keeps committed writes in memory; while ``broken``, every commit fails as a full disk would.
 
     Counts the commits that worked (``commits``) and those that failed (``failed_commits``).
     """
 
+    max_seq = 2**63 - 1  # as the real stores: a signed 64-bit integer
+
     def __init__(self) -> None:
+        super().__init__()
         self.broken = False
         self.tasks: dict[str, Entry] = {}
         self.tombstones: dict[str, Tombstone] = {}
         self.commits = 0
         self.failed_commits = 0
-        self._buffer = WriteBuffer()
 
     def __str__(self) -> str:
         return "switchable test store"
 
     def load(self, view: TaskView) -> int:
         return 0
-
-    def put(self, entry: Entry) -> None:
-        self._buffer.put(entry)
-
-    def bury(self, task_id: str, tombstone: Tombstone) -> None:
-        self._buffer.bury(task_id, tombstone)
-
-    def forget(self, task_id: str) -> None:
-        self._buffer.forget(task_id)
-
-    def mark(self, revision: int) -> None:
-        self._buffer.mark(revision)
 
     def commit(self) -> None:
         if self.broken:
