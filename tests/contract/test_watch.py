@@ -87,6 +87,13 @@ def test_a_watcher_lists_then_sees_each_change_and_its_view_equals_the_aggregato
     second = pub.create("createVolume", ["spm", "pool:1"])
     pub.update(first.id, progress=50)
     pub.finish(second.id)
+    # The aggregator applied them (in order: the finish last) before the watcher is compared with it.
+    client = system.client()
+    wait_until(
+        lambda: client.get_all_tasks().get(second.id, {}).get("state") == "finished",
+        timeout_s=TIMEOUT_S,
+        what="the changes applied",
+    )
     settled(system, watcher)
     assert watcher.tasks[first.id]["progress"] == 50
     assert watcher.tasks[second.id]["state"] == "finished"
