@@ -24,6 +24,7 @@ from bench.harness import (
     check,
     fmt_time,
     median,
+    percentile,
     rabbitmq_vhost,
     say,
     side_by_side,
@@ -70,11 +71,6 @@ class Caller:
     def close(self) -> None:
         self._raw.close()
         self._client.close()
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def run(quick: bool) -> list[Figure]:
