@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
+from support.ports import free_port
 
 from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator
@@ -14,14 +14,8 @@ from bus_tasks.subsystem import TaskPublisher
 from bus_tasks.transport import BusOptions
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])  # closed again when the probe goes: nothing listens
-
-
 def test_a_publisher_whose_broker_is_unreachable_raises_broker_unavailable_naming_it() -> None:
-    url = f"amqp://guest:secret@127.0.0.1:{_closed_port()}//"
+    url = f"amqp://guest:secret@127.0.0.1:{free_port()}//"
     publisher = TaskPublisher(
         transport.open(url, BusOptions(connect_retries=1, connect_timeout_s=1.0)), "vdsm"
     )
@@ -32,7 +26,7 @@ def test_a_publisher_whose_broker_is_unreachable_raises_broker_unavailable_namin
 
 
 def test_an_aggregator_whose_broker_is_unreachable_raises_broker_unavailable() -> None:
-    url = f"amqp://guest:guest@127.0.0.1:{_closed_port()}//"
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
     aggregator = Aggregator(transport.open(url, BusOptions(connect_retries=1, connect_timeout_s=1.0)))
     with pytest.raises(BrokerUnavailable, match="unreachable"):
         aggregator.run(threading.Event())
