@@ -12,6 +12,7 @@ from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings, redact_url
 from bus_tasks.frontdoors.bridge import OnReply, RpcBridge
+from bus_tasks.identity import off_warning
 from bus_tasks.store import Store, open_store
 from bus_tasks.transport import BusConnection, TopologyOptions
 from workers.stomp import parse_listen
@@ -31,6 +32,13 @@ def stop_on_signals(log: logging.Logger) -> threading.Event:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     return stop
+
+
+def warn_if_identity_off(settings: Settings, log: logging.Logger) -> None:
+    """At start: one warning line when nothing checks who publishes (identity off, a shared broker)."""
+    line = off_warning(settings.identity, settings.broker.partition("://")[0])
+    if line is not None:
+        log.warning("%s", line)
 
 
 def connect(

@@ -48,6 +48,13 @@ DEFAULTS = {
     "http_control": False,
     "http_token": None,
     "log_level": "INFO",
+    "identity": "off",
+    "publishers": {},
+    "aggregators": [],
+    "broker_ssl_ca": None,
+    "broker_ssl_cert": None,
+    "broker_ssl_key": None,
+    "broker_login_method": None,
 }
 
 
