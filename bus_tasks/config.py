@@ -16,6 +16,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bus_tasks.broker_login import BrokerLogin, LoginMethod, certificate_common_name
 from bus_tasks.core.model import SUBSYSTEM_PATTERN, describe_validation
 from bus_tasks.errors import ConfigError
 from bus_tasks.identity import IDENTITY_PATTERN, IdentityMode, TrustPolicy
@@ -28,7 +29,6 @@ CONFIG_FILE_NAME = Path("config/bus_tasks.toml")
 # file. An installed package (the image) has none, and runs on defaults and the environment.
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parents[1] / CONFIG_FILE_NAME
 
-LoginMethod = Literal["AMQPLAIN", "PLAIN", "EXTERNAL"]
 Identity = Annotated[str, StringConstraints(pattern=IDENTITY_PATTERN)]
 SubsystemName = Annotated[str, StringConstraints(pattern=SUBSYSTEM_PATTERN)]
 _AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
@@ -165,11 +165,16 @@ class Settings(BaseSettings):
             if not (path.is_file() and os.access(path, os.R_OK)):
                 # The path is not repeated: key paths stay out of logs.
                 raise ValueError(f"{name} does not name a readable file")
-        if self.broker_login_method == "EXTERNAL" and self.broker_ssl_cert is None:
-            raise ValueError(
-                'broker_login_method = "EXTERNAL" logs in with a client certificate: '
-                "give broker_ssl_cert and broker_ssl_key (and an amqps:// broker_url)"
-            )
+        if self.broker_login_method == "EXTERNAL":
+            if self.broker_ssl_cert is None:
+                raise ValueError(
+                    'broker_login_method = "EXTERNAL" logs in with a client certificate: '
+                    "give broker_ssl_cert and broker_ssl_key (and an amqps:// broker_url)"
+                )
+            try:
+                certificate_common_name(self.broker_ssl_cert.read_bytes())
+            except ValueError as exc:
+                raise ValueError(f"broker_ssl_cert: {exc} (EXTERNAL logs in as its CN)") from None
         if self.identity == "broker":
             if scheme not in (*_AMQP_SCHEMES, "memory"):
                 raise ValueError(
@@ -190,6 +195,16 @@ class Settings(BaseSettings):
             publishers=self.publishers,
             aggregators=self.aggregators,
             test_subsystem=self.test_subsystem,
+        )
+
+    @property
+    def broker_login(self) -> BrokerLogin:
+        """TLS and the login method to the broker (file paths kept out of its repr)."""
+        return BrokerLogin(
+            ca_file=self.broker_ssl_ca,
+            cert_file=self.broker_ssl_cert,
+            key_file=self.broker_ssl_key,
+            method=self.broker_login_method,
         )
 
     @property

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from bus_tasks.config import Settings, load_settings
 from bus_tasks.errors import ConfigError
@@ -30,13 +31,15 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def pems(tmp_path: Path) -> dict[str, Path]:
-    """Three files where the CA, certificate and key would be (their content is TLS's business)."""
-    files = {}
-    for name in ("ca", "cert", "key"):
-        path = tmp_path / "secret-dir" / f"{name}.pem"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(f"-----BEGIN {name}-----\n")
-        files[name] = path
+    """A CA, and a certificate (CN vdsm) and its key, as PEM files."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("host.example", common_name="vdsm")
+    where = tmp_path / "secret-dir"
+    where.mkdir()
+    files = {name: where / f"{name}.pem" for name in ("ca", "cert", "key")}
+    ca.cert_pem.write_to_path(files["ca"])
+    cert.cert_chain_pems[0].write_to_path(files["cert"])
+    cert.private_key_pem.write_to_path(files["key"])
     return files
 
 
@@ -146,6 +149,17 @@ def test_a_missing_key_file_is_refused_without_showing_its_path(pems: dict[str, 
 def test_certificate_login_over_tls_is_accepted(pems: dict[str, Path]) -> None:
     settings = load_settings(**tls(pems, broker_login_method="EXTERNAL"))
     assert (settings.broker, settings.broker_ssl_ca) == (TLS_URL, pems["ca"])
+    assert settings.broker_login.user(settings.broker) == "vdsm"
+    assert "secret-dir" not in repr(settings.broker_login)
+
+
+def test_certificate_login_needs_a_certificate_with_a_cn(pems: dict[str, Path]) -> None:
+    pems["cert"].write_bytes(trustme.CA().issue_cert("host.example").cert_chain_pems[0].bytes())
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**tls(pems, broker_login_method="EXTERNAL"))
+    assert "broker_ssl_cert: the certificate's subject has no CN (EXTERNAL logs in as its CN)" in str(
+        caught.value
+    )
 
 
 def test_tls_with_only_a_ca_and_a_password_login_is_accepted(pems: dict[str, Path]) -> None:
