@@ -58,6 +58,7 @@ def connect(
         connect_retries=connect_retries,
         redis_key_prefix=settings.redis_key_prefix,
         topology_options=topology_options(settings),
+        login=settings.broker_login,
     )
 
 

@@ -23,6 +23,7 @@ from kombu.message import Message
 from kombu.messaging import Consumer
 
 from bus_tasks import names
+from bus_tasks.broker_login import NO_LOGIN, BrokerLogin
 from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S, redact_url
 from bus_tasks.errors import BusTasksError, QueueInUse, TopologyMismatch
 from bus_tasks.transport import admin, topology
@@ -70,6 +71,7 @@ class BusConnection:
         confirm_window: int = 1_000,
         stop: threading.Event | None = None,
         topology_options: topology.TopologyOptions = topology.DEFAULT_OPTIONS,
+        login: BrokerLogin = NO_LOGIN,
     ) -> None:
         self._link = Link(
             url,
@@ -79,9 +81,12 @@ class BusConnection:
             redis_key_prefix=redis_key_prefix,
             reconnect_max_s=reconnect_max_s,
             stop=stop,
+            login=login,
         )
         self.url = url
         self.is_amqp = self._link.is_amqp
+        # Every publish says who sent it; RabbitMQ refuses one whose user_id is not the login's.
+        self.user_id = login.user(url) if self.is_amqp else None
         self.options = topology_options
         self._subscriptions: list[Subscription] = []
         self._live: list[Consumer] = []

@@ -37,6 +37,7 @@ def delivery_of(message: Message, stale: Callable[[], bool]) -> Delivery:
         correlation_id=props.get("correlation_id"),
         expiration_ms=int(expiration) if expiration not in (None, "") else None,
         _ack=ack,
+        user_id=props.get("user_id"),
     )
 
 
