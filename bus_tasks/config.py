@@ -190,12 +190,7 @@ class Settings(BaseSettings):
     @property
     def trust(self) -> TrustPolicy:
         """Whom this process believes (SPEC 15)."""
-        return TrustPolicy.of(
-            self.identity,
-            publishers=self.publishers,
-            aggregators=self.aggregators,
-            test_subsystem=self.test_subsystem,
-        )
+        return TrustPolicy.of(self.identity, publishers=self.publishers, aggregators=self.aggregators)
 
     @property
     def broker_login(self) -> BrokerLogin:

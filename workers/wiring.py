@@ -83,6 +83,7 @@ def aggregator_policy(settings: Settings) -> AggregatorPolicy:
         tombstone_ttl_s=settings.tombstone_ttl_s,
         test_subsystem=settings.test_subsystem,
         name=settings.aggregator_name,
+        trust=settings.trust,
     )
 
 

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bus_tasks import codec, config, names
 from bus_tasks.aggregator import methods
@@ -30,6 +30,7 @@ from bus_tasks.aggregator.testtasks import DEFAULT_TEST_SUBSYSTEM, TestTaskOwner
 from bus_tasks.config import redact_url
 from bus_tasks.core.view import Entry, TaskView
 from bus_tasks.errors import BrokerUnavailable, BusTasksError, GeneralError, InvalidRequest, StoreUnavailable
+from bus_tasks.identity import OFF, TrustPolicy
 from bus_tasks.protocol import control, jsonrpc, shapes
 from bus_tasks.store import NullStore, Store
 from bus_tasks.transport import Bus, Delivery, ShutdownRequested
@@ -58,6 +59,8 @@ class AggregatorPolicy:
     name: str = ""
     beat_s: float = 5.0  # how often it says it serves
     watch_history: int = DEFAULT_HISTORY  # changes kept for watchers' replays
+    # Whom it believes (SPEC 15); its test subsystem's tasks are the aggregators' own.
+    trust: TrustPolicy = OFF
 
 
 class Aggregator:
@@ -82,7 +85,8 @@ class Aggregator:
         owned = {test_subsystem: "bus-tasks serve (test tasks)"} if test_subsystem else {}
         self.liveness = Liveness(owned=owned)
         self.replicas = Replicas(self.policy.name or socket.gethostname(), beat_s=self.policy.beat_s)
-        self.presence = Presence(self.liveness, self.replicas, self.view, self.counts)
+        trust = replace(self.policy.trust, test_subsystem=test_subsystem)
+        self.presence = Presence(self.liveness, self.replicas, self.view, self.counts, trust=trust)
         self.metrics = Metrics(
             counts=self.counts,
             view=self.view,
@@ -112,6 +116,7 @@ class Aggregator:
             log_offsets=connection.uses_stream,
             on_gap=self._on_gap,
             on_commit=self.metrics.store_committed,
+            trust=trust,
         )
         self.health = self.ingest.health
         self.relay = ControlRelay(connection, self.counts, observe=self.metrics.rpc_served)

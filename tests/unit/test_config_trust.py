@@ -12,7 +12,7 @@ import trustme
 
 from bus_tasks.config import Settings, load_settings
 from bus_tasks.errors import ConfigError
-from bus_tasks.identity import TrustPolicy
+from bus_tasks.identity import OFF, TrustPolicy
 from workers.wiring import warn_if_identity_off
 
 TLS_URL = "amqps://broker.example:5671/bus"
@@ -79,7 +79,6 @@ broker_login_method = "EXTERNAL"
         mode="broker",
         publishers={"gluster": frozenset({"gluster-host1", "gluster-host2"})},
         aggregators=frozenset({"agg1"}),
-        test_subsystem="test",
     )
 
 
@@ -95,7 +94,7 @@ def test_publishers_and_aggregators_come_from_the_environment_as_json(
 
 
 def test_the_default_trusts_everyone() -> None:
-    assert Settings().trust == TrustPolicy(mode="off", test_subsystem="test")
+    assert Settings().trust == OFF
 
 
 @pytest.mark.parametrize(
