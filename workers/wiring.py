@@ -69,6 +69,8 @@ def topology_options(settings: Settings) -> TopologyOptions:
         log_max_age=settings.event_log_max_age,
         queue_type=settings.queue_type,
         replica=settings.aggregator_name,
+        # Least-privilege users (broker-setup) may not declare: the topology exists beforehand.
+        predeclared=settings.identity == "broker",
     )
 
 

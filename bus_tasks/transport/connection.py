@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from amqp.exceptions import PreconditionFailed
+from amqp.exceptions import NotFound, PreconditionFailed
 from kombu.entity import Exchange, Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
@@ -25,7 +25,7 @@ from kombu.messaging import Consumer
 from bus_tasks import names
 from bus_tasks.broker_login import NO_LOGIN, BrokerLogin
 from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S, redact_url
-from bus_tasks.errors import BusTasksError, QueueInUse, TopologyMismatch
+from bus_tasks.errors import BusTasksError, QueueInUse, TopologyMismatch, TopologyMissing
 from bus_tasks.transport import admin, topology
 from bus_tasks.transport.bus import Delivery, Handler
 from bus_tasks.transport.consumers import (
@@ -165,13 +165,33 @@ class BusConnection:
         for entity in entities:
             # bind() makes a bound copy: the module-level entities stay unbound and shareable.
             try:
-                entity.bind(channel).declare()
+                self._declare_one(entity.bind(channel))
             except PreconditionFailed as exc:
                 raise TopologyMismatch(str(entity.name), exc.reply_text or str(exc)) from exc
             if entity not in self._declared:
                 self._declared.append(entity)
             if isinstance(entity, Queue):
                 self._queues[entity.name] = entity
+
+    def _declare_one(self, bound: Queue | Exchange) -> None:
+        """Declare one bound entity; a predeclared topology's shared exchanges and queues are only
+        checked (passive), and a private queue is bound to them without declaring them."""
+        if not (self.is_amqp and self.options.predeclared):
+            bound.declare()
+            return
+        try:
+            if isinstance(bound, Exchange):
+                bound.declare(passive=True)
+            elif not (bound.exclusive or bound.auto_delete):  # a shared queue
+                bound.queue_declare(passive=True)
+            else:
+                bound.queue_declare()
+                if bound.exchange is not None and bound.exchange.name:
+                    bound.queue_bind()
+                for item in bound.bindings or ():
+                    bound.bind_to(item.exchange, item.routing_key, item.arguments)
+        except NotFound:
+            raise TopologyMissing(f"{type(bound).__name__.lower()} {bound.name}") from None
 
     def _declare_shared(self, entity: Queue) -> None:
         """A queue that others may have declared first with arguments of their own (the event
@@ -313,7 +333,11 @@ class BusConnection:
                     channel = self._link.new_channel() if amqp else self._link.channel
                     self._claims.claim(channel, str(subscription.queue.name))
                 consumer = start_consumer(
-                    self._link.new_channel(), subscription, on_message, amqp=self.is_amqp
+                    self._link.new_channel(),
+                    subscription,
+                    on_message,
+                    amqp=self.is_amqp,
+                    declare=not (self.is_amqp and self.options.predeclared),
                 )
                 break
             except QueueInUse:
@@ -394,7 +418,7 @@ class BusConnection:
     def _restore(self) -> None:
         channel = self._link.channel
         for entity in self._declared:
-            entity.bind(channel).declare()
+            self._declare_one(entity.bind(channel))
         patience_s = max(10.0, 2 * self._link.heartbeat_s + 5.0)  # the broker's heartbeat timeout
         for subscription in self._subscriptions:
             self._start(subscription, patience_s=patience_s)
@@ -501,7 +525,7 @@ class BusConnection:
         if not self.is_amqp:
             return None  # the virtual transports do not count consumers
         self.connect()
-        if passive:
+        if passive or self.options.predeclared:
             return admin.passive_consumer_count(self._link.new_channel(), queue) or 0
         return admin.consumer_count(self._link.channel, self._entity(queue))
 

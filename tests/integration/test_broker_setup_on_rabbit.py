@@ -22,7 +22,6 @@ from bus_tasks import names
 pytestmark = pytest.mark.integration
 
 VHOST = "bus"
-IMPORT_TIMEOUT_S = 30.0
 CONFIRM_TIMEOUT_S = 10.0
 OWN = "0123456789abcdef" * 2  # a private queue's uuid part
 
@@ -68,24 +67,9 @@ def deployment(node: OwnRabbit, tmp_path_factory: pytest.TempPathFactory) -> Dep
     assert done.returncode == 0, done.stderr
     path = where / "definitions.json"
     path.write_text(done.stdout)
-    node.ctl("import_definitions", str(path))
     passwords = dict(line.split(" ") for line in done.stderr.splitlines())
-    _await_import(node, set(passwords))
+    node.import_definitions(path, vhost=VHOST, users=set(passwords))
     return Deployment(node, json.loads(done.stdout), passwords)
-
-
-def _await_import(node: OwnRabbit, users: set[str]) -> None:
-    """rabbitmqctl starts the import and returns: wait until every user has its permissions."""
-    deadline = time.monotonic() + IMPORT_TIMEOUT_S
-    while True:
-        listed = {
-            line.split("\t")[0] for line in node.ctl("list_permissions", "-s", "-p", VHOST).splitlines()
-        }
-        if users <= listed:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"definitions not imported in {IMPORT_TIMEOUT_S} s: permissions of {sorted(listed)}")
-        time.sleep(0.2)  # polling rabbitmqctl, within the deadline
 
 
 def test_the_broker_holds_the_permissions_of_the_document(deployment: Deployment) -> None:

@@ -113,6 +113,23 @@ class OwnRabbit:
             raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
         return done.stdout
 
+    def import_definitions(self, path: Path, *, vhost: str, users: set[str]) -> None:
+        """``rabbitmqctl import_definitions PATH``, which only starts the import: returns once
+        every one of ``users`` has its permissions on ``vhost``."""
+        self.ctl("import_definitions", str(path))
+        deadline = time.monotonic() + CTL_TIMEOUT_S
+        while True:
+            listed = {
+                line.split("\t")[0] for line in self.ctl("list_permissions", "-s", "-p", vhost).splitlines()
+            }
+            if users <= listed:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"definitions not imported in {CTL_TIMEOUT_S} s: permissions of {sorted(listed)}"
+                )
+            time.sleep(0.2)  # polling rabbitmqctl, within the deadline
+
     def stop(self) -> None:
         """Stop the node (politely, then for good) and wait for it."""
         process, self._process = self._process, None

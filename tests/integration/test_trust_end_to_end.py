@@ -1,0 +1,115 @@
+"""Trust on the bus end to end (SPEC 15): a TLS RabbitMQ node of the test's own, loaded with what
+``bus-tasks broker-setup`` prints (certificate login, least privilege), and every process wired
+from its settings with identity = "broker": an aggregator, a subsystem that publishes and
+answers control commands, an operator's client. The legitimate path works; a subsystem that
+names another in its bodies is dead-lettered, and the view does not change."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from support.cli_helpers import run_cli
+from support.factories import make_record
+from support.tls_rabbit import TlsRabbit, start_tls_rabbit
+
+from bus_tasks import names
+from bus_tasks.aggregator import Aggregator
+from bus_tasks.client import TasksClient
+from bus_tasks.config import Settings
+from bus_tasks.core.model import Event, State
+from bus_tasks.subsystem.publisher import TaskPublisher
+from bus_tasks.testing import RunningAggregator, wait_until
+from workers import wiring
+
+pytestmark = pytest.mark.integration
+
+VHOST = "bus"
+TIMEOUT_S = 20.0
+IDENTITIES = {"subsystem": ["vdsm", "gluster"], "aggregator": ["agg1"], "operator": ["engine"]}
+
+
+@pytest.fixture(scope="module")
+def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRabbit]:
+    for node in start_tls_rabbit(tmp_path_factory, VHOST):
+        where = tmp_path_factory.mktemp("setup")
+        flags = [arg for role, names_ in IDENTITIES.items() for name in names_ for arg in (f"--{role}", name)]
+        done = run_cli("broker-setup", "--vhost", VHOST, *flags, cwd=where)
+        assert done.returncode == 0, done.stderr
+        (where / "bus.json").write_text(done.stdout)
+        users = {name for names_ in IDENTITIES.values() for name in names_}
+        node.node.import_definitions(where / "bus.json", vhost=VHOST, users=users)
+        yield node
+
+
+def settings_of(rabbit: TlsRabbit, identity: str, **more: Any) -> Settings:
+    return rabbit.settings(identity, identity="broker", aggregators=["agg1"], **more)
+
+
+@pytest.fixture
+def aggregator(rabbit: TlsRabbit) -> Iterator[Aggregator]:
+    settings = settings_of(rabbit, "agg1")
+    running = Aggregator(
+        wiring.connect(settings, confirm_publish=True), policy=wiring.aggregator_policy(settings)
+    )
+    with RunningAggregator(running, ready_timeout_s=TIMEOUT_S):
+        yield running
+
+
+@pytest.fixture
+def vdsm(rabbit: TlsRabbit) -> Iterator[TaskPublisher]:
+    """The vdsm subsystem: it publishes, and answers control commands in a thread of its own."""
+    settings = settings_of(rabbit, "vdsm")
+    publisher = TaskPublisher(wiring.connect(settings, confirm_publish=True), "vdsm")
+    stopping: list[str] = []
+    publisher.on_stop(stopping.append)  # it would end the task later; aborting is enough here
+    stop = threading.Event()
+    control = wiring.connect(settings, confirm_publish=True)
+    thread = threading.Thread(target=publisher.serve_control, args=(control, stop), daemon=True)
+    thread.start()
+    try:
+        yield publisher
+    finally:
+        stop.set()
+        thread.join(TIMEOUT_S)
+        control.close()
+        publisher.connection.close()
+
+
+def test_the_legitimate_path_works_with_least_privilege_over_tls(
+    rabbit: TlsRabbit, aggregator: Aggregator, vdsm: TaskPublisher
+) -> None:
+    task = vdsm.create("copyImage", ["spm"])
+    vdsm.flush(TIMEOUT_S)
+    with TasksClient(wiring.connect(settings_of(rabbit, "engine")), timeout_s=TIMEOUT_S) as engine:
+        wait_until(lambda: task.id in engine.get_all_tasks(), timeout_s=TIMEOUT_S, what="the task listed")
+        wait_until(lambda: "vdsm" in engine.subsystems(), timeout_s=TIMEOUT_S, what="vdsm seen alive")
+        assert engine.stop_task(task.id) is True  # forwarded to vdsm and answered by it
+        wait_until(
+            lambda: engine.get_task_details(task.id)["state"] == State.ABORTING,
+            timeout_s=TIMEOUT_S,
+            what="the task aborting",
+        )
+    assert aggregator.counts["events_refused_identity"] == 0
+
+
+def test_a_subsystem_that_names_another_in_its_bodies_is_dead_lettered(
+    rabbit: TlsRabbit, aggregator: Aggregator
+) -> None:
+    forged = Event(event="created", seq=1, task=make_record(42, subsystem="vdsm"))
+    with wiring.connect(settings_of(rabbit, "gluster"), confirm_publish=True) as gluster:
+        # Its own routing key, which the broker lets through; the body names vdsm.
+        gluster.publish(
+            forged.model_dump_json(by_alias=True).encode(),
+            exchange=names.EVENTS_EXCHANGE,
+            routing_key=names.event_routing_key("gluster", "created"),
+        )
+        gluster.flush(TIMEOUT_S)
+    wait_until(
+        lambda: aggregator.counts["events_refused_identity"] == 1,
+        timeout_s=TIMEOUT_S,
+        what="the forged event refused",
+    )
+    assert forged.task.id not in aggregator.view
