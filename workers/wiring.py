@@ -129,7 +129,9 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
 
     def watcher() -> TasksClient:
         connection = connect(settings, stop=stop)
-        return TasksClient(connection, timeout_s=settings.rpc_timeout_s, wait_for_aggregator=True)
+        return TasksClient(
+            connection, timeout_s=settings.rpc_timeout_s, wait_for_aggregator=True, trust=settings.trust
+        )
 
     bridge = RpcBridge(connect(settings, stop=stop), caller.on_reply)
     return HttpServer(door, bridge, watcher, host=host, port=port)

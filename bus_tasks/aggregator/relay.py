@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from bus_tasks import names
 from bus_tasks.aggregator.methods import Forward, RpcObserver
 from bus_tasks.errors import BusTasksError, GeneralError, InternalError
+from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.protocol import control, jsonrpc
 from bus_tasks.transport import Bus, Delivery
 
@@ -35,14 +36,23 @@ class PendingControl:
     task_id: str
     command: str = ""
     received_mono: float = 0.0  # when the request arrived: its latency counts from there
+    subsystem: str = ""  # the owner the command went to: only its identities answer it
 
 
 class ControlRelay:
     """Forwards commands to subsystems and answers each caller once: with the subsystem's answer,
     or with code 100 a little before the caller's own deadline."""
 
-    def __init__(self, connection: Bus, counts: Counter[str], *, observe: RpcObserver | None = None) -> None:
+    def __init__(
+        self,
+        connection: Bus,
+        counts: Counter[str],
+        *,
+        observe: RpcObserver | None = None,
+        trust: TrustPolicy = OFF,
+    ) -> None:
         self.connection = connection
+        self.trust = trust  # whose answers are believed (SPEC 15)
         self.counts = counts
         self._observe = observe  # told of each forwarded call once answered (see methods.Dispatcher)
         self.pending: dict[str, PendingControl] = {}
@@ -85,6 +95,7 @@ class ControlRelay:
             task_id=forward.task_id,
             command=forward.command,
             received_mono=received_mono,
+            subsystem=forward.subsystem,
         )
         self._ensure_queue(forward.subsystem)
         self.connection.publish(
@@ -101,6 +112,16 @@ class ControlRelay:
         log.info("rpc %s task=%s forwarded to %s", method, forward.task_id, forward.subsystem)
 
     def on_reply(self, delivery: Delivery) -> None:
+        pending = self.pending.get(delivery.correlation_id or "")
+        reason = (
+            None
+            if pending is None
+            else refusal(self.trust, Speech.CONTROL_REPLY, pending.subsystem, delivery.user_id)
+        )
+        if reason is not None:  # the owner's own answer may still come, in time
+            self.counts["control_replies_refused_identity"] += 1
+            log.warning("control reply for task %s refused: %s", pending.task_id if pending else "?", reason)
+            return
         pending = self.pending.pop(delivery.correlation_id or "", None)
         if pending is None:
             self.counts["control_late_replies"] += 1

@@ -119,7 +119,7 @@ class Aggregator:
             trust=trust,
         )
         self.health = self.ingest.health
-        self.relay = ControlRelay(connection, self.counts, observe=self.metrics.rpc_served)
+        self.relay = ControlRelay(connection, self.counts, observe=self.metrics.rpc_served, trust=trust)
         self.clears = Clears(connection, self.ingest, self.relay, self.counts)
         self.retention = Retention(
             self.view,

@@ -20,8 +20,11 @@ from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings
 from bus_tasks.core.model import Event, State
+from bus_tasks.errors import DeadlineExceeded, GeneralError
+from bus_tasks.protocol import jsonrpc
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
+from bus_tasks.transport import Delivery
 from workers import wiring
 
 pytestmark = pytest.mark.integration
@@ -83,7 +86,9 @@ def test_the_legitimate_path_works_with_least_privilege_over_tls(
 ) -> None:
     task = vdsm.create("copyImage", ["spm"])
     vdsm.flush(TIMEOUT_S)
-    with TasksClient(wiring.connect(settings_of(rabbit, "engine")), timeout_s=TIMEOUT_S) as engine:
+    engine_settings = settings_of(rabbit, "engine")
+    client = TasksClient(wiring.connect(engine_settings), timeout_s=TIMEOUT_S, trust=engine_settings.trust)
+    with client as engine:
         wait_until(lambda: task.id in engine.get_all_tasks(), timeout_s=TIMEOUT_S, what="the task listed")
         wait_until(lambda: "vdsm" in engine.subsystems(), timeout_s=TIMEOUT_S, what="vdsm seen alive")
         assert engine.stop_task(task.id) is True  # forwarded to vdsm and answered by it
@@ -113,3 +118,79 @@ def test_a_subsystem_that_names_another_in_its_bodies_is_dead_lettered(
         what="the forged event refused",
     )
     assert forged.task.id not in aggregator.view
+
+
+def test_a_control_reply_from_another_subsystem_is_not_believed(
+    rabbit: TlsRabbit, aggregator: Aggregator
+) -> None:
+    # vdsm publishes but does not listen: a stop of its task waits for an answer.
+    with wiring.connect(settings_of(rabbit, "vdsm"), confirm_publish=True) as connection:
+        vdsm = TaskPublisher(connection, "vdsm")
+        task = vdsm.create("copyImage", ["spm"])
+        vdsm.flush(TIMEOUT_S)
+    engine_settings = settings_of(rabbit, "engine")
+    outcome: list[object] = []
+    with TasksClient(wiring.connect(engine_settings), timeout_s=3.0, trust=engine_settings.trust) as engine:
+        wait_until(lambda: task.id in aggregator.view, timeout_s=TIMEOUT_S, what="the task applied")
+
+        def stop() -> None:
+            try:
+                outcome.append(engine.stop_task(task.id))
+            except GeneralError as exc:
+                outcome.append(exc)
+
+        caller = threading.Thread(target=stop)
+        caller.start()
+        wait_until(lambda: aggregator.relay.pending, timeout_s=TIMEOUT_S, what="the stop forwarded")
+        (control_id,) = list(aggregator.relay.pending)
+        with wiring.connect(settings_of(rabbit, "gluster"), confirm_publish=True) as gluster:
+            gluster.publish(
+                jsonrpc.result_body(control_id, True),
+                routing_key=aggregator.relay.replies,
+                correlation_id=control_id,
+                persistent=False,
+            )
+            gluster.flush(TIMEOUT_S)
+        caller.join(TIMEOUT_S)
+    assert [type(o) for o in outcome] == [GeneralError]  # code 100: vdsm never answered
+    assert aggregator.counts["control_replies_refused_identity"] == 1
+
+
+def test_a_client_believes_replies_from_aggregators_only(rabbit: TlsRabbit) -> None:
+    # gluster, reading its own control queue, answers a call put there as if it were an aggregator.
+    queue = names.control_queue("gluster")
+    answered: list[Delivery] = []
+    with wiring.connect(settings_of(rabbit, "gluster"), confirm_publish=True) as gluster:
+
+        def answer(delivery: Delivery) -> None:
+            request = jsonrpc.parse_request(delivery.body)
+            gluster.publish(
+                jsonrpc.result_body(jsonrpc.request_id_of(request), {}),
+                routing_key=delivery.reply_to or "",
+                correlation_id=delivery.correlation_id,
+                persistent=False,
+            )
+            delivery.ack()
+            answered.append(delivery)
+
+        gluster.consume(queue, answer)
+        engine_settings = settings_of(rabbit, "engine")
+        engine = TasksClient(
+            wiring.connect(engine_settings), timeout_s=3.0, rpc_queue=queue, trust=engine_settings.trust
+        )
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                engine.get_all_tasks()
+            except DeadlineExceeded:
+                done.set()
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        wait_until(
+            lambda: gluster.drain(0.1) and bool(answered), timeout_s=TIMEOUT_S, what="gluster answered"
+        )
+        caller.join(TIMEOUT_S)
+        engine.close()
+    assert done.is_set(), "the client took gluster's answer"
