@@ -40,6 +40,7 @@ def simulate(
     stop = wiring.stop_on_signals(log)
     name = subsystem or SUBSYSTEMS[kind]
     publisher = TaskPublisher(wiring.connect(settings, confirm_publish=True, stop=stop), name)
+    publisher.control.trust = settings.trust
     sim = SimulatedSubsystem(publisher)
     control_connection = wiring.connect(settings, stop=stop)
     try:

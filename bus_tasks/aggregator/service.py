@@ -105,6 +105,8 @@ class Aggregator:
             beat_s=self.policy.beat_s,
         )
         self.test_tasks = TestTaskOwner(connection, test_subsystem, self.view) if test_subsystem else None
+        if self.test_tasks is not None:
+            self.test_tasks.control.trust = trust
         self.ingest = Ingest(
             connection,
             self.view,

@@ -21,7 +21,7 @@ from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings
 from bus_tasks.core.model import Event, State
 from bus_tasks.errors import DeadlineExceeded, GeneralError
-from bus_tasks.protocol import jsonrpc
+from bus_tasks.protocol import control, jsonrpc
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
 from bus_tasks.transport import Delivery
@@ -31,7 +31,12 @@ pytestmark = pytest.mark.integration
 
 VHOST = "bus"
 TIMEOUT_S = 20.0
-IDENTITIES = {"subsystem": ["vdsm", "gluster"], "aggregator": ["agg1"], "operator": ["engine"]}
+IDENTITIES = {
+    "subsystem": ["vdsm", "gluster"],
+    "aggregator": ["agg1"],
+    "operator": ["engine"],
+    "admin": ["ops"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +73,7 @@ def vdsm(rabbit: TlsRabbit) -> Iterator[TaskPublisher]:
     publisher = TaskPublisher(wiring.connect(settings, confirm_publish=True), "vdsm")
     stopping: list[str] = []
     publisher.on_stop(stopping.append)  # it would end the task later; aborting is enough here
+    publisher.control.trust = settings.trust
     stop = threading.Event()
     control = wiring.connect(settings, confirm_publish=True)
     thread = threading.Thread(target=publisher.serve_control, args=(control, stop), daemon=True)
@@ -194,3 +200,31 @@ def test_a_client_believes_replies_from_aggregators_only(rabbit: TlsRabbit) -> N
         caller.join(TIMEOUT_S)
         engine.close()
     assert done.is_set(), "the client took gluster's answer"
+
+
+def test_a_control_command_from_a_caller_is_not_carried_out(
+    rabbit: TlsRabbit, aggregator: Aggregator, vdsm: TaskPublisher
+) -> None:
+    task = vdsm.create("copyImage", ["spm"])
+    vdsm.flush(TIMEOUT_S)
+    wait_until(lambda: task.id in aggregator.view, timeout_s=TIMEOUT_S, what="the task applied")
+    with wiring.connect(settings_of(rabbit, "engine"), confirm_publish=True) as engine:
+        # Straight into vdsm's control queue through the default exchange, which the broker allows.
+        engine.publish(
+            control.command_body("forged", "stop", task.id, None),
+            routing_key=names.control_queue("vdsm"),
+            persistent=False,
+        )
+        engine.flush(TIMEOUT_S)
+    reason = "identity: 'engine' is not an aggregator (control command of vdsm)"
+    reasons: list[str] = []  # the dead letters of earlier tests of this node come first
+    with wiring.connect(settings_of(rabbit, "ops"), confirm_publish=True) as ops:
+
+        def dead_lettered() -> bool:
+            while (letter := ops.get(names.DEAD_QUEUE)) is not None:
+                letter.ack()
+                reasons.append(letter.headers[names.HEADER_REASON])
+            return reason in reasons
+
+        wait_until(dead_lettered, timeout_s=TIMEOUT_S, what="the forged command dead-lettered")
+    assert vdsm.get(task.id).state == State.INIT
