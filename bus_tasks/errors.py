@@ -191,6 +191,8 @@ class TopologyMissing(BusTasksError):
     """Raised when the topology should exist (identity = "broker": declared beforehand by
     ``bus-tasks broker-setup``, as least-privilege users may not declare it) and part of it does not."""
 
+    title = "Topology missing"
+
     def __init__(self, entity: str) -> None:
         super().__init__(
             message=f'{self.title}: {entity} does not exist on the broker; with identity = "broker" the'

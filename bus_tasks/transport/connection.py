@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from amqp.exceptions import NotFound, PreconditionFailed
+from amqp.exceptions import PreconditionFailed
 from kombu.entity import Exchange, Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
@@ -25,7 +25,7 @@ from kombu.messaging import Consumer
 from bus_tasks import names
 from bus_tasks.broker_login import NO_LOGIN, BrokerLogin
 from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S, redact_url
-from bus_tasks.errors import BusTasksError, QueueInUse, TopologyMismatch, TopologyMissing
+from bus_tasks.errors import BusTasksError, QueueInUse, TopologyMismatch
 from bus_tasks.transport import admin, topology
 from bus_tasks.transport.bus import Delivery, Handler
 from bus_tasks.transport.consumers import (
@@ -174,24 +174,10 @@ class BusConnection:
                 self._queues[entity.name] = entity
 
     def _declare_one(self, bound: Queue | Exchange) -> None:
-        """Declare one bound entity; a predeclared topology's shared exchanges and queues are only
-        checked (passive), and a private queue is bound to them without declaring them."""
-        if not (self.is_amqp and self.options.predeclared):
+        if self.is_amqp and self.options.predeclared:
+            topology.declare_on_predeclared(bound)
+        else:
             bound.declare()
-            return
-        try:
-            if isinstance(bound, Exchange):
-                bound.declare(passive=True)
-            elif not (bound.exclusive or bound.auto_delete):  # a shared queue
-                bound.queue_declare(passive=True)
-            else:
-                bound.queue_declare()
-                if bound.exchange is not None and bound.exchange.name:
-                    bound.queue_bind()
-                for item in bound.bindings or ():
-                    bound.bind_to(item.exchange, item.routing_key, item.arguments)
-        except NotFound:
-            raise TopologyMissing(f"{type(bound).__name__.lower()} {bound.name}") from None
 
     def _declare_shared(self, entity: Queue) -> None:
         """A queue that others may have declared first with arguments of their own (the event

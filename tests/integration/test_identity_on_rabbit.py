@@ -12,9 +12,10 @@ from support.factories import make_event
 
 from bus_tasks import names
 from bus_tasks.aggregator import AggregatorPolicy
+from bus_tasks.errors import TopologyMissing
 from bus_tasks.identity import TrustPolicy
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import Delivery
+from bus_tasks.transport import Delivery, TopologyOptions
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +104,14 @@ def test_with_identity_off_everyone_is_believed(rabbitmq_broker: Broker, start_s
     gluster.flush(TIMEOUT_S)
     wait_until(lambda: task.id in system.aggregator.view, timeout_s=TIMEOUT_S, what="gluster's task applied")
     assert system.aggregator.counts["events_refused_identity"] == 0
+
+
+def test_a_predeclared_topology_that_is_missing_says_to_import_it(rabbitmq_broker: Broker) -> None:
+    connection = rabbitmq_broker.connection(options=TopologyOptions(predeclared=True))
+    with pytest.raises(TopologyMissing) as caught:
+        connection.declare_queue(names.RPC_QUEUE)
+    assert caught.value.message == (
+        'Topology Missing: queue bus_tasks.rpc does not exist on the broker; with identity = "broker" the'
+        " topology is declared beforehand: import the output of bus-tasks broker-setup"
+    )
+    assert connection.queue_exists(names.RPC_QUEUE) is False  # checked, not declared
