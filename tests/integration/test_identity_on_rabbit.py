@@ -111,7 +111,7 @@ def test_a_predeclared_topology_that_is_missing_says_to_import_it(rabbitmq_broke
     with pytest.raises(TopologyMissing) as caught:
         connection.declare_queue(names.RPC_QUEUE)
     assert caught.value.message == (
-        'Topology Missing: queue bus_tasks.rpc does not exist on the broker; with identity = "broker" the'
+        'Topology missing: queue bus_tasks.rpc does not exist on the broker; with identity = "broker" the'
         " topology is declared beforehand: import the output of bus-tasks broker-setup"
     )
     assert connection.queue_exists(names.RPC_QUEUE) is False  # checked, not declared
