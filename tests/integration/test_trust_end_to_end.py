@@ -6,12 +6,14 @@ names another in its bodies is dead-lettered, and the view does not change."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from support.cli_helpers import run_cli
+from support.cli_helpers import BusTasksProcess, cli_env, run_cli
 from support.factories import make_record
 from support.tls_rabbit import TlsRabbit, start_tls_rabbit
 
@@ -228,3 +230,48 @@ def test_a_control_command_from_a_caller_is_not_carried_out(
 
         wait_until(dead_lettered, timeout_s=TIMEOUT_S, what="the forged command dead-lettered")
     assert vdsm.get(task.id).state == State.INIT
+
+
+def process_env(rabbit: TlsRabbit, identity: str) -> dict[str, str]:
+    """The environment that makes a ``bus-tasks`` process ``identity`` on the TLS node."""
+    paths = rabbit.client_files(identity)
+    return cli_env(
+        BUS_TASKS_BROKER_URL=f"amqps://127.0.0.1:{rabbit.node.tls_port}/{VHOST}",
+        BUS_TASKS_BROKER_SSL_CA=str(paths["ca"]),
+        BUS_TASKS_BROKER_SSL_CERT=str(paths["cert"]),
+        BUS_TASKS_BROKER_SSL_KEY=str(paths["key"]),
+        BUS_TASKS_BROKER_LOGIN_METHOD="EXTERNAL",
+        BUS_TASKS_IDENTITY="broker",
+        BUS_TASKS_AGGREGATORS='["agg1"]',
+    )
+
+
+def test_serve_simulate_and_the_cli_run_as_their_identities(rabbit: TlsRabbit, tmp_path: Path) -> None:
+    envs = {name: process_env(rabbit, name) for name in ("agg1", "vdsm", "engine")}
+    serve = BusTasksProcess("serve", "--data-dir", str(tmp_path / "data"), cwd=tmp_path, env=envs["agg1"])
+    processes = [serve]
+    try:
+        serve.wait_for_line("aggregator ready", timeout_s=TIMEOUT_S)
+        simulate = BusTasksProcess(
+            "simulate", "storage", "--tasks", "2", "--interval", "0.05", cwd=tmp_path, env=envs["vdsm"]
+        )
+        processes.append(simulate)
+
+        def listed() -> dict[str, Any] | None:
+            done = run_cli("tasks", "--json", cwd=tmp_path, env=envs["engine"])
+            assert done.returncode == 0, done.stderr
+            tasks: dict[str, Any] = json.loads(done.stdout)
+            simulated = {k: v for k, v in tasks.items() if v["verb"] in ("createVolume", "copyImage")}
+            return simulated or None
+
+        tasks = wait_until(listed, timeout_s=TIMEOUT_S, what="the simulated tasks listed by the CLI")
+        assert tasks is not None
+        assert {task["subsystem"] for task in tasks.values()} == {"vdsm"}
+    finally:
+        for process in processes:
+            process.terminate()
+    logs = serve.log + simulate.log
+    assert "identity: " not in serve.log  # nothing of theirs refused
+    assert 'identity = "off"' not in logs
+    for name in ("agg1", "vdsm"):
+        assert str(Path(envs[name]["BUS_TASKS_BROKER_SSL_KEY"]).parent) not in logs
