@@ -28,9 +28,8 @@ class Delivery:
     reply_to: str | None
     correlation_id: str | None
     expiration_ms: int | None
+    user_id: str | None = None  # who sent it, as the AMQP property says (RabbitMQ validates it)
     _ack: Callable[[bool], None] = field(repr=False, default=lambda multiple: None)
-    # The sender's user as RabbitMQ validated it (SPEC 15); None when the message has none.
-    user_id: str | None = None
 
     def ack(self, *, multiple: bool = False) -> None:
         """Settle this delivery (with ``multiple``, every earlier one of its consumer too).

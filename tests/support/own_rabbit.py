@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from support.ports import free_port
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
@@ -24,13 +25,6 @@ CTL_TIMEOUT_S = 60.0
 def available() -> bool:
     """Whether a RabbitMQ server is installed on this machine to start nodes of our own."""
     return SERVER.is_file() and CTL.is_file() and shutil.which("erl") is not None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class OwnRabbit:

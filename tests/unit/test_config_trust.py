@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
+from support.environment import without_settings
 
 from bus_tasks.config import Settings, load_settings
 from bus_tasks.errors import ConfigError
@@ -20,13 +20,7 @@ TLS_URL = "amqps://broker.example:5671/bus"
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No BUS_TASKS_* variable from the caller's shell, and no config file but the one a test writes."""
-    for name in list(os.environ):
-        if name.startswith("BUS_TASKS_"):
-            monkeypatch.delenv(name)
-    empty = tmp_path / "empty.toml"
-    empty.write_text("")
-    monkeypatch.setenv("BUS_TASKS_CONFIG", str(empty))
+    without_settings(monkeypatch, tmp_path)
 
 
 @pytest.fixture
