@@ -16,6 +16,7 @@ import pytest
 from support.cli_helpers import BusTasksProcess, cli_env, run_cli
 from support.factories import make_record
 from support.tls_rabbit import TlsRabbit, start_tls_rabbit
+from support.watchers import Watcher
 
 from bus_tasks import names
 from bus_tasks.aggregator import Aggregator
@@ -24,6 +25,7 @@ from bus_tasks.config import Settings
 from bus_tasks.core.model import Event, State
 from bus_tasks.errors import DeadlineExceeded, GeneralError
 from bus_tasks.protocol import control, jsonrpc
+from bus_tasks.protocol.changes import encode_change, feed_message
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
 from bus_tasks.transport import Delivery
@@ -277,3 +279,39 @@ def test_serve_simulate_and_the_cli_run_as_their_identities(rabbit: TlsRabbit, t
     assert 'identity = "off"' not in logs
     for name in ("agg1", "vdsm"):
         assert str(Path(envs[name]["BUS_TASKS_BROKER_SSL_KEY"]).parent) not in logs
+
+
+def test_a_watcher_follows_only_what_aggregators_feed(
+    rabbit: TlsRabbit, aggregator: Aggregator, vdsm: TaskPublisher
+) -> None:
+    engine_settings = settings_of(rabbit, "engine")
+    client = TasksClient(wiring.connect(engine_settings), timeout_s=TIMEOUT_S, trust=engine_settings.trust)
+    watcher = Watcher(client, client.watch(["spm"]))
+    try:
+        wait_until(lambda: watcher.kinds()[:1] == ["listing"], timeout_s=TIMEOUT_S, what="the listing")
+        following = watcher.watch.state.following
+        assert following is not None
+        queues = rabbit.node.ctl("list_queues", "-s", "-p", VHOST, "name").split()
+        (queue,) = [name for name in queues if name.startswith(names.WATCH_QUEUE_PREFIX)]
+        fake = make_record(77)
+        head = {"aggregator": following.aggregator, "instance": following.instance, "log": following.log}
+        forged = feed_message(
+            {
+                **head,
+                "rpcQueue": following.rpc_queue,
+                "after": watcher.revision,
+                "revision": watcher.revision + 1,
+            },
+            [encode_change(watcher.revision + 1, fake.id, json.dumps({"id": fake.id}).encode(), ["spm"])],
+        )
+        with wiring.connect(settings_of(rabbit, "gluster"), confirm_publish=True) as gluster:
+            # Straight into the watcher's queue through the default exchange, which the broker allows.
+            gluster.publish(forged, routing_key=queue, persistent=False)
+            gluster.flush(TIMEOUT_S)
+        task = vdsm.create("copyImage", ["spm"])
+        vdsm.flush(TIMEOUT_S)
+        wait_until(lambda: task.id in watcher.tasks, timeout_s=TIMEOUT_S, what="the real change watched")
+        assert watcher.error is None
+        assert fake.id not in watcher.tasks
+    finally:
+        watcher.stop()
