@@ -101,7 +101,7 @@ def aggregator(
 
 def stomp_bridge(settings: Settings, on_reply: OnReply, *, stop: threading.Event) -> RpcBridge:
     """The STOMP front door's one broker connection, for the loop that will own it."""
-    return RpcBridge(connect(settings, stop=stop), on_reply)
+    return RpcBridge(connect(settings, stop=stop), on_reply, trust=settings.trust)
 
 
 def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.Event) -> HttpServer:
@@ -138,5 +138,5 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
             connection, timeout_s=settings.rpc_timeout_s, wait_for_aggregator=True, trust=settings.trust
         )
 
-    bridge = RpcBridge(connect(settings, stop=stop), caller.on_reply)
+    bridge = RpcBridge(connect(settings, stop=stop), caller.on_reply, trust=settings.trust)
     return HttpServer(door, bridge, watcher, host=host, port=port)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -250,7 +251,9 @@ def process_env(rabbit: TlsRabbit, identity: str) -> dict[str, str]:
 
 def test_serve_simulate_and_the_cli_run_as_their_identities(rabbit: TlsRabbit, tmp_path: Path) -> None:
     envs = {name: process_env(rabbit, name) for name in ("agg1", "vdsm", "engine")}
-    serve = BusTasksProcess("serve", "--data-dir", str(tmp_path / "data"), cwd=tmp_path, env=envs["agg1"])
+    serve = BusTasksProcess(
+        "serve", "--data-dir", str(tmp_path / "data"), "--http", "127.0.0.1:0", cwd=tmp_path, env=envs["agg1"]
+    )
     processes = [serve]
     try:
         serve.wait_for_line("aggregator ready", timeout_s=TIMEOUT_S)
@@ -269,6 +272,11 @@ def test_serve_simulate_and_the_cli_run_as_their_identities(rabbit: TlsRabbit, t
         tasks = wait_until(listed, timeout_s=TIMEOUT_S, what="the simulated tasks listed by the CLI")
         assert tasks is not None
         assert {task["subsystem"] for task in tasks.values()} == {"vdsm"}
+        # The HTTP front door's own RPC connection believes the aggregator's replies too.
+        url = serve.lines[serve.wait_for_line("http serving on", timeout_s=TIMEOUT_S)].rsplit(" ", 1)[1]
+        with urllib.request.urlopen(f"{url}/api/tasks", timeout=TIMEOUT_S) as response:
+            served: dict[str, Any] = json.loads(response.read())
+        assert "vdsm" in {task["subsystem"] for task in served.values()}  # the simulator's tasks move on
     finally:
         for process in processes:
             process.terminate()
