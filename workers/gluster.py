@@ -60,6 +60,7 @@ class GlusterPlugin:
         )
 
     def run(self, args: argparse.Namespace, settings: Settings) -> int:
+        wiring.warn_if_identity_off(settings, log)
         stop = wiring.stop_on_signals(log)
         cli = GlusterCli(args.gluster_bin, timeout_s=args.timeout_s, stop=stop)
         publisher = TaskPublisher(wiring.connect(settings, confirm_publish=True, stop=stop), SUBSYSTEM)

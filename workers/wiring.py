@@ -35,7 +35,8 @@ def stop_on_signals(log: logging.Logger) -> threading.Event:
 
 
 def warn_if_identity_off(settings: Settings, log: logging.Logger) -> None:
-    """At start: one warning line when nothing checks who publishes (identity off, a shared broker)."""
+    """At start of a long-running process (serve, stomp, simulate, gluster): one warning line when
+    nothing checks who publishes (identity off, a shared broker)."""
     line = off_warning(settings.identity, settings.broker.partition("://")[0])
     if line is not None:
         log.warning("%s", line)

@@ -5,9 +5,12 @@ allowed to speak for vdsm and no other subsystem."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import amqp
 import pytest
 from support.brokers import Broker, SystemFactory
+from support.cli_helpers import BusTasksProcess
 from support.factories import make_event
 
 from bus_tasks import names
@@ -115,3 +118,17 @@ def test_a_predeclared_topology_that_is_missing_says_to_import_it(rabbitmq_broke
         " topology is declared beforehand: import the output of bus-tasks broker-setup"
     )
     assert connection.queue_exists(names.RPC_QUEUE) is False  # checked, not declared
+
+
+@pytest.mark.parametrize("command", [("simulate", "storage"), ("serve", "--data-dir", "data")])
+def test_a_process_with_identity_off_says_so_once_at_start(
+    rabbitmq_broker: Broker, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    process = BusTasksProcess(*command, "--broker", rabbitmq_broker.url, cwd=tmp_path)
+    try:
+        process.wait_for_line(
+            'identity = "off": any user of the broker can publish as any subsystem', timeout_s=TIMEOUT_S
+        )
+    finally:
+        process.terminate()
+    assert sum('identity = "off"' in line for line in process.lines) == 1
