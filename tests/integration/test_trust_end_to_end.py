@@ -111,23 +111,42 @@ def test_the_legitimate_path_works_with_least_privilege_over_tls(
     assert aggregator.counts["events_refused_identity"] == 0
 
 
+def dead_letter_reasons(rabbit: TlsRabbit, task_id: str) -> list[str]:
+    """The reasons of the dead letters about ``task_id`` (taken off the queue by the admin)."""
+    reasons: list[str] = []
+    with wiring.connect(settings_of(rabbit, "ops"), confirm_publish=True) as ops:
+        while (letter := ops.get(names.DEAD_QUEUE)) is not None:
+            letter.ack()
+            if task_id.encode() in letter.body:
+                reasons.append(letter.headers[names.HEADER_REASON])
+    return reasons
+
+
+@pytest.mark.parametrize(
+    ("n", "exchange", "routing_key"),
+    [
+        (42, names.EVENTS_EXCHANGE, names.event_routing_key("gluster", "created")),  # its own key
+        (43, "", names.EVENT_LOG),  # straight into the log: topic permissions do not apply
+    ],
+)
 def test_a_subsystem_that_names_another_in_its_bodies_is_dead_lettered(
-    rabbit: TlsRabbit, aggregator: Aggregator
+    rabbit: TlsRabbit, aggregator: Aggregator, n: int, exchange: str, routing_key: str
 ) -> None:
-    forged = Event(event="created", seq=1, task=make_record(42, subsystem="vdsm"))
+    forged = Event(event="created", seq=1, task=make_record(n, subsystem="vdsm"))
     with wiring.connect(settings_of(rabbit, "gluster"), confirm_publish=True) as gluster:
-        # Its own routing key, which the broker lets through; the body names vdsm.
+        # The broker lets it through; the body names vdsm.
         gluster.publish(
-            forged.model_dump_json(by_alias=True).encode(),
-            exchange=names.EVENTS_EXCHANGE,
-            routing_key=names.event_routing_key("gluster", "created"),
+            forged.model_dump_json(by_alias=True).encode(), exchange=exchange, routing_key=routing_key
         )
         gluster.flush(TIMEOUT_S)
-    wait_until(
-        lambda: aggregator.counts["events_refused_identity"] == 1,
-        timeout_s=TIMEOUT_S,
-        what="the forged event refused",
-    )
+    reasons: list[str] = []
+
+    def dead_lettered() -> bool:
+        reasons.extend(dead_letter_reasons(rabbit, forged.task.id))
+        return bool(reasons)
+
+    wait_until(dead_lettered, timeout_s=TIMEOUT_S, what="the forged event dead-lettered")
+    assert reasons == ["identity: 'gluster' may not speak for vdsm (event)"]
     assert forged.task.id not in aggregator.view
 
 
