@@ -132,9 +132,9 @@ class Settings(BaseSettings):
     # The identities of aggregators: they clear, expire, answer and own the test tasks.
     aggregators: list[Identity] = []
     # TLS to the broker (amqps://): PEM files; never logged. EXTERNAL: log in by certificate.
-    broker_ssl_ca: Path | None = None
-    broker_ssl_cert: Path | None = None
-    broker_ssl_key: Path | None = None
+    broker_ssl_ca: Path | None = Field(default=None, repr=False)
+    broker_ssl_cert: Path | None = Field(default=None, repr=False)
+    broker_ssl_key: Path | None = Field(default=None, repr=False)
     # None: the client library's default (AMQPLAIN, then PLAIN, with the URL's user:password).
     broker_login_method: LoginMethod | None = None
 

@@ -186,3 +186,9 @@ def test_serve_warns_in_one_line_when_identity_is_off_on_a_shared_broker(
         w.startswith('identity = "off": any user of the broker can publish as any subsystem')
         for w in warnings
     )
+
+
+def test_no_tls_file_path_shows_in_the_settings_repr(pems: dict[str, Path]) -> None:
+    settings = load_settings(**tls(pems, broker_login_method="EXTERNAL"))
+    assert "secret-dir" not in repr(settings)
+    assert "secret-dir" not in str(settings)
