@@ -197,7 +197,7 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"broker_ssl_cert: {exc} (EXTERNAL logs in as its CN)") from None
         if self.identity == "broker":
-            if scheme not in (*_AMQP_SCHEMES, "memory"):
+            if scheme not in _AMQP_SCHEMES:
                 raise ValueError(
                     'identity = "broker" needs RabbitMQ (amqp:// or amqps://): only it vouches for user_id'
                 )

@@ -160,9 +160,10 @@ def test_tls_with_only_a_ca_and_a_password_login_is_accepted(pems: dict[str, Pat
     assert (settings.broker_ssl_cert, settings.broker_login_method) == (None, None)
 
 
-def test_identity_broker_runs_on_the_memory_transport_for_tests() -> None:
-    settings = load_settings(identity="broker", aggregators=["agg1"], broker_url="memory://")
-    assert settings.trust.mode == "broker"
+def test_identity_broker_is_refused_where_nothing_vouches_for_senders() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(identity="broker", aggregators=["agg1"], broker_url="memory://")
+    assert 'identity = "broker" needs RabbitMQ (amqp:// or amqps://)' in str(caught.value)
 
 
 @pytest.mark.parametrize(
