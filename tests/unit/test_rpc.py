@@ -14,7 +14,7 @@ from bus_tasks.aggregator.methods import Dispatcher, Forward, Reply
 from bus_tasks.core.model import Event, State, TaskRecord
 from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.protocol import shapes
-from bus_tasks.protocol.methods import ALIASES
+from bus_tasks.protocol.methods import ALIASES, MethodName
 
 RUNNING = task_id(1)  # vdsm, running, spm
 FINISHED = task_id(2)  # vdsm, finished, spm + storage:sd1
@@ -123,7 +123,8 @@ TASK_METHODS = ("Task.getStatus", "Task.getInfo", "Task.getDetails", "Task.stop"
 
 def both_names(canonical: str) -> list[Any]:
     """The method's name, and its flat legacy alias where VDSM had one."""
-    names = [canonical] + ([ALIASES[canonical]] if canonical in ALIASES else [])
+    alias = ALIASES.get(MethodName(canonical)) if canonical in set(MethodName) else None
+    names = [canonical] + ([alias] if alias else [])
     return [pytest.param(name, id=name) for name in names]
 
 
