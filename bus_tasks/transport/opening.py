@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Protocol, cast
 
+from bus_tasks.broker_login import NO_LOGIN, BrokerLogin
 from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S, redact_url
 from bus_tasks.transport.admin import Administered, BrokerAdmin
 from bus_tasks.transport.bus import Bus
@@ -43,6 +44,7 @@ class BusOptions:
       longest pause of the back-off between attempts.
     - ``redis_key_prefix``: every Redis key of this deployment starts with it.
     - ``topology``: how the deployment lays out its queues.
+    - ``login``: TLS files and login method, and the user publishes are stamped with (RabbitMQ).
     """
 
     confirm_publish: bool = False
@@ -54,6 +56,7 @@ class BusOptions:
     max_unconfirmed: int = 10_000
     confirm_window: int = 1_000
     topology: TopologyOptions = DEFAULT_OPTIONS
+    login: BrokerLogin = NO_LOGIN
 
 
 DEFAULT_BUS_OPTIONS = BusOptions()

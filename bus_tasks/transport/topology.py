@@ -30,6 +30,8 @@ class TopologyOptions:
     - ``queue_type``: ``classic`` or ``quorum`` (replicated) for the RPC queue (control queues
       stay classic: see :func:`control_queue`).
     - ``replica``: this aggregator's name; off the stream, its events queue is named after it.
+    - ``predeclared``: on RabbitMQ, the shared exchanges and queues exist (``bus-tasks
+      broker-setup``): they are checked, never declared, so no configure permission is needed.
     """
 
     event_log: EventLog = "stream"
@@ -37,6 +39,7 @@ class TopologyOptions:
     log_max_bytes: int | None = None
     queue_type: QueueType = "classic"
     replica: str = ""
+    predeclared: bool = False
 
 
 DEFAULT_OPTIONS = TopologyOptions()

@@ -23,6 +23,11 @@ class Owner(Protocol):
     @property
     def link(self) -> Link: ...
 
+    @property
+    def predeclared(self) -> bool:
+        """The shared topology exists beforehand: nothing is declared, not even by a count."""
+        ...
+
     def connect(self) -> None: ...
 
     def entity(self, queue: str) -> Queue:
@@ -57,7 +62,7 @@ class KombuAdmin:
         if not link.is_amqp:
             return None  # the virtual transports do not count consumers
         self._owner.connect()
-        if passive:
+        if passive or self._owner.predeclared:
             return passive_consumer_count(link.new_channel(), queue) or 0
         return consumer_count(link.channel, self._owner.entity(queue))
 

@@ -59,9 +59,12 @@ class BusConnection:
             redis_key_prefix=options.redis_key_prefix,
             reconnect_max_s=options.reconnect_max_s,
             stop=stop,
+            login=options.login,
         )
         self.url = url
         self.is_amqp = self._link.is_amqp
+        # Every publish says who sent it; RabbitMQ refuses one whose user_id is not the login's.
+        self.user_id = options.login.user(url) if self.is_amqp else None
         self.options = options
         self.topology = Topology(self, options.topology)
         self._subscriptions: list[Subscription] = []
@@ -98,6 +101,11 @@ class BusConnection:
     def replays(self) -> bool:
         """RabbitMQ keeps streams, read from a position of one's own; Redis and memory:// do not."""
         return self.is_amqp
+
+    @property
+    def predeclared(self) -> bool:
+        """The shared topology exists beforehand (RabbitMQ, ``broker-setup``): checked, never declared."""
+        return self.is_amqp and self.options.topology.predeclared
 
     @property
     def link(self) -> Link:
@@ -192,7 +200,10 @@ class BusConnection:
         def on_message(message: Message) -> None:
             inbox.put(handler, delivery_of(message, stale))
 
-        consumer = start_claimed(self._link, self._claims, subscription, on_message, patience_s=patience_s)
+        claims, declare = self._claims, not self.predeclared
+        consumer = start_claimed(
+            self._link, claims, subscription, on_message, patience_s=patience_s, declare=declare
+        )
         self._live.append(consumer)
 
     def staleness(self) -> Callable[[], bool]:
@@ -290,9 +301,8 @@ class BusConnection:
 
         With confirms on, returns once the message is sent (not yet confirmed): ``on_confirm``
         runs, from a later :meth:`drain`, once the broker confirmed it; :meth:`flush` waits for
-        every confirm. Without confirms ``on_confirm`` runs from the next :meth:`drain`. The
-        first event published on a connection declares the events queue; events are
-        ``mandatory`` on RabbitMQ (see :meth:`flush`).
+        every confirm. Without confirms ``on_confirm`` runs from the next :meth:`drain`. Events
+        are ``mandatory`` on RabbitMQ (see :meth:`flush`); see :meth:`prepare`.
 
         Raises:
             PublishError: when ``max_unconfirmed`` messages already wait for the broker.
@@ -308,12 +318,7 @@ class BusConnection:
         """Wait until the broker has confirmed every message published so far.
 
         Raises:
-            PublishUnreachable: when messages wait because the broker is unreachable (at
-                ``timeout_s``, or at once when ``connect_retries`` are spent); it names the
-                broker and the last connection error.
-            PublishError: when some are still unconfirmed at ``timeout_s``; or when the broker
-                returned messages it could not route (e.g. no events queue) since the last
-                flush, naming how many and their routing keys.
+            PublishUnreachable, PublishError: as :meth:`.publishing.Sender.flush` says.
         """
         self._sender.flush(timeout_s)
 

@@ -147,9 +147,15 @@ class _ExclusiveQueue(Queue):
 
 
 def start_consumer(
-    channel: Any, subscription: Subscription, on_message: Callable[[Message], None], *, amqp: bool
+    channel: Any,
+    subscription: Subscription,
+    on_message: Callable[[Message], None],
+    *,
+    amqp: bool,
+    declare: bool = True,
 ) -> Consumer:
-    """Consume ``subscription`` on ``channel`` (a channel of its own).
+    """Consume ``subscription`` on ``channel`` (a channel of its own); ``declare``: (re)declare
+    its queue first (not when the topology is predeclared: its connection declared what it may).
 
     Raises:
         QueueInUse: on RabbitMQ, when the broker refuses the consumer because another
@@ -173,6 +179,7 @@ def start_consumer(
         on_message=on_message,
         no_ack=subscription.no_ack,
         prefetch_count=subscription.prefetch,
+        auto_declare=declare,
     )
     try:
         consumer.consume()
@@ -192,6 +199,7 @@ def start_claimed(
     on_message: Callable[[Message], None],
     *,
     patience_s: float,
+    declare: bool = True,
 ) -> Consumer:
     """Claim the queue if ``subscription`` is exclusive, then consume it on a channel of its own;
     an exclusive queue in use is tried again for ``patience_s``.
@@ -206,7 +214,9 @@ def start_claimed(
                 amqp = claims.kind == "amqp"  # its lock is refused on a channel of its own
                 channel = link.new_channel() if amqp else link.channel
                 claims.claim(channel, str(subscription.queue.name))
-            return start_consumer(link.new_channel(), subscription, on_message, amqp=link.is_amqp)
+            return start_consumer(
+                link.new_channel(), subscription, on_message, amqp=link.is_amqp, declare=declare
+            )
         except QueueInUse:
             left_s = give_up_at - time.monotonic()
             if left_s <= 0 or link.past_deadline():

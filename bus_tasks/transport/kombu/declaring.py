@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from amqp.exceptions import PreconditionFailed
+from amqp.exceptions import NotFound, PreconditionFailed
 from kombu.entity import Exchange, Queue
 
-from bus_tasks.errors import TopologyMismatch
+from bus_tasks.errors import TopologyMismatch, TopologyMissing
 from bus_tasks.transport.kombu import admin, entities
 from bus_tasks.transport.kombu.link import Link
 from bus_tasks.transport.topology import ExchangeSpec, Spec, TopologyOptions, well_known
@@ -52,7 +52,7 @@ class Declarations:
         for entity in declared:
             # bind() makes a bound copy: the shared entities stay unbound.
             try:
-                entity.bind(channel).declare()
+                self._declare_one(entity.bind(channel))
             except PreconditionFailed as exc:
                 raise TopologyMismatch(str(entity.name), exc.reply_text or str(exc)) from exc
             if entity not in self._declared:
@@ -69,4 +69,33 @@ class Declarations:
         """Declare everything again on the link's new connection."""
         channel = self._link.channel
         for entity in self._declared:
-            entity.bind(channel).declare()
+            self._declare_one(entity.bind(channel))
+
+    def _declare_one(self, bound: Queue | Exchange) -> None:
+        if self._link.is_amqp and self._options.predeclared:
+            declare_on_predeclared(bound)
+        else:
+            bound.declare()
+
+
+def declare_on_predeclared(bound: Queue | Exchange) -> None:
+    """Declare a bound entity where the shared topology exists beforehand (``predeclared``):
+    the shared exchanges and queues are only checked (passive: no configure permission), a
+    private queue is declared and bound to them without declaring them.
+
+    Raises:
+        TopologyMissing: when a shared exchange or queue does not exist.
+    """
+    try:
+        if isinstance(bound, Exchange):
+            bound.declare(passive=True)
+        elif not (bound.exclusive or bound.auto_delete):  # a shared queue
+            bound.queue_declare(passive=True)
+        else:
+            bound.queue_declare()
+            if bound.exchange is not None and bound.exchange.name:
+                bound.queue_bind()
+            for item in bound.bindings or ():
+                bound.bind_to(item.exchange, item.routing_key, item.arguments)
+    except NotFound:
+        raise TopologyMissing(f"{type(bound).__name__.lower()} {bound.name}") from None
