@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bus_tasks.authorization import IDENTITY_PATTERN, AuthorizationMode, Roles
 from bus_tasks.core.model import describe_validation
 from bus_tasks.errors import ConfigError
 
@@ -50,6 +58,8 @@ DEFAULT_STOMP_MAX_OUTBUF_BYTES = 16 << 20
 DEFAULT_HTTP_MAX_WATCHERS = 1_000
 DEFAULT_HTTP_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_HTTP_IDLE_TIMEOUT_S = 30.0
+MIN_HTTP_TOKEN_CHARS = 16
+CallerIdentity = Annotated[str, StringConstraints(pattern=IDENTITY_PATTERN)]
 
 
 def config_file() -> Path | None:
@@ -103,6 +113,53 @@ class Settings(BaseSettings):
     # Stop and clear from HTTP (the web view), for a caller with http_token (Bearer).
     http_control: bool = False
     http_token: SecretStr | None = None
+    # -- Who may call what (SPEC 16, docs/authorization.md). "on": every call is denied unless
+    # its caller's role allows it; "off" (the default): anyone who reaches a door may call
+    # anything (serve warns once). Identities: broker users (AMQP user_id), client
+    # certificates' CNs (STOMP), the names of http_tokens (HTTP).
+    authorization: AuthorizationMode = "off"
+    readers: list[CallerIdentity] = []
+    operators: list[CallerIdentity] = []
+    admins: list[CallerIdentity] = []
+    # The front doors' broker users: only they may say for whom they call.
+    front_doors: list[CallerIdentity] = []
+    # Identity -> its HTTP bearer token (at least MIN_HTTP_TOKEN_CHARS; never logged).
+    http_tokens: dict[CallerIdentity, SecretStr] = {}
+
+    @field_validator("http_tokens")
+    @classmethod
+    def _tokens_are_long_and_distinct(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        short = sorted(i for i, t in value.items() if len(t.get_secret_value()) < MIN_HTTP_TOKEN_CHARS)
+        if short:
+            raise ValueError(
+                f"the tokens of {', '.join(short)} are shorter than {MIN_HTTP_TOKEN_CHARS} characters"
+            )
+        if len({t.get_secret_value() for t in value.values()}) != len(value):
+            raise ValueError("two identities have the same token: each needs its own")
+        return value
+
+    @model_validator(mode="after")
+    def _authorization_is_complete(self) -> Self:
+        if self.authorization == "on":
+            if not (self.readers or self.operators or self.admins):
+                raise ValueError(
+                    'authorization = "on" needs readers, operators or admins:'
+                    " without any, every call is denied"
+                )
+            if self.http_token is not None:
+                raise ValueError(
+                    'with authorization = "on", HTTP callers are named by http_tokens = {identity = "token"},'
+                    " not http_token"
+                )
+        return self
+
+    @property
+    def roles(self) -> Roles:
+        """Who holds which role (SPEC 16)."""
+        return Roles.of(readers=self.readers, operators=self.operators, admins=self.admins)
+
+    # -- end of who may call what
+
     # The STOMP front door's bounds (`bus-tasks stomp`): CONNECT (TLS handshake included) within
     # this long; connections at once; requests in flight per connection; reply bytes waiting
     # unread for one client before it is disconnected.
