@@ -19,7 +19,7 @@ from bus_tasks.protocol.methods import MethodName
 ROLES = Roles.of(readers=["rita", "both"], operators=["otto", "both"], admins=["ada"])
 
 M = MethodName
-READS = {
+READS: set[Call] = {
     M.GET_ALL_TASKS,
     M.GET_ALL_TASKS_INFO,
     M.GET_ALL_TASKS_STATUSES,
@@ -31,8 +31,8 @@ READS = {
     M.GET_DETAILS,
     Action.WATCH,
 }
-CONTROL = {M.STOP, M.REVERT, M.CLEAR}
-ADMIN_ONLY = {M.RETAG, Action.FORCED_CLEAR, Action.INJECT_TEST_TASKS}
+CONTROL: set[Call] = {M.STOP, M.REVERT, M.CLEAR}
+ADMIN_ONLY: set[Call] = {M.RETAG, Action.FORCED_CLEAR, Action.INJECT_TEST_TASKS}
 EVERY_CALL: list[Call] = [*MethodName, *Action]
 
 # identity -> the calls it may make; every other call of EVERY_CALL is denied.
