@@ -6,7 +6,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
     Field,
@@ -291,6 +291,12 @@ def _check_environment(fields: set[str]) -> None:
     unknown = sorted(n for n in os.environ if n.upper().startswith(ENV_PREFIX) and n.upper() not in known)
     if unknown:
         raise ConfigError(f"unknown setting in the environment: {', '.join(unknown)}")
+
+
+def login_user(url: str) -> str | None:
+    """The user name a broker URL logs in as (its first node's), if it names one."""
+    username = urlsplit(url.split(";", 1)[0]).username
+    return unquote(username) if username else None
 
 
 def redact_url(url: str) -> str:

@@ -23,7 +23,7 @@ from kombu.message import Message
 from kombu.messaging import Consumer
 
 from bus_tasks import names
-from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S, redact_url
+from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S, login_user, redact_url
 from bus_tasks.errors import BusTasksError, QueueInUse, TopologyMismatch
 from bus_tasks.transport import admin, topology
 from bus_tasks.transport.bus import Delivery, Handler
@@ -82,6 +82,8 @@ class BusConnection:
         )
         self.url = url
         self.is_amqp = self._link.is_amqp
+        # Every publish says who sent it; RabbitMQ refuses one whose user_id is not the login's.
+        self.user_id = login_user(url) if self.is_amqp else None
         self.options = topology_options
         self._subscriptions: list[Subscription] = []
         self._live: list[Consumer] = []
