@@ -19,9 +19,6 @@ Role = Literal["reader", "operator", "admin"]
 ROLES: tuple[Role, ...] = ("reader", "operator", "admin")  # each may do what the one before may
 
 ANONYMOUS = "anonymous"  # how a caller without identity is named in errors and audit lines
-# An identity in the settings (a broker user, a certificate's CN): printable, no control
-# character, no leading or trailing blank.
-IDENTITY_PATTERN = r"^[!-~\u00a0-\uffff](?:[ -~\u00a0-\uffff]{0,253}[!-~\u00a0-\uffff])?$"
 
 
 class Action(StrEnum):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bus_tasks import names
+from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.transport import Bus, Delivery
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,16 @@ class RpcBridge:
     of its own while the loop serves on and holds new requests until the connection is back.
     """
 
-    def __init__(self, connection: Bus, on_reply: OnReply, *, door: str | None = None) -> None:
+    def __init__(
+        self, connection: Bus, on_reply: OnReply, *, trust: TrustPolicy = OFF, door: str | None = None
+    ) -> None:
         """Args:
+        trust: whose replies are believed (SPEC 15: with identity "broker", aggregators' only).
         door: the front door it publishes for (``stomp``, ``http``): each request says so, and
             for whom (SPEC 16), which the aggregator believes only from a user in front_doors.
         """
         self.connection = connection
+        self.trust = trust
         self.door = door
         self._on_reply = on_reply
         self._reply_queue = ""
@@ -129,6 +134,10 @@ class RpcBridge:
     def _handle(self, delivery: Delivery) -> None:
         if delivery.correlation_id is None:
             log.debug("reply without correlation id dropped")
+            return
+        reason = refusal(self.trust, Speech.REPLY, None, delivery.user_id)
+        if reason is not None:
+            log.warning("reply %r dropped: %s", delivery.correlation_id, reason)
             return
         self._on_reply(delivery.correlation_id, delivery.body)
 
