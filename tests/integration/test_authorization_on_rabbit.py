@@ -4,8 +4,9 @@ and over the STOMP front door with client certificates. For each role and an unk
 every method is allowed or denied as the table says; a denied stop leaves the task running; a
 second front door not in ``front_doors`` cannot speak for its clients.
 
-(The issue asks for a TLS node of the tests' own; this runs on the shared node with a vhost and
-password users: RabbitMQ validates ``user_id`` the same way there.)
+The same on a TLS node of the tests' own, with broker-setup's certificate users and identity =
+"broker": test_authorization_tls.py. Here the shared node, a vhost and password users (RabbitMQ
+validates ``user_id`` the same way) cover every door at less cost.
 """
 
 from __future__ import annotations
