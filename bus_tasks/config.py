@@ -259,8 +259,13 @@ class Settings(BaseSettings):
 
     @property
     def trust(self) -> TrustPolicy:
-        """Whom this process believes (SPEC 15)."""
-        return TrustPolicy.of(self.identity, publishers=self.publishers, aggregators=self.aggregators)
+        """Whom this process believes (SPEC 15); with authorization on, the admins publish test
+        tasks (SPEC 16: ``bus-tasks inject`` is theirs) besides the identities named for them."""
+        publishers = dict(self.publishers)
+        if self.authorization == "on" and self.test_subsystem:
+            test = self.test_subsystem
+            publishers[test] = [*publishers.get(test, []), *self.admins]
+        return TrustPolicy.of(self.identity, publishers=publishers, aggregators=self.aggregators)
 
     @property
     def broker_login(self) -> BrokerLogin:

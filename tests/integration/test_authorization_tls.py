@@ -201,3 +201,13 @@ def test_a_front_door_not_in_front_doors_cannot_speak_for_its_clients(
     assert reply["error"] == {"code": -32011, "message": "Permission denied: rogue may not call Task.stop"}
     assert scene.aggregator.view.get(scene.running).state is State.RUNNING
     assert scene.stopped == []
+
+
+def test_an_admin_injects_test_tasks_and_they_are_applied(scene: Scene) -> None:
+    settings = settings_of(scene.rabbit, "ops")
+    with wiring.connect(settings, confirm_publish=True) as connection:
+        publisher = TaskPublisher(connection, settings.test_subsystem)  # as bus-tasks inject does
+        injected = publisher.create("testTask", ["injected"], state=State.RUNNING).id
+        publisher.flush(TIMEOUT_S)
+    wait_until(lambda: injected in scene.aggregator.view, timeout_s=TIMEOUT_S, what="the test task applied")
+    assert scene.aggregator.counts["events_refused_identity"] == 0

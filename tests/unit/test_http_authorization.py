@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,13 @@ from test_http_support import Door, make_door, serving
 
 from bus_tasks import codec
 from bus_tasks.aggregator.authorization import Authorization
-from bus_tasks.authorization import Roles
+from bus_tasks.authorization import Action, Roles, authorize
 from bus_tasks.config import Settings, load_settings
 from bus_tasks.core.model import State
 from bus_tasks.errors import ConfigError
 from bus_tasks.frontdoors.http import HttpOptions
 from bus_tasks.frontdoors.http_access import TOKEN_COOKIE, HttpAccess
+from bus_tasks.identity import Speech, refusal
 from workers import wiring
 
 ROLES = Roles.of(readers=["rita"], operators=["otto"])
@@ -160,3 +162,23 @@ def test_a_short_token_in_the_environment_is_refused_without_being_echoed(
         load_settings()
     assert "http_tokens" in refused.value.message
     assert "short-secret" not in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("user_id", "believed"), [("ops", True), ("agg1", True), ("engine", False), ("rita", False)]
+)
+def test_with_authorization_on_the_admins_publish_test_tasks_and_nobody_else_but_aggregators(
+    user_id: str, believed: bool
+) -> None:
+    settings = Settings(
+        identity="broker",
+        aggregators=["agg1"],
+        authorization="on",
+        readers=["rita"],
+        operators=["engine"],
+        admins=["ops"],
+    )
+    trust = replace(settings.trust, test_subsystem=settings.test_subsystem)  # as the aggregator does
+    assert authorize(user_id, Action.INJECT_TEST_TASKS, settings.roles) is (user_id == "ops")
+    assert (refusal(trust, Speech.EVENT, "test", user_id) is None) is believed
+    assert refusal(trust, Speech.EVENT, "vdsm", "ops") is not None  # test tasks only
