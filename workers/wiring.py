@@ -110,11 +110,18 @@ def aggregator(
 
 
 def warn_if_authorization_off(settings: Settings, log: logging.Logger) -> None:
-    """At start: one warning line when anyone who reaches a door may call anything (SPEC 16)."""
-    if settings.authorization == "off" and not settings.broker.lower().startswith("memory://"):
+    """At start: one warning line when anyone who reaches a door may call anything (SPEC 16), or
+    when the identities cannot be believed (Redis)."""
+    scheme = settings.broker.partition("://")[0].lower()
+    if settings.authorization == "off" and scheme != "memory":
         log.warning(
             'authorization = "off": anyone who reaches the broker or a front door may stop, revert,'
             " clear and retag any task (docs/authorization.md)"
+        )
+    elif settings.authorization == "on" and scheme in ("redis", "rediss"):
+        log.warning(
+            'authorization = "on" on Redis: nothing validates a request\'s user_id there, so a'
+            " hostile client can call as anybody (docs/authorization.md)"
         )
 
 

@@ -141,9 +141,13 @@ def test_on_without_any_role_or_with_the_shared_token_is_refused() -> None:
         (Settings(), True),
         (Settings(broker_url=SecretStr("memory://")), False),
         (Settings(authorization="on", readers=["rita"]), False),
+        (
+            Settings(authorization="on", readers=["rita"], broker_url=SecretStr("redis://127.0.0.1:6379/0")),
+            True,
+        ),
     ],
 )
-def test_serve_warns_once_when_authorization_is_off_on_a_real_broker(
+def test_serve_warns_once_when_authorization_is_off_on_a_real_broker_or_cannot_be_believed(
     settings: Settings, warned: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     log = logging.getLogger("test.serve")
