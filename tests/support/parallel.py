@@ -95,7 +95,7 @@ def shared_across_workers(
     root = run_dir(tmp_path_factory)
     state_file = root / f"{name}.json"
     lock = root / f"{name}.lock"
-    with _locked(lock, timeout_s):
+    with file_lock(lock, timeout_s):
         state = _read(state_file)
         if state["users"] == 0:  # first user, or every earlier user is done and stopped it
             state["info"] = start(Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root)))
@@ -105,7 +105,7 @@ def shared_across_workers(
     try:
         yield info
     finally:
-        with _locked(lock, timeout_s):
+        with file_lock(lock, timeout_s):
             state = _read(state_file)
             state["users"] -= 1
             if state["users"] == 0:
@@ -116,8 +116,11 @@ def shared_across_workers(
 
 
 @contextmanager
-def _locked(path: Path, timeout_s: float) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (one per open file, so per worker process or thread)."""
+def file_lock(path: Path, timeout_s: float) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``, waited for at most ``timeout_s`` (``TimeoutError``).
+
+    Held per open file: it excludes other workers, other test runs on the machine, other threads.
+    """
     with path.open("a") as handle:
 
         def taken() -> bool:
