@@ -4,10 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # pytest-xdist: the suite's tests isolate themselves (tests/support/parallel.py). Four workers on
-# two cores win because the integration tests mostly wait on brokers and subprocesses;
-# loadgroup keeps an xdist_group (one glusterd, one browser) on one worker. PYTEST_WORKERS=0: serial.
+# two cores win because the integration tests mostly wait on brokers and subprocesses; loadfile
+# runs a module whole on one worker (one glusterd, one browser). PYTEST_WORKERS=0: serial.
 PYTEST_WORKERS ?= 4
-PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadgroup
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: run test lint unit bench clean venv
 

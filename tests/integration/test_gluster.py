@@ -17,13 +17,12 @@ from xml.etree import ElementTree
 import pytest
 from support.brokers import Broker
 from support.gluster import Glusterd, Volume, Volumes, gluster, glusterd_session
-from support.parallel import GLUSTERD
 from support.processes import Process, start_serve
 
 from bus_tasks.client import TasksClient
 from bus_tasks.testing import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(420), GLUSTERD]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 BUS_TASKS = Path(sys.executable).parent / "bus-tasks"
 INTERVAL_S = 1.0

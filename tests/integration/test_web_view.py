@@ -20,7 +20,6 @@ import pytest
 from support.brokers import Broker
 from support.browser import artifacts_dir, headless_chromium
 from support.cli_helpers import BusTasksProcess, cli_env
-from support.parallel import BROWSER
 
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
@@ -28,7 +27,7 @@ from bus_tasks.testing import wait_until
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Locator, Page
 
-pytestmark = [pytest.mark.integration, BROWSER]
+pytestmark = pytest.mark.integration
 
 READY_TIMEOUT_S = 30.0
 LIVE_TIMEOUT_MS = 15_000  # an event published reaches the page within this

@@ -22,7 +22,7 @@ from support.parallel import file_lock
 
 FIXTURES = fixture("gluster/glusterVolumeTasks.xml").parent
 CONNECTION_FAILED = "Connection failed. Please check if gluster daemon is operational."
-GLUSTERD_START_S = 30.0
+GLUSTERD_START_S = 120.0  # a glusterd (re)started on a loaded machine answers late
 # One glusterd per machine: a test run that uses it holds this lock, so a second run (another
 # checkout's, CI's) waits instead of meeting a glusterd the first one stops. Shorter than a test's
 # timeout, so a run that waits too long fails with the lock named.
@@ -197,7 +197,10 @@ def gluster(*args: str, timeout_s: float = 120.0, check: bool = True) -> subproc
 
 
 def _answers() -> bool:
-    return gluster("volume", "list", timeout_s=30.0, check=False).returncode == 0
+    try:
+        return gluster("volume", "list", timeout_s=30.0, check=False).returncode == 0
+    except subprocess.TimeoutExpired:  # a glusterd still starting may hold the CLI this long
+        return False
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Running the suite in parallel (pytest-xdist): what a test must do to share the machine.
 
-``make test`` runs ``pytest -n N --dist loadgroup``: each worker is a process of its own with its
+``make test`` runs ``pytest -n N --dist loadfile``: each worker is a process of its own with its
 own session, so a ``scope="session"`` fixture runs once *per worker*, at the same time as in the
-others. A test is isolation-safe when everything it touches outside its process is its own:
+others; a module runs whole on one worker, its tests in order. A test is isolation-safe when
+everything it touches outside its process is its own:
 
 - RabbitMQ: a vhost named with a uuid (``rabbitmq_vhost``, ``fresh_vhost``), never ``/``.
 - Redis: a key prefix with a uuid (``make_broker``), never FLUSHDB on the shared server.
@@ -11,10 +12,12 @@ others. A test is isolation-safe when everything it touches outside its process 
 
 Two ways to share what cannot be per worker:
 
-1. A group: ``pytestmark = GLUSTERD`` (or ``pytest.mark.xdist_group("name")``) sends every test
-   of the group to one worker, one after the other. For a resource that must not be used
-   concurrently with itself (one glusterd per machine), or an expensive module-scoped fixture
-   that should start once (a browser, a demo run).
+1. One module: its tests never run at the same time as each other, and a ``scope="module"``
+   fixture starts once. For a resource that must not be used concurrently with itself (the
+   machine's one glusterd: test_gluster.py, which also holds a machine-wide ``file_lock`` so that
+   another checkout's run waits), or an expensive fixture (the browser, the demo run). Not
+   ``xdist_group`` marks with ``--dist loadgroup``: with pytest 9.2, pytest-xdist 3.8 no longer
+   tags the grouped tests' ids, so the groups are silently split across workers.
 2. One external server for all workers: ``shared_across_workers`` below. The first worker to
    need it starts it under a file lock and writes what the others need (its port, pid, data
    directory) to a JSON file beside the run's temporary directories; the others read it; the
@@ -47,13 +50,6 @@ from typing import Any
 import pytest
 
 from bus_tasks.testing import wait_until
-
-GLUSTERD = pytest.mark.xdist_group("glusterd")
-"""The machine's one glusterd: its tests create, mount and remove volumes, one at a time."""
-BROWSER = pytest.mark.xdist_group("browser")
-"""One headless Chromium (module-scoped), and the one ``apt-get install`` it may need."""
-DEMO = pytest.mark.xdist_group("demo")
-"""One ``bus-tasks demo`` run (module-scoped), shared by the tests that read its output."""
 
 SHARED_START_S = 300.0  # how long a worker waits for another to start (or stop) a shared server
 

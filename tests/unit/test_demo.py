@@ -7,7 +7,6 @@ import subprocess
 
 import pytest
 from support.cli_helpers import parse_table, run_cli
-from support.parallel import DEMO
 
 SPM_VERBS = {"createVolume", "copyImage", "deleteImage", "moveImage"}
 HSM_VERBS = {"downloadImage", "prepareImage"}
@@ -17,8 +16,6 @@ INFO = "getAllTasksInfo(): legacy, spm tasks only"
 STATUSES = "getAllTasksStatuses(): legacy, spm tasks only"
 ENGINE_LOOP = "the engine's loop: poll getAllTasksStatuses, clear what finished"
 AT_THE_END = "getAllTasks() at the end"
-
-pytestmark = DEMO
 
 
 @pytest.fixture(scope="module")
