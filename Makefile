@@ -5,9 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # pytest-xdist: the suite's tests isolate themselves (tests/support/parallel.py). Four workers on
 # two cores win because the integration tests mostly wait on brokers and subprocesses; loadfile
-# runs a module whole on one worker (one glusterd, one browser). PYTEST_WORKERS=0: serial.
+# runs a module whole on one worker (one glusterd, one browser), in the order tests/conftest.py
+# gives (the long integration modules first). PYTEST_WORKERS=0: serial.
 PYTEST_WORKERS ?= 4
-PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: run test lint unit bench clean venv
 
