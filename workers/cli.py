@@ -19,7 +19,8 @@ from bus_tasks.config import CONFIG_ENV, CONFIG_FILE_NAME, ENV_PREFIX, Settings,
 from bus_tasks.core.model import State
 from bus_tasks.errors import BusTasksError, ConfigError, GeneralError
 from bus_tasks.plugins import installed as installed_plugins
-from workers import commands, options, render
+from bus_tasks.protocol.methods import MethodName
+from workers import broker_setup, commands, options, render
 from workers import serve as serving
 from workers.commands import EXIT_ERROR, EXIT_USAGE, Command
 from workers.demo import STORAGE_TASKS
@@ -104,6 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     stomp.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     stomp.add_argument("--tls-ca", metavar="FILE", help="require client certificates signed by this CA")
     options.timeout_option(stomp, "deadline of each forwarded request")
+    for flag, metavar, kind, setting, what in (
+        ("--connect-timeout", "S", options.seconds, "stomp_connect_timeout_s",
+         "a client's TLS handshake and CONNECT must be done this long after it connected"),
+        ("--max-connections", "N", options.positive_int, "stomp_max_connections",
+         "clients at once; one more gets an ERROR frame"),
+        ("--max-pending", "N", options.positive_int, "stomp_max_pending",
+         "requests in flight per client; one more is answered -32013"),
+        ("--max-outbuf-bytes", "BYTES", options.positive_int, "stomp_max_outbuf_bytes",
+         "a client that leaves this many bytes of replies unread is disconnected"),
+    ):  # fmt: skip
+        stomp.add_argument(
+            flag, type=kind, metavar=metavar, help=f"{what} (default: {options.from_setting(setting)})"
+        )
 
     demo = command(
         "demo",
@@ -155,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     call = client_command(
         "call", "call any JSON-RPC method of the aggregator, as vdsm-client does", commands.cmd_call
     )
-    call.add_argument("method", metavar="METHOD", help="e.g. Host.getAllTasks or Task.getStatus")
+    call.add_argument(
+        "method", metavar="METHOD", help=f"e.g. {MethodName.GET_ALL_TASKS} or {MethodName.GET_STATUS}"
+    )
     call.add_argument(
         "params",
         nargs="*",
@@ -258,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="rounds listed at once, the running one included; the done tasks of older rounds "
         "are cleared (default: %(default)s)",
     )
+    setup = command("broker-setup", broker_setup.SUMMARY, broker_setup.cmd_broker_setup)
+    options.global_options(setup, broker=True)
+    broker_setup.add_arguments(setup)
     for name, plugin in installed_plugins().items():
         if name in sub.choices:
             log.warning("plugin %r is not added: bus-tasks has a command of that name", name)

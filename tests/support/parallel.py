@@ -7,7 +7,7 @@ everything it touches outside its process is its own:
 
 - RabbitMQ: a vhost named with a uuid (``rabbitmq_vhost``, ``fresh_vhost``), never ``/``.
 - Redis: a key prefix with a uuid (``make_broker``), never FLUSHDB on the shared server.
-- TCP ports: ``free_port()`` (the kernel picks one), never a fixed number.
+- TCP ports: ``support.ports.free_port()`` (the kernel picks one), never a fixed number.
 - Files: ``tmp_path`` / ``tmp_path_factory`` (per worker), never a fixed path under /tmp.
 
 Two ways to share what cannot be per worker:
@@ -40,7 +40,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,13 +64,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory shared by every worker of this run (and by this run alone)."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if worker_id() != "master" else base
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now (the kernel's pick)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager

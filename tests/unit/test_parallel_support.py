@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.parallel import free_port, run_dir, shared_across_workers
+from support.parallel import run_dir, shared_across_workers
+from support.ports import free_port
 
 from bus_tasks.testing import wait_until
 
