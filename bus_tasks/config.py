@@ -343,8 +343,12 @@ def check_broker_url(url: str) -> None:
         raise ConfigError(f"broker URL has no scheme: use one of {schemes}")
     if scheme.lower() not in BROKER_SCHEMES:
         raise ConfigError(f"broker URL scheme {scheme!r} is not supported: use one of {schemes}")
+    nodes = broker_urls(url)
+    if len({node.partition("://")[0].lower() for node in nodes}) > 1:
+        raise ConfigError("broker URL names nodes of different schemes: one broker, one scheme")
     try:
-        urlsplit(url).port  # noqa: B018 - parsing is the check
+        for node in nodes:
+            urlsplit(node).port  # noqa: B018 - parsing is the check
     except ValueError:
         # The parser's message may quote a password (amqp://user:secret/ has no host): not shown.
         raise ConfigError(
@@ -360,10 +364,23 @@ def _check_environment(fields: set[str]) -> None:
         raise ConfigError(f"unknown setting in the environment: {', '.join(unknown)}")
 
 
+def broker_urls(url: str) -> list[str]:
+    """The nodes a broker URL names: ``amqp://a;amqp://b`` is a cluster, tried in turn."""
+    return [part.strip() for part in url.split(";") if part.strip()]
+
+
 def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` with the password of each of its nodes replaced by ``***``, for logs and errors."""
+    return ";".join(_redact_one(part) for part in url.split(";"))
+
+
+def _redact_one(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # unparsable: whatever follows the scheme may be a secret
+        return url.partition("://")[0] + "://***"
+    if password is None:
         return url
     host = parts.netloc.rpartition("@")[2]  # keeps an IPv6 host's brackets
     user = parts.username or ""
