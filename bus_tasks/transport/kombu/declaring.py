@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Protocol
 
 from amqp.exceptions import NotFound, PreconditionFailed
@@ -10,6 +11,7 @@ from kombu.entity import Exchange, Queue
 from bus_tasks.errors import TopologyMismatch, TopologyMissing
 from bus_tasks.transport.kombu import admin, entities
 from bus_tasks.transport.kombu.link import Link
+from bus_tasks.transport.kombu.readiness import not_ready, when_ready
 from bus_tasks.transport.topology import ExchangeSpec, Spec, TopologyOptions, well_known
 
 
@@ -52,7 +54,11 @@ class Declarations:
         for entity in declared:
             # bind() makes a bound copy: the shared entities stay unbound.
             try:
-                self._declare_one(entity.bind(channel))
+                when_ready(
+                    self._link,
+                    f"{type(entity).__name__.lower()} {entity.name}",
+                    partial(self._declare_one, entity.bind(channel)),
+                )
             except PreconditionFailed as exc:
                 raise TopologyMismatch(str(entity.name), exc.reply_text or str(exc)) from exc
             if entity not in self._declared:
@@ -97,5 +103,7 @@ def declare_on_predeclared(bound: Queue | Exchange) -> None:
                 bound.queue_bind()
             for item in bound.bindings or ():
                 bound.bind_to(item.exchange, item.routing_key, item.arguments)
-    except NotFound:
+    except NotFound as exc:
+        if not_ready(exc) is not None:  # it exists, on a node that is down: waited for
+            raise
         raise TopologyMissing(f"{type(bound).__name__.lower()} {bound.name}") from None
