@@ -24,10 +24,12 @@ log = logging.getLogger("bus_tasks.transport")
 
 T = TypeVar("T")
 
+HOME_NODE_DOWN = "is down or inaccessible"  # "home node '...' of durable queue '...' in vhost ..."
+
 # What RabbitMQ says (3.10 to 3.13) when a queue it knows cannot serve yet.
 NOT_READY_SIGNS = (
     "replica on the local node",  # a stream: "does not have a (running) replica on the local node"
-    "is down or inaccessible",  # a durable classic queue: "home node '...' of durable queue ..."
+    HOME_NODE_DOWN,  # a durable classic queue on a node that is down
     "no leader",  # a quorum queue or a stream while it elects one
     "leader not found",
     "timed out",  # a quorum queue's command not answered during an election
