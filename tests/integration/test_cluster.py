@@ -220,7 +220,8 @@ def test_kill_of_the_aggregators_node_under_a_looping_client_fails_no_call_and_s
     publisher = TaskPublisher(open_bus(subsystem_url), "vdsm")
     stopped: list[str] = []
     publisher.on_stop(stopped.append)
-    system.serve(publisher, open_bus(subsystem_url, confirm=False))
+    control = open_bus(subsystem_url, confirm=False)
+    system.serve(publisher, control)
     looping = LoopingClient(cluster.url(vhost, [n2, n3, n1]), timeout_s=10.0)
     caller = TasksClient(open_bus(cluster.url(vhost, [n2, n3, n1]), confirm=False), timeout_s=10.0)
     try:
@@ -245,11 +246,14 @@ def test_kill_of_the_aggregators_node_under_a_looping_client_fails_no_call_and_s
 
         cluster.restart(aggregator_node)
         assert {n.name for n in cluster.nodes} <= cluster.running_nodes(aggregator_node)
-        wait_until(lambda: looping.succeeded_after(time.monotonic()) >= 5, timeout_s=30.0)
+        back_at = time.monotonic()
+        wait_until(lambda: looping.succeeded_after(back_at) >= 5, timeout_s=30.0)
         assert looping.failures == []
     finally:
         looping.stop.set()
         looping.join(15.0)
         caller.close()
         looping.client.close()
+        system.stop_threads()  # the subsystem's thread, before its connection is closed
+        control.close()
         publisher.close()
