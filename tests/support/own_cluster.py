@@ -23,7 +23,9 @@ class OwnCluster:
 
     def __init__(self, base: Path, size: int = 3) -> None:
         cookie = uuid.uuid4().hex.upper()
-        self.nodes = [OwnRabbit(base / f"node{n}", prefix=f"bt-c{n}", cookie=cookie) for n in range(1, size + 1)]
+        self.nodes = [
+            OwnRabbit(base / f"node{n}", prefix=f"bt-c{n}", cookie=cookie) for n in range(1, size + 1)
+        ]
 
     def start(self) -> None:
         for node in self.nodes:
