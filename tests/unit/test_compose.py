@@ -83,8 +83,9 @@ def _parse(args: list[str]) -> Any:
 
 
 def test_compose_has_the_services_of_the_system() -> None:
-    assert set(SERVICES) == {"rabbitmq", "redis", "aggregator", "aggregator-2", "storage", "gluster", "stomp"}
-    assert SERVICES["rabbitmq"]["image"] == "rabbitmq:3-management"
+    rabbits = {"rabbitmq", "rabbitmq-2", "rabbitmq-3"}
+    assert set(SERVICES) == {*rabbits, "redis", "aggregator", "aggregator-2", "storage", "gluster", "stomp"}
+    assert {SERVICES[name]["image"] for name in rabbits} == {"rabbitmq:3.10.8-management"}
     assert SERVICES["redis"]["image"] == "redis:7"
     assert {name: args[0] for name, args in BUS_TASKS_SERVICES.items()} == {
         "aggregator": "serve",
@@ -145,10 +146,22 @@ def test_every_bus_tasks_env_var_names_a_real_setting_with_a_valid_value(service
         pytest.fail(f"{service}: invalid setting values: {exc}")
 
 
-def test_bus_tasks_services_share_one_broker_url_pointing_at_the_rabbitmq_service() -> None:
+def test_bus_tasks_services_share_one_broker_url_naming_the_three_rabbitmq_nodes() -> None:
     urls = {name: _environment(SERVICES[name]).get("BUS_TASKS_BROKER_URL") for name in BUS_TASKS_SERVICES}
-    assert urls == dict.fromkeys(BUS_TASKS_SERVICES, "amqp://guest:guest@rabbitmq:5672//")
-    assert urlsplit(urls["aggregator"]).hostname in SERVICES
+    cluster = ";".join(
+        f"amqp://guest:guest@{host}:5672//" for host in ("rabbitmq", "rabbitmq-2", "rabbitmq-3")
+    )
+    assert urls == dict.fromkeys(BUS_TASKS_SERVICES, cluster)
+    assert all(urlsplit(node).hostname in SERVICES for node in cluster.split(";"))
+
+
+def test_the_rabbitmq_nodes_share_a_cookie_and_the_cluster_config_naming_each_of_them() -> None:
+    rabbits = [SERVICES[name] for name in ("rabbitmq", "rabbitmq-2", "rabbitmq-3")]
+    assert len({_environment(node)["RABBITMQ_ERLANG_COOKIE"] for node in rabbits}) == 1
+    mount = "./config/rabbitmq-cluster.conf:/etc/rabbitmq/conf.d/20-cluster.conf:ro"
+    assert all(mount in node["volumes"] for node in rabbits)
+    config = (ROOT / "config" / "rabbitmq-cluster.conf").read_text()
+    assert all(f"= rabbit@{node['hostname']}" in config for node in rabbits)
 
 
 def test_two_aggregators_serve_active_active_with_names_of_their_own() -> None:
