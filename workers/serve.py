@@ -67,6 +67,9 @@ def serve(settings: Settings) -> int:
         try:
             aggregator.run(stop)
         finally:
+            # The store is closed: the next serve may have the directory while this one's HTTP
+            # door ends its streams (systemd restarts it at once, not when the door is done).
+            lock.release()
             if http is not None:
                 http.stop()
     finally:
