@@ -357,6 +357,10 @@ def _main(argv: Sequence[str] | None) -> int:
         if _stdout_closed():
             raise  # main() ends quietly
         return _trouble(args, settings, exc)  # a socket's peer went away, not stdout's reader
+    except ConfigError as exc:  # found only once a command looks at its settings (serve's HTTP)
+        message = f"bad configuration: {exc}"
+        _report(args, exc.code, message, f"bus-tasks {args.command}: {message}")
+        return EXIT_USAGE
     except BusTasksError as exc:
         _report(args, exc.code, exc.message, f"bus-tasks {args.command}: error {exc.code}: {exc.message}")
         return EXIT_ERROR

@@ -4,6 +4,7 @@ settings and run it."""
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import logging
 import threading
@@ -20,6 +21,11 @@ from workers.stomp import parse_listen
 log = logging.getLogger("bus_tasks.serve")
 
 MIN_TOKEN_CHARS = 16
+# Why a data directory cannot be locked, when only the operator can change it.
+_UNUSABLE = frozenset(
+    {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.EISDIR, errno.ELOOP,
+     errno.ENAMETOOLONG}
+)  # fmt: skip
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -115,6 +121,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _unusable(exc: StoreUnavailable) -> bool:
+    """Whether the lock failed for a reason only the operator can fix (a path that is a file, not
+    writable by this user, under /proc), not one that passes (a full disk, remounted read-only)."""
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in _UNUSABLE
+
+
 def listen_address(text: str) -> str:
     """``--http``'s value: ``HOST:PORT`` (IPv6 in brackets), kept as given."""
     try:
@@ -125,11 +138,12 @@ def listen_address(text: str) -> str:
 
 
 def _lock(lock: DataDirLock, stop: threading.Event) -> bool:
-    """Take the data directory's lock, waiting (with back-off) while it cannot be made; False if
-    stopped first.
+    """Take the data directory's lock, waiting (with back-off) while it cannot be made (a full or
+    read-only disk); False if stopped first.
 
     Raises:
         DataDirInUse: when another process holds it.
+        ConfigError: when the directory can never be used as it is (waiting would be forever).
     """
     delay_s = 0.5
     warned = False
@@ -140,6 +154,11 @@ def _lock(lock: DataDirLock, stop: threading.Event) -> bool:
                 log.warning("data directory %s can be locked again", lock.path.parent)
             return True
         except StoreUnavailable as exc:
+            if _unusable(exc):
+                raise ConfigError(
+                    f"data_dir {str(lock.path.parent)!r} cannot be used: {exc.__cause__}"
+                    " (give --data-dir, or data_dir, a directory this user may write)"
+                ) from None
             if not warned:
                 log.warning("%s; retrying", exc)
                 warned = True

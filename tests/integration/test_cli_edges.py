@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 from support.brokers import Broker
-from support.cli_helpers import BusTasksProcess, cli_env
-
-pytestmark = pytest.mark.integration
+from support.cli_helpers import BusTasksProcess, cli_env, run_cli
 
 READY = "aggregator ready"
 STOPPED = "aggregator stopped"
@@ -22,6 +20,7 @@ def _serve(cleanup: contextlib.ExitStack, *args: str, cwd: Path, **env: str) -> 
     return process
 
 
+@pytest.mark.integration
 def test_serve_http_gives_its_data_directory_to_the_next_serve_as_soon_as_its_aggregator_stops(
     rabbitmq_broker: Broker, tmp_path: Path
 ) -> None:
@@ -39,3 +38,19 @@ def test_serve_http_gives_its_data_directory_to_the_next_serve_as_soon_as_its_ag
         assert "in use by another" not in second.log, second.log
         assert first.terminate(timeout_s=20) == 0, first.log
         assert second.terminate(timeout_s=20) == 0, second.log
+
+
+@pytest.mark.parametrize("where", ["a regular file", "under /proc"])
+def test_serve_on_a_data_directory_it_can_never_use_says_so_in_one_line_and_exits_2(
+    tmp_path: Path, where: str
+) -> None:
+    if where == "a regular file":
+        data_dir = tmp_path / "data"
+        data_dir.write_text("not a directory\n")
+    else:
+        data_dir = Path("/proc/bus-tasks-test/data")
+    done = run_cli("serve", "--broker", "memory://", "--data-dir", str(data_dir), cwd=tmp_path, timeout_s=30)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith(f"bus-tasks serve: bad configuration: data_dir '{data_dir}' cannot be used: "), last
+    assert "retrying" not in done.stderr
