@@ -21,7 +21,6 @@ from support.cli_helpers import (
     without_times,
 )
 
-from bus_tasks.config import DEFAULT_CONFIG_FILE
 from bus_tasks.testing import wait_until
 from workers import render
 from workers.cli import build_parser, summaries
@@ -29,9 +28,9 @@ from workers.cli import build_parser, summaries
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 SCHEMES = "amqp://, amqps://, pyamqp://, redis://, rediss://, memory://"
 SUBCOMMANDS = summaries(build_parser())
-# Where a bad setting may come from, when it is not named by BUS_TASKS_CONFIG: the shipped file is
-# found from any working directory.
-FROM_SHIPPED = f"(from config file {DEFAULT_CONFIG_FILE}, BUS_TASKS_* env vars or options)"
+# Where a bad setting came from is named: the option, the variable or the file.
+FROM_OPTION = "(from the command line)"
+FROM_TIMEOUT_VARIABLE = "(from environment variable BUS_TASKS_RPC_TIMEOUT_S)"
 
 
 # argparse wraps help to $COLUMNS, breaking words at hyphens ("vdsm-client"): no wrapping here.
@@ -99,7 +98,7 @@ def test_unusable_broker_url_is_refused_in_one_line_without_echoing_it(
     assert (done.returncode, done.stdout, done.stderr) == (
         2,
         "",
-        f"bus-tasks: bad configuration: broker_url: {message} {FROM_SHIPPED}\n",
+        f"bus-tasks: bad configuration: broker_url: {message} {FROM_OPTION}\n",
     )
 
 
@@ -109,8 +108,8 @@ def test_misspelled_key_in_the_config_file_is_named_and_its_value_not_shown(tmp_
     done = run_cli("tasks", cwd=tmp_path, env=cli_env(BUS_TASKS_CONFIG=str(config)))
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
-        "bus-tasks: bad configuration: broker_ulr: Extra inputs are not permitted "
-        f"(from config file {config}, BUS_TASKS_* env vars or options)\n"
+        f"bus-tasks: bad configuration: broker_ulr: unknown setting in config file {config}"
+        " (did you mean broker_url?)\n"
     )
 
 
@@ -129,7 +128,8 @@ def test_misspelled_setting_in_the_environment_is_refused(tmp_path: Path) -> Non
     assert (done.returncode, done.stdout, done.stderr) == (
         2,
         "",
-        "bus-tasks: bad configuration: unknown setting in the environment: BUS_TASKS_BROKR_URL\n",
+        "bus-tasks: bad configuration: unknown setting in the environment: BUS_TASKS_BROKR_URL"
+        " (did you mean BUS_TASKS_BROKER_URL?)\n",
     )
 
 
@@ -138,7 +138,7 @@ def test_setting_of_the_wrong_type_in_the_environment_is_named(tmp_path: Path) -
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
         "bus-tasks: bad configuration: rpc_timeout_s: Input should be a valid number, unable to parse "
-        f"string as a number {FROM_SHIPPED}\n"
+        f"string as a number {FROM_TIMEOUT_VARIABLE}\n"
     )
 
 
@@ -443,7 +443,7 @@ def test_json_error_of_a_bad_configuration_is_json_on_stderr_and_exit_2(tmp_path
         "error": {
             "code": 1000,
             "message": "bad configuration: rpc_timeout_s: Input should be a valid number, unable to parse "
-            f"string as a number {FROM_SHIPPED}",
+            f"string as a number {FROM_TIMEOUT_VARIABLE}",
         }
     }
 

@@ -54,3 +54,58 @@ def test_serve_on_a_data_directory_it_can_never_use_says_so_in_one_line_and_exit
     last = done.stderr.splitlines()[-1]
     assert last.startswith(f"bus-tasks serve: bad configuration: data_dir '{data_dir}' cannot be used: "), last
     assert "retrying" not in done.stderr
+
+
+# -- configuration errors say where the bad setting is, in words ----------------------------
+
+
+def test_a_bad_value_in_the_environment_is_blamed_on_its_variable_not_the_config_file(tmp_path: Path) -> None:
+    done = run_cli("tasks", cwd=tmp_path, env=cli_env(BUS_TASKS_RPC_TIMEOUT_S="abc"))
+    assert (done.returncode, done.stdout) == (2, "")
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("bus-tasks: bad configuration: rpc_timeout_s: "), line
+    assert line.endswith(" (from environment variable BUS_TASKS_RPC_TIMEOUT_S)"), line
+    assert "config file" not in line
+
+
+def test_a_misspelt_key_in_the_config_file_gets_a_did_you_mean(tmp_path: Path) -> None:
+    config = tmp_path / "bus_tasks.toml"
+    config.write_text("rpc_timout_s = 3\n")
+    done = run_cli("tasks", cwd=tmp_path, env=cli_env(BUS_TASKS_CONFIG=str(config)))
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2,
+        "",
+        f"bus-tasks: bad configuration: rpc_timout_s: unknown setting in config file {config}"
+        " (did you mean rpc_timeout_s?)\n",
+    )
+
+
+def test_a_bad_aggregator_name_is_explained_in_words_not_a_regular_expression(tmp_path: Path) -> None:
+    done = run_cli("tasks", cwd=tmp_path, env=cli_env(BUS_TASKS_AGGREGATOR_NAME="Main Node"))
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2,
+        "",
+        "bus-tasks: bad configuration: aggregator_name: must be empty or lower-case letters, digits,"
+        " '_', '.' or '-', starting with a letter or digit, at most 64 characters"
+        " (from environment variable BUS_TASKS_AGGREGATOR_NAME)\n",
+    )
+
+
+def test_serve_says_at_start_which_config_file_it_reads_and_that_one_in_the_working_directory_is_not(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "named.toml"
+    config.write_text('log_level = "INFO"\n')
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "bus_tasks.toml").write_text("rpc_timout_s = 3\n")  # a typo, never read
+    with contextlib.ExitStack() as cleanup:
+        serve = _serve(
+            cleanup, "--broker", "memory://", "--data-dir", str(tmp_path / "data"), cwd=tmp_path,
+            BUS_TASKS_CONFIG=str(config),
+        )  # fmt: skip
+        serve.wait_for_line(READY, timeout_s=30)
+        assert serve.terminate(timeout_s=20) == 0, serve.log
+    said = serve.lines[serve.wait_for_line("settings: ", timeout_s=1)]
+    assert said.endswith(f"settings: config file {config}, then BUS_TASKS_* env vars, then options"), said
+    ignored = serve.lines[serve.wait_for_line("is not read", timeout_s=1)]
+    assert f"WARNING bus_tasks.cli: {tmp_path / 'config' / 'bus_tasks.toml'} is not read:" in ignored
