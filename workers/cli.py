@@ -32,6 +32,8 @@ log = logging.getLogger("bus_tasks.cli")
 EXIT_BROKEN_PIPE = 141
 # The only command that keeps the view, and so the only one that reads the store settings.
 STORE_COMMANDS = frozenset({"serve"})
+# What memory:// serves: the whole system in one process (anything else has no peer on it).
+ONE_PROCESS_COMMANDS = frozenset({"serve", "demo"})
 # Processes that run for long, under a supervisor: they say at start where their settings came from.
 SERVICE_COMMANDS = frozenset({"serve", "stomp", "simulate", "gluster"})
 
@@ -339,6 +341,13 @@ def _main(argv: Sequence[str] | None) -> int:
         )
     except ConfigError as exc:
         outcome.report(args, exc.code, f"bad configuration: {exc}", f"bus-tasks: bad configuration: {exc}")
+        return EXIT_USAGE
+    if settings.broker.lower().startswith("memory://") and args.command not in ONE_PROCESS_COMMANDS:
+        message = (
+            f"bad configuration: memory:// lives inside one process: no other process can answer"
+            f" {args.command} over it (give a RabbitMQ or Redis URL, or try bus-tasks demo)"
+        )
+        outcome.report(args, ConfigError.code, message, f"bus-tasks {args.command}: {message}")
         return EXIT_USAGE
     # The demo prints tables on stdout; its log stays quiet unless asked for.
     level = log_level or ("WARNING" if args.command == "demo" else settings.log_level.upper())

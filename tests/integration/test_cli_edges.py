@@ -109,3 +109,41 @@ def test_serve_says_at_start_which_config_file_it_reads_and_that_one_in_the_work
     assert said.endswith(f"settings: config file {config}, then BUS_TASKS_* env vars, then options"), said
     ignored = serve.lines[serve.wait_for_line("is not read", timeout_s=1)]
     assert f"WARNING bus_tasks.cli: {tmp_path / 'config' / 'bus_tasks.toml'} is not read:" in ignored
+
+
+# -- memory:// and files given on the command line ------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["tasks"], ["status", "00000000-0000-4000-8000-000000000000"], ["stomp"]])
+def test_a_command_that_needs_another_process_refuses_memory_at_once(tmp_path: Path, command: list[str]) -> None:
+    # Within the 10 s RPC deadline it would otherwise wait out: the refusal is immediate.
+    done = run_cli(*command, "--broker", "memory://", cwd=tmp_path, timeout_s=5)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"bus-tasks {command[0]}: bad configuration: memory:// lives inside one process: no other process"
+        f" can answer {command[0]} over it (give a RabbitMQ or Redis URL, or try bus-tasks demo)\n"
+    )
+
+
+def test_demo_given_a_broker_after_its_name_says_it_runs_on_memory_not_unrecognized(tmp_path: Path) -> None:
+    done = run_cli("demo", "--broker", "memory://", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines()[-1] == "bus-tasks demo: error: demo runs on memory:// and takes no --broker"
+    assert "unrecognized" not in done.stderr
+
+
+def test_stomp_with_a_tls_file_that_is_missing_or_not_pem_names_the_file_and_exits_2(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    for cert, key, said in (
+        ("/nonexistent.pem", str(junk), "TLS certificate /nonexistent.pem cannot be read: No such file or directory"),
+        (str(junk), "/nonexistent.key", "TLS private key /nonexistent.key cannot be read: No such file or directory"),
+        (str(junk), str(junk), f"TLS certificate {junk} and private key {junk} are not a PEM certificate"),
+    ):  # fmt: skip
+        done = run_cli(
+            "stomp", "--broker", "amqp://guest:guest@127.0.0.1:1//", "--tls-cert", cert, "--tls-key", key,
+            "--log-level", "ERROR", cwd=tmp_path, timeout_s=30,
+        )  # fmt: skip
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"bus-tasks stomp: bad configuration: {said}"), line
