@@ -19,7 +19,7 @@ from bus_tasks.core.model import State
 from bus_tasks.errors import BusTasksError, ConfigError
 from bus_tasks.plugins import installed as installed_plugins
 from bus_tasks.protocol.methods import MethodName
-from workers import broker_setup, commands, options, outcome
+from workers import EXIT_INTERRUPTED, broker_setup, commands, options, outcome
 from workers import serve as serving
 from workers.commands import EXIT_ERROR, EXIT_USAGE, Command
 from workers.demo import STORAGE_TASKS
@@ -318,6 +318,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C at any point: the shell's status, no traceback
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of stdout went away (`bus-tasks tasks | head -1`): stop without a word,
         # as cat or grep do. The status is theirs too, 128 + SIGPIPE: a pipeline reports head's
@@ -376,8 +378,6 @@ def _main(argv: Sequence[str] | None) -> int:
             args, exc.code, exc.message, f"bus-tasks {args.command}: error {exc.code}: {exc.message}"
         )
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
     except Exception as exc:
         library = type(exc).__module__.partition(".")[0]
         if not (isinstance(exc, OSError) or library in outcome.BROKER_LIBRARIES):

@@ -15,7 +15,7 @@ from bus_tasks.config import Settings
 from bus_tasks.core.model import describe_validation
 from bus_tasks.errors import ConfigError
 from bus_tasks.subsystem.publisher import TaskPublisher
-from workers import render, watch_view, wiring
+from workers import EXIT_INTERRUPTED, render, watch_view, wiring
 from workers.demo import run_demo
 from workers.simulate import simulate
 from workers.stomp import StompOptions, run_stomp
@@ -96,6 +96,7 @@ def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
                     watch_view.follow_lines(watch, sys.stdout, as_json=args.json)
             except KeyboardInterrupt:
                 watch.close()
+                return EXIT_INTERRUPTED  # the README's status for Ctrl-C, the way a watch ends
         else:
             options = {"match": args.match} if args.match != "any" else None
             tasks = client.get_all_tasks(args.tag, options)

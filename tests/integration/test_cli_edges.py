@@ -4,6 +4,7 @@ would notice it: exit statuses, the first lines on stderr, a restart under a sup
 from __future__ import annotations
 
 import contextlib
+import signal
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,36 @@ def test_stomp_with_a_tls_file_that_is_missing_or_not_pem_names_the_file_and_exi
         assert (done.returncode, done.stdout) == (2, ""), done.stderr
         (line,) = done.stderr.splitlines()
         assert line.startswith(f"bus-tasks stomp: bad configuration: {said}"), line
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------
+
+UNREACHABLE = "amqp://guest:guest@127.0.0.1:1//"
+
+
+@pytest.mark.parametrize("module", ["pydantic_core._pydantic_core", "kombu.exceptions"])
+def test_ctrl_c_while_bus_tasks_loads_its_modules_exits_130_without_a_traceback(
+    tmp_path: Path, module: str
+) -> None:
+    # Python reports each import as it finishes (-X importtime): the interrupt lands among them.
+    env = cli_env(PYTHONPROFILEIMPORTTIME="1")
+    process = BusTasksProcess("tasks", "--broker", UNREACHABLE, cwd=tmp_path, env=env)
+    try:
+        process.wait_for_line(f" {module}", timeout_s=30)
+        process.popen.send_signal(signal.SIGINT)
+        status = process.popen.wait(30)
+    finally:
+        process.kill()
+    assert status == 130, process.log[-3000:]
+    assert "Traceback" not in process.log
+
+
+def test_ctrl_c_on_serve_while_it_waits_for_its_broker_stops_it_without_a_traceback(tmp_path: Path) -> None:
+    with contextlib.ExitStack() as cleanup:
+        serve = _serve(cleanup, "--broker", UNREACHABLE, "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+        serve.wait_for_line("unreachable", timeout_s=30)  # its own SIGINT handler is in place
+        serve.popen.send_signal(signal.SIGINT)
+        status = serve.popen.wait(30)
+        serve.kill()
+    assert status == 0, serve.log
+    assert "Traceback" not in serve.log
