@@ -353,6 +353,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     # The demo prints tables on stdout; its log stays quiet unless asked for.
     level = log_level or ("WARNING" if args.command == "demo" else settings.log_level.upper())
+    if getattr(args, "json", False) and not log_level:
+        level = "ERROR"  # stderr is for the one JSON error a script parses (--log-level to see more)
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -374,9 +376,7 @@ def _main(argv: Sequence[str] | None) -> int:
         outcome.report(args, exc.code, message, f"bus-tasks {args.command}: {message}")
         return EXIT_USAGE
     except BusTasksError as exc:
-        outcome.report(
-            args, exc.code, exc.message, f"bus-tasks {args.command}: error {exc.code}: {exc.message}"
-        )
+        outcome.report(args, exc.code, exc.message, outcome.error_line(args.command, exc))
         return EXIT_ERROR
     except Exception as exc:
         library = type(exc).__module__.partition(".")[0]

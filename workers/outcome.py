@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bus_tasks.config import CONFIG_ENV, CONFIG_FILE_NAME, ENV_PREFIX, Settings, config_file, redact_url
-from bus_tasks.errors import GeneralError
+from bus_tasks.errors import BusTasksError, GeneralError, RemoteError, TooManyRequests
 from workers import render
 from workers.commands import EXIT_ERROR
 
@@ -30,6 +30,16 @@ def say_settings_source() -> None:
     here = Path.cwd() / CONFIG_FILE_NAME
     if here.is_file() and (source is None or here.resolve() != source.resolve()):
         log.warning("%s is not read: name it in %s to use it", here, CONFIG_ENV)
+
+
+def error_line(command: str, exc: BusTasksError) -> str:
+    """The line a failed command prints: the aggregator's errors with their code; a local one (the
+    broker unreachable, a deadline) in its own words, without VDSM's "General Exception" label."""
+    label = f"{GeneralError.title}: "
+    came_back = isinstance(exc, GeneralError | TooManyRequests | RemoteError)
+    if not came_back and exc.message.startswith(label):
+        return f"bus-tasks {command}: {exc.message.removeprefix(label)}"
+    return f"bus-tasks {command}: error {exc.code}: {exc.message}"
 
 
 def trouble(args: argparse.Namespace, settings: Settings, exc: Exception) -> int:

@@ -4,6 +4,7 @@ would notice it: exit statuses, the first lines on stderr, a restart under a sup
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 from pathlib import Path
 
@@ -53,7 +54,9 @@ def test_serve_on_a_data_directory_it_can_never_use_says_so_in_one_line_and_exit
     done = run_cli("serve", "--broker", "memory://", "--data-dir", str(data_dir), cwd=tmp_path, timeout_s=30)
     assert (done.returncode, done.stdout) == (2, ""), done.stderr
     last = done.stderr.splitlines()[-1]
-    assert last.startswith(f"bus-tasks serve: bad configuration: data_dir '{data_dir}' cannot be used: "), last
+    assert last.startswith(f"bus-tasks serve: bad configuration: data_dir '{data_dir}' cannot be used: "), (
+        last
+    )
     assert "retrying" not in done.stderr
 
 
@@ -115,8 +118,12 @@ def test_serve_says_at_start_which_config_file_it_reads_and_that_one_in_the_work
 # -- memory:// and files given on the command line ------------------------------------------
 
 
-@pytest.mark.parametrize("command", [["tasks"], ["status", "00000000-0000-4000-8000-000000000000"], ["stomp"]])
-def test_a_command_that_needs_another_process_refuses_memory_at_once(tmp_path: Path, command: list[str]) -> None:
+@pytest.mark.parametrize(
+    "command", [["tasks"], ["status", "00000000-0000-4000-8000-000000000000"], ["stomp"]]
+)
+def test_a_command_that_needs_another_process_refuses_memory_at_once(
+    tmp_path: Path, command: list[str]
+) -> None:
     # Within the 10 s RPC deadline it would otherwise wait out: the refusal is immediate.
     done = run_cli(*command, "--broker", "memory://", cwd=tmp_path, timeout_s=5)
     assert (done.returncode, done.stdout) == (2, "")
@@ -129,7 +136,9 @@ def test_a_command_that_needs_another_process_refuses_memory_at_once(tmp_path: P
 def test_demo_given_a_broker_after_its_name_says_it_runs_on_memory_not_unrecognized(tmp_path: Path) -> None:
     done = run_cli("demo", "--broker", "memory://", cwd=tmp_path)
     assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr.splitlines()[-1] == "bus-tasks demo: error: demo runs on memory:// and takes no --broker"
+    assert (
+        done.stderr.splitlines()[-1] == "bus-tasks demo: error: demo runs on memory:// and takes no --broker"
+    )
     assert "unrecognized" not in done.stderr
 
 
@@ -181,3 +190,37 @@ def test_ctrl_c_on_serve_while_it_waits_for_its_broker_stops_it_without_a_traceb
         serve.kill()
     assert status == 0, serve.log
     assert "Traceback" not in serve.log
+
+
+# -- errors: one JSON object with --json, local trouble in its own words --------------------
+
+
+def test_with_json_an_unreachable_broker_leaves_only_the_json_error_on_stderr(tmp_path: Path) -> None:
+    done = run_cli("tasks", "--json", "--broker", UNREACHABLE, cwd=tmp_path, timeout_s=60)
+    assert (done.returncode, done.stdout) == (1, "")
+    (line,) = done.stderr.splitlines()  # no WARNING lines of the retries before it
+    assert json.loads(line) == {
+        "error": {
+            "code": 100,
+            "message": "General Exception: broker amqp://guest:***@127.0.0.1:1// unreachable:"
+            " [Errno 111] Connection refused",
+        }
+    }
+
+
+def test_json_with_an_explicit_log_level_still_logs(tmp_path: Path) -> None:
+    done = run_cli(
+        "tasks", "--json", "--log-level", "WARNING", "--broker", UNREACHABLE, cwd=tmp_path, timeout_s=60
+    )
+    assert done.returncode == 1
+    *logged, last = done.stderr.splitlines()
+    assert any(" WARNING bus_tasks.transport: " in line for line in logged), done.stderr
+    assert json.loads(last)["error"]["code"] == 100
+
+
+def test_a_local_failure_is_told_in_its_own_words_not_as_vdsms_general_exception(tmp_path: Path) -> None:
+    done = run_cli("status", "--broker", UNREACHABLE, "00000000-0000-4000-8000-000000000000", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.splitlines()[-1] == (
+        "bus-tasks status: broker amqp://guest:***@127.0.0.1:1// unreachable: [Errno 111] Connection refused"
+    )
