@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings
 from bus_tasks.core.model import describe_validation
-from bus_tasks.errors import ConfigError
+from bus_tasks.errors import ConfigError, DeadlineExceeded, NoAggregator
 from bus_tasks.subsystem.publisher import TaskPublisher
 from workers import EXIT_INTERRUPTED, render, watch_view, wiring
 from workers.demo import run_demo
@@ -21,6 +22,8 @@ from workers.simulate import simulate
 from workers.stomp import StompOptions, run_stomp
 
 Command = Callable[[argparse.Namespace, Settings], int]
+
+log = logging.getLogger("bus_tasks.cli")
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -87,15 +90,9 @@ def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 print(render.statuses_table(statuses, width=width))
         elif args.watch:
-            watch = client.watch(args.tag, match=args.match)
             try:
-                if sys.stdout.isatty() and not args.json:
-                    title = f"tasks tagged {' '.join(args.tag)} ({args.match})" if args.tag else "all tasks"
-                    watch_view.follow_screen(watch, sys.stdout, title=title)
-                else:
-                    watch_view.follow_lines(watch, sys.stdout, as_json=args.json)
+                _follow(client, args)
             except KeyboardInterrupt:
-                watch.close()
                 return EXIT_INTERRUPTED  # the README's status for Ctrl-C, the way a watch ends
         else:
             options = {"match": args.match} if args.match != "any" else None
@@ -105,6 +102,29 @@ def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 print(render.tasks_table(tasks, width=width))
     return 0
+
+
+def _follow(client: TasksClient, args: argparse.Namespace) -> None:
+    """``tasks --watch`` until Ctrl-C. When the aggregator it follows goes and none answers (a
+    restart), it waits for one and lists again rather than end; with none at the start, it ends."""
+    followed = False
+    while True:
+        watch = client.watch(args.tag, match=args.match)
+        try:
+            if sys.stdout.isatty() and not args.json:
+                title = f"tasks tagged {' '.join(args.tag)} ({args.match})" if args.tag else "all tasks"
+                watch_view.follow_screen(watch, sys.stdout, title=title)
+            else:
+                watch_view.follow_lines(watch, sys.stdout, as_json=args.json)
+            return
+        except (NoAggregator, DeadlineExceeded) as exc:
+            followed = followed or watch.state.following is not None
+            if not followed:
+                raise
+            log.warning("%s; waiting for an aggregator, to list again (Ctrl-C to stop)", exc.message)
+            client.wait_for_aggregator = True  # each listing now waits its whole deadline for one
+        finally:
+            watch.close()
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

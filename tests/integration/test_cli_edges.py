@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 from support.brokers import Broker
-from support.cli_helpers import BusTasksProcess, cli_env, run_cli
+from support.cli_helpers import BUS_TASKS, BusTasksProcess, cli_env, run_cli
+from support.processes import Process
+
+from bus_tasks.core.model import State
+from bus_tasks.subsystem.publisher import TaskPublisher
+from bus_tasks.testing import wait_until
 
 READY = "aggregator ready"
 STOPPED = "aggregator stopped"
@@ -224,3 +229,40 @@ def test_a_local_failure_is_told_in_its_own_words_not_as_vdsms_general_exception
     assert done.stderr.splitlines()[-1] == (
         "bus-tasks status: broker amqp://guest:***@127.0.0.1:1// unreachable: [Errno 111] Connection refused"
     )
+
+
+# -- tasks --watch across a restart of its only aggregator -----------------------------------
+
+
+@pytest.mark.integration
+def test_tasks_watch_waits_through_a_restart_of_its_only_aggregator_and_lists_again(
+    rabbitmq_broker: Broker, tmp_path: Path
+) -> None:
+    url = rabbitmq_broker.url
+    serve_args = ("--broker", url, "--data-dir", str(tmp_path / "data"))
+    out = tmp_path / "watch.out"
+    with contextlib.ExitStack() as cleanup:
+        first = _serve(cleanup, *serve_args, cwd=tmp_path)
+        first.wait_for_line(READY, timeout_s=30)
+        # Piped into a file, as `bus-tasks tasks --watch > file` would be.
+        watcher = Process(
+            ["bash", "-c", 'exec "$@" > "$OUT"', "bash", str(BUS_TASKS), "tasks", "--watch", "--broker", url],
+            cwd=tmp_path,
+            env=cli_env(OUT=str(out)),
+        )
+        cleanup.callback(watcher.kill)
+        wait_until(lambda: " listing 0 tasks" in out.read_text(), timeout_s=30, what="the first listing")
+        assert first.terminate(timeout_s=20) == 0, first.log
+        watcher.wait_for_line("waiting for an aggregator", timeout_s=30)
+        second = _serve(cleanup, *serve_args, cwd=tmp_path)
+        second.wait_for_line(READY, timeout_s=30)
+        publisher = TaskPublisher(rabbitmq_broker.connection(), "vdsm")
+        cleanup.callback(publisher.close)
+        task = publisher.create("copyImage", ["spm"], state=State.RUNNING)
+        publisher.flush()
+        wait_until(lambda: f"changed {task.id} " in out.read_text(), timeout_s=30, what="the new task's line")
+        assert watcher.popen.poll() is None, watcher.log  # still watching
+        assert out.read_text().count(" listing 0 tasks") == 2, out.read_text()  # listed again
+        watcher.popen.send_signal(signal.SIGINT)
+        assert watcher.popen.wait(20) == 130, watcher.log
+        assert "Traceback" not in watcher.log
