@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -266,3 +267,26 @@ def test_tasks_watch_waits_through_a_restart_of_its_only_aggregator_and_lists_ag
         watcher.popen.send_signal(signal.SIGINT)
         assert watcher.popen.wait(20) == 130, watcher.log
         assert "Traceback" not in watcher.log
+
+
+@pytest.mark.integration
+def test_two_serves_with_the_default_name_each_warn_that_they_are_listed_alike(
+    rabbitmq_broker: Broker, tmp_path: Path
+) -> None:
+    with contextlib.ExitStack() as cleanup:
+        one, two = (
+            _serve(cleanup, "--broker", rabbitmq_broker.url, "--data-dir", str(tmp_path / d), cwd=tmp_path)
+            for d in ("one", "two")
+        )
+        for serve in (one, two):
+            serve.wait_for_line(READY, timeout_s=30)
+        hostname = socket.gethostname()
+        for serve in (one, two):
+            warned = serve.lines[serve.wait_for_line("another aggregator serves as", timeout_s=30)]
+            assert (
+                f" WARNING bus_tasks.aggregator.presence: another aggregator serves as '{hostname}'" in warned
+            )
+            assert "give each its own aggregator_name" in warned
+        for serve in (one, two):
+            assert serve.terminate(timeout_s=20) == 0, serve.log
+            assert sum("another aggregator serves as" in line for line in serve.lines) == 1, serve.log
