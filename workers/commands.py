@@ -186,7 +186,7 @@ def cmd_retag(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(tags)
     else:
-        print(f"{args.task_id}: tags {tags}")
+        print(f"{args.task_id}: tags {','.join(tags)}")  # as the TAGS column shows them
     return 0
 
 

@@ -224,7 +224,7 @@ def test_injected_test_tasks_are_listed_by_tag_and_their_retag_through_the_aggre
     }
 
     retagged = run_cli("retag", "--broker", url, moved, "--tag", "U", "--tag", "spm", cwd=tmp_path)
-    assert (retagged.returncode, retagged.stdout, retagged.stderr) == (0, f"{moved}: tags ['U', 'spm']\n", "")
+    assert (retagged.returncode, retagged.stdout, retagged.stderr) == (0, f"{moved}: tags U,spm\n", "")
     wait_until(lambda: set(client.get_all_tasks("U")) == {moved}, timeout_s=10, what="retagged task listed")
     stopped = run_cli("stop", "--broker", url, moved, cwd=tmp_path)  # answered by the owner too
     assert (stopped.returncode, stopped.stderr) == (0, "")

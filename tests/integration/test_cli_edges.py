@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import socket
 from pathlib import Path
@@ -290,3 +291,17 @@ def test_two_serves_with_the_default_name_each_warn_that_they_are_listed_alike(
         for serve in (one, two):
             assert serve.terminate(timeout_s=20) == 0, serve.log
             assert sum("another aggregator serves as" in line for line in serve.lines) == 1, serve.log
+
+
+# -- polish ---------------------------------------------------------------------------------
+
+
+def test_serve_says_what_it_handled_when_it_stops_in_words_not_a_python_dict(tmp_path: Path) -> None:
+    with contextlib.ExitStack() as cleanup:
+        serve = _serve(cleanup, "--broker", "memory://", "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+        serve.wait_for_line(READY, timeout_s=30)
+        assert serve.terminate(timeout_s=20) == 0, serve.log
+    said = serve.lines[serve.wait_for_line(STOPPED, timeout_s=1)]
+    tail = said.split(f"{STOPPED}: ", 1)[1]
+    # e.g. "requests 1" or "events 3, requests 2": what it did, in words and numbers
+    assert re.fullmatch(r"nothing was received|[a-z_]+ \d+(, [a-z_]+ \d+)*", tail), said
