@@ -8,6 +8,8 @@ import json
 import re
 import signal
 import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -305,3 +307,33 @@ def test_serve_says_what_it_handled_when_it_stops_in_words_not_a_python_dict(tmp
     tail = said.split(f"{STOPPED}: ", 1)[1]
     # e.g. "requests 1" or "events 3, requests 2": what it did, in words and numbers
     assert re.fullmatch(r"nothing was received|[a-z_]+ \d+(, [a-z_]+ \d+)*", tail), said
+
+
+def _get(url: str) -> tuple[int, str, bytes]:
+    """Status, Content-Type and body of one GET (an error status is an answer here, not raised)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=20) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.headers["Content-Type"], error.read()
+
+
+def test_http_unknown_paths_answer_the_json_error_and_a_callers_404_is_no_warning(tmp_path: Path) -> None:
+    with contextlib.ExitStack() as cleanup:
+        serve = _serve(
+            cleanup, "--broker", "memory://", "--data-dir", str(tmp_path / "data"), "--http", "127.0.0.1:0",
+            cwd=tmp_path,
+        )  # fmt: skip
+        line = serve.lines[serve.wait_for_line("http serving on http://", timeout_s=30)]
+        base = line.rsplit(" ", 1)[1]
+        serve.wait_for_line(READY, timeout_s=30)
+        status, kind, body = _get(f"{base}/no/such/path")
+        assert (status, kind) == (404, "application/json")
+        assert json.loads(body) == {"code": 100, "message": "General Exception: Not Found: GET /no/such/path"}
+        unknown = "00000000-0000-4000-8000-000000000000"
+        status, kind, body = _get(f"{base}/api/tasks/{unknown}")
+        assert (status, json.loads(body)["code"]) == (404, 401)
+        assert serve.terminate(timeout_s=20) == 0, serve.log
+    assert not [line for line in serve.lines if " WARNING " in line and "http GET" in line], serve.log
