@@ -123,6 +123,24 @@ class RevisionGone(BusTasksError):
     title = "Revision gone"
 
 
+class ReplyTooLarge(BusTasksError):
+    """Raised when a reply would be larger than ``max_reply_bytes`` (a listing of too many tasks
+    at once): the caller pages it with ``options.limit`` (SPEC section 14)."""
+
+    code = -32012
+    title = "Reply too large"
+
+    def __init__(
+        self, tasks: int | None = None, size: int | None = None, *, message: str | None = None
+    ) -> None:
+        if message is None:
+            what = f"{tasks} tasks ({size} bytes)" if tasks is not None else f"{size} bytes"
+            message = f"{self.title}: {what}; page it with options.limit"
+        super().__init__(message=message)
+        self.tasks = tasks
+        self.size = size
+
+
 class DeadlineExceeded(BusTasksError):
     """Raised in the client when no reply arrived before the call's deadline."""
 
@@ -213,6 +231,7 @@ _BY_CODE: dict[int, type[BusTasksError]] = {
         InvalidParams,
         InternalError,
         RevisionGone,
+        ReplyTooLarge,
     )
 }
 

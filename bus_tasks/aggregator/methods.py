@@ -20,9 +20,11 @@ from pydantic import (
     model_validator,
 )
 
-from bus_tasks import codec
+from bus_tasks import codec, config
 from bus_tasks.aggregator.changes import ChangeFeed
+from bus_tasks.aggregator.listings import answer_page, check_reply_size, refuse_oversize
 from bus_tasks.core.model import canonical_task_id, check_tag, check_tags
+from bus_tasks.core.paging import Pager
 from bus_tasks.core.view import Entry, TaskView
 from bus_tasks.errors import (
     BusTasksError,
@@ -56,6 +58,9 @@ class GetAllTasksOptions(BaseModel):
     # Answer {"revision": N, "tasks": {...}}: the tasks, and the revision of the view they are
     # from (the event log's position; see TaskView.revision). Off: VDSM's shape, {id: details}.
     revision: StrictBool = False
+    # Paging (SPEC 14): checked by the listing, so that a bad limit or token is code 1000.
+    limit: JsonValue = None
+    continue_: JsonValue = Field(default=None, alias="continue")
 
     @model_validator(mode="after")
     def _ignore_unknown(self) -> GetAllTasksOptions:
@@ -167,8 +172,11 @@ class Dispatcher:
         aggregators: Callable[[], list[dict[str, Any]]] | None = None,
         feed: ChangeFeed | None = None,
         observe: RpcObserver | None = None,
+        max_reply_bytes: int = config.DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         self.view = view
+        self.max_reply_bytes = max_reply_bytes
+        self.pager = Pager(view)
         self.feed = feed
         self._observe = observe  # a forwarded call is the relay's to tell, once answered
         self._on_clear = on_clear
@@ -204,6 +212,16 @@ class Dispatcher:
         tags = _query_tags(params.tags)
         options = params.options or _DEFAULT_OPTIONS
         match_all = options.match == "all"
+        if options.limit is not None or options.continue_ is not None:
+            return answer_page(
+                self.pager,
+                tags,
+                match_all=match_all,
+                limit=options.limit,
+                token=options.continue_,
+                revision=self.view.revision,
+                max_reply_bytes=self.max_reply_bytes,
+            )
         listing = self._listing(
             ("tasks", tuple(tags), match_all),
             lambda: [e.member for e in self.view.select(tags, match_all=match_all)],
@@ -263,6 +281,7 @@ class Dispatcher:
                 self._listings.popitem(last=False)
         else:
             self._listings.move_to_end(key)
+        check_reply_size(members, self.max_reply_bytes)
         return EncodedObject(members)
 
     def get_task_status(self, params: TaskParams) -> dict[str, Any]:
@@ -385,6 +404,10 @@ class Dispatcher:
         if isinstance(result, Forward):
             return Reply(request_id, forward=result, method=method_name, notification=notification)
         body = result_body(request_id, result)
+        refused = refuse_oversize(method_name, request_id, body, self.max_reply_bytes)
+        if refused is not None:  # a reply that no listing's own check foresaw
+            self._served(method_name, "error", started)
+            return Reply(request_id, refused, method=method_name, notification=notification)
         self._served(method_name, "ok", started)
         return Reply(request_id, body, method=method_name, notification=notification)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from bus_tasks import names
 from bus_tasks.aggregator.methods import Forward, RpcObserver
-from bus_tasks.errors import BusTasksError, GeneralError, InternalError
+from bus_tasks.errors import BusTasksError, GeneralError, InternalError, ReplyTooLarge
 from bus_tasks.protocol import control, jsonrpc
 from bus_tasks.transport import Bus, Delivery
 
@@ -41,8 +41,16 @@ class ControlRelay:
     """Forwards commands to subsystems and answers each caller once: with the subsystem's answer,
     or with code 100 a little before the caller's own deadline."""
 
-    def __init__(self, connection: Bus, counts: Counter[str], *, observe: RpcObserver | None = None) -> None:
+    def __init__(
+        self,
+        connection: Bus,
+        counts: Counter[str],
+        *,
+        observe: RpcObserver | None = None,
+        max_reply_bytes: int | None = None,
+    ) -> None:
         self.connection = connection
+        self.max_reply_bytes = max_reply_bytes  # a larger reply (a batch's) is answered -32012
         self.counts = counts
         self._observe = observe  # told of each forwarded call once answered (see methods.Dispatcher)
         self.pending: dict[str, PendingControl] = {}
@@ -155,6 +163,11 @@ class ControlRelay:
         )
 
     def reply(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
+        if self.max_reply_bytes is not None and len(body) > self.max_reply_bytes:
+            error = ReplyTooLarge(size=len(body))
+            self.counts["replies_too_large"] += 1
+            log.warning("reply %r not sent: %s", correlation_id, error.message)
+            body = jsonrpc.error_body(None, error)
         self.connection.publish(body, routing_key=reply_to, correlation_id=correlation_id, persistent=False)
 
     def _ensure_queue(self, subsystem: str) -> None:

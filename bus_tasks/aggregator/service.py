@@ -48,6 +48,7 @@ class AggregatorPolicy:
     ack_batch: int = 128
     max_event_bytes: int = config.DEFAULT_MAX_EVENT_BYTES
     max_request_bytes: int = config.DEFAULT_MAX_REQUEST_BYTES
+    max_reply_bytes: int = config.DEFAULT_MAX_REPLY_BYTES
     max_batch_calls: int = config.DEFAULT_MAX_BATCH_CALLS
     done_ttl_s: float | None = config.DEFAULT_DONE_TTL_S
     tombstone_ttl_s: float = config.DEFAULT_TOMBSTONE_TTL_S
@@ -114,7 +115,12 @@ class Aggregator:
             on_commit=self.metrics.store_committed,
         )
         self.health = self.ingest.health
-        self.relay = ControlRelay(connection, self.counts, observe=self.metrics.rpc_served)
+        self.relay = ControlRelay(
+            connection,
+            self.counts,
+            observe=self.metrics.rpc_served,
+            max_reply_bytes=self.policy.max_reply_bytes,
+        )
         self.clears = Clears(connection, self.ingest, self.relay, self.counts)
         self.retention = Retention(
             self.view,
@@ -132,6 +138,7 @@ class Aggregator:
             aggregators=lambda: self.replicas.listing(revision=self.view.revision, tasks=len(self.view)),
             feed=self.feed,
             observe=self.metrics.rpc_served,
+            max_reply_bytes=self.policy.max_reply_bytes,
         )
         self.metrics.add_methods(self.dispatcher.methods)
 

@@ -562,10 +562,10 @@ def test_get_all_tasks_ignores_unknown_options_and_still_checks_known_ones(
 ) -> None:
     # options is for extension: a newer client's options must not break an older server.
     with caplog.at_level(logging.DEBUG, logger="bus_tasks.aggregator.methods"):
-        listed = result(dispatcher, "Host.getAllTasks", {"tags": "spm", "options": {"limit": 5, "x": {}}})
+        listed = result(dispatcher, "Host.getAllTasks", {"tags": "spm", "options": {"sortBy": 5, "x": {}}})
     assert listed == result(dispatcher, "Host.getAllTasks", {"tags": "spm"})
-    assert "unknown options ignored: ['limit', 'x']" in caplog.text
-    assert call(dispatcher, "Host.getAllTasks", {"options": {"match": "some", "limit": 5}}) == error_reply(
+    assert "unknown options ignored: ['sortBy', 'x']" in caplog.text
+    assert call(dispatcher, "Host.getAllTasks", {"options": {"match": "some", "sortBy": 5}}) == error_reply(
         -32602, "Invalid params: options.match: Input should be 'any' or 'all'"
     )
 
