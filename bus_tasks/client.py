@@ -27,8 +27,9 @@ from bus_tasks.errors import (
     InternalError,
     InvalidParameter,
     NoAggregator,
+    ReplyTooLarge,
 )
-from bus_tasks.protocol import jsonrpc, vdsm
+from bus_tasks.protocol import jsonrpc, paging, vdsm
 from bus_tasks.transport import Bus, BusConnection, Delivery
 
 if TYPE_CHECKING:
@@ -266,9 +267,20 @@ class TasksClient:
     def get_all_tasks(
         self, tags: str | Sequence[str] | None = None, options: dict[str, Any] | None = None
     ) -> dict[str, dict[str, Any]]:
-        """Every task (``tags=None``), or those carrying any of ``tags`` (all with ``{"match": "all"}``)."""
+        """Every task (``tags=None``), or those carrying any of ``tags`` (all with ``{"match": "all"}``),
+        whatever their number: a listing too large for one reply is fetched page by page.
+        With ``options.limit`` (and ``continue``), the one page asked (SPEC section 14).
+        """
         tag_param = list(tags) if tags is not None and not isinstance(tags, str) else tags
-        return self.call("Host.getAllTasks", {"tags": tag_param, "options": options})  # type: ignore[no-any-return]
+        try:
+            return self.call("Host.getAllTasks", {"tags": tag_param, "options": options})  # type: ignore[no-any-return]
+        except ReplyTooLarge:
+            if options and ("limit" in options or "continue" in options):
+                raise
+        pages = paging.Collector(tag_param, options)
+        while (params := pages.next_params()) is not None:
+            pages.take(self.call("Host.getAllTasks", params))
+        return pages.result(with_revision=bool(options and options.get("revision")))
 
     def get_all_tasks_info(self) -> dict[str, dict[str, Any]]:
         """VDSM's ``getAllTasksInfo``: ``{id: {"id", "verb"}}`` of tasks tagged ``spm``."""

@@ -19,17 +19,19 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
-from bus_tasks.errors import BusTasksError
+from bus_tasks.errors import BusTasksError, ReplyTooLarge
 from bus_tasks.frontdoors import http_sse
 from bus_tasks.frontdoors.http_answers import (
     Refused,
     error_response,
     json_response,
+    page_of,
     revision_of,
     selection_of,
 )
 from bus_tasks.frontdoors.http_mirror import Mirror
 from bus_tasks.frontdoors.http_rpc import RpcCaller
+from bus_tasks.protocol import paging
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +112,23 @@ class HttpFrontDoor:
     # -- the API ----------------------------------------------------------------------------
 
     async def tasks(self, request: web.Request) -> web.Response:
-        """getAllTasks' result; its revision in a header."""
-        selection = selection_of(request.query, allowed=frozenset({"tag", "match"}))
-        options = {"match": "all" if selection.match_all else "any", "revision": True}
-        result = await self.caller.call(
-            "Host.getAllTasks", {"tags": list(selection.tags), "options": options}
-        )
+        """getAllTasks' result, every task (paged over RPC when large); its revision in a header.
+        With ``limit`` (and ``continue``): that page, ``{"revision", "tasks", "continue"}``."""
+        selection = selection_of(request.query, allowed=frozenset({"tag", "match", "limit", "continue"}))
+        options: dict[str, Any] = {"match": "all" if selection.match_all else "any", "revision": True}
+        params = {"tags": list(selection.tags), "options": options}
+        page = page_of(request.query)
+        if page:
+            options.update(page)
+            result = await self.caller.call("Host.getAllTasks", params)
+            return json_response(result, headers={REVISION_HEADER: str(result["revision"])})
+        try:
+            result = await self.caller.call("Host.getAllTasks", params)
+        except ReplyTooLarge:
+            pages = paging.Collector(params["tags"], options)
+            while (next_params := pages.next_params()) is not None:
+                pages.take(await self.caller.call("Host.getAllTasks", next_params))
+            result = pages.result(with_revision=True)
         return json_response(result["tasks"], headers={REVISION_HEADER: str(result["revision"])})
 
     async def task(self, request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus_tasks import codec
-from bus_tasks.errors import InvalidParameter
+from bus_tasks.errors import InternalError, InvalidParameter
 
 MIN_LIMIT = 1
 MAX_LIMIT = 100_000
@@ -115,3 +115,51 @@ def _shown(token: Any) -> Any:
     if isinstance(token, str) and len(token) > 64:
         return token[:64] + "..."
     return token
+
+
+CLIENT_PAGE_LIMIT = 10_000  # tasks a caller asks per page when it lists every task
+
+
+class Collector:
+    """Gathers every page of one listing, for a caller that wants all tasks (the client, the CLI,
+    HTTP without ``limit``); it says what to ask next, whatever does the asking (sync or async).
+    """
+
+    def __init__(
+        self, tags: Any, options: dict[str, Any] | None, *, page_limit: int = CLIENT_PAGE_LIMIT
+    ) -> None:
+        self._tags = tags
+        self._options = {k: v for k, v in (options or {}).items() if k not in ("limit", "continue")}
+        self._options["limit"] = page_limit
+        self._token: str | None = None
+        self._done = False
+        self.revision: int | None = None  # the first page's: where a watch continues
+        self.tasks: dict[str, Any] = {}
+
+    def next_params(self) -> dict[str, Any] | None:
+        """The params of the next ``Host.getAllTasks`` call; None once every page is in."""
+        if self._done:
+            return None
+        options = dict(self._options)
+        if self._token is not None:
+            options["continue"] = self._token
+        return {"tags": self._tags, "options": options}
+
+    def take(self, page: Any) -> None:
+        """One page's result, as the aggregator answered it."""
+        if not (isinstance(page, dict) and isinstance(page.get("tasks"), dict) and "continue" in page):
+            raise InternalError("a page of getAllTasks without tasks or continue")
+        if self.revision is None:
+            self.revision = page.get("revision")
+        self.tasks.update(page["tasks"])
+        token = page["continue"]
+        if token is not None and (not isinstance(token, str) or token == self._token):
+            raise InternalError("a page of getAllTasks whose continue token does not move on")
+        self._token = token
+        self._done = token is None
+
+    def result(self, *, with_revision: bool) -> dict[str, Any]:
+        """Every task listed (``{"revision", "tasks"}`` when asked with ``options.revision``)."""
+        if with_revision:
+            return {"revision": self.revision, "tasks": self.tasks}
+        return self.tasks
