@@ -279,7 +279,11 @@ class TasksClient:
                 raise
         pages = paging.Collector(tag_param, options)
         while (params := pages.next_params()) is not None:
-            pages.take(self.call("Host.getAllTasks", params))
+            try:
+                pages.take(self.call("Host.getAllTasks", params))
+            except ReplyTooLarge:
+                if not pages.smaller():
+                    raise
         return pages.result(with_revision=bool(options and options.get("revision")))
 
     def get_all_tasks_info(self) -> dict[str, dict[str, Any]]:

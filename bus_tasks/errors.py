@@ -266,6 +266,11 @@ class PublishError(BusTasksError):
         super().__init__(message=f"{self.title}: {detail}")
 
 
+class PublishRefused(PublishError):
+    """Raised when the broker refuses a message for good (over its size limit, access refused to
+    its exchange): it is not re-sent, and a reply refused so is answered -32012 instead."""
+
+
 class StoreUnavailable(BusTasksError):
     """Raised when the store cannot be read or written for now (disk full, read-only, Redis away).
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from bus_tasks import names
 from bus_tasks.aggregator.methods import Forward, RpcObserver
-from bus_tasks.errors import BusTasksError, GeneralError, InternalError, ReplyTooLarge
+from bus_tasks.errors import BusTasksError, GeneralError, InternalError, PublishRefused, ReplyTooLarge
 from bus_tasks.protocol import control, jsonrpc
 from bus_tasks.transport import Bus, Delivery
 
@@ -168,6 +168,14 @@ class ControlRelay:
             self.counts["replies_too_large"] += 1
             log.warning("reply %r not sent: %s", correlation_id, error.message)
             body = jsonrpc.error_body(None, error)
+        try:
+            self._send_reply(reply_to, correlation_id, body)
+        except PublishRefused:  # over the broker's own limit (logged): the caller hears why
+            self.counts["replies_too_large"] += 1
+            refused = jsonrpc.error_body(None, ReplyTooLarge(size=len(body)))  # matched by correlation id
+            self._send_reply(reply_to, correlation_id, refused)
+
+    def _send_reply(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
         self.connection.publish(body, routing_key=reply_to, correlation_id=correlation_id, persistent=False)
 
     def _ensure_queue(self, subsystem: str) -> None:

@@ -100,6 +100,7 @@ class Aggregator:
             log_name=_log_name(connection, self.replicas.instance),
             history=self.policy.watch_history,
             beat_s=self.policy.beat_s,
+            max_message_bytes=self.policy.max_reply_bytes,
         )
         self.test_tasks = TestTaskOwner(connection, test_subsystem, self.view) if test_subsystem else None
         self.ingest = Ingest(

@@ -127,7 +127,11 @@ class HttpFrontDoor:
         except ReplyTooLarge:
             pages = paging.Collector(params["tags"], options)
             while (next_params := pages.next_params()) is not None:
-                pages.take(await self.caller.call("Host.getAllTasks", next_params))
+                try:
+                    pages.take(await self.caller.call("Host.getAllTasks", next_params))
+                except ReplyTooLarge:
+                    if not pages.smaller():
+                        raise
             result = pages.result(with_revision=True)
         return json_response(result["tasks"], headers={REVISION_HEADER: str(result["revision"])})
 

@@ -136,6 +136,15 @@ class Collector:
         self.revision: int | None = None  # the first page's: where a watch continues
         self.tasks: dict[str, Any] = {}
 
+    def smaller(self) -> bool:
+        """Ask half as many tasks per page from now on (a page was still too large for the
+        broker, whose limit may be below the aggregator's); False when pages are one task."""
+        limit = self._options["limit"]
+        if limit <= 1:
+            return False
+        self._options["limit"] = limit // 2
+        return True
+
     def next_params(self) -> dict[str, Any] | None:
         """The params of the next ``Host.getAllTasks`` call; None once every page is in."""
         if self._done:
