@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from bus_tasks import codec, names
-from bus_tasks.errors import BusTasksError, RevisionGone
+from bus_tasks.errors import BusTasksError, ReplyTooLarge, RevisionGone
 from bus_tasks.protocol.changes import GET_CHANGES, Change, selects
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ class Watch:
 
     def _begin(self) -> Iterator[WatchEvent]:
         if self._since is None:
-            yield from self.state.on_listing(self._ask(None))
+            yield from self._list()
         else:
             self.state.revision = self._since
             yield from self.state.on_replay(self._ask(self._since))
@@ -262,9 +262,23 @@ class Watch:
         try:
             result = self._ask(self.state.revision, log_name=following.log if following else None)
         except RevisionGone:
-            yield from self.state.on_listing(self._ask(None))
+            yield from self._list()
             return
         yield from self.state.on_replay(result)
+
+    def _list(self) -> Iterator[WatchEvent]:
+        """A listing; one too large for a reply is paged (getAllTasks), then the changes after
+        its first page's revision are replayed, which also says who answers (SPEC section 14)."""
+        try:
+            result = self._ask(None)
+        except ReplyTooLarge:
+            options = {"match": "all" if self.state.match_all else "any", "revision": True}
+            listed: dict[str, Any] = self.client.get_all_tasks(list(self.state.tags), options)
+            replay = self._ask(listed["revision"])
+            yield from self.state.on_listing({**replay, **listed})  # its revision, its tasks
+            yield from self.state.on_replay(replay)
+            return
+        yield from self.state.on_listing(result)
 
     def _ask(self, since: int | None, *, rpc_queue: str | None = None, log_name: str | None = None) -> Any:
         options: dict[str, Any] = {"match": "all" if self.state.match_all else "any"}

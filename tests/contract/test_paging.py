@@ -3,6 +3,8 @@ the client pages by itself so that callers get every task."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from support.brokers import Broker, System, SystemFactory
 
@@ -63,3 +65,20 @@ def test_a_page_asked_by_the_caller_is_answered_as_it_is(crowded: tuple[System, 
     assert second["revision"] == first["revision"]
     with pytest.raises(InvalidParameter):
         client.get_all_tasks("spm", {"limit": 10, "continue": first["continue"]})
+
+
+def test_a_watch_of_a_view_too_large_for_one_reply_lists_every_task_then_follows_changes(
+    crowded: tuple[System, list[str]],
+) -> None:
+    system, ids = crowded
+    client = system.client()
+    events = client.watch().events()
+    listing = next(events)
+    assert (listing.kind, set(listing.tasks or {})) == ("listing", set(ids))
+    late = system.publisher("late").create("copyImage", ["spm"]).id
+    deadline = time.monotonic() + 20.0
+    for event in events:  # idle turns yield bookmarks: the deadline is checked at least each poll
+        if event.task_id == late:
+            assert event.kind == "changed"
+            break
+        assert time.monotonic() < deadline, "the late task's change not seen within 20s"
