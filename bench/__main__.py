@@ -25,6 +25,7 @@ FIGURES = {
     "ingest": "bench.ingest",
     "core": "bench.core",
     "query": "bench.query",
+    "listing": "bench.listing",
     "selectivity": "bench.selectivity",
     "publish": "bench.publish",
     "scale": "bench.scale",

@@ -73,18 +73,20 @@ class Pager:
         entries: list[Entry] = []
         size = 0
         position = start
+        end = len(ids)
+        budget = max_bytes if max_bytes is not None else -1
         live = self.view.find
-        while position < len(ids) and len(entries) < limit:
+        while position < end and len(entries) < limit:
             entry = live(ids[position])
-            if entry is not None and matches(entry, tags, match_all=match_all):
+            # gone, or changed since the snapshot: it did not exist (match) for the whole listing
+            if entry is not None and (not tags or matches(entry, tags, match_all=match_all)):
                 member_size = len(entry.member) + 1  # and its comma
-                if max_bytes is not None and size + member_size > max_bytes:
+                if budget >= 0 and size + member_size > budget:
                     if not entries:
                         raise PageTooLarge(member_size)
                     break
                 size += member_size
                 entries.append(entry)
-            # else: gone or changed since the snapshot, so it did not exist for the whole listing
             position += 1
         if position >= len(ids):
             self._snapshots.pop(listing, None)
