@@ -26,6 +26,7 @@ FIGURES = {
     "core": "bench.core",
     "query": "bench.query",
     "listing": "bench.listing",
+    "web": "bench.web_view",
     "selectivity": "bench.selectivity",
     "publish": "bench.publish",
     "scale": "bench.scale",
