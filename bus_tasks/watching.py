@@ -261,7 +261,7 @@ class Watch:
         following = self.state.following
         try:
             result = self._ask(self.state.revision, log_name=following.log if following else None)
-        except RevisionGone:
+        except (RevisionGone, ReplyTooLarge):  # too old, or too many changes to replay: list again
             yield from self._list()
             return
         yield from self.state.on_replay(result)
