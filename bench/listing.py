@@ -4,8 +4,8 @@
 One child process serves (as in ``query``): the aggregator, at its default ``max_reply_bytes``
 (a listing of every task is far over it), and an echo server that holds the aggregator's own
 page replies, taken beforehand, and answers request k with page k. This process lists with
-``TasksClient.get_all_tasks()`` (its unpaged ask answered -32012, then pages of
-``CLIENT_PAGE_LIMIT`` tasks) and, for the baseline, asks the echo for each page in turn over
+``TasksClient.get_all_tasks()`` (its first unpaged ask answered -32012, it pages from the
+start after: ``CLIENT_PAGE_LIMIT`` tasks a page) and, for the baseline, asks the echo for each page in turn over
 raw kombu, decoding each page and gathering its tasks into one dict the same way.
 """
 
@@ -128,8 +128,8 @@ def run(quick: bool) -> list[Figure]:
             at_most(1.3),
             f"{n:,} tasks, {pages} pages, {fmt_bytes(size)}, {reps} reps",
             note=(
-                f"TasksClient.get_all_tasks() of every task through the bus (its unpaged ask"
-                f" answered -32012, then pages of {paging.CLIENT_PAGE_LIMIT:,}) vs raw kombu"
+                f"TasksClient.get_all_tasks() of every task through the bus (pages of"
+                f" {paging.CLIENT_PAGE_LIMIT:,}, once its first unpaged ask was answered -32012) vs raw kombu"
                 f" request/reply of the same {pages} page replies, decoded and gathered the same"
                 f" way; {times.spread()}"
             ),

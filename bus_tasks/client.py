@@ -81,6 +81,7 @@ class TasksClient:
         self.connection: Bus = BusConnection(connection) if isinstance(connection, str) else connection
         self.timeout_s = timeout_s
         self.rpc_queue = rpc_queue
+        self._pages_listings = False  # set once a listing was too large for one reply
         self.wait_for_aggregator = wait_for_aggregator
         self._lock = threading.Lock()
         self._replies: dict[str, bytes] = {}
@@ -272,11 +273,14 @@ class TasksClient:
         With ``options.limit`` (and ``continue``), the one page asked (SPEC section 14).
         """
         tag_param = list(tags) if tags is not None and not isinstance(tags, str) else tags
-        try:
-            return self.call("Host.getAllTasks", {"tags": tag_param, "options": options})  # type: ignore[no-any-return]
-        except ReplyTooLarge:
-            if options and ("limit" in options or "continue" in options):
-                raise
+        asked_page = options is not None and ("limit" in options or "continue" in options)
+        if asked_page or not self._pages_listings:
+            try:
+                return self.call("Host.getAllTasks", {"tags": tag_param, "options": options})  # type: ignore[no-any-return]
+            except ReplyTooLarge:
+                if asked_page:
+                    raise
+                self._pages_listings = True  # the listings are large here: paged from the start now
         pages = paging.Collector(tag_param, options)
         while (params := pages.next_params()) is not None:
             try:
