@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus_tasks.config import Settings
-from bus_tasks.frontdoors.stomp import StompFrontDoor
+from bus_tasks.frontdoors.stomp import StompFrontDoor, StompLimits
 from bus_tasks.frontdoors.tls import server_context
 from workers import wiring
 
@@ -59,7 +59,13 @@ async def _main(settings: Settings, options: StompOptions, stop: threading.Event
     tls = None
     if options.tls_cert and options.tls_key:
         tls = server_context(options.tls_cert, options.tls_key, options.tls_ca)
-    door = StompFrontDoor(timeout_s=options.timeout_s, ssl_context=tls)
+    limits = StompLimits(
+        connect_timeout_s=settings.stomp_connect_timeout_s,
+        max_connections=settings.stomp_max_connections,
+        max_pending=settings.stomp_max_pending,
+        max_outbuf_bytes=settings.stomp_max_outbuf_bytes,
+    )
+    door = StompFrontDoor(timeout_s=options.timeout_s, ssl_context=tls, limits=limits)
     bridge = wiring.stomp_bridge(settings, door.on_reply, stop=stop)
     start = loop.run_in_executor(None, bridge.start)  # connecting may take long: the loop stays free
     stopped = asyncio.ensure_future(stopping.wait())

@@ -101,12 +101,17 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
     from bus_tasks.frontdoors.http_mirror import Mirror  # noqa: PLC0415
     from bus_tasks.frontdoors.http_rpc import RpcCaller  # noqa: PLC0415
     from bus_tasks.frontdoors.http_running import HttpServer, ServingHealth  # noqa: PLC0415
+    from bus_tasks.frontdoors.http_sse import SseTimings  # noqa: PLC0415
 
     host, port = parse_listen(settings.http_listen)
     caller = RpcCaller(timeout_s=settings.rpc_timeout_s, broker=redact_url(settings.broker))
     options = HttpOptions(
         control_token=settings.http_token if settings.http_control else None,
+        sse=SseTimings(write_timeout_s=settings.http_idle_timeout_s),
         listing_timeout_s=settings.rpc_timeout_s,
+        max_watchers=settings.http_max_watchers,
+        max_body_bytes=settings.http_max_body_bytes,
+        idle_timeout_s=settings.http_idle_timeout_s,
     )
     door = HttpFrontDoor(
         caller,

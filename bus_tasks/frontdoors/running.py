@@ -7,8 +7,7 @@ import ssl
 import threading
 
 from bus_tasks.frontdoors.bridge import RpcBridge
-from bus_tasks.frontdoors.stomp import StompFrontDoor
-from bus_tasks.frontdoors.stomp_frames import MAX_BODY_BYTES
+from bus_tasks.frontdoors.stomp import StompFrontDoor, StompLimits
 from bus_tasks.transport import Bus
 
 
@@ -23,12 +22,10 @@ class RunningFrontDoor:
         host: str = "127.0.0.1",
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
-        max_body_bytes: int = MAX_BODY_BYTES,
+        limits: StompLimits | None = None,
         start_timeout_s: float = 30.0,
     ) -> None:
-        self.door = StompFrontDoor(
-            timeout_s=timeout_s, ssl_context=ssl_context, max_body_bytes=max_body_bytes
-        )
+        self.door = StompFrontDoor(timeout_s=timeout_s, ssl_context=ssl_context, limits=limits)
         self.bridge = RpcBridge(connection, self.door.on_reply)
         self.host = host
         self.port = port
