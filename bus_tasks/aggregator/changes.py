@@ -125,8 +125,8 @@ class ChangeFeed:
         while True:
             chunks = chunked(self._pending, revision, self.max_message_bytes - len(codec.dumps(head)) - 64)
             try:
-                for n, (chunk_revision, chunk) in enumerate(chunks, 1):
-                    moved = {"after": self._after, "revision": chunk_revision}
+                for n, (gap, chunk_revision, chunk) in enumerate(chunks, 1):
+                    moved = {"after": max(self._after, gap), "revision": chunk_revision}
                     if stopped and n == len(chunks):
                         moved["stopped"] = True
                     body = changes.feed_message(head | moved, chunk)
@@ -176,22 +176,28 @@ class ChangeFeed:
 
 def chunked(
     pending: Sequence[tuple[int, bytes]], revision: int, max_bytes: int
-) -> list[tuple[int, list[bytes]]]:
-    """``pending`` changes as (revision, changes) messages of at most ``max_bytes`` of changes;
-    the last message carries ``revision`` (the view's, maybe past the last change). A change
-    larger than ``max_bytes`` alone cannot be sent: it is dropped, logged."""
-    chunks: list[tuple[int, list[bytes]]] = []
+) -> list[tuple[int, int, list[bytes]]]:
+    """``pending`` changes as (gap, revision, changes) messages of at most ``max_bytes`` of
+    changes; the last message carries ``revision`` (the view's, maybe past the last change). A
+    change larger than ``max_bytes`` alone cannot be sent: it is left out, logged, and the next
+    message's ``gap`` is its revision (0: none), which that message's ``after`` claims, so that
+    watchers see a gap and replay it over RPC instead of missing it."""
+    chunks: list[tuple[int, int, list[bytes]]] = []
     chunk: list[bytes] = []
-    size = last = 0
+    size = last = gap = 0
     for at, change in pending:
         if len(change) + 1 > max_bytes:
             log.warning("change at revision %d not published: %d bytes, over %d", at, len(change), max_bytes)
+            if chunk:
+                chunks.append((gap, last, chunk))
+                chunk, size = [], 0
+            gap = last = at
             continue
         if chunk and size + len(change) + 1 > max_bytes and at != last:  # a revision stays whole
-            chunks.append((last, chunk))
-            chunk, size = [], 0
+            chunks.append((gap, last, chunk))
+            chunk, size, gap = [], 0, 0
         chunk.append(change)
         size += len(change) + 1
         last = at
-    chunks.append((revision, chunk))
+    chunks.append((gap, revision, chunk))
     return chunks

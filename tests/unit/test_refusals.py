@@ -70,8 +70,15 @@ def test_refused_messages_leave_the_outbox_sent_or_not_and_the_rest_stay_in_orde
 
 
 def test_a_turns_changes_are_split_under_the_size_each_message_ending_at_its_last_revision() -> None:
-    pending = [(1, b"a" * 10), (2, b"b" * 10), (3, b"c" * 10), (4, b"d" * 100), (5, b"e" * 10)]
-    assert chunked(pending, 9, 25) == [(2, [b"a" * 10, b"b" * 10]), (9, [b"c" * 10, b"e" * 10])]  # d dropped
-    assert chunked(pending[:3], 3, 15) == [(1, [b"a" * 10]), (2, [b"b" * 10]), (3, [b"c" * 10])]
-    assert chunked(pending[:3], 3, 1000) == [(3, [b"a" * 10, b"b" * 10, b"c" * 10])]
-    assert chunked([], 7, 1000) == [(7, [])]  # a bookmark: the revision moved, nothing changed
+    pending = [(1, b"a" * 10), (2, b"b" * 10), (3, b"c" * 10), (5, b"e" * 10)]
+    assert chunked(pending, 9, 25) == [(0, 2, [b"a" * 10, b"b" * 10]), (0, 9, [b"c" * 10, b"e" * 10])]
+    assert chunked(pending[:3], 3, 15) == [(0, 1, [b"a" * 10]), (0, 2, [b"b" * 10]), (0, 3, [b"c" * 10])]
+    assert chunked(pending[:3], 3, 1000) == [(0, 3, [b"a" * 10, b"b" * 10, b"c" * 10])]
+    assert chunked([], 7, 1000) == [(0, 7, [])]  # a bookmark: the revision moved, nothing changed
+
+
+def test_a_change_too_large_for_any_message_leaves_a_gap_that_watchers_replay() -> None:
+    pending = [(1, b"a" * 10), (2, b"b" * 100), (3, b"c" * 10)]
+    # The message after the left-out change claims to follow revision 2: a watcher at 1 replays.
+    assert chunked(pending, 4, 25) == [(0, 1, [b"a" * 10]), (2, 4, [b"c" * 10])]
+    assert chunked(pending[:2], 2, 25) == [(0, 1, [b"a" * 10]), (2, 2, [])]
