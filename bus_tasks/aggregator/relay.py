@@ -10,9 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bus_tasks import names
-from bus_tasks.aggregator.methods import Forward, RpcObserver
+from bus_tasks.aggregator.methods import Forward
+from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy
 from bus_tasks.errors import BusTasksError, GeneralError, InternalError, PublishRefused, ReplyTooLarge
 from bus_tasks.protocol import control, jsonrpc
+from bus_tasks.protocol.context import CallContext
 from bus_tasks.transport import Bus, Delivery
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class PendingControl:
     deadline: float
     method: str
     task_id: str
+    context: CallContext
     command: str = ""
     received_mono: float = 0.0  # when the request arrived: its latency counts from there
 
@@ -46,13 +49,13 @@ class ControlRelay:
         connection: Bus,
         counts: Counter[str],
         *,
-        observe: RpcObserver | None = None,
+        policy: CallPolicy = ADMIT_ALL,
         max_reply_bytes: int | None = None,
     ) -> None:
         self.connection = connection
         self.max_reply_bytes = max_reply_bytes  # a larger reply (a batch's) is answered -32012
         self.counts = counts
-        self._observe = observe  # told of each forwarded call once answered (see methods.Dispatcher)
+        self.policy = policy  # told of each forwarded call once answered (see methods.Dispatcher)
         self.pending: dict[str, PendingControl] = {}
         self.replies = ""  # the name of the queue subsystems answer to, once declared
         self._declared: set[str] = set()
@@ -75,6 +78,7 @@ class ControlRelay:
         request_id: jsonrpc.RequestId,
         method: str,
         *,
+        context: CallContext,
         deliver: Deliver,
         expiration_ms: int | None,
         received: float,
@@ -91,6 +95,7 @@ class ControlRelay:
             deadline=received_mono + timeout_s - margin_s,
             method=method,
             task_id=forward.task_id,
+            context=context,
             command=forward.command,
             received_mono=received_mono,
         )
@@ -152,8 +157,7 @@ class ControlRelay:
         return len(late)
 
     def _done(self, pending: PendingControl, outcome: str) -> None:
-        if self._observe is not None:
-            self._observe(pending.method, outcome, time.monotonic() - pending.received_mono)
+        self.policy.served(pending.context, pending.method, outcome, time.monotonic() - pending.received_mono)
 
     def tell_cleared(self, task_id: str, subsystem: str) -> None:
         """Tell a subsystem that its task was cleared, so that it drops its copy (even if offline)."""

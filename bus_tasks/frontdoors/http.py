@@ -37,6 +37,7 @@ from bus_tasks.frontdoors.http_answers import (
 from bus_tasks.frontdoors.http_mirror import Mirror
 from bus_tasks.frontdoors.http_rpc import RpcCaller
 from bus_tasks.protocol import paging
+from bus_tasks.protocol.methods import MethodName
 
 log = logging.getLogger(__name__)
 
@@ -136,15 +137,15 @@ class HttpFrontDoor:
         page = page_of(request.query)
         if page:
             options.update(page)
-            result = await self.caller.call("Host.getAllTasks", params)
+            result = await self.caller.call(MethodName.GET_ALL_TASKS, params)
             return json_response(result, headers={REVISION_HEADER: str(result["revision"])})
         try:
-            result = await self.caller.call("Host.getAllTasks", params)
+            result = await self.caller.call(MethodName.GET_ALL_TASKS, params)
         except ReplyTooLarge:
             pages = paging.Collector(params["tags"], options)
             while (next_params := pages.next_params()) is not None:
                 try:
-                    pages.take(await self.caller.call("Host.getAllTasks", next_params))
+                    pages.take(await self.caller.call(MethodName.GET_ALL_TASKS, next_params))
                 except ReplyTooLarge:
                     if not pages.smaller():
                         raise
@@ -152,7 +153,7 @@ class HttpFrontDoor:
         return json_response(result["tasks"], headers={REVISION_HEADER: str(result["revision"])})
 
     async def task(self, request: web.Request) -> web.Response:
-        details = await self.caller.call("Task.getDetails", {"taskID": request.match_info["task_id"]})
+        details = await self.caller.call(MethodName.GET_DETAILS, {"taskID": request.match_info["task_id"]})
         return json_response(details)
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
@@ -196,7 +197,7 @@ class HttpFrontDoor:
                 {"WWW-Authenticate": 'Bearer realm="bus_tasks"'},
             )  # fmt: skip
         task_id, action = request.match_info["task_id"], request.match_info["action"]
-        method = "Task.stop" if action == "stop" else "Task.clear"
+        method = MethodName.STOP if action == "stop" else MethodName.CLEAR
         log.info("http control: %s %s from %s", method, task_id, request.remote or "-")
         return json_response(await self.caller.call(method, {"taskID": task_id}))
 

@@ -12,12 +12,12 @@ import base64
 import binascii
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bus_tasks import codec
-from bus_tasks.errors import InternalError, InvalidParameter
+from bus_tasks.errors import InternalError, InvalidParameter, ReplyTooLarge
 
 MIN_LIMIT = 1
 MAX_LIMIT = 100_000
@@ -172,3 +172,20 @@ class Collector:
         if with_revision:
             return {"revision": self.revision, "tasks": self.tasks}
         return self.tasks
+
+
+def collect(call: Callable[[dict[str, Any]], Any], tags: Any, options: dict[str, Any] | None) -> Collector:
+    """Every page of one listing, each asked with ``call(params)`` (a ``Host.getAllTasks`` call);
+    pages are halved while one is still too large for the broker.
+
+    Raises:
+        ReplyTooLarge: when a page of one task is still too large.
+    """
+    pages = Collector(tags, options)
+    while (params := pages.next_params()) is not None:
+        try:
+            pages.take(call(params))
+        except ReplyTooLarge:
+            if not pages.smaller():
+                raise
+    return pages

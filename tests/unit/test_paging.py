@@ -21,7 +21,7 @@ IDS = 24
 
 # -- the pager: a property over any page size and any changes between pages ------------------
 
-ops = st.one_of(
+ops: st.SearchStrategy[tuple[str, int, list[str]]] = st.one_of(
     st.tuples(
         st.just("put"), st.integers(0, IDS - 1), st.lists(st.sampled_from(TAGS), max_size=2, unique=True)
     ),
