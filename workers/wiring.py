@@ -12,6 +12,7 @@ from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings, redact_url
 from bus_tasks.frontdoors.bridge import OnReply, RpcBridge
+from bus_tasks.identity import off_warning
 from bus_tasks.store import Store, open_store
 from bus_tasks.transport import BusConnection, TopologyOptions
 from workers.stomp import parse_listen
@@ -33,6 +34,14 @@ def stop_on_signals(log: logging.Logger) -> threading.Event:
     return stop
 
 
+def warn_if_identity_off(settings: Settings, log: logging.Logger) -> None:
+    """At start of a long-running process (serve, stomp, simulate, gluster): one warning line when
+    nothing checks who publishes (identity off, a shared broker)."""
+    line = off_warning(settings.identity, settings.broker.partition("://")[0])
+    if line is not None:
+        log.warning("%s", line)
+
+
 def connect(
     settings: Settings,
     *,
@@ -50,6 +59,7 @@ def connect(
         connect_retries=connect_retries,
         redis_key_prefix=settings.redis_key_prefix,
         topology_options=topology_options(settings),
+        login=settings.broker_login,
     )
 
 
@@ -60,6 +70,8 @@ def topology_options(settings: Settings) -> TopologyOptions:
         log_max_age=settings.event_log_max_age,
         queue_type=settings.queue_type,
         replica=settings.aggregator_name,
+        # Least-privilege users (broker-setup) may not declare: the topology exists beforehand.
+        predeclared=settings.identity == "broker",
     )
 
 
@@ -75,6 +87,7 @@ def aggregator_policy(settings: Settings) -> AggregatorPolicy:
         tombstone_ttl_s=settings.tombstone_ttl_s,
         test_subsystem=settings.test_subsystem,
         name=settings.aggregator_name,
+        trust=settings.trust,
     )
 
 
@@ -90,7 +103,7 @@ def aggregator(
 
 def stomp_bridge(settings: Settings, on_reply: OnReply, *, stop: threading.Event) -> RpcBridge:
     """The STOMP front door's one broker connection, for the loop that will own it."""
-    return RpcBridge(connect(settings, stop=stop), on_reply)
+    return RpcBridge(connect(settings, stop=stop), on_reply, trust=settings.trust)
 
 
 def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.Event) -> HttpServer:
@@ -123,7 +136,9 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
 
     def watcher() -> TasksClient:
         connection = connect(settings, stop=stop)
-        return TasksClient(connection, timeout_s=settings.rpc_timeout_s, wait_for_aggregator=True)
+        return TasksClient(
+            connection, timeout_s=settings.rpc_timeout_s, wait_for_aggregator=True, trust=settings.trust
+        )
 
-    bridge = RpcBridge(connect(settings, stop=stop), caller.on_reply)
+    bridge = RpcBridge(connect(settings, stop=stop), caller.on_reply, trust=settings.trust)
     return HttpServer(door, bridge, watcher, host=host, port=port)

@@ -13,6 +13,7 @@ from bus_tasks import names
 from bus_tasks.aggregator.methods import Forward
 from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy
 from bus_tasks.errors import BusTasksError, GeneralError, InternalError, PublishRefused, ReplyTooLarge
+from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.protocol import control, jsonrpc
 from bus_tasks.protocol.context import CallContext
 from bus_tasks.transport import Bus, Delivery
@@ -38,6 +39,7 @@ class PendingControl:
     context: CallContext
     command: str = ""
     received_mono: float = 0.0  # when the request arrived: its latency counts from there
+    subsystem: str = ""  # the owner the command went to: only its identities answer it
 
 
 class ControlRelay:
@@ -50,9 +52,11 @@ class ControlRelay:
         counts: Counter[str],
         *,
         policy: CallPolicy = ADMIT_ALL,
+        trust: TrustPolicy = OFF,
         max_reply_bytes: int | None = None,
     ) -> None:
         self.connection = connection
+        self.trust = trust  # whose answers are believed (SPEC 15)
         self.max_reply_bytes = max_reply_bytes  # a larger reply (a batch's) is answered -32012
         self.counts = counts
         self.policy = policy  # told of each forwarded call once answered (see methods.Dispatcher)
@@ -98,6 +102,7 @@ class ControlRelay:
             context=context,
             command=forward.command,
             received_mono=received_mono,
+            subsystem=forward.subsystem,
         )
         self._ensure_queue(forward.subsystem)
         self.connection.publish(
@@ -114,6 +119,16 @@ class ControlRelay:
         log.info("rpc %s task=%s forwarded to %s", method, forward.task_id, forward.subsystem)
 
     def on_reply(self, delivery: Delivery) -> None:
+        pending = self.pending.get(delivery.correlation_id or "")
+        reason = (
+            None
+            if pending is None
+            else refusal(self.trust, Speech.CONTROL_REPLY, pending.subsystem, delivery.user_id)
+        )
+        if reason is not None:  # the owner's own answer may still come, in time
+            self.counts["control_replies_refused_identity"] += 1
+            log.warning("control reply for task %s refused: %s", pending.task_id if pending else "?", reason)
+            return
         pending = self.pending.pop(delivery.correlation_id or "", None)
         if pending is None:
             self.counts["control_late_replies"] += 1
