@@ -36,6 +36,7 @@ FIGURES = {
     "watch": "bench.watch",
     "clients": "bench.clients",
     "restart": "bench.restart",
+    "authz": "bench.authz",
 }
 
 

@@ -74,7 +74,9 @@ def test_drops_and_stalls_on_both_sides_lose_no_event(
         time.sleep(LONG_STALL_S)  # the length of the outage, not synchronisation
         to_aggregator.resume()
         publisher.flush(120.0)
-        with TasksClient(BusConnection(rabbitmq_broker.url), timeout_s=10) as client:
+        # The aggregator may still be reconnecting after its stall (slow on a loaded machine):
+        # the client waits for its RPC consumer instead of failing at once with NoAggregator.
+        with TasksClient(BusConnection(rabbitmq_broker.url), timeout_s=10, wait_for_aggregator=True) as client:
             want = {task_id: ("finished", f"done {i}") for i, task_id in enumerate(ids)}
             wait_until(
                 lambda: {i: (t["state"], t["message"]) for i, t in client.get_all_tasks().items()} == want,

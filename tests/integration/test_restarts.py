@@ -173,7 +173,9 @@ def _view(client: TasksClient) -> dict[str, dict[str, Any]]:
 def test_sigkill_of_serve_in_every_phase_while_publishers_publish_loses_and_resurrects_nothing(
     rabbitmq_broker: Broker, tmp_path: Path
 ) -> None:
-    tasks = 2000  # per publisher: 20,000 events in all, paced so that every kill lands mid-stream
+    # 2,000 tasks per publisher (20,000 events in all), paced so that every kill lands mid-stream:
+    # 100 s of stream leaves room for the seven phases (and their retries) on a loaded machine.
+    tasks = 2000
     data_dir = tmp_path / "data"
     _seed_filler(data_dir)
     url = rabbitmq_broker.url
@@ -183,7 +185,7 @@ def test_sigkill_of_serve_in_every_phase_while_publishers_publish_loses_and_resu
         serve = run.start()
         serve.wait_for_line("aggregator ready", timeout_s=60)  # the queues exist from here
         run.publishers = [
-            start_stream(url, name, tasks=tasks, updates=UPDATES, events_per_s=220, listen=True)
+            start_stream(url, name, tasks=tasks, updates=UPDATES, events_per_s=100, listen=True)
             for name in SUBSYSTEMS
         ]
         client = TasksClient(BusConnection(url, topology_options=QUEUE_LAYOUT), timeout_s=10)
