@@ -149,11 +149,11 @@ class HttpFrontDoor:
         try:
             result = await self.caller.call(MethodName.GET_ALL_TASKS, params, identity=identity)
         except ReplyTooLarge:
+            ask = self.caller.call
             pages = paging.Collector(params["tags"], options)
             while (next_params := pages.next_params()) is not None:
                 try:
-                    page_result = await self.caller.call(MethodName.GET_ALL_TASKS, next_params, identity=identity)
-                    pages.take(page_result)
+                    pages.take(await ask(MethodName.GET_ALL_TASKS, next_params, identity=identity))
                 except ReplyTooLarge:
                     if not pages.smaller():
                         raise
