@@ -45,6 +45,8 @@ DEFAULT_RPC_TIMEOUT_S = 10.0
 DEFAULT_PREFETCH_COUNT = 256
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
 DEFAULT_MAX_REQUEST_BYTES = 1 << 20
+# Below the broker's own limit (RabbitMQ 4.x refuses messages over 16 MiB, 3.x over 128 MiB).
+DEFAULT_MAX_REPLY_BYTES = 15 << 20
 DEFAULT_MAX_BATCH_CALLS = 100
 DEFAULT_DONE_TTL_S = 7 * 24 * 3600.0
 DEFAULT_TOMBSTONE_TTL_S = 30 * 24 * 3600.0
@@ -85,6 +87,7 @@ class Settings(BaseSettings):
     prefetch_count: int = Field(default=DEFAULT_PREFETCH_COUNT, ge=1, le=65535)
     max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1024)
     max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, ge=1024)
+    max_reply_bytes: int = Field(default=DEFAULT_MAX_REPLY_BYTES, ge=16384)
     max_batch_calls: int = Field(default=DEFAULT_MAX_BATCH_CALLS, ge=1, le=10_000)
     data_dir: Path = DEFAULT_DATA_DIR
     store: Literal["sqlite", "redis", "none"] = "sqlite"

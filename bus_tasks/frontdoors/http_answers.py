@@ -78,3 +78,24 @@ def revision_of(text: str | None, name: str) -> int | None:
     if not (text.isascii() and text.isdigit()):
         raise InvalidParameter(name, text[:40])
     return int(text)
+
+
+def page_of(query: MultiMapping[str]) -> dict[str, Any]:
+    """The paging options of a query (``limit``, ``continue``); empty when it asks every task.
+
+    Raises:
+        InvalidParameter: for a limit that is not one decimal integer, or a repeated parameter.
+    """
+    page: dict[str, Any] = {}
+    for name in ("limit", "continue"):
+        given = query.getall(name, ())
+        if len(given) > 1:
+            raise InvalidParameter(name, ",".join(given)[:40])
+        if given:
+            page[name] = given[0]
+    if "limit" in page:
+        text = page["limit"]
+        if not (text.isascii() and text.isdigit() and len(text) <= 9):
+            raise InvalidParameter("limit", text[:40])
+        page["limit"] = int(text)
+    return page
