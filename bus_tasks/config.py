@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from importlib.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal, Self, get_args
 from urllib.parse import urlsplit, urlunsplit
@@ -61,6 +62,24 @@ def config_file() -> Path | None:
             raise FileNotFoundError(f"{CONFIG_ENV} names {named!r}, which is not a file")
         return path
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+class _ConfigFile(TomlConfigSettingsSource):
+    """The config file, read so that whatever it holds gives settings or a ConfigError."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            return super()._read_file(file_path)
+        except tomllib.TOMLDecodeError:
+            raise  # load_settings says where
+        # What tomllib lets through: bytes that are not UTF-8, arrays or tables nested past
+        # Python's recursion limit, an integer of more digits than int() reads.
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {file_path}: not UTF-8 text (at byte {exc.start})") from None
+        except RecursionError:
+            raise ConfigError(f"config file {file_path}: values nested too deeply") from None
+        except ValueError as exc:
+            raise ConfigError(f"config file {file_path}: a value cannot be read: {exc}") from None
 
 
 class Settings(BaseSettings):
@@ -142,7 +161,7 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         path = config_file()
         if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            sources.append(_ConfigFile(settings_cls, toml_file=path))
         return tuple(sources)
 
     @model_validator(mode="after")
