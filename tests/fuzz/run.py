@@ -107,7 +107,7 @@ def run_target(target: str, seconds: int, max_len: int) -> Outcome:
         scratch.mkdir()
         merged.mkdir()
         log = work / "fuzz.log"
-        _libfuzzer(
+        code = _libfuzzer(
             wrapper,
             [str(scratch), str(corpus), f"-max_total_time={seconds}", f"-max_len={max_len}",
              f"-dict={words}", f"-artifact_prefix={crashers}/", "-timeout=10", "-rss_limit_mb=2048",
@@ -125,18 +125,20 @@ def run_target(target: str, seconds: int, max_len: int) -> Outcome:
         outcome.findings = tuple(
             sorted(p.name for p in crashers.iterdir() if p.name not in before and p.name.startswith(FINDINGS))
         )
+        if code != 0 and not outcome.findings:  # stopped early (or hung), but wrote nothing down
+            outcome.findings = (f"exit-{code}",)
         if outcome.findings:
             sys.stdout.write(text[-6000:])  # the traceback
         merge_log = work / "merge.log"
-        code = _libfuzzer(
+        merge_code = _libfuzzer(
             wrapper, ["-merge=1", f"-max_len={max_len}", "-timeout=10", str(merged), str(corpus), str(scratch)],
             merge_log, timeout_s=600,
         )  # fmt: skip
-        if code == 0 and any(merged.iterdir()):
+        if merge_code == 0 and any(merged.iterdir()):
             shutil.rmtree(corpus)
             shutil.copytree(merged, corpus)
         else:
-            sys.stdout.write(f"{target}: merge failed ({code}); corpus left as it was\n")
+            sys.stdout.write(f"{target}: merge failed ({merge_code}); corpus left as it was\n")
             sys.stdout.write(merge_log.read_text(errors="replace")[-3000:])
         outcome.corpus = sum(1 for _ in corpus.iterdir())
     return outcome
@@ -174,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{o.target:<14}{o.executions:>12}{o.exec_per_s:>9}{o.coverage:>7}{o.features:>8}{o.corpus:>8}  {found}"
         )
-    found = [f"tests/fuzz/crashers/{o.target}/{f}" for o in outcomes for f in o.findings]
+    found = [
+        f"{o.target}: libFuzzer stopped with {f} (its log above)" if f.startswith("exit-")
+        else f"tests/fuzz/crashers/{o.target}/{f}"
+        for o in outcomes
+        for f in o.findings
+    ]  # fmt: skip
     if found:
         print(
             "\nfound (replay: PYTHONPATH=tests python -m fuzz.run --replay TARGET FILE):\n  "
