@@ -256,9 +256,9 @@ class Heartbeat(BaseModel):
     instance: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     state: Literal["alive", "stopped"] = "alive"
     interval_s: Annotated[float, Field(gt=0, le=3600)]
-    tasks: Annotated[StrictInt, Field(ge=0)] = 0
+    tasks: Annotated[StrictInt, Field(ge=0, lt=2**63)] = 0  # (JSON encodes 64-bit integers only)
     host: Annotated[str, StringConstraints(max_length=255)] = ""
-    pid: Annotated[StrictInt, Field(ge=0)] = 0
+    pid: Annotated[StrictInt, Field(ge=0, lt=2**63)] = 0
     sent_at: Timestamp
 
     def to_wire(self) -> dict[str, Any]:
@@ -278,8 +278,8 @@ class ReplicaBeat(BaseModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     instance: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     state: Literal["serving", "stopped"] = "serving"
-    revision: Annotated[StrictInt, Field(ge=0)]
-    tasks: Annotated[StrictInt, Field(ge=0)]
+    revision: Annotated[StrictInt, Field(ge=0, lt=2**63)]  # (JSON encodes 64-bit integers only)
+    tasks: Annotated[StrictInt, Field(ge=0, lt=2**63)]
     rpc_queue: Annotated[str, StringConstraints(max_length=255)] = ""  # requests to it alone
     started_at: Timestamp
     interval_s: Annotated[float, Field(gt=0, le=3600)]
