@@ -309,18 +309,20 @@ def http_query(data: bytes) -> None:
     after a newline, a ``Last-Event-ID`` header: the selection and the revision, or
     InvalidParameter / InvalidParams.
 
-    Law: a selection accepted holds the query's tags, in order, each a valid tag.
+    Laws: a selection accepted holds the query's tags, in order, each a valid tag; an error can be
+    sent (its wire form encodes: the query's bytes need not be UTF-8).
     """
     raw_query, _, header = data.partition(b"\n")
-    try:
-        url = yarl.URL.build(path="/api/watch", query_string=raw_query.decode("utf-8", "surrogateescape"))
-        query = url.query
+    try:  # as aiohttp reads a request's target
+        target = raw_query.decode("utf-8", "surrogateescape")
+        query = yarl.URL.build(path="/api/watch", query_string=target, encoded=True).query
     except ValueError:
         return  # aiohttp answers 400 before any handler runs
     for allowed in (TASKS_QUERY, WATCH_QUERY):
         try:
             selection = selection_of(query, allowed=allowed)
-        except BusTasksError:
+        except BusTasksError as exc:
+            codec.dumps(exc.to_wire())
             continue
         if selection.tags != tuple(query.getall("tag", ())):
             raise ContractBroken(f"selection {selection} of the query {query}")
@@ -332,7 +334,8 @@ def http_query(data: bytes) -> None:
     ):
         try:
             revision = revision_of(text, name)
-        except BusTasksError:
+        except BusTasksError as exc:
+            codec.dumps(exc.to_wire())
             continue
         if revision is not None and revision < 0:
             raise ContractBroken(f"revision {revision} from {text!r}")
