@@ -60,9 +60,11 @@ class GlusterPlugin:
         )
 
     def run(self, args: argparse.Namespace, settings: Settings) -> int:
+        wiring.warn_if_identity_off(settings, log)
         stop = wiring.stop_on_signals(log)
         cli = GlusterCli(args.gluster_bin, timeout_s=args.timeout_s, stop=stop)
         publisher = TaskPublisher(wiring.connect(settings, confirm_publish=True, stop=stop), SUBSYSTEM)
+        publisher.control.trust = settings.trust
         poller = GlusterPoller(publisher, cli, restored=_known_tasks(settings, stop))
         publisher.on_stop(poller.stop_task)
         publisher.on_revert(poller.revert_task)

@@ -37,9 +37,11 @@ def simulate(
     Nobody may ever clear these tasks, so the done tasks of rounds older than the last
     ``keep_rounds`` are cleared here: the view of a long-running simulation stays bounded.
     """
+    wiring.warn_if_identity_off(settings, log)
     stop = wiring.stop_on_signals(log)
     name = subsystem or SUBSYSTEMS[kind]
     publisher = TaskPublisher(wiring.connect(settings, confirm_publish=True, stop=stop), name)
+    publisher.control.trust = settings.trust
     sim = SimulatedSubsystem(publisher)
     control_connection = wiring.connect(settings, stop=stop)
     try:

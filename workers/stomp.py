@@ -41,6 +41,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def run_stomp(settings: Settings, options: StompOptions) -> int:
     """Serve until SIGTERM or SIGINT; returns the exit status."""
+    wiring.warn_if_identity_off(settings, log)
     stop = threading.Event()
     return asyncio.run(_main(settings, options, stop))
 

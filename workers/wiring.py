@@ -9,9 +9,12 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
+from bus_tasks.aggregator.authorization import Authorization
+from bus_tasks.aggregator.policy import ADMIT_ALL
 from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings, redact_url
 from bus_tasks.frontdoors.bridge import OnReply, RpcBridge
+from bus_tasks.identity import off_warning
 from bus_tasks.store import Store, open_store
 from bus_tasks.transport import BusConnection, TopologyOptions
 from workers.stomp import parse_listen
@@ -33,6 +36,14 @@ def stop_on_signals(log: logging.Logger) -> threading.Event:
     return stop
 
 
+def warn_if_identity_off(settings: Settings, log: logging.Logger) -> None:
+    """At start of a long-running process (serve, stomp, simulate, gluster): one warning line when
+    nothing checks who publishes (identity off, a shared broker)."""
+    line = off_warning(settings.identity, settings.broker.partition("://")[0])
+    if line is not None:
+        log.warning("%s", line)
+
+
 def connect(
     settings: Settings,
     *,
@@ -50,6 +61,7 @@ def connect(
         connect_retries=connect_retries,
         redis_key_prefix=settings.redis_key_prefix,
         topology_options=topology_options(settings),
+        login=settings.broker_login,
     )
 
 
@@ -60,6 +72,8 @@ def topology_options(settings: Settings) -> TopologyOptions:
         log_max_age=settings.event_log_max_age,
         queue_type=settings.queue_type,
         replica=settings.aggregator_name,
+        # Least-privilege users (broker-setup) may not declare: the topology exists beforehand.
+        predeclared=settings.identity == "broker",
     )
 
 
@@ -74,6 +88,7 @@ def aggregator_policy(settings: Settings) -> AggregatorPolicy:
         tombstone_ttl_s=settings.tombstone_ttl_s,
         test_subsystem=settings.test_subsystem,
         name=settings.aggregator_name,
+        trust=settings.trust,
     )
 
 
@@ -84,12 +99,35 @@ def aggregator(
     # Confirmed publishes: dead letters and clear notifications are confirmed before their acks.
     connection = connect(settings, confirm_publish=True, stop=stop)
     store = store if store is not None else open_store(settings)
-    return Aggregator(connection, store=store, policy=aggregator_policy(settings))
+    on = settings.authorization == "on"
+    return Aggregator(
+        connection,
+        store=store,
+        policy=aggregator_policy(settings),
+        call_policy=Authorization(settings.roles) if on else ADMIT_ALL,
+        front_doors=frozenset(settings.front_doors) if on else None,
+    )
+
+
+def warn_if_authorization_off(settings: Settings, log: logging.Logger) -> None:
+    """At start: one warning line when anyone who reaches a door may call anything (SPEC 16), or
+    when the identities cannot be believed (Redis)."""
+    scheme = settings.broker.partition("://")[0].lower()
+    if settings.authorization == "off" and scheme != "memory":
+        log.warning(
+            'authorization = "off": anyone who reaches the broker or a front door may stop, revert,'
+            " clear and retag any task (docs/authorization.md)"
+        )
+    elif settings.authorization == "on" and scheme in ("redis", "rediss"):
+        log.warning(
+            'authorization = "on" on Redis: nothing validates a request\'s user_id there, so a'
+            " hostile client can call as anybody (docs/authorization.md)"
+        )
 
 
 def stomp_bridge(settings: Settings, on_reply: OnReply, *, stop: threading.Event) -> RpcBridge:
     """The STOMP front door's one broker connection, for the loop that will own it."""
-    return RpcBridge(connect(settings, stop=stop), on_reply)
+    return RpcBridge(connect(settings, stop=stop), on_reply, trust=settings.trust, door="stomp")
 
 
 def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.Event) -> HttpServer:
@@ -97,6 +135,7 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
     (of which it reads only thread-safe facts: ready, connected, the metrics registry)."""
     # Only serve --http loads aiohttp: every other command starts faster.
     from bus_tasks.frontdoors.http import HttpFrontDoor, HttpOptions  # noqa: PLC0415
+    from bus_tasks.frontdoors.http_access import HttpAccess  # noqa: PLC0415
     from bus_tasks.frontdoors.http_mirror import Mirror  # noqa: PLC0415
     from bus_tasks.frontdoors.http_rpc import RpcCaller  # noqa: PLC0415
     from bus_tasks.frontdoors.http_running import HttpServer, ServingHealth  # noqa: PLC0415
@@ -106,6 +145,7 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
     caller = RpcCaller(timeout_s=settings.rpc_timeout_s, broker=redact_url(settings.broker))
     options = HttpOptions(
         control_token=settings.http_token if settings.http_control else None,
+        access=HttpAccess(settings.http_tokens, settings.roles) if settings.authorization == "on" else None,
         sse=SseTimings(write_timeout_s=settings.http_idle_timeout_s),
         listing_timeout_s=settings.rpc_timeout_s,
         max_watchers=settings.http_max_watchers,
@@ -122,7 +162,9 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
 
     def watcher() -> TasksClient:
         connection = connect(settings, stop=stop)
-        return TasksClient(connection, timeout_s=settings.rpc_timeout_s, wait_for_aggregator=True)
+        return TasksClient(
+            connection, timeout_s=settings.rpc_timeout_s, wait_for_aggregator=True, trust=settings.trust
+        )
 
-    bridge = RpcBridge(connect(settings, stop=stop), caller.on_reply)
+    bridge = RpcBridge(connect(settings, stop=stop), caller.on_reply, trust=settings.trust, door="http")
     return HttpServer(door, bridge, watcher, host=host, port=port)

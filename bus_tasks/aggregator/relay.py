@@ -9,10 +9,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 from bus_tasks import names
-from bus_tasks.aggregator.methods import Forward, RpcObserver
+from bus_tasks.aggregator.methods import Forward
+from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy
 from bus_tasks.errors import BusTasksError, GeneralError, InternalError
+from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.protocol import control, jsonrpc
+from bus_tasks.protocol.context import CallContext
 from bus_tasks.transport import Bus, Delivery
 
 log = logging.getLogger(__name__)
@@ -33,18 +38,29 @@ class PendingControl:
     deadline: float
     method: str
     task_id: str
+    context: CallContext
     command: str = ""
     received_mono: float = 0.0  # when the request arrived: its latency counts from there
+    params: BaseModel | None = None  # as bound, for the policy (an audit line names the task)
+    subsystem: str = ""  # the owner the command went to: only its identities answer it
 
 
 class ControlRelay:
     """Forwards commands to subsystems and answers each caller once: with the subsystem's answer,
     or with code 100 a little before the caller's own deadline."""
 
-    def __init__(self, connection: Bus, counts: Counter[str], *, observe: RpcObserver | None = None) -> None:
+    def __init__(
+        self,
+        connection: Bus,
+        counts: Counter[str],
+        *,
+        policy: CallPolicy = ADMIT_ALL,
+        trust: TrustPolicy = OFF,
+    ) -> None:
         self.connection = connection
+        self.trust = trust  # whose answers are believed (SPEC 15)
         self.counts = counts
-        self._observe = observe  # told of each forwarded call once answered (see methods.Dispatcher)
+        self.policy = policy  # told of each forwarded call once answered (see methods.Dispatcher)
         self.pending: dict[str, PendingControl] = {}
         self.replies = ""  # the name of the queue subsystems answer to, once declared
         self._declared: set[str] = set()
@@ -67,6 +83,8 @@ class ControlRelay:
         request_id: jsonrpc.RequestId,
         method: str,
         *,
+        context: CallContext,
+        params: BaseModel | None = None,
         deliver: Deliver,
         expiration_ms: int | None,
         received: float,
@@ -83,8 +101,11 @@ class ControlRelay:
             deadline=received_mono + timeout_s - margin_s,
             method=method,
             task_id=forward.task_id,
+            context=context,
             command=forward.command,
             received_mono=received_mono,
+            params=params,
+            subsystem=forward.subsystem,
         )
         self._ensure_queue(forward.subsystem)
         self.connection.publish(
@@ -101,6 +122,16 @@ class ControlRelay:
         log.info("rpc %s task=%s forwarded to %s", method, forward.task_id, forward.subsystem)
 
     def on_reply(self, delivery: Delivery) -> None:
+        pending = self.pending.get(delivery.correlation_id or "")
+        reason = (
+            None
+            if pending is None
+            else refusal(self.trust, Speech.CONTROL_REPLY, pending.subsystem, delivery.user_id)
+        )
+        if reason is not None:  # the owner's own answer may still come, in time
+            self.counts["control_replies_refused_identity"] += 1
+            log.warning("control reply for task %s refused: %s", pending.task_id if pending else "?", reason)
+            return
         pending = self.pending.pop(delivery.correlation_id or "", None)
         if pending is None:
             self.counts["control_late_replies"] += 1
@@ -144,8 +175,8 @@ class ControlRelay:
         return len(late)
 
     def _done(self, pending: PendingControl, outcome: str) -> None:
-        if self._observe is not None:
-            self._observe(pending.method, outcome, time.monotonic() - pending.received_mono)
+        seconds = time.monotonic() - pending.received_mono
+        self.policy.served(pending.context, pending.method, outcome, seconds, params=pending.params)
 
     def tell_cleared(self, task_id: str, subsystem: str) -> None:
         """Tell a subsystem that its task was cleared, so that it drops its copy (even if offline)."""
