@@ -172,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         outcomes.append(run_target(name, args.seconds, args.max_len))
     print(f"\n{'target':<14}{'execs':>12}{'exec/s':>9}{'cov':>7}{'ft':>8}{'corpus':>8}  findings")
     for o in outcomes:
-        found = ", ".join(o.findings) or "-"
+        listed = ", ".join(o.findings) or "-"
         print(
-            f"{o.target:<14}{o.executions:>12}{o.exec_per_s:>9}{o.coverage:>7}{o.features:>8}{o.corpus:>8}  {found}"
+            f"{o.target:<14}{o.executions:>12}{o.exec_per_s:>9}{o.coverage:>7}{o.features:>8}{o.corpus:>8}  {listed}"
         )
     found = [
         f"{o.target}: libFuzzer stopped with {f} (its log above)" if f.startswith("exit-")

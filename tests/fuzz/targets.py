@@ -22,7 +22,6 @@ import yarl
 
 from bus_tasks import codec
 from bus_tasks.aggregator.methods import Dispatcher, Reply
-from bus_tasks.client import _unpack_batch  # how the client reads a batch's reply (no public seam)
 from bus_tasks.config import CONFIG_ENV, ENV_PREFIX, load_settings
 from bus_tasks.core.model import (
     Event,
@@ -40,6 +39,7 @@ from bus_tasks.frontdoors.http_answers import revision_of, selection_of
 from bus_tasks.frontdoors.stomp_frames import Frame, FrameError, FrameParser, encode
 from bus_tasks.plugins.gluster.xml import OperationFailed, OutputError, parse_migration, parse_tasks
 from bus_tasks.protocol import jsonrpc
+from bus_tasks.protocol.replies import unpack_batch
 
 Target = Callable[[bytes], None]
 
@@ -201,7 +201,7 @@ def rpc_reply(data: bytes) -> None:
     with suppress(BusTasksError):
         jsonrpc.outcome(jsonrpc.parse_response(data))
     try:
-        outcomes = _unpack_batch(data, list(REPLY_IDS), list(REPLY_METHODS))
+        outcomes = unpack_batch(data, list(REPLY_IDS), list(REPLY_METHODS))
     except BusTasksError:
         return
     if [o.method for o in outcomes] != list(REPLY_METHODS):
