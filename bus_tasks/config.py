@@ -14,6 +14,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -344,6 +345,10 @@ def load_settings(*, with_store: bool = True, **overrides: object) -> Settings:
     except ValidationError as exc:
         raise ConfigError(
             f"{describe_validation(exc, limit=20)} (from {where}{ENV_PREFIX}* env vars or options)"
+        ) from None
+    except SettingsError as exc:  # e.g. BUS_TASKS_ADMINS=alice: a list in the environment is JSON
+        raise ConfigError(
+            f"{exc}: a list or a table in a {ENV_PREFIX}* variable is written as JSON"
         ) from None
     except OSError as exc:
         raise ConfigError(f"config file {source}: {exc}") from None

@@ -388,6 +388,14 @@ def test_a_config_file_tomllib_cannot_read_is_a_config_error(text: bytes) -> Non
     config(text)  # ConfigError is the contract; any other exception fails here
 
 
+@pytest.mark.parametrize("variable", [b"ADMINS=alice", b"READERS=", b"PUBLISHERS=vdsm"])
+def test_a_list_or_table_setting_in_the_environment_that_is_not_json_is_a_config_error(
+    variable: bytes,
+) -> None:
+    # Found by the property above: pydantic-settings' SettingsError came out of load_settings.
+    config(b"\0" + variable)
+
+
 # -- HTTP query parameters -------------------------------------------------------------------------
 
 _tags = st.text(string.ascii_letters + string.digits + "_.:/-", min_size=1, max_size=64)
