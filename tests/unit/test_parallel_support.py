@@ -134,7 +134,9 @@ def test_a_user_after_the_last_one_left_starts_a_fresh_server_in_a_new_directory
     assert all(d.parent == run_dir(tmp_path_factory) for d in listener.directories)
 
 
-def test_a_failed_start_leaves_no_user_behind(tmp_path_factory: pytest.TempPathFactory, listener: Listener) -> None:
+def test_a_failed_start_leaves_no_user_behind(
+    tmp_path_factory: pytest.TempPathFactory, listener: Listener
+) -> None:
     name = f"listener-{uuid.uuid4().hex[:8]}"
 
     def broken(directory: Path) -> dict[str, Any]:
