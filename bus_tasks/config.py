@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from importlib.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import urlsplit, urlunsplit
@@ -13,6 +14,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -72,6 +74,24 @@ def config_file() -> Path | None:
             raise FileNotFoundError(f"{CONFIG_ENV} names {named!r}, which is not a file")
         return path
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+class _ConfigFile(TomlConfigSettingsSource):
+    """The config file, read so that whatever it holds gives settings or a ConfigError."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            return super()._read_file(file_path)
+        except tomllib.TOMLDecodeError:
+            raise  # load_settings says where
+        # What tomllib lets through: bytes that are not UTF-8, arrays or tables nested past
+        # Python's recursion limit, an integer of more digits than int() reads.
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {file_path}: not UTF-8 text (at byte {exc.start})") from None
+        except RecursionError:
+            raise ConfigError(f"config file {file_path}: values nested too deeply") from None
+        except ValueError as exc:
+            raise ConfigError(f"config file {file_path}: a value cannot be read: {exc}") from None
 
 
 class Settings(BaseSettings):
@@ -214,7 +234,7 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         path = config_file()
         if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            sources.append(_ConfigFile(settings_cls, toml_file=path))
         return tuple(sources)
 
     @model_validator(mode="after")
@@ -328,6 +348,10 @@ def load_settings(*, with_store: bool = True, **overrides: object) -> Settings:
     except ValidationError as exc:
         raise ConfigError(
             f"{describe_validation(exc, limit=20)} (from {where}{ENV_PREFIX}* env vars or options)"
+        ) from None
+    except SettingsError as exc:  # e.g. BUS_TASKS_ADMINS=alice: a list in the environment is JSON
+        raise ConfigError(
+            f"{exc}: a list or a table in a {ENV_PREFIX}* variable is written as JSON"
         ) from None
     except OSError as exc:
         raise ConfigError(f"config file {source}: {exc}") from None

@@ -75,9 +75,12 @@ def selection_of(query: MultiMapping[str], *, allowed: frozenset[str]) -> Select
 def revision_of(text: str | None, name: str) -> int | None:
     if text is None:
         return None
-    if not (text.isascii() and text.isdigit()):
+    # ASCII digits of a signed 64-bit number (as stores keep revisions): int() of thousands of
+    # digits would raise ValueError instead, and a larger revision cannot be encoded.
+    digits = text.lstrip("0") or "0"
+    if not (text.isascii() and text.isdigit()) or len(digits) > 19 or int(digits) >= 2**63:
         raise InvalidParameter(name, text[:40])
-    return int(text)
+    return int(digits)
 
 
 def page_of(query: MultiMapping[str]) -> dict[str, Any]:
