@@ -487,3 +487,40 @@ def test_with_the_details_open_the_tag_chips_stay_whole_and_at_800_px_the_id_col
     assert page.locator(".head .c-id").is_visible()
     _screenshot(web, tmp_path, "narrow-800.png")
     assert web.errors == []
+
+
+def test_a_state_chip_says_which_states_it_counts_and_filters_and_the_subsystem_choice_filters(
+    web: WebPage, served: Served, tmp_path: Path
+) -> None:
+    expect = _expect()
+    vdsm, gluster = served.publisher("vdsm"), served.publisher("gluster")
+    copy = vdsm.create("copyImage", ["spm"], state="acquiring")
+    download = vdsm.create("downloadImage", ["hsm"], state="finished")
+    rebalance = gluster.create("rebalance", ["gluster", "volume:gv1"], state="running")
+    vdsm.flush(10)
+    gluster.flush(10)
+    page = web.page
+    page.goto(served.base_url + "/")
+    expect(web.rows()).to_have_count(3, timeout=LIVE_TIMEOUT_MS)
+
+    running = page.locator('#state-counts button[data-group="running"]')
+    expect(running).to_have_text("running 2")  # acquiring is the engine's "running" (SPEC 3)
+    assert "acquiring" in (running.get_attribute("title") or "")
+    running.click()
+    expect(web.rows()).to_have_count(2)
+    assert web.shown_ids() == {copy.id, rebalance.id}
+    assert running.get_attribute("aria-pressed") == "true"
+    assert "state=running" in page.url
+    running.click()
+    expect(web.rows()).to_have_count(3)
+
+    choice = page.locator("#subsystem-select")
+    expect(choice.locator("option")).to_have_text(["all", "gluster", "vdsm"])
+    choice.select_option("vdsm")
+    expect(web.rows()).to_have_count(2)
+    assert web.shown_ids() == {copy.id, download.id}
+    assert "subsystem=vdsm" in page.url
+    page.locator("#clear-filter").click()
+    expect(web.rows()).to_have_count(3)
+    _screenshot(web, tmp_path, "state-and-subsystem-filters.png")
+    assert web.errors == []
