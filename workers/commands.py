@@ -143,8 +143,17 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(details)
     else:
-        print(render.record(details))
+        print(render.record(_one_of_each(details)))
     return 0
+
+
+def _one_of_each(details: dict[str, Any]) -> dict[str, Any]:
+    """TaskDetails for a person: VDSM's copies (``taskID``, ``tag``) left out, the engine's
+    state beside the internal one (``--json`` keeps every field)."""
+    engine = "/".join(part for part in (details["taskState"], details["taskResult"]) if part)
+    shown = {k: v for k, v in details.items() if k not in ("taskID", "tag", "taskState", "taskResult")}
+    shown["state"] = f"{details['state']} (engine: {engine})"
+    return shown
 
 
 def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
