@@ -13,8 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support.brokers import Broker
-from support.cli_helpers import BUS_TASKS, BusTasksProcess, cli_env, run_cli
+from support.brokers import Broker, SystemFactory
+from support.cli_helpers import BUS_TASKS, BusTasksProcess, cli_env, run_cli, run_cli_on_terminal
 from support.processes import Process
 
 from bus_tasks.core.model import State
@@ -337,3 +337,23 @@ def test_http_unknown_paths_answer_the_json_error_and_a_callers_404_is_no_warnin
         assert (status, json.loads(body)["code"]) == (404, 401)
         assert serve.terminate(timeout_s=20) == 0, serve.log
     assert not [line for line in serve.lines if " WARNING " in line and "http GET" in line], serve.log
+
+
+@pytest.mark.integration
+def test_tasks_on_a_120_column_terminal_keeps_the_verb_whole_and_cuts_the_message(
+    rabbitmq_broker: Broker, start_system: SystemFactory, tmp_path: Path
+) -> None:
+    system = start_system(rabbitmq_broker)
+    publisher = system.publisher("gluster")
+    task = publisher.create(
+        "downloadImage", ["gluster", "volume:gv-backups-01"], state="running", message="copying " * 40
+    )
+    publisher.flush(10.0)
+    client = system.client()
+    wait_until(lambda: task.id in client.get_all_tasks(), timeout_s=30, what="the task listed")
+    shown = run_cli_on_terminal("tasks", "--broker", rabbitmq_broker.url, cwd=tmp_path, columns=120)
+    assert (shown.returncode, shown.stderr) == (0, "")
+    _, row, _ = shown.stdout.splitlines()
+    assert len(row) <= 120
+    assert row.startswith(f"{task.id}  gluster    downloadImage  "), row
+    assert row.endswith("\N{HORIZONTAL ELLIPSIS}")
