@@ -357,3 +357,19 @@ def test_tasks_on_a_120_column_terminal_keeps_the_verb_whole_and_cuts_the_messag
     assert len(row) <= 120
     assert row.startswith(f"{task.id}  gluster    downloadImage  "), row
     assert row.endswith("\N{HORIZONTAL ELLIPSIS}")
+
+
+def test_metrics_of_serve_carry_no_created_series(tmp_path: Path) -> None:
+    with contextlib.ExitStack() as cleanup:
+        serve = _serve(
+            cleanup, "--broker", "memory://", "--data-dir", str(tmp_path / "data"), "--http", "127.0.0.1:0",
+            cwd=tmp_path,
+        )  # fmt: skip
+        base = serve.lines[serve.wait_for_line("http serving on http://", timeout_s=30)].rsplit(" ", 1)[1]
+        serve.wait_for_line(READY, timeout_s=30)
+        status, _, body = _get(f"{base}/metrics")
+        assert serve.terminate(timeout_s=20) == 0, serve.log
+    text = body.decode()
+    assert status == 200
+    assert "bus_tasks_rpc_requests_total" in text  # the counters are there, only their twins are not
+    assert [line for line in text.splitlines() if "_created" in line] == []
