@@ -55,7 +55,7 @@ def serve(settings: Settings) -> int:
     """
     check_http(settings)
     # A counter's creation time is a series of its own (128 of 612 lines); nothing here reads them.
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
     wiring.warn_if_identity_off(settings, log)
     wiring.warn_if_authorization_off(settings, log)
     stop = wiring.stop_on_signals(log)
