@@ -48,6 +48,8 @@ def test_serve_http_gives_its_data_directory_to_the_next_serve_as_soon_as_its_ag
         second.wait_for_line(READY, timeout_s=30)
         assert "in use by another" not in second.log, second.log
         assert first.terminate(timeout_s=20) == 0, first.log
+        # Its watch, failing over when the aggregator stopped, was given up, not left waiting.
+        assert "did not end within" not in first.log
         assert second.terminate(timeout_s=20) == 0, second.log
 
 
