@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus_tasks.config import Settings
-from bus_tasks.frontdoors.stomp import StompFrontDoor
-from bus_tasks.frontdoors.tls import server_context
+from bus_tasks.frontdoors.stomp.server import StompFrontDoor
+from bus_tasks.frontdoors.stomp.tls import server_context
 from workers import wiring
 
 log = logging.getLogger("bus_tasks.stomp")

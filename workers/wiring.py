@@ -17,7 +17,7 @@ from bus_tasks.transport import BusConnection, TopologyOptions
 from workers.stomp import parse_listen
 
 if TYPE_CHECKING:
-    from bus_tasks.frontdoors.http_running import HttpServer
+    from bus_tasks.frontdoors.http.running import HttpServer
 
 
 def stop_on_signals(log: logging.Logger) -> threading.Event:
@@ -96,10 +96,10 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
     """``serve --http``'s front door: its own loop, RPC connection and watch, beside ``aggregator``
     (of which it reads only thread-safe facts: ready, connected, the metrics registry)."""
     # Only serve --http loads aiohttp: every other command starts faster.
-    from bus_tasks.frontdoors.http import HttpFrontDoor, HttpOptions  # noqa: PLC0415
-    from bus_tasks.frontdoors.http_mirror import Mirror  # noqa: PLC0415
-    from bus_tasks.frontdoors.http_rpc import RpcCaller  # noqa: PLC0415
-    from bus_tasks.frontdoors.http_running import HttpServer, ServingHealth  # noqa: PLC0415
+    from bus_tasks.frontdoors.http.mirror import Mirror  # noqa: PLC0415
+    from bus_tasks.frontdoors.http.rpc import RpcCaller  # noqa: PLC0415
+    from bus_tasks.frontdoors.http.running import HttpServer, ServingHealth  # noqa: PLC0415
+    from bus_tasks.frontdoors.http.server import HttpFrontDoor, HttpOptions  # noqa: PLC0415
 
     host, port = parse_listen(settings.http_listen)
     caller = RpcCaller(timeout_s=settings.rpc_timeout_s, broker=redact_url(settings.broker))

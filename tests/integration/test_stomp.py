@@ -20,7 +20,7 @@ from support.vdsm_stomp import RawVdsmClient
 
 from bus_tasks import codec
 from bus_tasks.core.model import State
-from bus_tasks.frontdoors.running import RunningFrontDoor
+from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
 from bus_tasks.transport import BusConnection

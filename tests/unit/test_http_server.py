@@ -17,10 +17,10 @@ from support.timing import Stopwatch, assert_ended_by
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
 from bus_tasks.frontdoors.bridge import RpcBridge
-from bus_tasks.frontdoors.http import HttpFrontDoor, HttpOptions
-from bus_tasks.frontdoors.http_mirror import Mirror
-from bus_tasks.frontdoors.http_rpc import RpcCaller
-from bus_tasks.frontdoors.http_running import HttpServer, ServingHealth, apply_event
+from bus_tasks.frontdoors.http.mirror import Mirror
+from bus_tasks.frontdoors.http.rpc import RpcCaller
+from bus_tasks.frontdoors.http.running import HttpServer, ServingHealth, apply_event
+from bus_tasks.frontdoors.http.server import HttpFrontDoor, HttpOptions
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
 from bus_tasks.watching import WatchEvent

@@ -20,7 +20,7 @@ from bus_tasks.errors import (
     InvalidParams,
     NoAggregator,
 )
-from bus_tasks.frontdoors.http_mirror import Selection
+from bus_tasks.frontdoors.http.mirror import Selection
 
 # HTTP status of each wire error code; the body is always {"code", "message"}.
 STATUS_OF_CODE = {401: 404, 1000: 400, -32602: 400, -32600: 400, -32700: 400, 403: 409, 410: 409, 411: 409}

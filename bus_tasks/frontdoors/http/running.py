@@ -18,8 +18,8 @@ from aiohttp import web
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import BusTasksError
 from bus_tasks.frontdoors.bridge import RpcBridge
-from bus_tasks.frontdoors.http import HttpFrontDoor
-from bus_tasks.frontdoors.http_mirror import Mirror
+from bus_tasks.frontdoors.http.mirror import Mirror
+from bus_tasks.frontdoors.http.server import HttpFrontDoor
 from bus_tasks.transport import ShutdownRequested
 from bus_tasks.watching import Watch, WatchEvent
 

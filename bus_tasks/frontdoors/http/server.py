@@ -1,7 +1,7 @@
 """The HTTP front door (docs/watching.md): the API, the watch as server-sent events, health,
 metrics and the web view, on one aiohttp application in the front door's own loop.
 
-Reads and control go over RPC (:class:`~bus_tasks.frontdoors.http_rpc.RpcCaller`), so they are
+Reads and control go over RPC (:class:`~bus_tasks.frontdoors.http.rpc.RpcCaller`), so they are
 answered by the aggregator's loop exactly as RPC answers them; the watch is served from the
 front door's own mirror. Nothing here touches the aggregator's objects.
 """
@@ -20,16 +20,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import SecretStr
 
 from bus_tasks.errors import BusTasksError
-from bus_tasks.frontdoors import http_sse
-from bus_tasks.frontdoors.http_answers import (
+from bus_tasks.frontdoors.http import sse as http_sse
+from bus_tasks.frontdoors.http.answers import (
     Refused,
     error_response,
     json_response,
     revision_of,
     selection_of,
 )
-from bus_tasks.frontdoors.http_mirror import Mirror
-from bus_tasks.frontdoors.http_rpc import RpcCaller
+from bus_tasks.frontdoors.http.mirror import Mirror
+from bus_tasks.frontdoors.http.rpc import RpcCaller
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class HttpOptions:
 
 
 class HttpFrontDoor:
-    """The routes; :meth:`application` is served by ``http_running.HttpServer``."""
+    """The routes; :meth:`application` is served by ``running.HttpServer``."""
 
     def __init__(
         self,

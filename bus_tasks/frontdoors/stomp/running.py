@@ -7,8 +7,8 @@ import ssl
 import threading
 
 from bus_tasks.frontdoors.bridge import RpcBridge
-from bus_tasks.frontdoors.stomp import StompFrontDoor
-from bus_tasks.frontdoors.stomp_frames import MAX_BODY_BYTES
+from bus_tasks.frontdoors.stomp.frames import MAX_BODY_BYTES
+from bus_tasks.frontdoors.stomp.server import StompFrontDoor
 from bus_tasks.transport import Bus
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from bus_tasks import codec
 from bus_tasks.errors import DeadlineExceeded
 from bus_tasks.frontdoors.bridge import RpcBridge
-from bus_tasks.frontdoors.stomp_frames import MAX_BODY_BYTES, Frame, message
-from bus_tasks.frontdoors.stomp_session import BadClient, Session, negotiate_heartbeat
+from bus_tasks.frontdoors.stomp.frames import MAX_BODY_BYTES, Frame, message
+from bus_tasks.frontdoors.stomp.session import BadClient, Session, negotiate_heartbeat
 from bus_tasks.protocol import jsonrpc
 
 __all__ = ["REQUEST_DESTINATIONS", "BadClient", "StompFrontDoor", "negotiate_heartbeat", "timeout_reply"]

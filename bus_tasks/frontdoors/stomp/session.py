@@ -7,7 +7,7 @@ import contextlib
 import logging
 from typing import Protocol
 
-from bus_tasks.frontdoors.stomp_frames import HEARTBEAT, Frame, FrameError, FrameParser, encode
+from bus_tasks.frontdoors.stomp.frames import HEARTBEAT, Frame, FrameError, FrameParser, encode
 
 log = logging.getLogger("bus_tasks.frontdoors.stomp")
 
