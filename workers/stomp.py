@@ -7,10 +7,9 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 from bus_tasks.config import Settings
-from bus_tasks.frontdoors.stomp.server import StompFrontDoor
+from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
 from bus_tasks.frontdoors.stomp.tls import server_context
 from workers import wiring
 
@@ -29,14 +28,6 @@ class StompOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (IPv6 in brackets) as a pair."""
-    host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit():
-        raise ValueError(f"{text!r} is not HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def run_stomp(settings: Settings, options: StompOptions) -> int:
@@ -59,28 +50,13 @@ async def _main(settings: Settings, options: StompOptions, stop: threading.Event
     tls = None
     if options.tls_cert and options.tls_key:
         tls = server_context(options.tls_cert, options.tls_key, options.tls_ca)
-    door = StompFrontDoor(timeout_s=options.timeout_s, ssl_context=tls)
-    bridge = wiring.stomp_bridge(settings, door.on_reply, stop=stop)
-    start = loop.run_in_executor(None, bridge.start)  # connecting may take long: the loop stays free
-    stopped = asyncio.ensure_future(stopping.wait())
-    waiters: set[asyncio.Future[Any]] = {start, stopped}
-    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    if stopping.is_set():  # before the broker was reached: the connection's retries see ``stop``
-        done, _ = await asyncio.wait({start}, timeout=10.0)
-        if done:  # else the executor's thread still owns the connection; the process exits anyway
-            start.exception()  # ShutdownRequested, or connected just then: closed either way
-            bridge.close()
-        return 0
-    stopped.cancel()
-    await start
-    server = await door.start(bridge, options.host, options.port)
-    host, port = server.sockets[0].getsockname()[:2]
-    log.info("stomp front door listening on %s:%s", host, port)
-    try:
-        await stopping.wait()
-    finally:
-        server.close()
-        await door.close_sessions()
-        await server.wait_closed()
-        bridge.close()
+    running = RunningFrontDoor(
+        wiring.connect(settings, stop=stop),  # its retries end at the stop
+        timeout_s=options.timeout_s,
+        host=options.host,
+        port=options.port,
+        ssl_context=tls,
+        start_timeout_s=None,
+    )
+    await running.serve(stopping)
     return 0

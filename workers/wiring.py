@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings, redact_url
-from bus_tasks.frontdoors.bridge import OnReply, RpcBridge
+from bus_tasks.frontdoors.bridge import RpcBridge
 from bus_tasks.store import Store, open_store
 from bus_tasks.transport import BusConnection, TopologyOptions
-from workers.stomp import parse_listen
+from workers.options import parse_listen
 
 if TYPE_CHECKING:
     from bus_tasks.frontdoors.http.running import HttpServer
@@ -85,11 +85,6 @@ def aggregator(
     connection = connect(settings, confirm_publish=True, stop=stop)
     store = store if store is not None else open_store(settings)
     return Aggregator(connection, store=store, policy=aggregator_policy(settings))
-
-
-def stomp_bridge(settings: Settings, on_reply: OnReply, *, stop: threading.Event) -> RpcBridge:
-    """The STOMP front door's one broker connection, for the loop that will own it."""
-    return RpcBridge(connect(settings, stop=stop), on_reply)
 
 
 def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.Event) -> HttpServer:
