@@ -9,9 +9,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
-from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings, redact_url
-from bus_tasks.frontdoors.bridge import RpcBridge
 from bus_tasks.store import Store, open_store
 from bus_tasks.transport import BusConnection, TopologyOptions
 from workers.options import parse_listen
@@ -91,28 +89,21 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
     """``serve --http``'s front door: its own loop, RPC connection and watch, beside ``aggregator``
     (of which it reads only thread-safe facts: ready, connected, the metrics registry)."""
     # Only serve --http loads aiohttp: every other command starts faster.
-    from bus_tasks.frontdoors.http.mirror import Mirror  # noqa: PLC0415
-    from bus_tasks.frontdoors.http.rpc import RpcCaller  # noqa: PLC0415
-    from bus_tasks.frontdoors.http.running import HttpServer, ServingHealth  # noqa: PLC0415
-    from bus_tasks.frontdoors.http.server import HttpFrontDoor, HttpOptions  # noqa: PLC0415
+    from bus_tasks.frontdoors.http.running import ServingHealth, serving_beside  # noqa: PLC0415
+    from bus_tasks.frontdoors.http.server import HttpOptions  # noqa: PLC0415
 
     host, port = parse_listen(settings.http_listen)
-    caller = RpcCaller(timeout_s=settings.rpc_timeout_s, broker=redact_url(settings.broker))
     options = HttpOptions(
         control_token=settings.http_token if settings.http_control else None,
         listing_timeout_s=settings.rpc_timeout_s,
     )
-    door = HttpFrontDoor(
-        caller,
-        Mirror(),
-        health=ServingHealth(aggregator.ready, aggregator.connected),
-        registry=aggregator.metrics.registry,
+    return serving_beside(
+        ServingHealth(aggregator.ready, aggregator.connected),
+        aggregator.metrics.registry,
+        lambda: connect(settings, stop=stop),
+        host=host,
+        port=port,
+        rpc_timeout_s=settings.rpc_timeout_s,
         options=options,
+        broker=redact_url(settings.broker),
     )
-
-    def watcher() -> TasksClient:
-        connection = connect(settings, stop=stop)
-        return TasksClient(connection, timeout_s=settings.rpc_timeout_s, wait_for_aggregator=True)
-
-    bridge = RpcBridge(connect(settings, stop=stop), caller.on_reply)
-    return HttpServer(door, bridge, watcher, host=host, port=port)
