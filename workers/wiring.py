@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.config import Settings, redact_url
 from bus_tasks.store import Store, open_store
+from bus_tasks.subsystem.runner import Connect
 from bus_tasks.transport import BusConnection, TopologyOptions
 from workers.options import parse_listen
 
@@ -49,6 +50,16 @@ def connect(
         redis_key_prefix=settings.redis_key_prefix,
         topology_options=topology_options(settings),
     )
+
+
+def connector(settings: Settings, stop: threading.Event) -> Connect:
+    """:func:`connect` as a subsystem runner and a plugin ask for connections: every wait for the
+    broker ends at ``stop``."""
+
+    def connect_here(*, confirm_publish: bool = False, connect_retries: int | None = None) -> BusConnection:
+        return connect(settings, confirm_publish=confirm_publish, stop=stop, connect_retries=connect_retries)
+
+    return connect_here
 
 
 def topology_options(settings: Settings) -> TopologyOptions:
