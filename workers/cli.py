@@ -19,7 +19,7 @@ from bus_tasks.config import CONFIG_ENV, CONFIG_FILE_NAME, ENV_PREFIX, Settings,
 from bus_tasks.core.model import State
 from bus_tasks.errors import BusTasksError, ConfigError, GeneralError
 from bus_tasks.plugins import installed as installed_plugins
-from workers import commands, options, render
+from workers import commands, options, plugins, render
 from workers import serve as serving
 from workers.commands import EXIT_ERROR, EXIT_USAGE, Command
 from workers.demo import STORAGE_TASKS
@@ -262,9 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in sub.choices:
             log.warning("plugin %r is not added: bus-tasks has a command of that name", name)
             continue
-        cmd = command(name, plugin.summary, plugin.run)
+        cmd = command(name, plugin.summary, plugins.command(name, plugin))
         options.global_options(cmd, broker=True)
-        plugin.add_arguments(cmd)
+        plugins.add_options(cmd, plugin.options)
     return parser
 
 
