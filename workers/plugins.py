@@ -18,8 +18,6 @@ from bus_tasks.plugins import Plugin, PluginHost, PluginOptions
 from workers import options, wiring
 from workers.commands import EXIT_ERROR, EXIT_USAGE, Command
 
-log = logging.getLogger("bus_tasks.plugins")
-
 
 def add_options(parser: argparse.ArgumentParser, model: type[PluginOptions]) -> None:
     """One option per field of ``model``: ``--interval-s`` for ``interval_s``, checked at once."""
@@ -51,7 +49,7 @@ def command(name: str, plugin: Plugin[Any]) -> Command:
         except ValidationError as exc:  # a rule between options: each value was checked by argparse
             print(f"bus-tasks {name}: {describe_validation(exc)}", file=sys.stderr)
             return EXIT_USAGE
-        stop = wiring.stop_on_signals(log)
+        stop = wiring.stop_on_signals(logging.getLogger(f"bus_tasks.{name}"))
         host = PluginHost(settings=settings, stop=stop, connect=wiring.connector(settings, stop))
         try:
             return plugin.run(chosen, host)
@@ -64,7 +62,8 @@ def command(name: str, plugin: Plugin[Any]) -> Command:
 
 def _value_check(field: FieldInfo) -> Any:
     """An argparse ``type`` that checks one value as the field does, in a line a user reads."""
-    form: Any = Annotated[field.annotation, *field.metadata]  # the field's type and constraints
+    # The field's type and its constraints (gt, max_length ...), if it has any.
+    form: Any = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
     adapter: TypeAdapter[Any] = TypeAdapter(form)
 
     def check(text: str) -> Any:

@@ -44,7 +44,7 @@ class GlusterOptions(PluginOptions):
         DEFAULT_TIMEOUT_S,
         gt=0,
         allow_inf_nan=False,
-        description="a gluster call still running after this is killed (the default is the CLI's own)",
+        description="a gluster call still running after this is killed; the default is the CLI's own",
     )
 
 
