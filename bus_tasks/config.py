@@ -42,6 +42,14 @@ DEFAULT_DONE_TTL_S = 7 * 24 * 3600.0
 DEFAULT_TOMBSTONE_TTL_S = 30 * 24 * 3600.0
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_LOG_LEVEL: LogLevel = "INFO"
+# What one hostile client may hold of a front door (SPEC 18).
+DEFAULT_STOMP_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_STOMP_MAX_CONNECTIONS = 1_000
+DEFAULT_STOMP_MAX_PENDING = 100
+DEFAULT_STOMP_MAX_OUTBUF_BYTES = 16 << 20
+DEFAULT_HTTP_MAX_WATCHERS = 1_000
+DEFAULT_HTTP_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_HTTP_IDLE_TIMEOUT_S = 30.0
 
 
 def config_file() -> Path | None:
@@ -95,6 +103,19 @@ class Settings(BaseSettings):
     # Stop and clear from HTTP (the web view), for a caller with http_token (Bearer).
     http_control: bool = False
     http_token: SecretStr | None = None
+    # The STOMP front door's bounds (`bus-tasks stomp`): CONNECT (TLS handshake included) within
+    # this long; connections at once; requests in flight per connection; reply bytes waiting
+    # unread for one client before it is disconnected.
+    stomp_connect_timeout_s: float = Field(default=DEFAULT_STOMP_CONNECT_TIMEOUT_S, gt=0)
+    stomp_max_connections: int = Field(default=DEFAULT_STOMP_MAX_CONNECTIONS, ge=1)
+    stomp_max_pending: int = Field(default=DEFAULT_STOMP_MAX_PENDING, ge=1)
+    stomp_max_outbuf_bytes: int = Field(default=DEFAULT_STOMP_MAX_OUTBUF_BYTES, ge=64 * 1024)
+    # The HTTP front door's: /api/watch streams at once; a request body's bytes; how long a
+    # connection may go without a whole request (from its start or its last answer), and a
+    # write of the watch's events may wait for a client that does not read.
+    http_max_watchers: int = Field(default=DEFAULT_HTTP_MAX_WATCHERS, ge=1)
+    http_max_body_bytes: int = Field(default=DEFAULT_HTTP_MAX_BODY_BYTES, ge=1024)
+    http_idle_timeout_s: float = Field(default=DEFAULT_HTTP_IDLE_TIMEOUT_S, gt=0)
     log_level: LogLevel = DEFAULT_LOG_LEVEL
 
     @field_validator("log_level", mode="before")

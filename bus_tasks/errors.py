@@ -123,6 +123,14 @@ class RevisionGone(BusTasksError):
     title = "Revision gone"
 
 
+class TooManyRequests(BusTasksError):
+    """Raised when a connection of a front door already has as many requests in flight as it may
+    (``stomp_max_pending``): the excess is answered at once, never queued; send it again later."""
+
+    code = -32013
+    title = "Too many requests in flight"
+
+
 class DeadlineExceeded(BusTasksError):
     """Raised in the client when no reply arrived before the call's deadline."""
 
@@ -213,6 +221,7 @@ _BY_CODE: dict[int, type[BusTasksError]] = {
         InvalidParams,
         InternalError,
         RevisionGone,
+        TooManyRequests,
     )
 }
 

@@ -104,6 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     stomp.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     stomp.add_argument("--tls-ca", metavar="FILE", help="require client certificates signed by this CA")
     options.timeout_option(stomp, "deadline of each forwarded request")
+    for flag, metavar, kind, setting, what in (
+        ("--connect-timeout", "S", options.seconds, "stomp_connect_timeout_s",
+         "a client's TLS handshake and CONNECT must be done this long after it connected"),
+        ("--max-connections", "N", options.positive_int, "stomp_max_connections",
+         "clients at once; one more gets an ERROR frame"),
+        ("--max-pending", "N", options.positive_int, "stomp_max_pending",
+         "requests in flight per client; one more is answered -32013"),
+        ("--max-outbuf-bytes", "BYTES", options.positive_int, "stomp_max_outbuf_bytes",
+         "a client that leaves this many bytes of replies unread is disconnected"),
+    ):  # fmt: skip
+        stomp.add_argument(
+            flag, type=kind, metavar=metavar, help=f"{what} (default: {options.from_setting(setting)})"
+        )
 
     demo = command(
         "demo",

@@ -8,8 +8,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
+
 from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings
+from bus_tasks.core.model import describe_validation
+from bus_tasks.errors import ConfigError
 from bus_tasks.subsystem.publisher import TaskPublisher
 from workers import render, watch_view, wiring
 from workers.demo import run_demo
@@ -47,6 +51,15 @@ def cmd_stomp(args: argparse.Namespace, settings: Settings) -> int:
             "bus-tasks stomp: --tls-cert and --tls-key go together (and --tls-ca needs them)", file=sys.stderr
         )
         return EXIT_USAGE
+    try:
+        settings = settings.with_overrides(
+            stomp_connect_timeout_s=args.connect_timeout,
+            stomp_max_connections=args.max_connections,
+            stomp_max_pending=args.max_pending,
+            stomp_max_outbuf_bytes=args.max_outbuf_bytes,
+        )
+    except ValidationError as exc:
+        raise ConfigError(describe_validation(exc)) from None
     host, port = args.listen
     timeout = args.timeout if args.timeout is not None else settings.rpc_timeout_s
     options = StompOptions(host, port, timeout, args.tls_cert, args.tls_key, args.tls_ca)

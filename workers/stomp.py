@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from bus_tasks.config import Settings
 from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
+from bus_tasks.frontdoors.stomp.server import StompLimits
 from bus_tasks.frontdoors.stomp.tls import server_context
 from workers import wiring
 
@@ -50,12 +51,19 @@ async def _main(settings: Settings, options: StompOptions, stop: threading.Event
     tls = None
     if options.tls_cert and options.tls_key:
         tls = server_context(options.tls_cert, options.tls_key, options.tls_ca)
+    limits = StompLimits(
+        connect_timeout_s=settings.stomp_connect_timeout_s,
+        max_connections=settings.stomp_max_connections,
+        max_pending=settings.stomp_max_pending,
+        max_outbuf_bytes=settings.stomp_max_outbuf_bytes,
+    )
     running = RunningFrontDoor(
         wiring.connect(settings, stop=stop),  # its retries end at the stop
         timeout_s=options.timeout_s,
         host=options.host,
         port=options.port,
         ssl_context=tls,
+        limits=limits,
         start_timeout_s=None,
     )
     await running.serve(stopping)

@@ -102,11 +102,16 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
     # Only serve --http loads aiohttp: every other command starts faster.
     from bus_tasks.frontdoors.http.running import ServingHealth, serving_beside  # noqa: PLC0415
     from bus_tasks.frontdoors.http.server import HttpOptions  # noqa: PLC0415
+    from bus_tasks.frontdoors.http.sse import SseTimings  # noqa: PLC0415
 
     host, port = parse_listen(settings.http_listen)
     options = HttpOptions(
         control_token=settings.http_token if settings.http_control else None,
+        sse=SseTimings(write_timeout_s=settings.http_idle_timeout_s),
         listing_timeout_s=settings.rpc_timeout_s,
+        max_watchers=settings.http_max_watchers,
+        max_body_bytes=settings.http_max_body_bytes,
+        idle_timeout_s=settings.http_idle_timeout_s,
     )
     return serving_beside(
         ServingHealth(aggregator.ready, aggregator.connected),

@@ -21,6 +21,7 @@ from support.vdsm_stomp import RawVdsmClient
 from bus_tasks import codec
 from bus_tasks.core.model import State
 from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
+from bus_tasks.frontdoors.stomp.server import StompLimits
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
 from bus_tasks.transport import BusConnection
@@ -33,7 +34,9 @@ UNKNOWN_ID = "00000000-0000-4000-8000-000000000001"
 @pytest.fixture
 def door(rabbitmq_system: System) -> Iterator[RunningFrontDoor]:
     with RunningFrontDoor(
-        rabbitmq_system.broker.connection(confirm_publish=False), timeout_s=10.0, max_body_bytes=64 * 1024
+        rabbitmq_system.broker.connection(confirm_publish=False),
+        timeout_s=10.0,
+        limits=StompLimits(max_body_bytes=64 * 1024),
     ) as running:
         yield running
 

@@ -72,3 +72,32 @@ def test_bus_tasks_stomp_with_tls_ca_requires_a_client_certificate(
         refused.close()
     finally:
         assert process.terminate() == 0, process.log()
+
+
+def test_bus_tasks_stomp_takes_its_bounds_from_the_settings_and_its_options(rabbitmq_system: System) -> None:
+    port = _free_port()
+    broker = rabbitmq_system.broker.url
+    process = Process(
+        [str(BIN / "bus-tasks"), "stomp", "--broker", broker, "--listen", f"127.0.0.1:{port}", "--connect-timeout", "0.5"],
+        env={**os.environ, "BUS_TASKS_LOG_LEVEL": "INFO", "BUS_TASKS_STOMP_MAX_CONNECTIONS": "2"},
+    )  # fmt: skip
+    process.wait_for_line(f"stomp front door listening on 127.0.0.1:{port}", timeout_s=30)
+    try:
+        client = RawVdsmClient(port)
+        client.connect()
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as silent,
+            socket.create_connection(("127.0.0.1", port), timeout=10) as over,
+        ):
+            assert over.recv(65536).startswith(b"ERROR\nmessage:too many connections (at most 2)\n")
+            silent.settimeout(5.0)
+            try:  # closed at 0.5 s, without a CONNECT (a timeout fails the test)
+                ended = silent.recv(1) == b""
+            except ConnectionResetError:
+                ended = True
+            assert ended
+            process.wait_for_line("closed: no CONNECT within 0.5s", timeout_s=5)
+        assert client.call("Host.getAllTasksInfo")["result"] == {}
+        client.close()
+    finally:
+        assert process.terminate() == 0, process.log()

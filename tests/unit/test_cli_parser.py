@@ -122,6 +122,10 @@ SETTING_OPTIONS = {
     "broker": "broker_url",
     "timeout": "rpc_timeout_s",
     "data_dir": "data_dir",
+    "connect_timeout": "stomp_connect_timeout_s",
+    "max_connections": "stomp_max_connections",
+    "max_pending": "stomp_max_pending",
+    "max_outbuf_bytes": "stomp_max_outbuf_bytes",
 }
 
 
@@ -147,6 +151,7 @@ def test_help_of_every_command_shows_the_default_of_every_option_that_has_one(co
         ("status", "--broker URL", "broker_url", "amqp://guest:***@127.0.0.1:5672//"),
         ("call", "--log-level LEVEL", "log_level", "INFO"),
         ("serve", "--data-dir DIR", "data_dir", "data"),
+        ("stomp", "--max-connections N", "stomp_max_connections", "1000"),
     ],
 )
 def test_help_says_which_setting_an_option_defaults_to_and_where_it_is_read(

@@ -47,6 +47,13 @@ DEFAULTS = {
     "http_allow_remote": False,
     "http_control": False,
     "http_token": None,
+    "stomp_connect_timeout_s": 10.0,
+    "stomp_max_connections": 1000,
+    "stomp_max_pending": 100,
+    "stomp_max_outbuf_bytes": 16777216,
+    "http_max_watchers": 1000,
+    "http_max_body_bytes": 65536,
+    "http_idle_timeout_s": 30.0,
     "log_level": "INFO",
 }
 

@@ -6,7 +6,7 @@ import pytest
 
 from bus_tasks import codec
 from bus_tasks.frontdoors.stomp.frames import Frame, FrameError, FrameParser, encode, message
-from bus_tasks.frontdoors.stomp.server import negotiate_heartbeat, timeout_reply
+from bus_tasks.frontdoors.stomp.server import error_reply, negotiate_heartbeat, timeout_reply, too_many
 
 VDSM_CONNECT = b"CONNECT\naccept-version:1.2\nheart-beat:0,24000\n\n\x00"
 VDSM_SUBSCRIBE = b"SUBSCRIBE\ndestination:d1\nack:auto\nid:s1\n\n\x00"
@@ -128,9 +128,16 @@ def test_an_incomplete_frame_waits_for_more_bytes() -> None:
 
 @pytest.mark.parametrize(
     ("client", "server"),
-    [("0,24000", (24000, 0)), ("5000,10", (1000, 0)), ("0,0", (0, 0)), (None, (0, 0)), ("10000,0", (0, 0))],
+    [
+        ("0,24000", (24000, 0)),
+        ("5000,10", (1000, 5000)),
+        ("0,0", (0, 0)),
+        (None, (0, 0)),
+        ("10000,0", (0, 10000)),
+        ("10,0", (0, 1000)),
+    ],
 )
-def test_server_heart_beats_follow_what_the_client_wants_to_receive(
+def test_server_heart_beats_follow_what_the_client_wants_to_receive_and_offers_to_send(
     client: str | None, server: tuple[int, int]
 ) -> None:
     assert negotiate_heartbeat(client) == server
@@ -150,6 +157,27 @@ def test_a_timed_out_batch_gets_a_general_exception_for_each_id_but_notification
             "error": {"code": 100, "message": "General Exception: no reply to Host.getAllTasks within 2s"},
         }
     ]
+
+
+def test_an_excess_request_gets_too_many_requests_for_each_id() -> None:
+    request = codec.dumps([{"jsonrpc": "2.0", "method": "Task.stop", "id": "a"}])
+    assert codec.loads(error_reply(request, lambda method: too_many(method, 2))) == [
+        {
+            "jsonrpc": "2.0",
+            "id": "a",
+            "error": {
+                "code": -32013,
+                "message": "Too many requests in flight: Task.stop not sent, at most 2 per connection",
+            },
+        }
+    ]
+
+
+def test_frames_before_a_malformed_one_come_out_in_order_before_its_error() -> None:
+    frames = FrameParser().frames(VDSM_CONNECT + VDSM_SUBSCRIBE + VDSM_SEND + b"HELLO THERE\n\n\x00")
+    assert [next(frames), next(frames), next(frames)] == EXPECTED
+    with pytest.raises(FrameError, match="bad command line"):
+        next(frames)
 
 
 @pytest.mark.parametrize("destination", ["d1", "a:b\\c\nd\re"])

@@ -205,7 +205,14 @@ class HttpServer:
 
     async def _serve(self) -> None:
         self._stopping = asyncio.Event()
-        runner = web.AppRunner(self.door.application(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        runner = web.AppRunner(
+            self.door.application(),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            # From its start or its last answer, a connection has this long for a whole request:
+            # one that trickles its head, or says nothing, is closed (aiohttp's default is an hour).
+            keepalive_timeout=self.door.options.idle_timeout_s,
+        )
         try:
             await runner.setup()
             site = web.TCPSite(runner, self.host, self.port)

@@ -19,6 +19,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
+from bus_tasks.config import (
+    DEFAULT_HTTP_IDLE_TIMEOUT_S,
+    DEFAULT_HTTP_MAX_BODY_BYTES,
+    DEFAULT_HTTP_MAX_WATCHERS,
+)
 from bus_tasks.errors import BusTasksError
 from bus_tasks.frontdoors.http import sse as http_sse
 from bus_tasks.frontdoors.http.answers import (
@@ -60,6 +65,9 @@ class HttpOptions:
     web_dir: Path = WEB_DIR
     sse: http_sse.SseTimings = field(default_factory=http_sse.SseTimings)
     listing_timeout_s: float = 10.0  # how long /api/watch waits for the mirror's first listing
+    max_watchers: int = DEFAULT_HTTP_MAX_WATCHERS  # /api/watch streams at once
+    max_body_bytes: int = DEFAULT_HTTP_MAX_BODY_BYTES
+    idle_timeout_s: float = DEFAULT_HTTP_IDLE_TIMEOUT_S  # for a whole request (HttpServer's)
 
 
 class HttpFrontDoor:
@@ -79,9 +87,10 @@ class HttpFrontDoor:
         self.health = health
         self.registry = registry
         self.options = options
+        self.watchers = 0  # /api/watch requests being served (waiting for the listing included)
 
     def application(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors])
+        app = web.Application(middlewares=[self._errors], client_max_size=self.options.max_body_bytes)
         get = app.router.add_get
         get("/api/tasks", self.tasks)
         get("/api/tasks/{task_id}", self.task)
@@ -98,6 +107,7 @@ class HttpFrontDoor:
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
+            self._check_size(request)
             response: web.StreamResponse = await handler(request)
         except Refused as exc:
             log.warning("http %s %s refused: %d %s", request.method, request.path, exc.status, exc)
@@ -106,6 +116,12 @@ class HttpFrontDoor:
             log.warning("http %s %s failed: %d %s", request.method, request.path, exc.code, exc.message)
             return error_response(exc)
         return response
+
+    def _check_size(self, request: web.Request) -> None:
+        """A body over ``max_body_bytes`` is refused by its Content-Length, before it is read."""
+        length, limit = request.content_length, self.options.max_body_bytes
+        if length is not None and length > limit:
+            raise Refused(413, f"General Exception: a body of {length} bytes, at most {limit}")
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -123,6 +139,18 @@ class HttpFrontDoor:
         return json_response(details)
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
+        limit = self.options.max_watchers
+        if self.watchers >= limit:
+            raise Refused(
+                503, f"General Exception: {limit} watchers already; watch again later", {"Retry-After": "5"}
+            )
+        self.watchers += 1
+        try:
+            return await self._watch(request)
+        finally:
+            self.watchers -= 1
+
+    async def _watch(self, request: web.Request) -> web.StreamResponse:
         selection = selection_of(request.query, allowed=frozenset({"tag", "match", "since"}))
         since = revision_of(request.headers.get("Last-Event-ID"), "Last-Event-ID")
         if since is None:

@@ -2,7 +2,8 @@
 
 A snapshot of its selection (or, resuming, the changes after its revision), then each change,
 a bookmark now and then so that its ``Last-Event-ID`` advances, and keep-alive comments. A
-client that does not keep up is dropped (its queue is bounded); its browser reconnects and resumes.
+client that does not keep up is dropped (its queue is bounded, and so is how long a write may wait
+for it to read); its browser reconnects and resumes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class SseTimings:
     bookmark_s: float = 5.0  # a bookmark at most this often while nothing selected changes
     keep_alive_s: float = 15.0
     tick_s: float = 1.0  # how often an idle stream looks at the clock
+    write_timeout_s: float = 30.0  # a client that leaves an event unread this long is dropped
+
+
+class SlowClient(Exception):
+    """Raised when a write to a watching client did not end within ``write_timeout_s``."""
 
 
 def frame(event: str, data: Any, event_id: int | None = None) -> bytes:
@@ -125,7 +131,11 @@ class EventStream:
         await self._write(b"".join(frames), event=True)
 
     async def _write(self, data: bytes, *, event: bool) -> None:
-        await self.response.write(data)
+        try:
+            async with asyncio.timeout(self.timings.write_timeout_s):
+                await self.response.write(data)
+        except TimeoutError:
+            raise SlowClient(f"a write waited {self.timings.write_timeout_s:g}s for it to read") from None
         self._wrote_at = time.monotonic()
         if event:
             self._sent_at = self._wrote_at
@@ -165,6 +175,10 @@ async def stream(
         await EventStream(response, mirror, subscriber, timings).run(opening)
     except ConnectionResetError:
         log.info("sse client %s went away", peer)
+    except SlowClient as exc:
+        log.warning("sse client %s dropped: %s (it does not read); it may resume", peer, exc)
+        if request.transport is not None:
+            request.transport.abort()
     finally:
         mirror.unsubscribe(subscriber)
     return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -93,11 +94,17 @@ class FrameParser:
         Raises:
             FrameError: on a malformed frame or one over a limit; the stream is unusable after.
         """
-        self._buffer += data
-        frames: list[Frame] = []
+        return list(self.frames(data))
+
+    def frames(self, data: bytes | bytearray | memoryview) -> Iterator[Frame]:
+        """The frames completed by ``data``, each as soon as it is parsed: a caller handles those
+        before a malformed one, in order, before the FrameError this raises at it."""
+        self._buffer += data  # now, not at the first next(): ``data`` may be a reused buffer's view
+        return self._drain()
+
+    def _drain(self) -> Iterator[Frame]:
         while (frame := self._next()) is not None:
-            frames.append(frame)
-        return frames
+            yield frame
 
     def _next(self) -> Frame | None:
         buf = self._buffer

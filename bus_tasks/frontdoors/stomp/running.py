@@ -11,8 +11,7 @@ import threading
 from typing import Any
 
 from bus_tasks.frontdoors.bridge import RpcBridge
-from bus_tasks.frontdoors.stomp.frames import MAX_BODY_BYTES
-from bus_tasks.frontdoors.stomp.server import StompFrontDoor
+from bus_tasks.frontdoors.stomp.server import StompFrontDoor, StompLimits
 from bus_tasks.transport import Bus
 
 log = logging.getLogger(__name__)
@@ -36,16 +35,14 @@ class RunningFrontDoor:
         host: str = "127.0.0.1",
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
-        max_body_bytes: int = MAX_BODY_BYTES,
+        limits: StompLimits | None = None,
         start_timeout_s: float | None = 30.0,
     ) -> None:
         """Args:
         start_timeout_s: how long reaching the broker may take (None: as long as the
             connection's own retries, which a stop set on it ends).
         """
-        self.door = StompFrontDoor(
-            timeout_s=timeout_s, ssl_context=ssl_context, max_body_bytes=max_body_bytes
-        )
+        self.door = StompFrontDoor(timeout_s=timeout_s, ssl_context=ssl_context, limits=limits)
         self.bridge = RpcBridge(connection, self.door.on_reply)
         self.host = host
         self.port = port

@@ -8,16 +8,26 @@ import logging
 import ssl
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bus_tasks import codec
-from bus_tasks.errors import DeadlineExceeded
+from bus_tasks.errors import BusTasksError, DeadlineExceeded, TooManyRequests
 from bus_tasks.frontdoors.bridge import RpcBridge
-from bus_tasks.frontdoors.stomp.frames import MAX_BODY_BYTES, Frame, message
-from bus_tasks.frontdoors.stomp.session import BadClient, Session, negotiate_heartbeat
+from bus_tasks.frontdoors.stomp.frames import Frame, message
+from bus_tasks.frontdoors.stomp.session import BadClient, Session, StompLimits, negotiate_heartbeat
 from bus_tasks.protocol import jsonrpc
 
-__all__ = ["REQUEST_DESTINATIONS", "BadClient", "StompFrontDoor", "negotiate_heartbeat", "timeout_reply"]
+__all__ = [
+    "REQUEST_DESTINATIONS",
+    "BadClient",
+    "StompFrontDoor",
+    "StompLimits",
+    "error_reply",
+    "negotiate_heartbeat",
+    "timeout_reply",
+    "too_many",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +52,11 @@ class StompFrontDoor:
         *,
         timeout_s: float,
         ssl_context: ssl.SSLContext | None = None,
-        max_body_bytes: int = MAX_BODY_BYTES,
+        limits: StompLimits | None = None,
     ) -> None:
         self.timeout_s = timeout_s
         self.ssl_context = ssl_context
-        self.max_body_bytes = max_body_bytes
+        self.limits = limits if limits is not None else StompLimits()
         self._pending: dict[str, Pending] = {}
         self._sessions: set[Session] = set()
         self._numbers = itertools.count(1)
@@ -71,15 +81,16 @@ class StompFrontDoor:
         self._loop = asyncio.get_running_loop()
         self.bridge = bridge
         bridge.attach(self._loop)
-        return await self._loop.create_server(self._session, host, port, ssl=self.ssl_context)
+        # TLS is started by each session (its handshake bounded and logged there), not the server.
+        return await self._loop.create_server(self._session, host, port)
 
     async def close_sessions(self, timeout_s: float = 5.0) -> None:
-        """Close every client connection and wait for their heart-beat tasks (at shutdown)."""
-        beats = [s.heartbeat for s in self._sessions if s.heartbeat is not None]
+        """Close every client connection and wait for their heart-beat and handshake tasks (at shutdown)."""
+        tasks = [task for s in self._sessions for task in s.tasks()]
         for session in list(self._sessions):
             session.close()
-        if beats:
-            await asyncio.wait(beats, timeout=timeout_s)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
 
     # -- replies (in the loop, from the bridge's drain) -------------------------------------
 
@@ -90,11 +101,13 @@ class StompFrontDoor:
             log.debug("stale reply %s dropped", correlation_id)
             return
         pending.timer.cancel()
+        pending.session.in_flight -= 1
         self._deliver(pending.reply_to, body)
 
     def _on_timeout(self, correlation_id: str) -> None:
         pending = self._pending.pop(correlation_id, None)
         if pending is not None:
+            pending.session.in_flight -= 1
             log.warning("no reply to %s within %gs", correlation_id, self.timeout_s)
             self._deliver(pending.reply_to, timeout_reply(pending.body, self.timeout_s))
 
@@ -108,10 +121,14 @@ class StompFrontDoor:
     # -- sessions (Session's Door) ---------------------------------------------------------
 
     def _session(self) -> Session:
-        return Session(self, next(self._numbers), self.max_body_bytes)
+        return Session(self, next(self._numbers), self.limits, self.ssl_context)
 
-    def opened(self, session: Session) -> None:
+    def opened(self, session: Session) -> bool:
+        # One too many is kept too until it has said so in an ERROR frame and closed (under TLS,
+        # after its handshake): it is closed at shutdown with the others.
+        admitted = len(self._sessions) < self.limits.max_connections
         self._sessions.add(session)
+        return admitted
 
     def dropped(self, session: Session) -> None:
         self._sessions.discard(session)
@@ -130,6 +147,21 @@ class StompFrontDoor:
             raise BadClient(f"SEND to {destination[:80]!r}: not a request destination")
         assert self._loop is not None
         assert self.bridge is not None
+        limit = self.limits.max_pending
+        if session.in_flight >= limit:
+            session.over_pending += 1
+            log.log(
+                logging.WARNING if session.over_pending == 1 else logging.DEBUG,  # one line, not a flood
+                "stomp client %d from %s: a request over %d in flight answered %d (%d so far)",
+                session.number,
+                session.peer,
+                limit,
+                TooManyRequests.code,
+                session.over_pending,
+            )
+            self._deliver(reply_to, error_reply(frame.body, lambda method: too_many(method, limit)))
+            return
+        session.in_flight += 1
         correlation_id = f"{self._id_prefix}{next(self._ids):x}"
         # Published first, registered right after: no reply is handled before the loop drains
         # the broker connection again, and the call's bookkeeping is off its critical path.
@@ -145,18 +177,30 @@ class StompFrontDoor:
         )
 
 
+def too_many(method: str, limit: int) -> TooManyRequests:
+    """The answer to a request over ``limit`` in flight on its connection."""
+    return TooManyRequests(
+        message=f"{TooManyRequests.title}: {method} not sent, at most {limit} per connection"
+    )
+
+
 def timeout_reply(body: bytes, timeout_s: float) -> bytes:
     """A General Exception (100) response for each id of the request (or batch) in ``body``."""
+    return error_reply(body, lambda method: DeadlineExceeded(method, timeout_s))
+
+
+def error_reply(body: bytes, error_for: Callable[[str], BusTasksError]) -> bytes:
+    """The error ``error_for(method)`` as the response to each id of the request (or batch) in ``body``."""
     try:
         request = codec.loads(body)
     except codec.DecodeError:
-        return jsonrpc.error_body(None, DeadlineExceeded("the request", timeout_s))
+        return jsonrpc.error_body(None, error_for("the request"))
     members = request if isinstance(request, list) else [request]
     responses = [
-        jsonrpc.error_body(m["id"], DeadlineExceeded(str(m.get("method", "the request")), timeout_s))
+        jsonrpc.error_body(m["id"], error_for(str(m.get("method", "the request"))))
         for m in members
         if isinstance(m, dict) and m.get("id") is not None
     ]
     if isinstance(request, list):
         return jsonrpc.batch_body(responses)
-    return responses[0] if responses else jsonrpc.error_body(None, DeadlineExceeded("the request", timeout_s))
+    return responses[0] if responses else jsonrpc.error_body(None, error_for("the request"))
