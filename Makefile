@@ -19,7 +19,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check bus_tasks workers tests bench
-	$(BIN)/mypy bus_tasks workers bench
+	$(BIN)/mypy bus_tasks workers bench tests
 
 test: lint
 	$(BIN)/python -m pytest

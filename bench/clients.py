@@ -24,12 +24,14 @@ from bench.harness import (
     check,
     fmt_time,
     median,
+    percentile,
     rabbitmq_vhost,
     say,
     side_by_side,
 )
 from bench.query import RawClient, Servers, decoded
 from bus_tasks.client import TasksClient
+from bus_tasks.protocol.methods import MethodName
 from bus_tasks.transport import BusConnection
 
 CLIENTS = Sizes(full=32, quick=4)
@@ -71,16 +73,11 @@ class Caller:
         self._client.close()
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
 def run(quick: bool) -> list[Figure]:
     clients, calls, reps = CLIENTS.pick(quick), CALLS.pick(quick), REPS.pick(quick)
     latencies: dict[str, list[float]] = {"ours": [], "raw": []}
     with rabbitmq_vhost("clients") as url, Child(Servers, url) as servers, ExitStack() as stack:
-        size = servers.call("start", TASKS, "Host.getAllTasksStatuses", {}, SPM_EVERY)
+        size = servers.call("start", TASKS, MethodName.GET_ALL_TASKS_STATUSES, {}, SPM_EVERY)
         try:
             callers = [stack.enter_context(Child(Caller, url)) for _ in range(clients)]
             ours_answer = callers[0].call("answer", "ours")

@@ -124,6 +124,12 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def percentile(values: list[float], share: float) -> float:
+    """The sample at ``share`` (0..1) of ``values`` in order (nearest rank, no interpolation)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
 def timed(fn: Callable[[], T]) -> tuple[float, T]:
     """Seconds ``fn`` took (``time.perf_counter``), and what it returned."""
     start = time.perf_counter()

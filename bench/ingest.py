@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kombu.connection import Connection
@@ -143,6 +143,7 @@ class Read:
     first_at: float
     done_at: float
     store: str = ""
+    cpu_s: float = 0.0  # the reading process's CPU, start-up included (read by a :class:`Reader`)
 
 
 def through_aggregator(
@@ -209,6 +210,37 @@ def through_raw_consumer(url: str, end: int, prefetch: int, *, from_start: bool 
     if from_start:
         first_at = started_at
     return Read(rate(end, done_at - first_at), first_at, done_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One reading of the log by a :class:`Reader`: to ``end``, made at ``start_at``
+    (``perf_counter``, system-wide), timed from its making with ``from_start``."""
+
+    end: int
+    prefetch: int
+    name: str = ""
+    from_start: bool = False
+    start_at: float = 0.0
+
+    def wait(self) -> None:
+        time.sleep(max(0.0, self.start_at - time.perf_counter()))
+
+
+class Reader:
+    """A process that reads the log, as an aggregator or as a raw consumer (see ``Child``)."""
+
+    def aggregator(self, url: str, job: Job) -> Read:
+        job.wait()
+        cpu_at = time.process_time()
+        read = through_aggregator(url, job.end, job.prefetch, name=job.name, from_start=job.from_start)
+        return replace(read, cpu_s=time.process_time() - cpu_at)
+
+    def raw(self, url: str, job: Job) -> Read:
+        job.wait()
+        cpu_at = time.process_time()
+        read = through_raw_consumer(url, job.end, job.prefetch, from_start=job.from_start)
+        return replace(read, cpu_s=time.process_time() - cpu_at)
 
 
 def run(quick: bool) -> list[Figure]:

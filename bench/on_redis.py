@@ -51,6 +51,7 @@ from bench.query import RawClient, Servers, decoded
 from bus_tasks import names
 from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.client import TasksClient
+from bus_tasks.protocol.methods import MethodName
 from bus_tasks.transport import BusConnection
 from bus_tasks.transport.topology import events_queue
 
@@ -166,7 +167,7 @@ def round_trips(quick: bool) -> list[Figure]:
         client = TasksClient(BusConnection(url), timeout_s=CALL_TIMEOUT_S)
         raw = RawClient(url)
         try:
-            size = servers.call("start", listed, "Task.getStatus", {"taskID": task_id})
+            size = servers.call("start", listed, MethodName.GET_STATUS, {"taskID": task_id})
             try:
                 expected = client.get_task_status(task_id)
                 check(decoded(raw.call())["result"] == expected, "the echo does not answer getStatus's reply")

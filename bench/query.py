@@ -41,6 +41,7 @@ from bus_tasks.aggregator import methods as rpc
 from bus_tasks.client import TasksClient
 from bus_tasks.core.view import TaskView
 from bus_tasks.protocol import jsonrpc
+from bus_tasks.protocol.methods import MethodName
 from bus_tasks.testing import RunningAggregator
 from bus_tasks.transport import BusConnection
 
@@ -167,7 +168,7 @@ class Servers:
     def start(
         self,
         n: int,
-        method: str = "Host.getAllTasks",
+        method: str = MethodName.GET_ALL_TASKS,
         params: dict[str, Any] | None = None,
         spm_every: int = 2,
     ) -> int:
@@ -215,7 +216,7 @@ def measure_size(
         got = client.get_all_tasks()
         check(len(got) == n, f"getAllTasks returned {len(got)} tasks of {n}")
         check(len(raw.call()) == size, "the echo payload is not the size of the reply")
-        reply = raw.call(names.RPC_QUEUE, "Host.getAllTasks", GET_ALL)
+        reply = raw.call(names.RPC_QUEUE, MethodName.GET_ALL_TASKS, GET_ALL)
         # The same reply but for its id: "bench" in the echo payload, a 32-digit hex id here.
         check(len(reply) == size - len("bench") + 32, "the raw getAllTasks reply differs in size")
         del got
@@ -230,7 +231,7 @@ def measure_size(
         def baseline() -> float:
             # A user of raw kombu decodes the payload too: same codec, same way as TasksClient.
             seconds, _ = timed(lambda: decoded(raw.call()))
-            raw_replies.append(timed(lambda: raw.call(names.RPC_QUEUE, "Host.getAllTasks", GET_ALL))[0])
+            raw_replies.append(timed(lambda: raw.call(names.RPC_QUEUE, MethodName.GET_ALL_TASKS, GET_ALL))[0])
             return seconds
 
         def baseline_bytes() -> float:

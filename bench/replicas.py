@@ -19,7 +19,6 @@ replicas are deployed, so that two of them do not share one GIL:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from itertools import islice
 
 from bench import workload
@@ -35,7 +34,7 @@ from bench.harness import (
     say,
     side_by_side,
 )
-from bench.ingest import Read, fill, new_log, through_aggregator, through_raw_consumer
+from bench.ingest import Job, Read, Reader, fill, new_log
 from bus_tasks import names
 from bus_tasks.aggregator import AggregatorPolicy
 
@@ -43,33 +42,6 @@ EVENTS = Sizes(full=20_000, quick=900)
 REPS = Sizes(full=7, quick=2)
 START_DELAY_S = 0.2  # both replicas are made at one instant, this long after it is set
 MIN_OVERLAP = 0.8  # of the measured replica's reading, the share the other one read alongside
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One reading of the log by a :class:`Reader`: to ``end``, made at ``start_at``
-    (``perf_counter``, system-wide), timed from its making with ``from_start``."""
-
-    end: int
-    prefetch: int
-    name: str = ""
-    from_start: bool = False
-    start_at: float = 0.0
-
-    def wait(self) -> None:
-        time.sleep(max(0.0, self.start_at - time.perf_counter()))
-
-
-class Reader:
-    """A process that reads the log, as an aggregator or as a raw consumer (see :class:`Child`)."""
-
-    def aggregator(self, url: str, job: Job) -> Read:
-        job.wait()
-        return through_aggregator(url, job.end, job.prefetch, name=job.name, from_start=job.from_start)
-
-    def raw(self, url: str, job: Job) -> Read:
-        job.wait()
-        return through_raw_consumer(url, job.end, job.prefetch, from_start=job.from_start)
 
 
 def overlap(measured: Read, other: Read) -> float:

@@ -42,8 +42,7 @@ from bench.harness import (
     say,
     side_by_side,
 )
-from bench.ingest import Read, fill, new_log
-from bench.replicas import Job, Reader
+from bench.ingest import Job, Read, Reader, fill, new_log
 from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.config import Settings
 from bus_tasks.store import SQLITE_FILE, open_store

@@ -26,6 +26,7 @@ from bench.selectivity import reply_body
 from bus_tasks.aggregator import methods as rpc
 from bus_tasks.core.view import TaskView
 from bus_tasks.protocol import jsonrpc
+from bus_tasks.protocol.methods import MethodName
 
 LARGE = Sizes(full=1_000_000, quick=20_000)
 SMALL = Sizes(full=100_000, quick=2_000)
@@ -49,7 +50,7 @@ class ViewProbe:
 
     def get_all_tasks(self) -> float:
         """Seconds per task of one getAllTasks()."""
-        body = jsonrpc.request_body("bench", "Host.getAllTasks", {"tags": None, "options": None})
+        body = jsonrpc.request_body("bench", MethodName.GET_ALL_TASKS, {"tags": None, "options": None})
         dispatcher = rpc.Dispatcher(self._view)  # from scratch: not the cache of encoded answers
         seconds, reply = timed(lambda: reply_body(dispatcher, body))
         check(b'"error"' not in reply[:200], f"getAllTasks failed: {reply[:200]!r}")

@@ -23,6 +23,7 @@ from bus_tasks import codec
 from bus_tasks.aggregator import methods as rpc
 from bus_tasks.core.view import TaskView
 from bus_tasks.protocol import jsonrpc
+from bus_tasks.protocol.methods import MethodName
 
 TASKS = Sizes(full=100_000, quick=5_000)
 REPS = Sizes(full=7, quick=3)
@@ -30,7 +31,7 @@ SELECTIVE_EVERY = 100  # 1% of the tasks carry the tag
 
 
 def request(tags: list[str] | None) -> bytes:
-    return jsonrpc.request_body("bench", "Host.getAllTasks", {"tags": tags, "options": None})
+    return jsonrpc.request_body("bench", MethodName.GET_ALL_TASKS, {"tags": tags, "options": None})
 
 
 def reply_body(dispatcher: rpc.Dispatcher, request: bytes) -> bytes:

@@ -19,6 +19,7 @@ from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
 from bus_tasks.frontdoors.stomp.frames import Frame, FrameParser
 from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
+from bus_tasks.protocol.methods import MethodName
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
 from bus_tasks.transport import BusConnection
@@ -82,7 +83,7 @@ class StompCaller:
 
     def statuses(self) -> Any:
         body = codec.dumps(
-            [{"jsonrpc": "2.0", "method": "Host.getAllTasksStatuses", "params": {}, "id": "1"}]
+            [{"jsonrpc": "2.0", "method": MethodName.GET_ALL_TASKS_STATUSES, "params": {}, "id": "1"}]
         )
         self.sock.sendall(
             b"SEND\ndestination:jms.topic.vdsm_requests\ncontent-type:application/json\n"

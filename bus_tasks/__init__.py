@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bus_tasks.aggregator import Aggregator, AggregatorPolicy
-    from bus_tasks.client import TasksClient, VdsmFacade
+    from bus_tasks.client import TasksClient
     from bus_tasks.config import Settings
     from bus_tasks.core.model import Event, State, TaskRecord
     from bus_tasks.core.view import TaskView
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from bus_tasks.subsystem.publisher import TaskPublisher
     from bus_tasks.subsystem.seq import SeqClock
     from bus_tasks.transport import BusConnection
+    from bus_tasks.vdsm_facade import VdsmFacade
 
 # Public name -> the module that defines it; imported on first use (PEP 562).
 _EXPORTS = {
@@ -36,7 +37,7 @@ _EXPORTS = {
     "TaskRecord": "bus_tasks.core.model",
     "TaskView": "bus_tasks.core.view",
     "TasksClient": "bus_tasks.client",
-    "VdsmFacade": "bus_tasks.client",
+    "VdsmFacade": "bus_tasks.vdsm_facade",
 }
 
 __all__ = [

@@ -14,22 +14,22 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from bus_tasks import codec, names
+from bus_tasks import names
 from bus_tasks.config import DEFAULT_RPC_TIMEOUT_S, redact_url
 from bus_tasks.errors import (
     BrokerUnavailable,
-    BusTasksError,
     DeadlineExceeded,
-    InternalError,
     InvalidParameter,
     NoAggregator,
 )
-from bus_tasks.protocol import jsonrpc, vdsm
+from bus_tasks.protocol import jsonrpc, methods
+from bus_tasks.protocol.methods import MethodName
+from bus_tasks.protocol.replies import Outcome, unpack, unpack_batch
 from bus_tasks.transport import Bus, BusConnection, Delivery
+from bus_tasks.vdsm_facade import VdsmFacade
 
 if TYPE_CHECKING:
     from bus_tasks.watching import Watch
@@ -38,21 +38,6 @@ log = logging.getLogger(__name__)
 
 # After this long without a reply, ask the broker once whether anything consumes the RPC queue.
 PROBE_AFTER_S = 1.0
-
-# Methods that change nothing may be re-sent after a reconnect.
-_SAFE_TO_RESEND = frozenset(
-    {
-        "Host.getAllTasks",
-        "Host.getAllTasksInfo",
-        "Host.getAllTasksStatuses",
-        "Task.getStatus",
-        "Task.getInfo",
-        "Task.getDetails",
-        "Host.getSubsystems",
-        "Host.getAggregators",
-        "Host.getTaskChanges",
-    }
-)
 
 
 class TasksClient:
@@ -149,9 +134,9 @@ class TasksClient:
         """
         correlation_id = uuid.uuid4().hex
         body = jsonrpc.request_body(correlation_id, method, params or {})
-        safe = method in _SAFE_TO_RESEND
+        safe = method in methods.READS
         reply = self._round_trip(method, body, correlation_id, safe, timeout_s, rpc_queue=rpc_queue)
-        return _unpack(reply)
+        return unpack(reply)
 
     def batch(
         self, calls: Sequence[tuple[str, dict[str, Any] | None]], *, timeout_s: float | None = None
@@ -175,10 +160,10 @@ class TasksClient:
                 for i, (method, params) in zip(ids, calls, strict=True)
             ]
         )
-        safe = all(method in _SAFE_TO_RESEND for method, _ in calls)
+        safe = all(method in methods.READS for method, _ in calls)
         label = f"a batch of {len(calls)} calls"
         reply = self._round_trip(label, body, uuid.uuid4().hex, safe, timeout_s)
-        return _unpack_batch(reply, ids, [method for method, _ in calls])
+        return unpack_batch(reply, ids, [method for method, _ in calls])
 
     def _round_trip(
         self,
@@ -268,33 +253,33 @@ class TasksClient:
     ) -> dict[str, dict[str, Any]]:
         """Every task (``tags=None``), or those carrying any of ``tags`` (all with ``{"match": "all"}``)."""
         tag_param = list(tags) if tags is not None and not isinstance(tags, str) else tags
-        return self.call("Host.getAllTasks", {"tags": tag_param, "options": options})  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_ALL_TASKS, {"tags": tag_param, "options": options})  # type: ignore[no-any-return]
 
     def get_all_tasks_info(self) -> dict[str, dict[str, Any]]:
         """VDSM's ``getAllTasksInfo``: ``{id: {"id", "verb"}}`` of tasks tagged ``spm``."""
-        return self.call("Host.getAllTasksInfo")  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_ALL_TASKS_INFO)  # type: ignore[no-any-return]
 
     def get_all_tasks_statuses(self) -> dict[str, dict[str, Any]]:
         """VDSM's ``getAllTasksStatuses``: ``{id: status}`` of tasks tagged ``spm``."""
-        return self.call("Host.getAllTasksStatuses")  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_ALL_TASKS_STATUSES)  # type: ignore[no-any-return]
 
     def get_task_status(self, task_id: str) -> dict[str, Any]:
-        return self.call("Task.getStatus", {"taskID": task_id})  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_STATUS, {"taskID": task_id})  # type: ignore[no-any-return]
 
     def get_task_info(self, task_id: str) -> dict[str, Any]:
-        return self.call("Task.getInfo", {"taskID": task_id})  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_INFO, {"taskID": task_id})  # type: ignore[no-any-return]
 
     def get_task_details(self, task_id: str) -> dict[str, Any]:
         """One task's whole record (TaskDetails, as :meth:`get_all_tasks` lists it)."""
-        return self.call("Task.getDetails", {"taskID": task_id})  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_DETAILS, {"taskID": task_id})  # type: ignore[no-any-return]
 
     def stop_task(self, task_id: str) -> bool:
         """Ask the owning subsystem to stop a task (asynchronous: it moves on to aborting)."""
-        return bool(self.call("Task.stop", {"taskID": task_id}))
+        return bool(self.call(MethodName.STOP, {"taskID": task_id}))
 
     def revert_task(self, task_id: str) -> bool:
         """Ask the owning subsystem to revert a done task."""
-        return bool(self.call("Task.revert", {"taskID": task_id}))
+        return bool(self.call(MethodName.REVERT, {"taskID": task_id}))
 
     def clear_task(self, task_id: str, *, force: bool = False) -> bool:
         """Remove a done task from the view (410 while it is not done).
@@ -305,24 +290,24 @@ class TasksClient:
         params: dict[str, Any] = {"taskID": task_id}
         if force:
             params["force"] = True
-        return bool(self.call("Task.clear", params))
+        return bool(self.call(MethodName.CLEAR, params))
 
     def retag_task(self, task_id: str, tags: Sequence[str]) -> list[str]:
         """Replace a task's tags, through its owner (so that its later updates keep them).
 
         Returns the new tags once the owner published them; code 100 when it does not answer.
         """
-        return self.call("Task.retag", {"taskID": task_id, "tags": list(tags)})  # type: ignore[no-any-return]
+        return self.call(MethodName.RETAG, {"taskID": task_id, "tags": list(tags)})  # type: ignore[no-any-return]
 
     def aggregators(self) -> list[dict[str, Any]]:
         """The aggregators serving the broker (name, revision, tasks, uptime, own RPC queue):
         the one that answered first, then those it heard from."""
-        return self.call("Host.getAggregators")  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_AGGREGATORS)  # type: ignore[no-any-return]
 
     def subsystems(self) -> dict[str, dict[str, Any]]:
         """Every subsystem the aggregator heard from or holds tasks of, with its state
         (``alive``, ``lost``, ``stopped``, ``unknown``), last heartbeat and task count."""
-        return self.call("Host.getSubsystems")  # type: ignore[no-any-return]
+        return self.call(MethodName.GET_SUBSYSTEMS)  # type: ignore[no-any-return]
 
     def watch(
         self,
@@ -365,96 +350,3 @@ class TasksClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class VdsmFacade:
-    """VDSM's Python API: every call returns ``{"status": {"code", "message"}, <key>: result}``."""
-
-    def __init__(self, client: TasksClient) -> None:
-        self._client = client
-
-    def _wrapped(self, verb: str, call: Callable[[], Any]) -> dict[str, Any]:
-        try:
-            return vdsm.wrap(verb, call())
-        except BusTasksError as exc:
-            return vdsm.wrap_error(exc)
-
-    def getAllTasks(
-        self, tags: str | Sequence[str] | None = None, options: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        return self._wrapped("getAllTasks", lambda: self._client.get_all_tasks(tags, options))
-
-    def getAllTasksInfo(self, spUUID: str | None = None, options: Any = None) -> dict[str, Any]:
-        return self._wrapped("getAllTasksInfo", self._client.get_all_tasks_info)
-
-    def getAllTasksStatuses(self, spUUID: str | None = None, options: Any = None) -> dict[str, Any]:
-        return self._wrapped("getAllTasksStatuses", self._client.get_all_tasks_statuses)
-
-    def getTaskStatus(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("getTaskStatus", lambda: self._client.get_task_status(taskID))
-
-    def getTaskInfo(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("getTaskInfo", lambda: self._client.get_task_info(taskID))
-
-    def stopTask(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("stopTask", lambda: self._client.stop_task(taskID))
-
-    def clearTask(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("clearTask", lambda: self._client.clear_task(taskID))
-
-    def revertTask(self, taskID: str) -> dict[str, Any]:
-        return self._wrapped("revertTask", lambda: self._client.revert_task(taskID))
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one call of a batch came to: its result, or the typed error it was answered with."""
-
-    method: str
-    value: Any = None
-    error: BusTasksError | None = None
-
-    def result(self) -> Any:
-        """The call's result.
-
-        Raises:
-            BusTasksError: the error the call was answered with.
-        """
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-def _unpack_batch(body: bytes, ids: list[str], methods: list[str]) -> list[Outcome]:
-    """Match a batch's responses to its calls by id (JSON-RPC 2.0 allows any order)."""
-    with codec.gc_paused():
-        try:
-            responses = codec.loads(body)
-        except codec.DecodeError as exc:
-            raise InternalError(f"reply is not JSON: {exc}") from None
-    if isinstance(responses, dict):  # an error for the batch as a whole
-        jsonrpc.outcome(jsonrpc.check_response(responses))
-        raise InternalError("a batch was answered with one result")
-    if not isinstance(responses, list):
-        raise InternalError("a batch reply is not a JSON array")
-    by_id: dict[Any, jsonrpc.Response] = {}
-    for response in responses:
-        checked = jsonrpc.check_response(response)
-        by_id[checked.get("id")] = checked
-    outcomes = []
-    for request_id, method in zip(ids, methods, strict=True):
-        response = by_id.get(request_id)
-        if response is None:
-            outcomes.append(Outcome(method, error=InternalError(f"no response for {method} in the batch")))
-            continue
-        try:
-            outcomes.append(Outcome(method, value=jsonrpc.outcome(response)))
-        except BusTasksError as exc:
-            outcomes.append(Outcome(method, error=exc))
-    return outcomes
-
-
-def _unpack(body: bytes) -> Any:
-    with codec.gc_paused():
-        response = jsonrpc.parse_response(body)
-    return jsonrpc.outcome(response)

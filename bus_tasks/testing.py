@@ -16,13 +16,13 @@ __all__ = ["RunningAggregator", "drain", "reset_memory_transport", "wait_until"]
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     *,
     timeout_s: float,
     interval_s: float = 0.01,
     what: str = "condition",
 ) -> T:
-    """Poll ``predicate`` until it returns a truthy value, which is returned.
+    """Poll ``predicate`` until it returns a truthy value, which is returned (never ``None``).
 
     Raises:
         TimeoutError: when ``timeout_s`` passes first.

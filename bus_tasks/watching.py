@@ -2,7 +2,8 @@
 
 :class:`WatchState` is the watcher's knowledge, pure (no I/O): what it selects, the revision it
 is at, which aggregator it follows; fed listings, replays and feed messages, it says what
-changed for its selection. :class:`Watch` drives it over a :class:`~bus_tasks.client.TasksClient`.
+changed for its selection. :class:`Watch` drives it over a client (a
+:class:`~bus_tasks.client.TasksClient`, which makes it: :meth:`~bus_tasks.client.TasksClient.watch`).
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bus_tasks import codec, names
 from bus_tasks.errors import BusTasksError, RevisionGone
-from bus_tasks.protocol.changes import GET_CHANGES, Change, selects
+from bus_tasks.protocol.changes import Change, selects
+from bus_tasks.protocol.methods import MethodName
 
 if TYPE_CHECKING:
-    from bus_tasks.client import TasksClient
-    from bus_tasks.transport import Delivery
+    from bus_tasks.transport import Bus, Delivery
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,25 @@ class Following:
             str(head["rpcQueue"]),
             float(head.get("beatS") or DEFAULT_BEAT_S),
         )
+
+
+class WatchClient(Protocol):
+    """What a :class:`Watch` needs of its client: the connection its queue lives on, calls, and
+    turns of that connection (a :class:`~bus_tasks.client.TasksClient` is one)."""
+
+    @property
+    def connection(self) -> Bus: ...
+
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+        rpc_queue: str | None = None,
+    ) -> Any: ...
+
+    def pump(self, timeout_s: float) -> None: ...
 
 
 class NeedReplay(Exception):  # a signal to the driver, not an error of bus_tasks
@@ -164,7 +184,7 @@ class Watch:
 
     def __init__(
         self,
-        client: TasksClient,
+        client: WatchClient,
         tags: str | Sequence[str] | None = None,
         *,
         match: Literal["any", "all"] = "any",
@@ -271,4 +291,4 @@ class Watch:
         if log_name is not None:
             options["log"] = log_name
         params = {"since": since, "tags": list(self.state.tags), "options": options}
-        return self.client.call(GET_CHANGES, params, rpc_queue=rpc_queue or names.RPC_QUEUE)
+        return self.client.call(MethodName.GET_TASK_CHANGES, params, rpc_queue=rpc_queue or names.RPC_QUEUE)

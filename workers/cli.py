@@ -19,6 +19,7 @@ from bus_tasks.config import CONFIG_ENV, CONFIG_FILE_NAME, ENV_PREFIX, Settings,
 from bus_tasks.core.model import State
 from bus_tasks.errors import BusTasksError, ConfigError, GeneralError
 from bus_tasks.plugins import installed as installed_plugins
+from bus_tasks.protocol.methods import MethodName
 from workers import commands, options, plugins, render
 from workers import serve as serving
 from workers.commands import EXIT_ERROR, EXIT_USAGE, Command
@@ -168,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     call = client_command(
         "call", "call any JSON-RPC method of the aggregator, as vdsm-client does", commands.cmd_call
     )
-    call.add_argument("method", metavar="METHOD", help="e.g. Host.getAllTasks or Task.getStatus")
+    call.add_argument(
+        "method", metavar="METHOD", help=f"e.g. {MethodName.GET_ALL_TASKS} or {MethodName.GET_STATUS}"
+    )
     call.add_argument(
         "params",
         nargs="*",

@@ -1,119 +1,52 @@
-"""JSON-RPC 2.0 method table and dispatch over the view (SPEC section 5). No broker here."""
+"""JSON-RPC 2.0 method table and dispatch over the view (SPEC section 5): the methods of one task
+and of the host here, the listings in :mod:`~bus_tasks.aggregator.listings`. No broker here."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    JsonValue,
-    StrictBool,
-    StrictInt,
-    StrictStr,
-    model_validator,
-)
+from pydantic import BaseModel
 
 from bus_tasks import codec
 from bus_tasks.aggregator.changes import ChangeFeed
+from bus_tasks.aggregator.listings import Listings, status_of
+from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy
 from bus_tasks.core.model import canonical_task_id, check_tag, check_tags
 from bus_tasks.core.view import Entry, TaskView
 from bus_tasks.errors import (
     BusTasksError,
     InternalError,
     InvalidParameter,
-    InvalidParams,
     MethodNotFound,
     TaskAborted,
     TaskNotFinished,
 )
-from bus_tasks.protocol import changes, jsonrpc, shapes, vdsm
-from bus_tasks.protocol.jsonrpc import EncodedObject, RequestId, error_body, result_body
+from bus_tasks.protocol import control, jsonrpc, shapes
+from bus_tasks.protocol.context import LOCAL, CallContext
+from bus_tasks.protocol.jsonrpc import RequestId, error_body, result_body
+from bus_tasks.protocol.methods import ALIASES, MethodName
+from bus_tasks.protocol.params import (
+    ClearParams,
+    GetAllTasksParams,
+    GetChangesParams,
+    LegacyListParams,
+    NoParams,
+    RetagParams,
+    TaskParams,
+)
 
 log = logging.getLogger(__name__)
-
-MAX_QUERY_TAGS = 256
-LISTING_CACHE_SIZE = 8  # listings (lists of encoded members) kept while the view is unchanged
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GetAllTasksOptions(BaseModel):
-    """Known options are checked; unknown ones are ignored (logged at debug): ``options`` is for
-    extension, so a newer client's options must not break an older server."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    match: Literal["any", "all"] = "any"
-    # Answer {"revision": N, "tasks": {...}}: the tasks, and the revision of the view they are
-    # from (the event log's position; see TaskView.revision). Off: VDSM's shape, {id: details}.
-    revision: StrictBool = False
-
-    @model_validator(mode="after")
-    def _ignore_unknown(self) -> GetAllTasksOptions:
-        if self.model_extra:
-            log.debug("getAllTasks: unknown options ignored: %s", sorted(self.model_extra))
-        return self
-
-
-_DEFAULT_OPTIONS = GetAllTasksOptions()
-
-
-class GetAllTasksParams(_Params):
-    tags: StrictStr | list[StrictStr] | None = None
-    options: GetAllTasksOptions | None = None
-
-
-class LegacyListParams(_Params):
-    spUUID: JsonValue = None
-    options: JsonValue = None
-
-
-class TaskParams(_Params):
-    taskID: StrictStr
-
-
-class ClearParams(TaskParams):
-    force: StrictBool = False  # an operator's removal of a task in any state (logged)
-
-
-class RetagParams(TaskParams):
-    tags: list[StrictStr]
-
-
-class NoParams(_Params):
-    pass
-
-
-class ChangesOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    match: Literal["any", "all"] = "any"
-    log: StrictStr | None = None  # the log the caller's revision counts in (None: this one's)
-
-
-class GetChangesParams(_Params):
-    since: StrictInt | None = Field(default=None, ge=0)  # None: a listing; else changes after it
-    tags: StrictStr | list[StrictStr] | None = None
-    options: ChangesOptions | None = None
-
-
-ControlCommand = Literal["stop", "revert", "retag"]
 
 
 @dataclass(frozen=True, slots=True)
 class Forward:
     """A control command to hand to the owning subsystem; the reply waits for its answer."""
 
-    command: ControlCommand
+    command: control.Command
     task_id: str
     subsystem: str
     tags: tuple[str, ...] | None = None  # retag: the new tags
@@ -121,26 +54,9 @@ class Forward:
 
 @dataclass(frozen=True, slots=True)
 class Method:
-    name: str
-    params: type[_Params]
+    name: MethodName
+    params: type[BaseModel]
     call: Callable[[Any], Any]
-
-
-# Canonical name -> flat legacy alias (VDSM's old XML-RPC verbs); bus_tasks' own methods have none.
-ALIASES: dict[str, str] = {
-    "Host.getAllTasks": "getAllTasks",
-    "Host.getAllTasksInfo": "getAllTasksInfo",
-    "Host.getAllTasksStatuses": "getAllTasksStatuses",
-    "Task.getStatus": "getTaskStatus",
-    "Task.getInfo": "getTaskInfo",
-    "Task.stop": "stopTask",
-    "Task.clear": "clearTask",
-    "Task.revert": "revertTask",
-}
-
-
-RpcObserver = Callable[[str, str, float], None]
-"""Told of every call served: (method as called, outcome, seconds); see aggregator/metrics."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,31 +82,33 @@ class Dispatcher:
         subsystems: Callable[[], dict[str, Any]] | None = None,
         aggregators: Callable[[], list[dict[str, Any]]] | None = None,
         feed: ChangeFeed | None = None,
-        observe: RpcObserver | None = None,
+        policy: CallPolicy = ADMIT_ALL,
     ) -> None:
+        """Args:
+        policy: sees every call before its method runs, and is told how each was served (a
+            forwarded call is the relay's to tell, once answered): see aggregator/policy.
+        """
         self.view = view
-        self.feed = feed
-        self._observe = observe  # a forwarded call is the relay's to tell, once answered
+        self.policy = policy
         self._on_clear = on_clear
         self._check_writable = check_writable  # raises when the view may not change now
         self._subsystems = subsystems
         self._aggregators = aggregators
-        self._listings: OrderedDict[tuple[Any, ...], list[bytes]] = OrderedDict()
-        self._listings_version = -1
+        self.listings = Listings(view, feed)
         table = [
-            Method("Host.getAllTasks", GetAllTasksParams, self.get_all_tasks),
-            Method("Host.getAllTasksInfo", LegacyListParams, self.get_all_tasks_info),
-            Method("Host.getAllTasksStatuses", LegacyListParams, self.get_all_tasks_statuses),
-            Method("Task.getStatus", TaskParams, self.get_task_status),
-            Method("Task.getInfo", TaskParams, self.get_task_info),
-            Method("Task.getDetails", TaskParams, self.get_task_details),
-            Method("Task.stop", TaskParams, self.stop_task),
-            Method("Task.clear", ClearParams, self.clear_task),
-            Method("Task.revert", TaskParams, self.revert_task),
-            Method("Task.retag", RetagParams, self.retag_task),
-            Method("Host.getSubsystems", NoParams, self.get_subsystems),
-            Method("Host.getAggregators", NoParams, self.get_aggregators),
-            Method(changes.GET_CHANGES, GetChangesParams, self.get_task_changes),
+            Method(MethodName.GET_ALL_TASKS, GetAllTasksParams, self.listings.get_all_tasks),
+            Method(MethodName.GET_ALL_TASKS_INFO, LegacyListParams, self.listings.get_all_tasks_info),
+            Method(MethodName.GET_ALL_TASKS_STATUSES, LegacyListParams, self.listings.get_all_tasks_statuses),
+            Method(MethodName.GET_STATUS, TaskParams, self.get_task_status),
+            Method(MethodName.GET_INFO, TaskParams, self.get_task_info),
+            Method(MethodName.GET_DETAILS, TaskParams, self.get_task_details),
+            Method(MethodName.STOP, TaskParams, self.stop_task),
+            Method(MethodName.CLEAR, ClearParams, self.clear_task),
+            Method(MethodName.REVERT, TaskParams, self.revert_task),
+            Method(MethodName.RETAG, RetagParams, self.retag_task),
+            Method(MethodName.GET_SUBSYSTEMS, NoParams, self.get_subsystems),
+            Method(MethodName.GET_AGGREGATORS, NoParams, self.get_aggregators),
+            Method(MethodName.GET_TASK_CHANGES, GetChangesParams, self.listings.get_task_changes),
         ]
         self.methods: dict[str, Method] = {}
         for method in table:
@@ -200,73 +118,8 @@ class Dispatcher:
 
     # -- methods ------------------------------------------------------------------------
 
-    def get_all_tasks(self, params: GetAllTasksParams) -> EncodedObject:
-        tags = _query_tags(params.tags)
-        options = params.options or _DEFAULT_OPTIONS
-        match_all = options.match == "all"
-        listing = self._listing(
-            ("tasks", tuple(tags), match_all),
-            lambda: [e.member for e in self.view.select(tags, match_all=match_all)],
-        )
-        if not options.revision:
-            return listing
-        tasks = b'"tasks":{' + b",".join(listing.members) + b"}"
-        return EncodedObject([b'"revision":%d' % self.view.revision, tasks])
-
-    def get_task_changes(self, params: GetChangesParams) -> EncodedObject:
-        """A watcher's listing (``since`` None) or replay: the changes after ``since``
-        (docs/watching.md); RevisionGone when they are no longer kept."""
-        feed = self.feed
-        if feed is None:
-            raise MethodNotFound(repr(changes.GET_CHANGES))
-        options = params.options or ChangesOptions()
-        tags = _query_tags(params.tags)
-        match_all = options.match == "all"
-        head = [
-            codec.dumps_member("aggregator", feed.name),
-            codec.dumps_member("instance", feed.instance),
-            codec.dumps_member("log", feed.log_name),
-            codec.dumps_member("rpcQueue", feed.rpc_queue),
-            b'"revision":%d' % self.view.revision,
-        ]
-        if params.since is None:
-            query = GetAllTasksParams(tags=tags, options=GetAllTasksOptions(match=options.match))
-            listing = self.get_all_tasks(query)
-            return EncodedObject([*head, b'"tasks":{' + b",".join(listing.members) + b"}"])
-        feed.check_log(options.log)
-        found = feed.since(params.since, tags, match_all=match_all)
-        return EncodedObject([*head, b'"changes":[' + b",".join(found) + b"]"])
-
-    def get_all_tasks_info(self, params: LegacyListParams) -> EncodedObject:
-        member = codec.dumps_member
-        return self._listing(
-            ("info",), lambda: [member(e.id, shapes.task_info(e.id, e.verb)) for e in self._legacy_listing()]
-        )
-
-    def get_all_tasks_statuses(self, params: LegacyListParams) -> EncodedObject:
-        member = codec.dumps_member
-        return self._listing(
-            ("statuses",), lambda: [member(e.id, _status(e)) for e in self._legacy_listing()]
-        )
-
-    def _listing(self, key: tuple[Any, ...], build: Callable[[], list[bytes]]) -> EncodedObject:
-        """A listing as encoded members; pollers ask the same question again and again, so while
-        the view has not changed the members are reused as they are."""
-        if self._listings_version != self.view.version:
-            self._listings.clear()
-            self._listings_version = self.view.version
-        members = self._listings.get(key)
-        if members is None:
-            members = build()
-            self._listings[key] = members
-            if len(self._listings) > LISTING_CACHE_SIZE:
-                self._listings.popitem(last=False)
-        else:
-            self._listings.move_to_end(key)
-        return EncodedObject(members)
-
     def get_task_status(self, params: TaskParams) -> dict[str, Any]:
-        return _status(self._entry(params))
+        return status_of(self._entry(params))
 
     def get_task_info(self, params: TaskParams) -> dict[str, Any]:
         entry = self._entry(params)
@@ -327,10 +180,6 @@ class Dispatcher:
             return {}
         return self._subsystems()
 
-    def _legacy_listing(self) -> list[Entry]:
-        """VDSM's rule for its old listings: only the tasks tagged ``spm``."""
-        return self.view.select([vdsm.LEGACY_LISTING_TAG])
-
     def _method(self, name: str) -> Method:
         method = self.methods.get(name)
         if method is None:
@@ -342,16 +191,17 @@ class Dispatcher:
 
     # -- protocol -----------------------------------------------------------------------
 
-    def handle(self, body: bytes) -> Reply:
-        """Serve one request body; never raises for bad input."""
-        return self._serve(lambda: jsonrpc.parse_request(body), lambda: jsonrpc.salvage_id(body))
+    def handle(self, body: bytes, context: CallContext = LOCAL) -> Reply:
+        """Serve one request body for the caller of ``context``; never raises for bad input."""
+        return self._serve(context, lambda: jsonrpc.parse_request(body), lambda: jsonrpc.salvage_id(body))
 
-    def handle_member(self, member: Any) -> Reply:
+    def handle_member(self, member: Any, context: CallContext = LOCAL) -> Reply:
         """Serve one member of a batch (decoded JSON, checked here); never raises for bad input."""
-        return self._serve(lambda: jsonrpc.check_request(member), lambda: jsonrpc.id_of(member))
+        return self._serve(context, lambda: jsonrpc.check_request(member), lambda: jsonrpc.id_of(member))
 
     def _serve(
         self,
+        context: CallContext,
         parse: Callable[[], jsonrpc.Request | jsonrpc.Notification],
         salvage_id: Callable[[], RequestId],
     ) -> Reply:
@@ -366,35 +216,31 @@ class Dispatcher:
             method_name = request["method"]
             method = self._method(method_name)
             params = jsonrpc.bind(method.params, request.get("params"))
+            self.policy.admit(context, method.name, params)
             result = method.call(params)
         except BusTasksError as exc:
             if request_id is None:
                 request_id = salvage_id()
             log.warning("rpc %r id=%r failed: %d %r", method_name, request_id, exc.code, exc.message)
-            self._served(method_name, "error", started)
+            self._served(context, method_name, "error", started)
             return Reply(
                 request_id, error_body(request_id, exc), method=method_name, notification=notification
             )
         except Exception as exc:
             log.exception("rpc %r id=%r crashed", method_name, request_id)
             error = InternalError(type(exc).__name__)
-            self._served(method_name, "internal_error", started)
+            self._served(context, method_name, "internal_error", started)
             return Reply(
                 request_id, error_body(request_id, error), method=method_name, notification=notification
             )
         if isinstance(result, Forward):
             return Reply(request_id, forward=result, method=method_name, notification=notification)
         body = result_body(request_id, result)
-        self._served(method_name, "ok", started)
+        self._served(context, method_name, "ok", started)
         return Reply(request_id, body, method=method_name, notification=notification)
 
-    def _served(self, method_name: str, outcome: str, started: float) -> None:
-        if self._observe is not None:
-            self._observe(method_name, outcome, time.perf_counter() - started)
-
-
-def _status(entry: Entry) -> dict[str, Any]:
-    return shapes.task_status(entry.id, entry.state, entry.code, entry.message)
+    def _served(self, context: CallContext, method_name: str, outcome: str, started: float) -> None:
+        self.policy.served(context, method_name, outcome, time.perf_counter() - started)
 
 
 def _task_id(value: str) -> str:
@@ -402,17 +248,3 @@ def _task_id(value: str) -> str:
         return canonical_task_id(value)
     except ValueError:
         raise InvalidParameter("taskID", value) from None
-
-
-def _query_tags(tags: str | list[str] | None) -> list[str]:
-    if tags is None or tags == "":
-        return []
-    listed = [tags] if isinstance(tags, str) else tags
-    if len(listed) > MAX_QUERY_TAGS:
-        raise InvalidParams(f"tags: at most {MAX_QUERY_TAGS} tags, got {len(listed)}")
-    for tag in listed:
-        try:
-            check_tag(tag)
-        except ValueError:
-            raise InvalidParameter("tags", tag) from None
-    return listed

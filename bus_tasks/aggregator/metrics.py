@@ -18,23 +18,25 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollec
 from prometheus_client import Counter as PromCounter
 
 from bus_tasks.aggregator.liveness import Liveness
-from bus_tasks.aggregator.methods import ControlCommand, Method
+from bus_tasks.aggregator.methods import Method
+from bus_tasks.aggregator.policy import RPC_OUTCOMES, CallPolicy
 from bus_tasks.aggregator.replicas import Replicas
 from bus_tasks.core.model import State
 from bus_tasks.core.view import Outcome, TaskView
+from bus_tasks.protocol import control
+from bus_tasks.protocol.context import CallContext
 from bus_tasks.transport import Bus
 
 DEFAULT_SYNC_EVERY_S = 0.5
 UNKNOWN_METHOD = "unknown"  # a call of no method in the table, or that could not be parsed
-RPC_OUTCOMES = ("ok", "error", "timeout", "internal_error")
 # In-process answers take well under a millisecond; forwarded calls up to the caller's deadline.
 RPC_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 COMMIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 EVENT_OUTCOMES = (*(o.value for o in Outcome), "dead")
-_COMMANDS: tuple[str, ...] = get_args(ControlCommand)
+_COMMANDS: tuple[str, ...] = get_args(control.Command)
 
 
-class Metrics:
+class Metrics(CallPolicy):
     """The aggregator's metrics; every label set exists from the first scrape, so rates work."""
 
     def __init__(
@@ -187,8 +189,8 @@ class Metrics:
             self._rpc_requests.labels(canonical, outcome)
         self._rpc_seconds.labels(canonical)
 
-    def rpc_served(self, method: str, outcome: str, seconds: float) -> None:
-        """One call answered (see ``methods.RpcObserver``); a name not in the table counts as unknown."""
+    def served(self, context: CallContext, method: str, outcome: str, seconds: float) -> None:
+        """One call answered (a call policy's hook); a name not in the table counts as unknown."""
         canonical = self._canonical.get(method, UNKNOWN_METHOD)
         self._rpc_requests.labels(canonical, outcome).inc()
         self._rpc_seconds.labels(canonical).observe(seconds)

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bus_tasks import names
-from bus_tasks.aggregator.methods import Forward, RpcObserver
+from bus_tasks.aggregator.methods import Forward
+from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy
 from bus_tasks.errors import BusTasksError, GeneralError, InternalError
 from bus_tasks.protocol import control, jsonrpc
+from bus_tasks.protocol.context import CallContext
 from bus_tasks.transport import Bus, Delivery
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class PendingControl:
     deadline: float
     method: str
     task_id: str
+    context: CallContext
     command: str = ""
     received_mono: float = 0.0  # when the request arrived: its latency counts from there
 
@@ -41,10 +44,10 @@ class ControlRelay:
     """Forwards commands to subsystems and answers each caller once: with the subsystem's answer,
     or with code 100 a little before the caller's own deadline."""
 
-    def __init__(self, connection: Bus, counts: Counter[str], *, observe: RpcObserver | None = None) -> None:
+    def __init__(self, connection: Bus, counts: Counter[str], *, policy: CallPolicy = ADMIT_ALL) -> None:
         self.connection = connection
         self.counts = counts
-        self._observe = observe  # told of each forwarded call once answered (see methods.Dispatcher)
+        self.policy = policy  # told of each forwarded call once answered (see methods.Dispatcher)
         self.pending: dict[str, PendingControl] = {}
         self.replies = ""  # the name of the queue subsystems answer to, once declared
         self._declared: set[str] = set()
@@ -67,6 +70,7 @@ class ControlRelay:
         request_id: jsonrpc.RequestId,
         method: str,
         *,
+        context: CallContext,
         deliver: Deliver,
         expiration_ms: int | None,
         received: float,
@@ -83,6 +87,7 @@ class ControlRelay:
             deadline=received_mono + timeout_s - margin_s,
             method=method,
             task_id=forward.task_id,
+            context=context,
             command=forward.command,
             received_mono=received_mono,
         )
@@ -144,8 +149,7 @@ class ControlRelay:
         return len(late)
 
     def _done(self, pending: PendingControl, outcome: str) -> None:
-        if self._observe is not None:
-            self._observe(pending.method, outcome, time.monotonic() - pending.received_mono)
+        self.policy.served(pending.context, pending.method, outcome, time.monotonic() - pending.received_mono)
 
     def tell_cleared(self, task_id: str, subsystem: str) -> None:
         """Tell a subsystem that its task was cleared, so that it drops its copy (even if offline)."""

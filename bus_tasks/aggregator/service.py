@@ -1,7 +1,7 @@
 """The service loop: one thread drains one connection; the parts do the work.
 
-Events go to :mod:`~bus_tasks.aggregator.ingest`, requests to the method table of
-:mod:`~bus_tasks.aggregator.methods`, stop and revert through
+Events go to :mod:`~bus_tasks.aggregator.ingest`, requests (:mod:`~bus_tasks.aggregator.requests`)
+to the method table of :mod:`~bus_tasks.aggregator.methods`, stop and revert through
 :mod:`~bus_tasks.aggregator.relay`; :mod:`~bus_tasks.aggregator.retention` expires old tasks.
 """
 
@@ -16,23 +16,24 @@ from dataclasses import dataclass
 
 from bus_tasks import codec, config, names
 from bus_tasks.aggregator import methods
-from bus_tasks.aggregator.batch import BatchReply
 from bus_tasks.aggregator.changes import DEFAULT_HISTORY, ChangeFeed
 from bus_tasks.aggregator.clears import Clears
 from bus_tasks.aggregator.ingest import Ingest, StoreHealth
 from bus_tasks.aggregator.liveness import Liveness
 from bus_tasks.aggregator.metrics import Metrics
+from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy, Policies
 from bus_tasks.aggregator.presence import Presence
-from bus_tasks.aggregator.relay import ControlRelay, Deliver
+from bus_tasks.aggregator.relay import ControlRelay
 from bus_tasks.aggregator.replicas import Replicas
+from bus_tasks.aggregator.requests import Requests
 from bus_tasks.aggregator.retention import Retention
 from bus_tasks.aggregator.testtasks import DEFAULT_TEST_SUBSYSTEM, TestTaskOwner
 from bus_tasks.config import redact_url
 from bus_tasks.core.view import Entry, TaskView
-from bus_tasks.errors import BrokerUnavailable, BusTasksError, GeneralError, InvalidRequest, StoreUnavailable
-from bus_tasks.protocol import control, jsonrpc, shapes
+from bus_tasks.errors import BrokerUnavailable, GeneralError, StoreUnavailable
+from bus_tasks.protocol import control, shapes
 from bus_tasks.store import NullStore, Store
-from bus_tasks.transport import Bus, Delivery, ShutdownRequested
+from bus_tasks.transport import Bus, ShutdownRequested
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,12 @@ class Aggregator:
         view: TaskView | None = None,
         store: Store | None = None,
         policy: AggregatorPolicy | None = None,
+        call_policy: CallPolicy = ADMIT_ALL,
     ) -> None:
+        """Args:
+        call_policy: sees every RPC call before its method runs (e.g. who may call what), and
+            how each was served; the aggregator's metrics are told too (see aggregator/policy).
+        """
         self.connection = connection
         self.view = view if view is not None else TaskView(shapes.task_details_member)
         self.store = store if store is not None else NullStore()
@@ -114,7 +120,8 @@ class Aggregator:
             on_commit=self.metrics.store_committed,
         )
         self.health = self.ingest.health
-        self.relay = ControlRelay(connection, self.counts, observe=self.metrics.rpc_served)
+        self.call_policy = Policies(call_policy, self.metrics)
+        self.relay = ControlRelay(connection, self.counts, policy=self.call_policy)
         self.clears = Clears(connection, self.ingest, self.relay, self.counts)
         self.retention = Retention(
             self.view,
@@ -131,9 +138,17 @@ class Aggregator:
             subsystems=lambda: self.liveness.listing(self.view.count_by_subsystem()),
             aggregators=lambda: self.replicas.listing(revision=self.view.revision, tasks=len(self.view)),
             feed=self.feed,
-            observe=self.metrics.rpc_served,
+            policy=self.call_policy,
         )
         self.metrics.add_methods(self.dispatcher.methods)
+        self.requests = Requests(
+            self.dispatcher,
+            self.relay,
+            self.ingest,
+            self.counts,
+            max_request_bytes=self.policy.max_request_bytes,
+            max_batch_calls=self.policy.max_batch_calls,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -182,10 +197,10 @@ class Aggregator:
         self.relay.start()
         if self.test_tasks is not None:
             self.test_tasks.listen(connection)
-        connection.consume(names.RPC_QUEUE, self._on_request, prefetch=64)
+        connection.consume(names.RPC_QUEUE, self.requests.on_request, prefetch=64)
         self.replicas.rpc_queue = connection.declare_replica_queue(names.REPLICA_RPC_PREFIX)
         self.feed.rpc_queue = self.replicas.rpc_queue
-        connection.consume(self.replicas.rpc_queue, self._on_request, prefetch=64)
+        connection.consume(self.replicas.rpc_queue, self.requests.on_request, prefetch=64)
         if not connection.uses_stream:
             # Its own queue holds only what came since it was declared: the subsystems fill in.
             self.request_resync()
@@ -313,78 +328,6 @@ class Aggregator:
             self.connected.clear()
             self.connection.recover()
             self.connected.set()
-
-    # -- requests -----------------------------------------------------------------------
-
-    def _on_request(self, delivery: Delivery) -> None:
-        received = time.time()
-        received_mono = time.monotonic()  # the forward deadline counts from here
-        deadline = delivery.deadline()
-        if deadline is not None and deadline <= received:
-            self.counts["requests_expired"] += 1
-            log.info("rpc request %r dropped: its caller gave up", delivery.correlation_id)
-            delivery.ack()
-            return
-        deliver = self.relay.deliver_to(delivery)
-        self.counts["requests"] += 1
-        if len(delivery.body) > self.policy.max_request_bytes:
-            error = InvalidRequest(f"request of {len(delivery.body)} bytes is too large")
-            deliver(jsonrpc.error_body(None, error))
-        elif jsonrpc.is_batch(delivery.body):
-            self._serve_batch(delivery, deliver, received, received_mono)
-        else:
-            self.ingest.flush()  # answer from a view whose events are durable
-            reply = self.dispatcher.handle(delivery.body)
-            if reply.forward is not None and delivery.reply_to:
-                self._forward(reply, deliver, delivery, received, received_mono)
-            elif reply.body is not None:
-                deliver(reply.body)
-        delivery.ack()
-
-    def _serve_batch(
-        self, delivery: Delivery, deliver: Deliver, received: float, received_mono: float
-    ) -> None:
-        """A JSON-RPC batch: one reply array, answered once every member is (SPEC 9)."""
-        try:
-            members = jsonrpc.parse_batch(delivery.body)
-            if len(members) > self.policy.max_batch_calls:
-                raise InvalidRequest(
-                    f"a batch of {len(members)} calls is more than the {self.policy.max_batch_calls} allowed"
-                )
-        except BusTasksError as exc:
-            log.warning("rpc batch %r refused: %s", delivery.correlation_id, exc.message)
-            deliver(jsonrpc.error_body(None, exc))
-            return
-        self.ingest.flush()  # answer from a view whose events are durable
-        self.counts["batches"] += 1
-        batch = BatchReply(deliver)
-        for member in members:
-            reply = self.dispatcher.handle_member(member)
-            if reply.forward is not None:
-                slot = None if reply.notification else batch.reserve()
-                self._forward(reply, batch.filler(slot), delivery, received, received_mono)
-            elif reply.body is not None and not reply.notification:
-                batch.add(reply.body)
-        batch.close()
-
-    def _forward(
-        self,
-        reply: methods.Reply,
-        deliver: Deliver,
-        delivery: Delivery,
-        received: float,
-        received_mono: float,
-    ) -> None:
-        assert reply.forward is not None
-        self.relay.forward(
-            reply.forward,
-            reply.request_id,
-            reply.method,
-            deliver=deliver,
-            expiration_ms=delivery.expiration_ms,
-            received=received,
-            received_mono=received_mono,
-        )
 
     def _check_writable(self) -> None:
         """Refuse a clear while the store fails: it would be forgotten by a restart."""

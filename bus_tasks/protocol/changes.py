@@ -11,9 +11,6 @@ from typing import Any
 
 from bus_tasks import codec
 
-# The JSON-RPC method that lists (``since`` null) or replays (``since`` a revision).
-GET_CHANGES = "Host.getTaskChanges"
-
 
 @dataclass(frozen=True, slots=True)
 class Change:

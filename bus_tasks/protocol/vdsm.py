@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bus_tasks.errors import BusTasksError
+from bus_tasks.protocol.methods import ALIASES, MethodName
 
 OK_STATUS: dict[str, Any] = {"code": 0, "message": "OK"}
 
@@ -13,11 +14,11 @@ LEGACY_LISTING_TAG = "spm"
 
 # Flat VDSM verb -> the key its wrapped (Python API) result is found under.
 WRAPPED_KEYS: dict[str, str] = {
-    "getAllTasks": "tasks",
-    "getAllTasksInfo": "allTasksInfo",
-    "getAllTasksStatuses": "allTasksStatus",
-    "getTaskStatus": "taskStatus",
-    "getTaskInfo": "TaskInfo",
+    ALIASES[MethodName.GET_ALL_TASKS]: "tasks",
+    ALIASES[MethodName.GET_ALL_TASKS_INFO]: "allTasksInfo",
+    ALIASES[MethodName.GET_ALL_TASKS_STATUSES]: "allTasksStatus",
+    ALIASES[MethodName.GET_STATUS]: "taskStatus",
+    ALIASES[MethodName.GET_INFO]: "TaskInfo",
 }
 
 

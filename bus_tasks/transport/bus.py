@@ -28,6 +28,7 @@ class Delivery:
     reply_to: str | None
     correlation_id: str | None
     expiration_ms: int | None
+    user_id: str | None = None  # who sent it, as the AMQP property says (RabbitMQ validates it)
     _ack: Callable[[bool], None] = field(repr=False, default=lambda multiple: None)
 
     def ack(self, *, multiple: bool = False) -> None:

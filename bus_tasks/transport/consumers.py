@@ -36,6 +36,7 @@ def delivery_of(message: Message, stale: Callable[[], bool]) -> Delivery:
         reply_to=props.get("reply_to"),
         correlation_id=props.get("correlation_id"),
         expiration_ms=int(expiration) if expiration not in (None, "") else None,
+        user_id=props.get("user_id"),
         _ack=ack,
     )
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 import pytest
 from support.brokers import Broker, System, SystemFactory
 from support.metrics import metric, scrape, wait_metric
+from support.stores import SwitchableStore
 
 from bus_tasks import names
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.core.model import Event, State
-from bus_tasks.core.view import Entry, TaskView, Tombstone
-from bus_tasks.errors import GeneralError, StoreUnavailable, UnknownTask
-from bus_tasks.store import WriteBuffer
+from bus_tasks.errors import GeneralError, UnknownTask
 from bus_tasks.testing import RunningAggregator, wait_until
 
 TIMEOUT_S = 10.0
@@ -152,48 +151,10 @@ def test_a_clear_moves_the_task_out_of_its_state_into_the_tombstones(system: Sys
     assert metric(aggregator, "bus_tasks_tombstones") == 1
 
 
-class FailingStore:
-    """Keeps nothing; while ``broken``, every commit fails as a full disk would, and is counted."""
-
-    def __init__(self) -> None:
-        self.broken = False
-        self.failed_commits = 0
-        self.commits = 0
-        self._buffer = WriteBuffer()
-
-    def __str__(self) -> str:
-        return "failing test store"
-
-    def load(self, view: TaskView) -> int:
-        return 0
-
-    def put(self, entry: Entry) -> None:
-        self._buffer.put(entry)
-
-    def bury(self, task_id: str, tombstone: Tombstone) -> None:
-        self._buffer.bury(task_id, tombstone)
-
-    def forget(self, task_id: str) -> None:
-        self._buffer.forget(task_id)
-
-    def mark(self, revision: int) -> None:
-        self._buffer.mark(revision)
-
-    def commit(self) -> None:
-        if self.broken:
-            self.failed_commits += 1
-            raise StoreUnavailable(str(self), "commit: database or disk is full")
-        self.commits += 1
-        self._buffer.clear()
-
-    def close(self) -> None:
-        pass
-
-
 def test_store_commits_are_timed_and_every_failed_one_counted(
     memory_broker: Broker, start_system: SystemFactory
 ) -> None:
-    store = FailingStore()
+    store = SwitchableStore()
     system = start_system(memory_broker, store=store)
     aggregator = system.aggregator
     pub = system.publisher("vdsm")

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from support.brokers import Broker, System, SystemFactory
 from support.raw_rpc import RawCaller
+from support.spec import SPEC_EVENTS, SPEC_LEGACY_STATE, SPEC_MAX_TAGS, SPEC_STATES, SPEC_SUBSYSTEM, SPEC_TAG
 
 from bus_tasks import names
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
@@ -229,33 +230,11 @@ def test_a_burst_of_poison_events_is_all_dead_lettered_without_the_aggregator_dy
 # The oracle: every body is built either as a valid event or as one kind of poison, and carries
 # from its making what must come of it (applied, or dead-lettered with a reason of its kind).
 # Nothing here asks the code under test (decode_event, the model) what a body is: the rules
-# below are SPEC 3-4 written out again, so that the model and this test check each other.
+# below and in support/spec.py are SPEC 3-4 written out again, so that the model and this test
+# check each other.
 
 GENERATED_MAX_EVENT_BYTES = 8192
 
-SPEC_SUBSYSTEM = r"[a-z0-9][a-z0-9_.-]{0,63}"
-SPEC_TAG = r"[A-Za-z0-9_.:/-]{1,64}"
-SPEC_MAX_TAGS = 32
-SPEC_EVENTS = ["created", "updated", "finished", "cleared"]
-# internal state -> (taskState, taskResult), SPEC 3's table.
-SPEC_LEGACY_STATE = {
-    "unknown": ("unknown", ""),
-    "init": ("init", ""),
-    "preparing": ("running", ""),
-    "blocked": ("running", ""),
-    "acquiring": ("running", ""),
-    "queued": ("running", ""),
-    "running": ("running", ""),
-    "finished": ("finished", "success"),
-    "aborting": ("aborting", ""),
-    "raborting": ("aborting", ""),
-    "waitrecover": ("cleaning", ""),
-    "recovering": ("cleaning", ""),
-    "racquiring": ("cleaning", ""),
-    "recovered": ("finished", "cleanSuccess"),
-    "failed": ("finished", "cleanFailure"),
-}
-SPEC_STATES = list(SPEC_LEGACY_STATE)
 # Where SPEC says "string" or "positive integer", the model bounds them (documented there).
 MAX_VERB_CHARS = 128
 MAX_SEQ = 2**63 - 1  # every store keeps seq as a signed 64-bit integer

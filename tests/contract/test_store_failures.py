@@ -11,59 +11,16 @@ import logging
 
 import pytest
 from support.brokers import Broker, SystemFactory
+from support.stores import SwitchableStore
 
 from bus_tasks import names
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.core.model import State
-from bus_tasks.core.view import Entry, TaskView, Tombstone
-from bus_tasks.errors import GeneralError, StoreUnavailable
-from bus_tasks.store import WriteBuffer
+from bus_tasks.errors import GeneralError
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
 
 TIMEOUT_S = 10.0
-
-
-class SwitchableStore:
-    """Keeps committed writes in memory; while ``broken``, every commit fails as a full disk would."""
-
-    def __init__(self) -> None:
-        self.broken = False
-        self.tasks: dict[str, Entry] = {}
-        self.tombstones: dict[str, Tombstone] = {}
-        self.failed_commits = 0
-        self._buffer = WriteBuffer()
-
-    def __str__(self) -> str:
-        return "switchable test store"
-
-    def load(self, view: TaskView) -> int:
-        return 0
-
-    def put(self, entry: Entry) -> None:
-        self._buffer.put(entry)
-
-    def bury(self, task_id: str, tombstone: Tombstone) -> None:
-        self._buffer.bury(task_id, tombstone)
-
-    def forget(self, task_id: str) -> None:
-        self._buffer.forget(task_id)
-
-    def mark(self, revision: int) -> None:
-        self._buffer.mark(revision)
-
-    def commit(self) -> None:
-        if self.broken:
-            self.failed_commits += 1
-            raise StoreUnavailable(str(self), "commit: database or disk is full")
-        for task_id, tombstone in self._buffer.buried():
-            self.tombstones[task_id] = tombstone
-            self.tasks.pop(task_id, None)
-        self.tasks.update(self._buffer.puts)
-        self._buffer.clear()
-
-    def close(self) -> None:
-        pass
 
 
 def _store_lines(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -7,62 +7,20 @@ published while it lists and watches; its rebuilt view must equal the aggregator
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from support.brokers import System
+from support.watchers import Watcher
 
 from bus_tasks.client import TasksClient
 from bus_tasks.core.model import State
 from bus_tasks.errors import RevisionGone, UnknownTask
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
-from bus_tasks.watching import Watch, WatchEvent
 
 TIMEOUT_S = 15.0
-
-
-class Watcher:
-    """Iterates a watch in a thread and rebuilds the selection from its events."""
-
-    def __init__(self, client: TasksClient, watch: Watch) -> None:
-        self.client = client
-        self.watch = watch
-        self.events: list[WatchEvent] = []
-        self.tasks: dict[str, dict[str, Any]] = {}
-        self.revision = 0
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for event in self.watch:
-                self.events.append(event)
-                if event.kind == "listing":
-                    assert event.tasks is not None
-                    self.tasks = dict(event.tasks)
-                elif event.kind == "changed":
-                    assert event.task_id is not None
-                    assert event.task is not None
-                    self.tasks[event.task_id] = event.task
-                elif event.kind == "removed":
-                    assert event.task_id is not None
-                    self.tasks.pop(event.task_id, None)
-                assert event.revision >= self.revision, "revisions go forward"
-                self.revision = event.revision
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self) -> None:
-        self.watch.close()
-        self._thread.join(5.0)
-        self.client.close()
-
-    def kinds(self) -> list[str]:
-        return [e.kind for e in self.events]
 
 
 @pytest.fixture
@@ -87,7 +45,7 @@ def settled(system: System, watcher: Watcher, tags: list[str] | None = None, mat
 
         def same() -> bool:
             assert watcher.error is None, watcher.error
-            answer = client.get_all_tasks(tags, {"match": match, "revision": True})
+            answer: dict[str, Any] = client.get_all_tasks(tags, {"match": match, "revision": True})
             return bool(watcher.revision >= answer["revision"] and watcher.tasks == answer["tasks"])
 
         try:
@@ -129,6 +87,13 @@ def test_a_watcher_lists_then_sees_each_change_and_its_view_equals_the_aggregato
     second = pub.create("createVolume", ["spm", "pool:1"])
     pub.update(first.id, progress=50)
     pub.finish(second.id)
+    # The aggregator applied them (in order: the finish last) before the watcher is compared with it.
+    client = system.client()
+    wait_until(
+        lambda: client.get_all_tasks().get(second.id, {}).get("state") == "finished",
+        timeout_s=TIMEOUT_S,
+        what="the changes applied",
+    )
     settled(system, watcher)
     assert watcher.tasks[first.id]["progress"] == 50
     assert watcher.tasks[second.id]["state"] == "finished"

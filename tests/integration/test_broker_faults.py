@@ -7,11 +7,12 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from support.brokers import RABBITMQ, Broker
+from support.deliveries import collect_into
 from support.faultproxy import FaultProxy
 from support.processes import start_serve
 from support.timing import Stopwatch, assert_ended_by
@@ -47,14 +48,19 @@ def test_drops_and_stalls_on_both_sides_lose_no_event(
         BusConnection(rabbitmq_broker.via(to_publisher.port), confirm_publish=True, heartbeat_s=2.0), "vdsm"
     )
     ids = [str(uuid.uuid4()) for _ in range(TASKS)]
-    faults = {
+
+    def drop_both() -> None:
+        to_publisher.drop_all()
+        to_aggregator.drop_all()
+
+    faults: dict[int, Callable[[], object]] = {
         300: to_publisher.drop_all,
         600: to_aggregator.drop_all,
         800: to_aggregator.stall,
         1000: to_aggregator.resume,
         1100: to_publisher.stall,
         1150: to_publisher.resume,
-        1300: lambda: (to_publisher.drop_all(), to_aggregator.drop_all()),
+        1300: drop_both,
     }
     with RunningAggregator(aggregator):
         for index, task_id in enumerate(ids):
@@ -172,7 +178,7 @@ def test_a_publisher_cut_off_for_seconds_backs_off_in_few_log_lines_and_delivers
 
 def _exclusive_consumer(connection: BusConnection, queue: str, got: list[bytes]) -> None:
     connection.declare_queue(queue)
-    connection.consume(queue, lambda d: (got.append(d.body), d.ack()), exclusive=True)
+    connection.consume(queue, collect_into(got), exclusive=True)
 
 
 def test_an_exclusive_consumer_is_restored_after_its_connection_drops_and_still_refuses_others(

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.brokers import Broker
+from support.brokers import Broker, SystemFactory
 from support.cli_helpers import BUS_TASKS, cli_env
 
 from bus_tasks.core.model import State
@@ -56,9 +56,9 @@ class Lines:
 
 
 def test_watch_piped_prints_the_listing_then_one_line_per_change(
-    rabbitmq_broker: Broker, start_system: object, tmp_path: Path
+    rabbitmq_broker: Broker, start_system: SystemFactory, tmp_path: Path
 ) -> None:
-    start_system(rabbitmq_broker)  # type: ignore[operator]
+    start_system(rabbitmq_broker)
     pub = TaskPublisher(rabbitmq_broker.connection(), "vdsm")
     first = pub.create("copyImage", ["spm"], state=State.RUNNING)
     pub.flush()
@@ -70,8 +70,13 @@ def test_watch_piped_prints_the_listing_then_one_line_per_change(
         pub.create("rebalance", ["gluster"])  # not selected: no line
         pub.finish(first.id)
         pub.flush()
-        wait_until(lambda: len(watcher.lines) >= 3, timeout_s=TIMEOUT_S, what="two change lines")
-        time.sleep(0.5)  # a line for the unselected task would have come by now
+        # Changes come in the order they were applied: a line for the unselected task would come
+        # before the line of the finish published after it.
+        wait_until(
+            lambda: any(f"changed {first.id} " in line and " finished" in line for line in watcher.lines),
+            timeout_s=TIMEOUT_S,
+            what="the finish's line",
+        )
         changed = watcher.lines[1:]
         assert len(changed) == 2, changed
         assert f"changed {first.id} vdsm copyImage [spm] running 40% half way" in changed[0]
@@ -82,9 +87,9 @@ def test_watch_piped_prints_the_listing_then_one_line_per_change(
 
 
 def test_watch_json_gives_one_object_per_line_bookmarks_included(
-    rabbitmq_broker: Broker, start_system: object, tmp_path: Path
+    rabbitmq_broker: Broker, start_system: SystemFactory, tmp_path: Path
 ) -> None:
-    start_system(rabbitmq_broker)  # type: ignore[operator]
+    start_system(rabbitmq_broker)
     pub = TaskPublisher(rabbitmq_broker.connection(), "gluster")
     watcher = Lines(
         "tasks", "--broker", rabbitmq_broker.url, "--watch", "--json", "--tag", "volume:gv1", cwd=tmp_path
@@ -115,9 +120,9 @@ def test_watch_json_gives_one_object_per_line_bookmarks_included(
 
 
 def test_watch_on_a_terminal_redraws_the_table_in_place_with_counts_by_state(
-    rabbitmq_broker: Broker, start_system: object, tmp_path: Path
+    rabbitmq_broker: Broker, start_system: SystemFactory, tmp_path: Path
 ) -> None:
-    start_system(rabbitmq_broker)  # type: ignore[operator]
+    start_system(rabbitmq_broker)
     pub = TaskPublisher(rabbitmq_broker.connection(), "vdsm")
     task = pub.create("copyImage", ["spm"], state=State.RUNNING)
     pub.flush()

@@ -113,7 +113,11 @@ def test_with_queue_type_quorum_the_rpc_queue_is_replicated_and_requests_and_com
     quorum = TopologyOptions(queue_type="quorum")
     system = start_system(rabbitmq_broker, options=quorum)
     pub = TaskPublisher(rabbitmq_broker.connection(options=quorum), "vdsm")
-    pub.on_stop(lambda task_id: pub.fail(task_id, code=411, message="Task is aborted"))
+
+    def abort(task_id: str) -> None:
+        pub.fail(task_id, code=411, message="Task is aborted")
+
+    pub.on_stop(abort)
     task = pub.create("copyImage", ["spm"], state=State.RUNNING).id
     system.serve(pub, rabbitmq_broker.connection(options=quorum))
     client = system.client()

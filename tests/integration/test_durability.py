@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support.brokers import Broker
-from support.processes import SUBSYSTEM_SCRIPT, Process, start_serve, start_subsystem
-from support.procs.stream import expected, task_id
+from support.processes import start_serve, start_subsystem
+from support.streams import SUBSYSTEMS, expected_view, start_stream, visible
 
 from bus_tasks.client import TasksClient
 from bus_tasks.testing import wait_until
@@ -19,22 +17,9 @@ from bus_tasks.transport import BusConnection
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-STREAM_SCRIPT = SUBSYSTEM_SCRIPT.parent / "stream.py"
 TASKS_PER_PUBLISHER = 2000
 UPDATES = 3  # created + 3 updates + finished = 5 events per task: 20,000 events in all
 KILLS = 3
-
-
-def _visible(task: dict[str, Any]) -> dict[str, Any]:
-    return {key: task[key] for key in ("subsystem", "verb", "tags", "state", "code", "message", "progress")}
-
-
-def _expected_view() -> dict[str, dict[str, Any]]:
-    return {
-        task_id(subsystem, index): expected(subsystem, index)
-        for subsystem in ("vdsm", "gluster")
-        for index in range(TASKS_PER_PUBLISHER)
-    }
 
 
 def test_kill_9_of_the_aggregator_during_a_20000_event_stream_loses_nothing(
@@ -43,23 +28,7 @@ def test_kill_9_of_the_aggregator_during_a_20000_event_stream_loses_nothing(
     url = rabbitmq_broker.url
     data_dir = tmp_path / "data"
     serve = start_serve(url, data_dir)
-    publishers = [
-        Process(
-            [
-                sys.executable,
-                str(STREAM_SCRIPT),
-                "--broker",
-                url,
-                "--subsystem",
-                name,
-                "--tasks",
-                str(TASKS_PER_PUBLISHER),
-                "--updates",
-                str(UPDATES),
-            ]
-        )
-        for name in ("vdsm", "gluster")
-    ]
+    publishers = [start_stream(url, name, tasks=TASKS_PER_PUBLISHER, updates=UPDATES) for name in SUBSYSTEMS]
     kills = 0
     try:
         for _ in range(KILLS):
@@ -70,10 +39,10 @@ def test_kill_9_of_the_aggregator_during_a_20000_event_stream_loses_nothing(
             serve = start_serve(url, data_dir)
         for publisher in publishers:
             assert publisher.popen.wait(240) == 0, publisher.log
-        want = _expected_view()
+        want = expected_view(TASKS_PER_PUBLISHER)
         with TasksClient(BusConnection(url), timeout_s=30) as client:
             wait_until(
-                lambda: {i: _visible(t) for i, t in client.get_all_tasks().items()} == want,
+                lambda: {i: visible(t) for i, t in client.get_all_tasks().items()} == want,
                 timeout_s=120,
                 interval_s=0.5,
                 what="the view of an aggregator that never died",

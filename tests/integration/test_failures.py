@@ -5,7 +5,6 @@ exclusive consumer per queue."""
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -15,6 +14,8 @@ from pathlib import Path
 import pytest
 from support.brokers import RABBITMQ, Broker, System, rabbitmqctl, require_service
 from support.cli_helpers import run_cli
+from support.deliveries import collect_into
+from support.ports import free_port
 from support.processes import start_serve
 from support.timing import Stopwatch, assert_ended_by
 
@@ -29,12 +30,6 @@ from bus_tasks.testing import RunningAggregator, wait_until
 from bus_tasks.transport import BusConnection, Delivery, QueueInUse
 
 NO_AGGREGATOR_BY_S = 2.0  # "within a second or two"; assert_ended_by adds its margin
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])  # closed again when the probe goes: nothing listens
 
 
 def transport_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -301,7 +296,7 @@ def test_the_cli_with_a_wrong_password_says_so_in_one_line_and_exits_1(command: 
 
 
 def test_inject_against_a_closed_port_ends_in_few_lines_naming_the_broker(tmp_path: Path) -> None:
-    url = f"amqp://guest:s3cret@127.0.0.1:{closed_port()}//"
+    url = f"amqp://guest:s3cret@127.0.0.1:{free_port()}//"
     with Stopwatch() as watch:
         done = run_cli("inject", "--broker", url, cwd=tmp_path)
     assert (done.returncode, done.stdout) == (1, "")
@@ -320,7 +315,7 @@ def test_a_call_to_a_closed_port_fails_at_its_deadline_in_few_log_lines_naming_t
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="bus_tasks")
-    url = f"amqp://guest:s3cret@127.0.0.1:{closed_port()}//"
+    url = f"amqp://guest:s3cret@127.0.0.1:{free_port()}//"
     client = TasksClient(BusConnection(url), timeout_s=4.0)  # retries until the deadline
     with Stopwatch() as watch, pytest.raises(BrokerUnavailable) as caught:
         client.get_all_tasks()
@@ -342,7 +337,7 @@ def test_a_second_exclusive_consumer_of_a_queue_gets_queue_in_use_until_the_firs
     got: list[bytes] = []
     first = broker.connection()
     queue = first.declare_control_queue("vdsm")
-    first.consume(queue, lambda d: (got.append(d.body), d.ack()), exclusive=True)
+    first.consume(queue, collect_into(got), exclusive=True)
     second = broker.connection()
     second.declare_control_queue("vdsm")
 
@@ -365,7 +360,7 @@ def test_a_second_exclusive_consumer_of_a_queue_gets_queue_in_use_until_the_firs
 
 def _consumed(connection: BusConnection, queue: str, into: list[bytes]) -> bool:
     try:
-        connection.consume(queue, lambda d: (into.append(d.body), d.ack()), exclusive=True)
+        connection.consume(queue, collect_into(into), exclusive=True)
     except QueueInUse:  # RabbitMQ may take a moment to forget the first consumer
         return False
     return True

@@ -7,7 +7,6 @@ gone from all within 2 s, and a replica that was down or is new catches up from 
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,8 +15,10 @@ from typing import Any
 
 import pytest
 from support.brokers import Broker
-from support.processes import SUBSYSTEM_SCRIPT, Process, start_serve
-from support.procs.stream import expected, task_id
+from support.processes import Process
+from support.procs.stream import task_id
+from support.replicas import answer, replica, rpc_queues
+from support.streams import SUBSYSTEMS, expected_view, start_stream, visible
 
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import BusTasksError
@@ -26,44 +27,10 @@ from bus_tasks.transport import BusConnection
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-STREAM_SCRIPT = SUBSYSTEM_SCRIPT.parent / "stream.py"
 TASKS_PER_PUBLISHER = 1000
 UPDATES = 3  # created + 3 updates + finished: 5 events a task, 10,000 events from two publishers
 EVENTS_PER_S = 1500.0  # each publisher: the stream lasts a few seconds, long enough to kill in
 CLEAR_WITHIN_S = 2.0
-
-
-def visible(task: dict[str, Any]) -> dict[str, Any]:
-    return {key: task[key] for key in ("subsystem", "verb", "tags", "state", "code", "message", "progress")}
-
-
-def expected_view() -> dict[str, dict[str, Any]]:
-    return {
-        task_id(subsystem, index): expected(subsystem, index)
-        for subsystem in ("vdsm", "gluster")
-        for index in range(TASKS_PER_PUBLISHER)
-    }
-
-
-def publisher(url: str, name: str) -> Process:
-    """A paced stream of whole-record events that stays to answer resync requests."""
-    return Process(
-        [
-            sys.executable,
-            str(STREAM_SCRIPT),
-            "--broker",
-            url,
-            "--subsystem",
-            name,
-            "--tasks",
-            str(TASKS_PER_PUBLISHER),
-            "--updates",
-            str(UPDATES),
-            "--events-per-s",
-            str(EVENTS_PER_S),
-            "--listen",
-        ]
-    )
 
 
 class Reader:
@@ -90,28 +57,6 @@ class Reader:
         self._thread.join(15)
 
 
-def replica(url: str, tmp_path: Path, name: str) -> Process:
-    return start_serve(url, tmp_path / name, BUS_TASKS_AGGREGATOR_NAME=name)
-
-
-def rpc_queues(client: TasksClient, *replicas: str) -> dict[str, str]:
-    """Each named replica's own request queue, once every one of them is listed."""
-
-    def listed() -> dict[str, str] | None:
-        # Whichever replica answers lists them all: each has heard the others' heartbeats.
-        answers = [{a["name"]: a["rpcQueue"] for a in client.aggregators()} for _ in range(2 * len(replicas))]
-        ok = all(set(replicas) <= set(queues) for queues in answers)
-        return answers[0] if ok else None
-
-    return wait_until(listed, timeout_s=30, what=f"replicas {replicas} listed by each")
-
-
-def answer(url: str, rpc_queue: str) -> dict[str, Any]:
-    """The revision and the tasks of one replica, asked through its own queue."""
-    with TasksClient(BusConnection(url), timeout_s=10.0, rpc_queue=rpc_queue) as client:
-        return client.get_all_tasks(options={"revision": True})  # type: ignore[no-any-return]
-
-
 @pytest.fixture
 def started() -> Iterator[list[Process]]:
     processes: list[Process] = []
@@ -127,7 +72,12 @@ def test_two_replicas_one_killed_mid_stream_lose_no_read_and_then_agree_on_one_r
     a, b = replica(url, tmp_path, "a"), replica(url, tmp_path, "b")
     started += [a, b]
     reader = Reader(url)
-    publishers = [publisher(url, name) for name in ("vdsm", "gluster")]
+    publishers = [
+        start_stream(
+            url, name, tasks=TASKS_PER_PUBLISHER, updates=UPDATES, events_per_s=EVENTS_PER_S, listen=True
+        )
+        for name in SUBSYSTEMS
+    ]
     started += publishers
     with TasksClient(BusConnection(url), timeout_s=10.0) as client:
         queues = rpc_queues(client, "a", "b")
@@ -137,7 +87,7 @@ def test_two_replicas_one_killed_mid_stream_lose_no_read_and_then_agree_on_one_r
         a.kill()
         for p in publishers:
             p.wait_for_line("events published and confirmed", timeout_s=120)
-        want = expected_view()
+        want = expected_view(TASKS_PER_PUBLISHER)
         wait_until(
             lambda: {i: visible(t) for i, t in client.get_all_tasks().items()} == want,
             timeout_s=120,
@@ -156,7 +106,7 @@ def test_two_replicas_one_killed_mid_stream_lose_no_read_and_then_agree_on_one_r
             timeout_s=60,
             what="a caught up with b",
         )
-        answers = [client.get_all_tasks(options={"revision": True}) for _ in range(20)]
+        answers: list[dict[str, Any]] = [client.get_all_tasks(options={"revision": True}) for _ in range(20)]
         assert all(x == answers[0] for x in answers), "20 quiet queries, one revision, one view"
         assert {i: visible(t) for i, t in answers[0]["tasks"].items()} == want
         assert answers[0]["revision"] >= 2 * TASKS_PER_PUBLISHER * (UPDATES + 2)

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 from support.brokers import Broker
-from support.processes import SUBSYSTEM_SCRIPT, Process, start_serve
-from support.procs.stream import expected, task_id
+from support.processes import Process, start_serve
+from support.streams import SUBSYSTEMS, expected_view, start_stream, visible
 
 from bus_tasks import names
 from bus_tasks.client import TasksClient
@@ -45,48 +45,10 @@ def queue_layout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUS_TASKS_EVENT_LOG", "queue")  # serve and the publisher processes
 
 
-STREAM_SCRIPT = SUBSYSTEM_SCRIPT.parent / "stream.py"
-SUBSYSTEMS = ("vdsm", "gluster")
 UPDATES = 3  # created + 3 updates + finished: 5 events per task
 FILLER_TOMBSTONES = 300_000  # loading them takes about a second: a phase a kill can land in
 POISON_EVENTS = 50
 ATTEMPTS = 25  # tries per phase kill before the test gives up on hitting it
-
-
-def _visible(task: dict[str, Any]) -> dict[str, Any]:
-    return {key: task[key] for key in ("subsystem", "verb", "tags", "state", "code", "message", "progress")}
-
-
-def _expected_view(tasks: int, cleared: set[str]) -> dict[str, dict[str, Any]]:
-    return {
-        task_id(subsystem, index): expected(subsystem, index)
-        for subsystem in SUBSYSTEMS
-        for index in range(tasks)
-        if task_id(subsystem, index) not in cleared
-    }
-
-
-def _start_publishers(url: str, tasks: int, events_per_s: float) -> list[Process]:
-    return [
-        Process(
-            [
-                sys.executable,
-                str(STREAM_SCRIPT),
-                "--broker",
-                url,
-                "--subsystem",
-                name,
-                "--tasks",
-                str(tasks),
-                "--updates",
-                str(UPDATES),
-                "--events-per-s",
-                str(events_per_s),
-                "--listen",
-            ]
-        )
-        for name in SUBSYSTEMS
-    ]
 
 
 def _seed_filler(data_dir: Path) -> None:
@@ -205,7 +167,7 @@ def _stopping(run: Run) -> Iterator[None]:
 
 
 def _view(client: TasksClient) -> dict[str, dict[str, Any]]:
-    return {i: _visible(t) for i, t in client.get_all_tasks().items()}
+    return {i: visible(t) for i, t in client.get_all_tasks().items()}
 
 
 def test_sigkill_of_serve_in_every_phase_while_publishers_publish_loses_and_resurrects_nothing(
@@ -220,7 +182,10 @@ def test_sigkill_of_serve_in_every_phase_while_publishers_publish_loses_and_resu
     with _stopping(run):
         serve = run.start()
         serve.wait_for_line("aggregator ready", timeout_s=60)  # the queues exist from here
-        run.publishers = _start_publishers(url, tasks, events_per_s=220)
+        run.publishers = [
+            start_stream(url, name, tasks=tasks, updates=UPDATES, events_per_s=220, listen=True)
+            for name in SUBSYSTEMS
+        ]
         client = TasksClient(BusConnection(url, topology_options=QUEUE_LAYOUT), timeout_s=10)
 
         # 1. Mid-stream, once the view holds part of the stream.
@@ -281,7 +246,7 @@ def test_sigkill_of_serve_in_every_phase_while_publishers_publish_loses_and_resu
         serve.wait_for_line("aggregator ready", timeout_s=60)
         for publisher in run.publishers:
             publisher.wait_for_line("events published and confirmed", timeout_s=240)
-        want = _expected_view(tasks, cleared)
+        want = expected_view(tasks, cleared=cleared)
         wait_until(lambda: _view(client) == want, timeout_s=120, interval_s=0.5, what="the expected view")
         with pytest.raises(UnknownTask):
             client.get_task_status(finished[0])  # cleared stays cleared: nothing resurrected
@@ -303,7 +268,10 @@ def test_serve_restarted_under_a_backlog_of_tens_of_thousands_becomes_ready_and_
         wait_until(lambda: client.get_all_tasks() == {}, timeout_s=10, what="an empty view")
         assert first.terminate() == 0, first.log
 
-        run.publishers = _start_publishers(url, tasks, events_per_s=3000)
+        run.publishers = [
+            start_stream(url, name, tasks=tasks, updates=UPDATES, events_per_s=3000, listen=True)
+            for name in SUBSYSTEMS
+        ]
         # The engine keeps polling while serve is down: its requests wait in the RPC queue, and
         # with them poison events in the backlog; both make serve publish (replies, dead letters)
         # while it starts, which is where handlers used to run nested inside its own publish.
@@ -325,7 +293,7 @@ def test_serve_restarted_under_a_backlog_of_tens_of_thousands_becomes_ready_and_
         assert pollers.failures == [], pollers.failures
         for publisher in run.publishers:
             publisher.wait_for_line("events published and confirmed", timeout_s=240)
-        want = _expected_view(tasks, set())
+        want = expected_view(tasks)
         wait_until(lambda: _view(client) == want, timeout_s=120, interval_s=0.5, what="the expected view")
         dead = 0
         while run.probe.get(names.DEAD_QUEUE) is not None:

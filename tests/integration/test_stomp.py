@@ -216,7 +216,7 @@ def test_a_request_without_reply_gets_a_general_exception_per_id_by_its_deadline
 ) -> None:
     with RunningFrontDoor(rabbitmq_broker.connection(confirm_publish=False), timeout_s=0.5) as running:
         client = connected(running)
-        request = [
+        request: list[dict[str, Any]] = [
             {"jsonrpc": "2.0", "method": "Host.getAllTasks", "params": {}, "id": i} for i in ("a", "b")
         ]
         client.send_request(codec.dumps(request))

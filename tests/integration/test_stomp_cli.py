@@ -10,16 +10,11 @@ from pathlib import Path
 import pytest
 import trustme
 from support.brokers import Broker, System
+from support.ports import free_port
 from support.processes import BIN, Process
 from support.vdsm_stomp import RawVdsmClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _start(broker: Broker, port: int, *extra: str) -> Process:
@@ -34,7 +29,7 @@ def _start(broker: Broker, port: int, *extra: str) -> Process:
 def test_bus_tasks_stomp_logs_ready_answers_vdsm_frames_and_exits_0_on_sigterm(
     rabbitmq_system: System,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     process = _start(rabbitmq_system.broker, port, "--timeout", "5")
     try:
         client = RawVdsmClient(port)
@@ -42,7 +37,7 @@ def test_bus_tasks_stomp_logs_ready_answers_vdsm_frames_and_exits_0_on_sigterm(
         assert client.call("Host.getAllTasksStatuses")["result"] == {}
         client.close()
     finally:
-        assert process.terminate() == 0, process.log()
+        assert process.terminate() == 0, process.log
 
 
 def test_bus_tasks_stomp_with_tls_ca_requires_a_client_certificate(
@@ -53,7 +48,7 @@ def test_bus_tasks_stomp_with_tls_ca_requires_a_client_certificate(
     server.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     server.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    port = _free_port()
+    port = free_port()
     tls = ["--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem")]
     process = _start(rabbitmq_system.broker, port, *tls, "--tls-ca", str(tmp_path / "ca.pem"))
     try:
@@ -71,11 +66,11 @@ def test_bus_tasks_stomp_with_tls_ca_requires_a_client_certificate(
             refused.connect()
         refused.close()
     finally:
-        assert process.terminate() == 0, process.log()
+        assert process.terminate() == 0, process.log
 
 
 def test_bus_tasks_stomp_takes_its_bounds_from_the_settings_and_its_options(rabbitmq_system: System) -> None:
-    port = _free_port()
+    port = free_port()
     broker = rabbitmq_system.broker.url
     process = Process(
         [str(BIN / "bus-tasks"), "stomp", "--broker", broker, "--listen", f"127.0.0.1:{port}", "--connect-timeout", "0.5"],
@@ -100,4 +95,4 @@ def test_bus_tasks_stomp_takes_its_bounds_from_the_settings_and_its_options(rabb
         assert client.call("Host.getAllTasksInfo")["result"] == {}
         client.close()
     finally:
-        assert process.terminate() == 0, process.log()
+        assert process.terminate() == 0, process.log

@@ -16,9 +16,7 @@ import errno
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,8 +25,9 @@ from typing import Any
 import pytest
 import redis
 from support.brokers import CI, Broker
-from support.processes import BIN, SUBSYSTEM_SCRIPT, Process
-from support.procs.stream import expected, task_id
+from support.ports import free_port
+from support.processes import BIN, Process
+from support.streams import SUBSYSTEMS, expected_view, start_stream, visible
 
 from bus_tasks import names
 from bus_tasks.client import TasksClient
@@ -55,7 +54,6 @@ RESUMED = "ingest resumed"
 READY = "aggregator ready"
 STOPPED = "aggregator stopped"
 STOP_TIMEOUT_S = 20.0
-STREAM_SCRIPT = SUBSYSTEM_SCRIPT.parent / "stream.py"
 BLOB = "x" * 2000  # per task: 300 of them are far more than a full tmpfs has left
 
 
@@ -180,12 +178,6 @@ def _fill(fs: Path) -> Path:
     assert failure.errno == errno.ENOSPC, failure
     assert os.statvfs(fs).f_bavail == 0
     return filler
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _redis_client(port: int) -> redis.Redis:
@@ -451,7 +443,7 @@ def test_a_redis_store_that_goes_away_pauses_ingest_and_serve_catches_up_when_it
     rabbitmq_broker: Broker, tmp_path: Path
 ) -> None:
     _require_redis_server()
-    port = _free_port()
+    port = free_port()
     prefix = f"bus_tasks_test:{uuid.uuid4().hex[:12]}:"
     url = rabbitmq_broker.url
     with contextlib.ExitStack() as cleanup:
@@ -516,7 +508,7 @@ def test_serve_waits_for_a_redis_store_that_is_down_at_start_and_is_ready_once_i
     rabbitmq_broker: Broker, tmp_path: Path
 ) -> None:
     _require_redis_server()
-    port = _free_port()
+    port = free_port()
     prefix = f"bus_tasks_test:{uuid.uuid4().hex[:12]}:"
     with contextlib.ExitStack() as cleanup:
         serve = _serve_on_redis(cleanup, rabbitmq_broker.url, tmp_path / "data", port, prefix, ready=False)
@@ -568,7 +560,7 @@ def _stop_while_the_disk_is_full(broker: Broker, tmp_path: Path, cleanup: contex
 
 def _stop_while_redis_is_away(broker: Broker, tmp_path: Path, cleanup: contextlib.ExitStack) -> None:
     _require_redis_server()
-    port = _free_port()
+    port = free_port()
     prefix = f"bus_tasks_test:{uuid.uuid4().hex[:12]}:"
     store = _start_redis(port, tmp_path)
     cleanup.callback(store.kill)
@@ -588,7 +580,7 @@ def _stop_while_redis_is_away(broker: Broker, tmp_path: Path, cleanup: contextli
 def _stop_while_waiting_for_redis_at_start(
     broker: Broker, tmp_path: Path, cleanup: contextlib.ExitStack
 ) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     serve = _serve_on_redis(cleanup, broker.url, tmp_path / "data", port, "bus_tasks_test:", ready=False)
     serve.wait_for_line(PAUSED, timeout_s=30)
     assert READY not in serve.log
@@ -600,21 +592,7 @@ def _stop_while_draining_a_backlog(broker: Broker, tmp_path: Path, cleanup: cont
     data_dir = tmp_path / "data"
     _assert_stops_cleanly(_serve(cleanup, url, data_dir))  # declares the events queue, then goes
     publishers = [
-        Process(
-            [
-                sys.executable,
-                str(STREAM_SCRIPT),
-                "--broker",
-                url,
-                "--subsystem",
-                subsystem,
-                "--tasks",
-                str(BACKLOG_TASKS),
-                "--updates",
-                str(BACKLOG_UPDATES),
-            ]
-        )
-        for subsystem in ("vdsm", "gluster")
+        start_stream(url, subsystem, tasks=BACKLOG_TASKS, updates=BACKLOG_UPDATES) for subsystem in SUBSYSTEMS
     ]
     for publisher in publishers:
         cleanup.callback(publisher.kill)
@@ -640,15 +618,10 @@ def _stop_while_draining_a_backlog(broker: Broker, tmp_path: Path, cleanup: cont
     assert 0 < left < backlog, f"SIGTERM did not land while the backlog drained ({left} left)"
 
     serve = _serve(cleanup, url, data_dir)
-    want = {
-        task_id(subsystem, index): expected(subsystem, index)
-        for subsystem in ("vdsm", "gluster")
-        for index in range(BACKLOG_TASKS)
-    }
-    fields = ("subsystem", "verb", "tags", "state", "code", "message", "progress")
+    want = expected_view(BACKLOG_TASKS)
     with TasksClient(BusConnection(url, topology_options=QUEUE_LAYOUT), timeout_s=30) as client:
         wait_until(
-            lambda: {i: {k: t[k] for k in fields} for i, t in client.get_all_tasks().items()} == want,
+            lambda: {i: visible(t) for i, t in client.get_all_tasks().items()} == want,
             timeout_s=60,
             interval_s=0.2,
             what="every task of the backlog in its final state",

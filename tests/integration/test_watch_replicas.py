@@ -3,58 +3,25 @@ killed mid-stream; it goes on with the survivor and ends with the survivor's vie
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.brokers import Broker
 from support.processes import Process
-from test_replicas import expected_view, publisher, replica, rpc_queues, visible
+from support.replicas import replica, rpc_queues
+from support.streams import SUBSYSTEMS, expected_view, start_stream, visible
+from support.watchers import Watcher
 
 from bus_tasks.client import TasksClient
 from bus_tasks.testing import wait_until
 from bus_tasks.transport import BusConnection
-from bus_tasks.watching import Watch
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-
-class Follower:
-    """Rebuilds the view from a watch, in a thread."""
-
-    def __init__(self, url: str) -> None:
-        self.client = TasksClient(BusConnection(url), timeout_s=10.0)
-        self.watch: Watch = self.client.watch()
-        self.tasks: dict[str, dict[str, Any]] = {}
-        self.kinds: list[str] = []
-        self.revision = 0
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for event in self.watch:
-                self.kinds.append(event.kind)
-                if event.kind == "listing":
-                    self.tasks = dict(event.tasks or {})
-                elif event.kind == "changed" and event.task_id and event.task is not None:
-                    self.tasks[event.task_id] = event.task
-                elif event.kind == "removed" and event.task_id:
-                    self.tasks.pop(event.task_id, None)
-                self.revision = event.revision
-        except BaseException as exc:
-            self.error = exc
-
-    def following(self) -> str | None:
-        following = self.watch.state.following
-        return following.aggregator if following else None
-
-    def stop(self) -> None:
-        self.watch.close()
-        self._thread.join(5)
-        self.client.close()
+TASKS_PER_PUBLISHER = 1000
+UPDATES = 3  # created + 3 updates + finished: 5 events a task, 10,000 events from two publishers
+EVENTS_PER_S = 1500.0  # each publisher: the stream lasts a few seconds, long enough to kill in
 
 
 def test_a_watcher_whose_aggregator_is_killed_mid_stream_goes_on_with_the_survivor(
@@ -68,11 +35,23 @@ def test_a_watcher_whose_aggregator_is_killed_mid_stream_goes_on_with_the_surviv
         started += replicas.values()
         with TasksClient(BusConnection(url), timeout_s=10.0) as client:
             rpc_queues(client, "a", "b")
-            follower = Follower(url)
-            wait_until(lambda: follower.kinds, timeout_s=30, what="the listing")
+            watching = TasksClient(BusConnection(url), timeout_s=10.0)
+            # A listing from the survivor may start lower than where the killed one was.
+            follower = Watcher(watching, watching.watch(), forward_only=False)
+            wait_until(follower.kinds, timeout_s=30, what="the listing")
             followed = follower.following()
             assert followed in replicas
-            publishers = [publisher(url, name) for name in ("vdsm", "gluster")]
+            publishers = [
+                start_stream(
+                    url,
+                    name,
+                    tasks=TASKS_PER_PUBLISHER,
+                    updates=UPDATES,
+                    events_per_s=EVENTS_PER_S,
+                    listen=True,
+                )
+                for name in SUBSYSTEMS
+            ]
             started += publishers
             wait_until(lambda: follower.revision > 2000, timeout_s=60, what="the watcher mid-stream")
             assert all(p.popen.poll() is None for p in publishers), "the kill must land mid-stream"
@@ -82,16 +61,16 @@ def test_a_watcher_whose_aggregator_is_killed_mid_stream_goes_on_with_the_surviv
             wait_until(lambda: follower.following() == survivor, timeout_s=60, what="the watcher moved on")
             for p in publishers:
                 p.wait_for_line("events published and confirmed", timeout_s=120)
-            want = expected_view()
+            want = expected_view(TASKS_PER_PUBLISHER)
 
             def same() -> bool:
                 assert follower.error is None, follower.error
-                answer = client.get_all_tasks(options={"revision": True})
+                answer: dict[str, Any] = client.get_all_tasks(options={"revision": True})
                 return bool(answer["tasks"] == follower.tasks and follower.revision >= answer["revision"])
 
             wait_until(same, timeout_s=120, interval_s=0.5, what="the watcher's view equals the survivor's")
             assert {i: visible(t) for i, t in follower.tasks.items()} == want
-            assert follower.kinds.count("listing") <= 2, "replayed from the survivor, or listed once more"
+            assert follower.kinds().count("listing") <= 2, "replayed from the survivor, or listed once more"
     finally:
         if follower is not None:
             follower.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -20,6 +19,7 @@ import pytest
 from support.brokers import Broker
 from support.browser import artifacts_dir, headless_chromium
 from support.cli_helpers import BusTasksProcess, cli_env
+from support.ports import free_port
 
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
@@ -62,12 +62,6 @@ class Served:
 
     def publisher(self, subsystem: str) -> TaskPublisher:
         return TaskPublisher(self.broker.connection(), subsystem)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
@@ -429,7 +423,7 @@ def test_the_page_reconnects_by_itself_after_serve_restarts_and_shows_what_chang
     rabbitmq_broker: Broker, web: WebPage, tmp_path: Path
 ) -> None:
     expect = _expect()
-    port = _free_port()
+    port = free_port()
     with serving(rabbitmq_broker, tmp_path, port=port) as served:
         vdsm = served.publisher("vdsm")
         task = vdsm.create("copyImage", ["spm"], state="running", progress=20)

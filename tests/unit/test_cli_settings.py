@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from support.cli_helpers import cli_env, run_cli
+from support.environment import without_settings
 
-from bus_tasks.config import DEFAULT_DATA_DIR, STORE_SETTINGS, ConfigError, load_settings
+from bus_tasks.config import DEFAULT_DATA_DIR, STORE_SETTINGS, load_settings
+from bus_tasks.errors import ConfigError
 
 # Store settings no aggregator could use: an unknown store, a Redis store without its URL, a
 # data directory that is not a path.
@@ -21,11 +22,7 @@ BAD_STORES = {
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No BUS_TASKS_* variable from the caller's shell, and a working directory without config/."""
-    for name in list(os.environ):
-        if name.startswith("BUS_TASKS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+    without_settings(monkeypatch, tmp_path)
 
 
 def _config(tmp_path: Path, text: str) -> Path:

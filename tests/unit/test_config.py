@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
+from support.environment import without_settings
 
 from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.config import (
     DEFAULT_CONFIG_FILE,
-    ConfigError,
     Settings,
     config_file,
     load_settings,
     redact_url,
 )
+from bus_tasks.errors import ConfigError
 from workers.wiring import aggregator_policy
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config" / "bus_tasks.toml"
@@ -60,11 +60,7 @@ DEFAULTS = {
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No BUS_TASKS_* variable from the caller's shell, and a working directory without config/."""
-    for name in list(os.environ):
-        if name.startswith("BUS_TASKS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+    without_settings(monkeypatch, tmp_path)
 
 
 def write_config(tmp_path: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> Path:

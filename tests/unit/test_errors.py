@@ -144,7 +144,7 @@ def test_every_error_class_is_a_bus_tasks_error_documented_with_raised_when() ->
         c for c in [BusTasksError, *_subclasses(BusTasksError)] if not c.__module__.startswith(PLUGINS)
     }
     assert set(classes) == library
-    every = [BusTasksError, *_subclasses(BusTasksError)]
+    every: list[type[BusTasksError]] = [BusTasksError, *_subclasses(BusTasksError)]
     undocumented = [c.__name__ for c in every if not (c.__doc__ or "").startswith("Raised ")]
     assert undocumented == []
 

@@ -52,13 +52,13 @@ class Rig:
     def __init__(self, broker: Broker, tmp_path: Path) -> None:
         self.fake = FakeGluster(tmp_path / "fake")
         self.bus = RecordingBus(broker.connection())
-        self.publisher = TaskPublisher(self.bus, "gluster")  # type: ignore[arg-type]
+        self.publisher = TaskPublisher(self.bus, "gluster")
         self.cli = GlusterCli(str(self.fake.binary), timeout_s=5.0)
         self.poller = GlusterPoller(self.publisher, self.cli)
 
     def restart(self, restored: list[TaskRecord]) -> None:
         """A new publisher and poller, as after a plugin restart."""
-        self.publisher = TaskPublisher(self.bus, "gluster")  # type: ignore[arg-type]
+        self.publisher = TaskPublisher(self.bus, "gluster")
         self.poller = GlusterPoller(self.publisher, self.cli, restored=restored)
 
     def rebalance(self, status_str: str, status: int, **counters: Any) -> None:

@@ -3,14 +3,15 @@ addresses refused before anything is contacted; the token is never shown."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 from support.cli_helpers import cli_env, run_cli
+from support.environment import without_settings
 
-from bus_tasks.config import ConfigError, Settings, load_settings
+from bus_tasks.config import Settings, load_settings
+from bus_tasks.errors import ConfigError
 from workers.serve import check_http, is_loopback
 
 TOKEN = "a-long-enough-token-0123456789"
@@ -18,10 +19,7 @@ TOKEN = "a-long-enough-token-0123456789"
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("BUS_TASKS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+    without_settings(monkeypatch, tmp_path)
 
 
 def serve(tmp_path: Path, *args: str, **env: str) -> tuple[int, str]:

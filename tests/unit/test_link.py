@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-import socket
 import time
 
 import pytest
 from amqp.exceptions import AccessRefused, NotAllowed, NotFound
+from support.ports import free_port
 from support.timing import Stopwatch, assert_ended_at, assert_ended_by
 
 from bus_tasks.errors import PublishUnreachable
@@ -18,10 +18,7 @@ from bus_tasks.transport.link import refusal
 
 
 def closed_port_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again when the probe goes: nothing listens
-    return f"amqp://guest:s3cret@127.0.0.1:{port}//"
+    return f"amqp://guest:s3cret@127.0.0.1:{free_port()}//"
 
 
 def transport_lines(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -15,11 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.factories import entry_of, make_event, make_record, task_id
 
 from bus_tasks.aggregator.liveness import Liveness
-from bus_tasks.aggregator.methods import ALIASES, Dispatcher
+from bus_tasks.aggregator.methods import Dispatcher
 from bus_tasks.aggregator.metrics import Metrics
 from bus_tasks.aggregator.replicas import Replicas
 from bus_tasks.core.model import SCHEMA_VERSION, Announced, Event, Heartbeat, State
 from bus_tasks.core.view import TaskView, Tombstone
+from bus_tasks.protocol.methods import ALIASES
 from bus_tasks.transport import Bus
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -254,7 +255,7 @@ def test_tasks_by_state_always_equals_a_count_of_the_live_entries(
 def test_calls_count_under_their_canonical_name_by_outcome_with_their_duration() -> None:
     parts = Parts()
     parts.view.apply(Event(event="updated", seq=1, task=make_record(1)))
-    dispatcher = Dispatcher(parts.view, observe=parts.metrics.rpc_served)
+    dispatcher = Dispatcher(parts.view, policy=parts.metrics)
 
     def call(method: str, **params: str) -> None:
         dispatcher.handle(request(method, **params))
@@ -287,7 +288,7 @@ def test_a_method_that_crashes_counts_as_internal_error() -> None:
     def crash(entry: object) -> None:
         raise RuntimeError("boom")
 
-    dispatcher = Dispatcher(parts.view, on_clear=crash, observe=parts.metrics.rpc_served)
+    dispatcher = Dispatcher(parts.view, on_clear=crash, policy=parts.metrics)
     dispatcher.handle(request("clearTask", taskID=task_id(1)))
     scraped = samples(parts.metrics)
     assert value(scraped, "bus_tasks_rpc_requests_total", method="Task.clear", outcome="internal_error") == 1

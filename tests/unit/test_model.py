@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from pydantic import ValidationError
 from support.factories import event_wire, make_event, make_record, record_wire, records, task_id
+from support.spec import SPEC_LEGACY_STATE
 
 from bus_tasks import codec
 from bus_tasks.core.model import (
@@ -28,25 +29,6 @@ from bus_tasks.protocol import shapes
 
 MAX_BYTES = 1 << 16
 
-# SPEC section 3, copied by hand: internal state -> (taskState, taskResult).
-SPEC_LEGACY_TABLE = {
-    "unknown": ("unknown", ""),
-    "init": ("init", ""),
-    "preparing": ("running", ""),
-    "blocked": ("running", ""),
-    "acquiring": ("running", ""),
-    "queued": ("running", ""),
-    "running": ("running", ""),
-    "finished": ("finished", "success"),
-    "aborting": ("aborting", ""),
-    "raborting": ("aborting", ""),
-    "waitrecover": ("cleaning", ""),
-    "recovering": ("cleaning", ""),
-    "racquiring": ("cleaning", ""),
-    "recovered": ("finished", "cleanSuccess"),
-    "failed": ("finished", "cleanFailure"),
-}
-
 
 def decode(wire: Any) -> Event:
     return decode_event(orjson.dumps(wire), max_bytes=MAX_BYTES)
@@ -62,7 +44,7 @@ def rejection(body: bytes, max_bytes: int = MAX_BYTES) -> str:
 
 
 def test_every_internal_state_maps_to_the_spec_pair() -> None:
-    assert {state.value: pair for state, pair in LEGACY_STATE.items()} == SPEC_LEGACY_TABLE
+    assert {state.value: pair for state, pair in LEGACY_STATE.items()} == SPEC_LEGACY_STATE
 
 
 def test_internal_states_are_exactly_vdsms_list() -> None:
@@ -92,7 +74,7 @@ def test_task_result_is_non_empty_exactly_when_task_state_is_finished() -> None:
 
 def test_record_legacy_state_is_the_table_pair_for_every_state() -> None:
     pairs = {state.value: make_record(state=state).legacy_state for state in State}
-    assert pairs == SPEC_LEGACY_TABLE
+    assert pairs == SPEC_LEGACY_STATE
 
 
 def test_done_states_are_finished_recovered_and_failed() -> None:

@@ -10,10 +10,11 @@ import pytest
 from support.factories import make_record, task_id
 
 from bus_tasks import codec
-from bus_tasks.aggregator.methods import ALIASES, Dispatcher, Forward, Reply
+from bus_tasks.aggregator.methods import Dispatcher, Forward, Reply
 from bus_tasks.core.model import Event, State, TaskRecord
 from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.protocol import shapes
+from bus_tasks.protocol.methods import ALIASES, MethodName
 
 RUNNING = task_id(1)  # vdsm, running, spm
 FINISHED = task_id(2)  # vdsm, finished, spm + storage:sd1
@@ -122,7 +123,8 @@ TASK_METHODS = ("Task.getStatus", "Task.getInfo", "Task.getDetails", "Task.stop"
 
 def both_names(canonical: str) -> list[Any]:
     """The method's name, and its flat legacy alias where VDSM had one."""
-    names = [canonical] + ([ALIASES[canonical]] if canonical in ALIASES else [])
+    alias = ALIASES.get(MethodName(canonical)) if canonical in set(MethodName) else None
+    names = [canonical] + ([alias] if alias else [])
     return [pytest.param(name, id=name) for name in names]
 
 
@@ -561,7 +563,7 @@ def test_get_all_tasks_ignores_unknown_options_and_still_checks_known_ones(
     dispatcher: Dispatcher, caplog: pytest.LogCaptureFixture
 ) -> None:
     # options is for extension: a newer client's options must not break an older server.
-    with caplog.at_level(logging.DEBUG, logger="bus_tasks.aggregator.methods"):
+    with caplog.at_level(logging.DEBUG, logger="bus_tasks.protocol.params"):
         listed = result(dispatcher, "Host.getAllTasks", {"tags": "spm", "options": {"limit": 5, "x": {}}})
     assert listed == result(dispatcher, "Host.getAllTasks", {"tags": "spm"})
     assert "unknown options ignored: ['limit', 'x']" in caplog.text

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
+from support.ports import free_port
 
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.errors import BrokerUnavailable
@@ -13,14 +13,8 @@ from bus_tasks.subsystem import TaskPublisher
 from bus_tasks.transport import BusConnection
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])  # closed again when the probe goes: nothing listens
-
-
 def test_a_publisher_whose_broker_is_unreachable_raises_broker_unavailable_naming_it() -> None:
-    url = f"amqp://guest:secret@127.0.0.1:{_closed_port()}//"
+    url = f"amqp://guest:secret@127.0.0.1:{free_port()}//"
     publisher = TaskPublisher(BusConnection(url, connect_retries=1, connect_timeout_s=1.0), "vdsm")
     with pytest.raises(BrokerUnavailable, match=r"broker amqp://guest:\*\*\*@127\.0\.0\.1") as caught:
         publisher.create("copyImage", ["spm"])
@@ -29,7 +23,7 @@ def test_a_publisher_whose_broker_is_unreachable_raises_broker_unavailable_namin
 
 
 def test_an_aggregator_whose_broker_is_unreachable_raises_broker_unavailable() -> None:
-    url = f"amqp://guest:guest@127.0.0.1:{_closed_port()}//"
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
     aggregator = Aggregator(BusConnection(url, connect_retries=1, connect_timeout_s=1.0))
     with pytest.raises(BrokerUnavailable, match="unreachable"):
         aggregator.run(threading.Event())

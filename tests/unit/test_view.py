@@ -634,7 +634,7 @@ def test_an_event_whose_record_cannot_be_encoded_is_rejected_and_changes_nothing
     view = TaskView()
     view.apply(make_event(1, seq=1))
     before = view.version
-    value: object = {"n": 2**64} if field == "data" else 2**64
+    value: Any = {"n": 2**64} if field == "data" else 2**64
     with pytest.raises(EventRejected, match="cannot be encoded"):
         view.apply(make_event(1, seq=2, **{field: value}))
     assert view.version == before

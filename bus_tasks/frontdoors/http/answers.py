@@ -9,18 +9,16 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from bus_tasks import codec
-from bus_tasks.aggregator.methods import MAX_QUERY_TAGS
-from bus_tasks.core.model import check_tag
 from bus_tasks.errors import (
     BrokerUnavailable,
     BusTasksError,
     DeadlineExceeded,
     GeneralError,
     InvalidParameter,
-    InvalidParams,
     NoAggregator,
 )
 from bus_tasks.frontdoors.http.mirror import Selection
+from bus_tasks.protocol.params import query_tags
 
 # HTTP status of each wire error code; the body is always {"code", "message"}.
 STATUS_OF_CODE = {401: 404, 1000: 400, -32602: 400, -32600: 400, -32700: 400, 403: 409, 410: 409, 411: 409}
@@ -64,14 +62,7 @@ def selection_of(query: MultiMapping[str], *, allowed: frozenset[str]) -> Select
     for name in query:
         if name not in allowed:
             raise InvalidParameter("query", name)
-    tags = tuple(query.getall("tag", ()))
-    if len(tags) > MAX_QUERY_TAGS:
-        raise InvalidParams(f"tags: at most {MAX_QUERY_TAGS} tags, got {len(tags)}")
-    for tag in tags:
-        try:
-            check_tag(tag)
-        except ValueError:
-            raise InvalidParameter("tags", tag) from None
+    tags = tuple(query_tags(query.getall("tag", [])))
     matches = query.getall("match", ("any",))
     if len(matches) != 1 or matches[0] not in ("any", "all"):
         raise InvalidParameter("match", ",".join(matches))

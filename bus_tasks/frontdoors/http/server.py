@@ -35,6 +35,7 @@ from bus_tasks.frontdoors.http.answers import (
 )
 from bus_tasks.frontdoors.http.mirror import Mirror
 from bus_tasks.frontdoors.http.rpc import RpcCaller
+from bus_tasks.protocol.methods import MethodName
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +131,12 @@ class HttpFrontDoor:
         selection = selection_of(request.query, allowed=frozenset({"tag", "match"}))
         options = {"match": "all" if selection.match_all else "any", "revision": True}
         result = await self.caller.call(
-            "Host.getAllTasks", {"tags": list(selection.tags), "options": options}
+            MethodName.GET_ALL_TASKS, {"tags": list(selection.tags), "options": options}
         )
         return json_response(result["tasks"], headers={REVISION_HEADER: str(result["revision"])})
 
     async def task(self, request: web.Request) -> web.Response:
-        details = await self.caller.call("Task.getDetails", {"taskID": request.match_info["task_id"]})
+        details = await self.caller.call(MethodName.GET_DETAILS, {"taskID": request.match_info["task_id"]})
         return json_response(details)
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
@@ -179,7 +180,7 @@ class HttpFrontDoor:
                 {"WWW-Authenticate": 'Bearer realm="bus_tasks"'},
             )  # fmt: skip
         task_id, action = request.match_info["task_id"], request.match_info["action"]
-        method = "Task.stop" if action == "stop" else "Task.clear"
+        method = MethodName.STOP if action == "stop" else MethodName.CLEAR
         log.info("http control: %s %s from %s", method, task_id, request.remote or "-")
         return json_response(await self.caller.call(method, {"taskID": task_id}))
 
