@@ -25,6 +25,7 @@ from bus_tasks.errors import (
     InvalidParameter,
     NoAggregator,
 )
+from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.protocol import jsonrpc, methods
 from bus_tasks.protocol.methods import MethodName
 from bus_tasks.protocol.replies import Outcome, unpack, unpack_batch
@@ -57,11 +58,14 @@ class TasksClient:
         timeout_s: float = DEFAULT_RPC_TIMEOUT_S,
         wait_for_aggregator: bool = False,
         rpc_queue: str = names.RPC_QUEUE,
+        trust: TrustPolicy = OFF,
     ) -> None:
         """Args:
         rpc_queue: where requests go: the queue every aggregator serves, or one aggregator's
             own (its ``rpcQueue`` in :meth:`aggregators`), to ask that one alone.
+        trust: whose replies are believed (SPEC 15: with identity "broker", aggregators' only).
         """
+        self.trust = trust
         self.connection: Bus = BusConnection(connection) if isinstance(connection, str) else connection
         self.timeout_s = timeout_s
         self.rpc_queue = rpc_queue
@@ -106,6 +110,10 @@ class TasksClient:
             )
 
     def _on_reply(self, delivery: Delivery) -> None:
+        reason = refusal(self.trust, Speech.REPLY, None, delivery.user_id)
+        if reason is not None:
+            log.warning("reply %r dropped: %s", delivery.correlation_id, reason)
+            return
         if delivery.correlation_id is not None and delivery.correlation_id == self._waiting:
             self._replies[delivery.correlation_id] = delivery.body
         else:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,8 +16,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from bus_tasks.core.model import describe_validation
+from bus_tasks.broker_login import BrokerLogin, LoginMethod, certificate_common_name
+from bus_tasks.core.model import SUBSYSTEM_PATTERN, describe_validation
 from bus_tasks.errors import ConfigError
+from bus_tasks.identity import IDENTITY_PATTERN, IdentityMode, TrustPolicy
 
 ENV_PREFIX = "BUS_TASKS_"
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "memory")
@@ -26,6 +28,11 @@ CONFIG_FILE_NAME = Path("config/bus_tasks.toml")
 # Found from this module, not the working directory: every process of a checkout reads the same
 # file. An installed package (the image) has none, and runs on defaults and the environment.
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parents[1] / CONFIG_FILE_NAME
+
+Identity = Annotated[str, StringConstraints(pattern=IDENTITY_PATTERN)]
+SubsystemName = Annotated[str, StringConstraints(pattern=SUBSYSTEM_PATTERN)]
+_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+_BROKER_SSL_FILES = ("broker_ssl_ca", "broker_ssl_cert", "broker_ssl_key")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
@@ -117,6 +124,19 @@ class Settings(BaseSettings):
     http_max_body_bytes: int = Field(default=DEFAULT_HTTP_MAX_BODY_BYTES, ge=1024)
     http_idle_timeout_s: float = Field(default=DEFAULT_HTTP_IDLE_TIMEOUT_S, gt=0)
     log_level: LogLevel = DEFAULT_LOG_LEVEL
+    # Trust on the bus (SPEC 15, docs/security.md). "broker": believe a message only when the
+    # user_id RabbitMQ validated may say it; "off": believe everyone (a warning at start).
+    identity: IdentityMode = "off"
+    # Subsystem -> identities that may publish for it, besides the identity named after it.
+    publishers: dict[SubsystemName, list[Identity]] = {}
+    # The identities of aggregators: they clear, expire, answer and own the test tasks.
+    aggregators: list[Identity] = []
+    # TLS to the broker (amqps://): PEM files; never logged. EXTERNAL: log in by certificate.
+    broker_ssl_ca: Path | None = Field(default=None, repr=False)
+    broker_ssl_cert: Path | None = Field(default=None, repr=False)
+    broker_ssl_key: Path | None = Field(default=None, repr=False)
+    # None: the client library's default (AMQPLAIN, then PLAIN, with the URL's user:password).
+    broker_login_method: LoginMethod | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -152,6 +172,56 @@ class Settings(BaseSettings):
                 'store = "redis" needs store_redis_url (e.g. BUS_TASKS_STORE_REDIS_URL=redis://host:6379/0)'
             )
         return self
+
+    @model_validator(mode="after")
+    def _trust_is_complete(self) -> Self:
+        scheme = self.broker.partition("://")[0].lower()
+        given = [name for name in _BROKER_SSL_FILES if getattr(self, name) is not None]
+        if given and scheme != "amqps":
+            raise ValueError(f"{', '.join(given)} need an amqps:// broker_url (TLS to RabbitMQ)")
+        if (self.broker_ssl_cert is None) != (self.broker_ssl_key is None):
+            raise ValueError("broker_ssl_cert and broker_ssl_key go together (a certificate and its key)")
+        for name in given:
+            path = getattr(self, name)
+            if not (path.is_file() and os.access(path, os.R_OK)):
+                # The path is not repeated: key paths stay out of logs.
+                raise ValueError(f"{name} does not name a readable file")
+        if self.broker_login_method == "EXTERNAL":
+            if self.broker_ssl_cert is None:
+                raise ValueError(
+                    'broker_login_method = "EXTERNAL" logs in with a client certificate: '
+                    "give broker_ssl_cert and broker_ssl_key (and an amqps:// broker_url)"
+                )
+            try:
+                certificate_common_name(self.broker_ssl_cert.read_bytes())
+            except ValueError as exc:
+                raise ValueError(f"broker_ssl_cert: {exc} (EXTERNAL logs in as its CN)") from None
+        if self.identity == "broker":
+            if scheme not in _AMQP_SCHEMES:
+                raise ValueError(
+                    'identity = "broker" needs RabbitMQ (amqp:// or amqps://): only it vouches for user_id'
+                )
+            if not self.aggregators:
+                raise ValueError(
+                    'identity = "broker" needs aggregators = ["identity", ...]: '
+                    "without them no reply, clear or presence beat is believed"
+                )
+        return self
+
+    @property
+    def trust(self) -> TrustPolicy:
+        """Whom this process believes (SPEC 15)."""
+        return TrustPolicy.of(self.identity, publishers=self.publishers, aggregators=self.aggregators)
+
+    @property
+    def broker_login(self) -> BrokerLogin:
+        """TLS and the login method to the broker (file paths kept out of its repr)."""
+        return BrokerLogin(
+            ca_file=self.broker_ssl_ca,
+            cert_file=self.broker_ssl_cert,
+            key_file=self.broker_ssl_key,
+            method=self.broker_login_method,
+        )
 
     @property
     def broker(self) -> str:

@@ -187,6 +187,20 @@ class TopologyMismatch(BusTasksError):
         self.queue = queue
 
 
+class TopologyMissing(BusTasksError):
+    """Raised when the topology should exist (identity = "broker": declared beforehand by
+    ``bus-tasks broker-setup``, as least-privilege users may not declare it) and part of it does not."""
+
+    title = "Topology missing"
+
+    def __init__(self, entity: str) -> None:
+        super().__init__(
+            message=f'{self.title}: {entity} does not exist on the broker; with identity = "broker" the'
+            " topology is declared beforehand: import the output of bus-tasks broker-setup"
+        )
+        self.entity = entity
+
+
 class SubsystemTaken(BusTasksError):
     """Raised when a publisher claims a subsystem name that a live process already owns: control
     commands for its tasks would go to the wrong process."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bus_tasks import codec, names
 from bus_tasks.errors import BusTasksError, RevisionGone
+from bus_tasks.identity import Speech, TrustPolicy, refusal
 from bus_tasks.protocol.changes import Change, selects
 from bus_tasks.protocol.methods import MethodName
 
@@ -80,6 +81,11 @@ class WatchClient(Protocol):
     ) -> Any: ...
 
     def pump(self, timeout_s: float) -> None: ...
+
+    @property
+    def trust(self) -> TrustPolicy:
+        """Whose messages are believed (SPEC 15): the change feed is aggregators' only."""
+        ...
 
 
 class NeedReplay(Exception):  # a signal to the driver, not an error of bus_tasks
@@ -241,7 +247,10 @@ class Watch:
         connection.consume(queue, self._on_feed, no_ack=True)
 
     def _on_feed(self, delivery: Delivery) -> None:
-        if not self._closed:
+        reason = refusal(self.client.trust, Speech.CHANGE, None, delivery.user_id)
+        if reason is not None:
+            log.warning("change feed message dropped: %s", reason)
+        elif not self._closed:
             self._inbox.append(delivery.body)
 
     def _begin(self) -> Iterator[WatchEvent]:

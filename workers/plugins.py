@@ -49,7 +49,9 @@ def command(name: str, plugin: Plugin[Any]) -> Command:
         except ValidationError as exc:  # a rule between options: each value was checked by argparse
             print(f"bus-tasks {name}: {describe_validation(exc)}", file=sys.stderr)
             return EXIT_USAGE
-        stop = wiring.stop_on_signals(logging.getLogger(f"bus_tasks.{name}"))
+        log = logging.getLogger(f"bus_tasks.{name}")
+        wiring.warn_if_identity_off(settings, log)
+        stop = wiring.stop_on_signals(log)
         host = PluginHost(settings=settings, stop=stop, connect=wiring.connector(settings, stop))
         try:
             return plugin.run(chosen, host)

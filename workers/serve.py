@@ -47,6 +47,7 @@ def serve(settings: Settings) -> int:
         ConfigError: when the HTTP settings cannot be served (see :func:`check_http`).
     """
     check_http(settings)
+    wiring.warn_if_identity_off(settings, log)
     stop = wiring.stop_on_signals(log)
     lock = DataDirLock(settings.data_dir)
     # One data directory, one process: a second serve on it would fight over the file.

@@ -36,9 +36,12 @@ def simulate(
     Nobody may ever clear these tasks, so the done tasks of rounds older than the last
     ``keep_rounds`` are cleared here: the view of a long-running simulation stays bounded.
     """
+    wiring.warn_if_identity_off(settings, log)
     stop = wiring.stop_on_signals(log)
     name = subsystem or SUBSYSTEMS[kind]
-    with SubsystemRunner.open(name, wiring.connector(settings, stop), stop=stop) as runner:
+    with SubsystemRunner.open(
+        name, wiring.connector(settings, stop), stop=stop, trust=settings.trust
+    ) as runner:
         publisher = runner.publisher
         sim = SimulatedSubsystem(publisher)
         runner.claim()  # a second simulator of the name stops here; main() prints it in one line

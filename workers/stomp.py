@@ -33,6 +33,7 @@ class StompOptions:
 
 def run_stomp(settings: Settings, options: StompOptions) -> int:
     """Serve until SIGTERM or SIGINT; returns the exit status."""
+    wiring.warn_if_identity_off(settings, log)
     stop = threading.Event()
     return asyncio.run(_main(settings, options, stop))
 
@@ -64,6 +65,7 @@ async def _main(settings: Settings, options: StompOptions, stop: threading.Event
         port=options.port,
         ssl_context=tls,
         limits=limits,
+        trust=settings.trust,
         start_timeout_s=None,
     )
     await running.serve(stopping)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.config import Settings, redact_url
+from bus_tasks.identity import off_warning
 from bus_tasks.store import Store, open_store
 from bus_tasks.subsystem.runner import Connect
 from bus_tasks.transport import BusConnection, TopologyOptions
@@ -32,6 +33,14 @@ def stop_on_signals(log: logging.Logger) -> threading.Event:
     return stop
 
 
+def warn_if_identity_off(settings: Settings, log: logging.Logger) -> None:
+    """At start of a long-running process (serve, stomp, simulate, gluster): one warning line when
+    nothing checks who publishes (identity off, a shared broker)."""
+    line = off_warning(settings.identity, settings.broker.partition("://")[0])
+    if line is not None:
+        log.warning("%s", line)
+
+
 def connect(
     settings: Settings,
     *,
@@ -49,6 +58,7 @@ def connect(
         connect_retries=connect_retries,
         redis_key_prefix=settings.redis_key_prefix,
         topology_options=topology_options(settings),
+        login=settings.broker_login,
     )
 
 
@@ -69,6 +79,8 @@ def topology_options(settings: Settings) -> TopologyOptions:
         log_max_age=settings.event_log_max_age,
         queue_type=settings.queue_type,
         replica=settings.aggregator_name,
+        # Least-privilege users (broker-setup) may not declare: the topology exists beforehand.
+        predeclared=settings.identity == "broker",
     )
 
 
@@ -83,6 +95,7 @@ def aggregator_policy(settings: Settings) -> AggregatorPolicy:
         tombstone_ttl_s=settings.tombstone_ttl_s,
         test_subsystem=settings.test_subsystem,
         name=settings.aggregator_name,
+        trust=settings.trust,
     )
 
 
@@ -122,4 +135,5 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
         rpc_timeout_s=settings.rpc_timeout_s,
         options=options,
         broker=redact_url(settings.broker),
+        trust=settings.trust,
     )

@@ -13,6 +13,7 @@ from bus_tasks import names
 from bus_tasks.aggregator.methods import Forward
 from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy
 from bus_tasks.errors import BusTasksError, GeneralError, InternalError
+from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.protocol import control, jsonrpc
 from bus_tasks.protocol.context import CallContext
 from bus_tasks.transport import Bus, Delivery
@@ -38,14 +39,23 @@ class PendingControl:
     context: CallContext
     command: str = ""
     received_mono: float = 0.0  # when the request arrived: its latency counts from there
+    subsystem: str = ""  # the owner the command went to: only its identities answer it
 
 
 class ControlRelay:
     """Forwards commands to subsystems and answers each caller once: with the subsystem's answer,
     or with code 100 a little before the caller's own deadline."""
 
-    def __init__(self, connection: Bus, counts: Counter[str], *, policy: CallPolicy = ADMIT_ALL) -> None:
+    def __init__(
+        self,
+        connection: Bus,
+        counts: Counter[str],
+        *,
+        policy: CallPolicy = ADMIT_ALL,
+        trust: TrustPolicy = OFF,
+    ) -> None:
         self.connection = connection
+        self.trust = trust  # whose answers are believed (SPEC 15)
         self.counts = counts
         self.policy = policy  # told of each forwarded call once answered (see methods.Dispatcher)
         self.pending: dict[str, PendingControl] = {}
@@ -90,6 +100,7 @@ class ControlRelay:
             context=context,
             command=forward.command,
             received_mono=received_mono,
+            subsystem=forward.subsystem,
         )
         self._ensure_queue(forward.subsystem)
         self.connection.publish(
@@ -106,6 +117,16 @@ class ControlRelay:
         log.info("rpc %s task=%s forwarded to %s", method, forward.task_id, forward.subsystem)
 
     def on_reply(self, delivery: Delivery) -> None:
+        pending = self.pending.get(delivery.correlation_id or "")
+        reason = (
+            None
+            if pending is None
+            else refusal(self.trust, Speech.CONTROL_REPLY, pending.subsystem, delivery.user_id)
+        )
+        if reason is not None:  # the owner's own answer may still come, in time
+            self.counts["control_replies_refused_identity"] += 1
+            log.warning("control reply for task %s refused: %s", pending.task_id if pending else "?", reason)
+            return
         pending = self.pending.pop(delivery.correlation_id or "", None)
         if pending is None:
             self.counts["control_late_replies"] += 1

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bus_tasks import codec, config, names
 from bus_tasks.aggregator import methods
@@ -31,6 +31,7 @@ from bus_tasks.aggregator.testtasks import DEFAULT_TEST_SUBSYSTEM, TestTaskOwner
 from bus_tasks.config import redact_url
 from bus_tasks.core.view import Entry, TaskView
 from bus_tasks.errors import BrokerUnavailable, GeneralError, StoreUnavailable
+from bus_tasks.identity import OFF, TrustPolicy
 from bus_tasks.protocol import control, shapes
 from bus_tasks.store import NullStore, Store
 from bus_tasks.transport import Bus, ShutdownRequested
@@ -59,6 +60,8 @@ class AggregatorPolicy:
     name: str = ""
     beat_s: float = 5.0  # how often it says it serves
     watch_history: int = DEFAULT_HISTORY  # changes kept for watchers' replays
+    # Whom it believes (SPEC 15); its test subsystem's tasks are the aggregators' own.
+    trust: TrustPolicy = OFF
 
 
 class Aggregator:
@@ -88,7 +91,8 @@ class Aggregator:
         owned = {test_subsystem: "bus-tasks serve (test tasks)"} if test_subsystem else {}
         self.liveness = Liveness(owned=owned)
         self.replicas = Replicas(self.policy.name or socket.gethostname(), beat_s=self.policy.beat_s)
-        self.presence = Presence(self.liveness, self.replicas, self.view, self.counts)
+        trust = replace(self.policy.trust, test_subsystem=test_subsystem)
+        self.presence = Presence(self.liveness, self.replicas, self.view, self.counts, trust=trust)
         self.metrics = Metrics(
             counts=self.counts,
             view=self.view,
@@ -107,6 +111,8 @@ class Aggregator:
             beat_s=self.policy.beat_s,
         )
         self.test_tasks = TestTaskOwner(connection, test_subsystem, self.view) if test_subsystem else None
+        if self.test_tasks is not None:
+            self.test_tasks.control.trust = trust
         self.ingest = Ingest(
             connection,
             self.view,
@@ -118,10 +124,11 @@ class Aggregator:
             log_offsets=connection.uses_stream,
             on_gap=self._on_gap,
             on_commit=self.metrics.store_committed,
+            trust=trust,
         )
         self.health = self.ingest.health
         self.call_policy = Policies(call_policy, self.metrics)
-        self.relay = ControlRelay(connection, self.counts, policy=self.call_policy)
+        self.relay = ControlRelay(connection, self.counts, policy=self.call_policy, trust=trust)
         self.clears = Clears(connection, self.ingest, self.relay, self.counts)
         self.retention = Retention(
             self.view,

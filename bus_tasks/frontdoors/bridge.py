@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bus_tasks import names
+from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.transport import Bus, Delivery
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,12 @@ class RpcBridge:
     of its own while the loop serves on and holds new requests until the connection is back.
     """
 
-    def __init__(self, connection: Bus, on_reply: OnReply) -> None:
+    def __init__(self, connection: Bus, on_reply: OnReply, *, trust: TrustPolicy = OFF) -> None:
+        """Args:
+        trust: whose replies are believed (SPEC 15: with identity "broker", aggregators' only).
+        """
         self.connection = connection
+        self.trust = trust
         self._on_reply = on_reply
         self._reply_queue = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -120,6 +125,10 @@ class RpcBridge:
     def _handle(self, delivery: Delivery) -> None:
         if delivery.correlation_id is None:
             log.debug("reply without correlation id dropped")
+            return
+        reason = refusal(self.trust, Speech.REPLY, None, delivery.user_id)
+        if reason is not None:
+            log.warning("reply %r dropped: %s", delivery.correlation_id, reason)
             return
         self._on_reply(delivery.correlation_id, delivery.body)
 

@@ -18,6 +18,7 @@ from bus_tasks.errors import (
     TaskAborted,
     TaskNotFinished,
 )
+from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.protocol import jsonrpc
 from bus_tasks.protocol.control import ControlParams
 from bus_tasks.transport import Bus, Delivery, QueueInUse
@@ -53,12 +54,14 @@ class TaskOwner(Protocol):
 class SubsystemControl:
     """Answers the control commands addressed to one publisher's subsystem."""
 
-    def __init__(self, publisher: TaskOwner, *, exclusive: bool = True) -> None:
+    def __init__(self, publisher: TaskOwner, *, exclusive: bool = True, trust: TrustPolicy = OFF) -> None:
         """Args:
         exclusive: claim the subsystem name: the broker lets one consumer have its control queue.
+        trust: whose commands are carried out (SPEC 15: with identity "broker", aggregators' only).
         """
         self.publisher = publisher
         self.exclusive = exclusive
+        self.trust = trust
         self.on_stop: ControlHandler | None = None
         self.on_revert: ControlHandler | None = None
         self._listening: Bus | None = None
@@ -118,6 +121,11 @@ class SubsystemControl:
 
     def _on_command(self, connection: Bus, delivery: Delivery) -> None:
         subsystem = self.publisher.subsystem
+        reason = refusal(self.trust, Speech.CONTROL_COMMAND, subsystem, delivery.user_id)
+        if reason is not None:
+            log.warning("control command for %s refused: %s", subsystem, reason)
+            connection.dead_letter(delivery, reason)
+            return
         request_id: jsonrpc.RequestId = None
         try:
             request = jsonrpc.parse_request(delivery.body)

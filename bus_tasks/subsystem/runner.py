@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bus_tasks.errors import ShutdownRequested, SubsystemTaken
+from bus_tasks.identity import OFF, TrustPolicy
 from bus_tasks.subsystem.publisher import DEFAULT_HEARTBEAT_S, TaskPublisher
 from bus_tasks.transport import Bus
 
@@ -56,9 +57,12 @@ class SubsystemRunner:
         *,
         stop: threading.Event | None = None,
         heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+        trust: TrustPolicy = OFF,
     ) -> SubsystemRunner:
-        """A runner with a publisher of ``subsystem`` on a confirmed connection of its own."""
+        """A runner with a publisher of ``subsystem`` on a confirmed connection of its own;
+        ``trust``: whose control commands it carries out (SPEC 15)."""
         publisher = TaskPublisher(connect(confirm_publish=True), subsystem, heartbeat_s=heartbeat_s)
+        publisher.control.trust = trust
         return cls(publisher, connect, stop=stop)
 
     @property

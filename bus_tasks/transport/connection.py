@@ -23,6 +23,7 @@ from kombu.message import Message
 from kombu.messaging import Consumer
 
 from bus_tasks import names
+from bus_tasks.broker_login import NO_LOGIN, BrokerLogin
 from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S, redact_url
 from bus_tasks.errors import BusTasksError, QueueInUse, TopologyMismatch
 from bus_tasks.transport import admin, topology
@@ -70,6 +71,7 @@ class BusConnection:
         confirm_window: int = 1_000,
         stop: threading.Event | None = None,
         topology_options: topology.TopologyOptions = topology.DEFAULT_OPTIONS,
+        login: BrokerLogin = NO_LOGIN,
     ) -> None:
         self._link = Link(
             url,
@@ -79,9 +81,12 @@ class BusConnection:
             redis_key_prefix=redis_key_prefix,
             reconnect_max_s=reconnect_max_s,
             stop=stop,
+            login=login,
         )
         self.url = url
         self.is_amqp = self._link.is_amqp
+        # Every publish says who sent it; RabbitMQ refuses one whose user_id is not the login's.
+        self.user_id = login.user(url) if self.is_amqp else None
         self.options = topology_options
         self._subscriptions: list[Subscription] = []
         self._live: list[Consumer] = []
@@ -160,13 +165,19 @@ class BusConnection:
         for entity in entities:
             # bind() makes a bound copy: the module-level entities stay unbound and shareable.
             try:
-                entity.bind(channel).declare()
+                self._declare_one(entity.bind(channel))
             except PreconditionFailed as exc:
                 raise TopologyMismatch(str(entity.name), exc.reply_text or str(exc)) from exc
             if entity not in self._declared:
                 self._declared.append(entity)
             if isinstance(entity, Queue):
                 self._queues[entity.name] = entity
+
+    def _declare_one(self, bound: Queue | Exchange) -> None:
+        if self.is_amqp and self.options.predeclared:
+            topology.declare_on_predeclared(bound)
+        else:
+            bound.declare()
 
     def _declare_shared(self, entity: Queue) -> None:
         """A queue that others may have declared first with arguments of their own (the event
@@ -308,7 +319,11 @@ class BusConnection:
                     channel = self._link.new_channel() if amqp else self._link.channel
                     self._claims.claim(channel, str(subscription.queue.name))
                 consumer = start_consumer(
-                    self._link.new_channel(), subscription, on_message, amqp=self.is_amqp
+                    self._link.new_channel(),
+                    subscription,
+                    on_message,
+                    amqp=self.is_amqp,
+                    declare=not (self.is_amqp and self.options.predeclared),
                 )
                 break
             except QueueInUse:
@@ -389,7 +404,7 @@ class BusConnection:
     def _restore(self) -> None:
         channel = self._link.channel
         for entity in self._declared:
-            entity.bind(channel).declare()
+            self._declare_one(entity.bind(channel))
         patience_s = max(10.0, 2 * self._link.heartbeat_s + 5.0)  # the broker's heartbeat timeout
         for subscription in self._subscriptions:
             self._start(subscription, patience_s=patience_s)
@@ -496,7 +511,7 @@ class BusConnection:
         if not self.is_amqp:
             return None  # the virtual transports do not count consumers
         self.connect()
-        if passive:
+        if passive or self.options.predeclared:
             return admin.passive_consumer_count(self._link.new_channel(), queue) or 0
         return admin.consumer_count(self._link.channel, self._entity(queue))
 

@@ -141,9 +141,15 @@ class _ExclusiveQueue(Queue):
 
 
 def start_consumer(
-    channel: Any, subscription: Subscription, on_message: Callable[[Message], None], *, amqp: bool
+    channel: Any,
+    subscription: Subscription,
+    on_message: Callable[[Message], None],
+    *,
+    amqp: bool,
+    declare: bool = True,
 ) -> Consumer:
-    """Consume ``subscription`` on ``channel`` (a channel of its own).
+    """Consume ``subscription`` on ``channel`` (a channel of its own); ``declare``: (re)declare
+    its queue first (not when the topology is predeclared: its connection declared what it may).
 
     Raises:
         QueueInUse: on RabbitMQ, when the broker refuses the consumer because another
@@ -167,6 +173,7 @@ def start_consumer(
         on_message=on_message,
         no_ack=subscription.no_ack,
         prefetch_count=subscription.prefetch,
+        auto_declare=declare,
     )
     try:
         consumer.consume()

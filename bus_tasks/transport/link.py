@@ -19,6 +19,7 @@ from amqp.exceptions import AccessRefused, NotAllowed
 from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
+from bus_tasks.broker_login import NO_LOGIN, BrokerLogin
 from bus_tasks.config import redact_url
 from bus_tasks.errors import BrokerRefused, ShutdownRequested
 from bus_tasks.transport.backoff import Backoff
@@ -85,16 +86,20 @@ class Link:
         redis_key_prefix: str,
         reconnect_max_s: float,
         stop: threading.Event | None,
+        login: BrokerLogin = NO_LOGIN,
     ) -> None:
         self.url = url
         self.scheme = url.split("://", 1)[0]
         self.is_amqp = self.scheme in ("amqp", "amqps", "pyamqp")
+        tls = login.ssl_options() if self.is_amqp else None
         self.conn = Connection(
             url,
             heartbeat=heartbeat_s if self.is_amqp else 0,
             connect_timeout=connect_timeout_s,
             transport_options=transport_options(url, redis_key_prefix=redis_key_prefix),
             transport=_transport_class(self.scheme),
+            login_method=login.method if self.is_amqp else None,
+            **({"ssl": tls} if tls is not None else {}),
         )
         self.heartbeat_s = heartbeat_s
         self.connect_retries = connect_retries

@@ -47,6 +47,9 @@ class Host(Protocol):
 
     def declare_events(self) -> None: ...
 
+    @property
+    def user_id(self) -> str | None: ...
+
 
 class Sender:
     """Sends messages on one connection, keeping each one until the broker confirms it (RabbitMQ
@@ -226,6 +229,7 @@ class Sender:
             reply_to=message.reply_to,
             correlation_id=message.correlation_id,
             expiration=message.expiration_s,
+            user_id=self._host.user_id,
             # Events must reach the log; heartbeats (presence) may find nobody listening.
             mandatory=self._link.is_amqp
             and message.routing_key.startswith(_EVENT_KEY_PREFIX)

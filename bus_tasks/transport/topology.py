@@ -6,9 +6,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from amqp.exceptions import NotFound
 from kombu.entity import Exchange, Queue, binding
 
 from bus_tasks import names
+from bus_tasks.errors import TopologyMissing
 
 EVENTS_EXCHANGE = Exchange(names.EVENTS_EXCHANGE, type="topic", durable=True)
 CONTROL_EXCHANGE = Exchange(names.CONTROL_EXCHANGE, type="direct", durable=True)
@@ -31,6 +33,8 @@ class TopologyOptions:
     - ``queue_type``: ``classic`` or ``quorum`` (replicated) for the RPC queue (control queues
       stay classic: see :func:`control_queue`).
     - ``replica``: this aggregator's name; off the stream, its events queue is named after it.
+    - ``predeclared``: on RabbitMQ, the shared exchanges and queues exist (``bus-tasks
+      broker-setup``): they are checked, never declared, so no configure permission is needed.
     """
 
     event_log: EventLog = "stream"
@@ -38,6 +42,7 @@ class TopologyOptions:
     log_max_bytes: int | None = None
     queue_type: QueueType = "classic"
     replica: str = ""
+    predeclared: bool = False
 
 
 DEFAULT_OPTIONS = TopologyOptions()
@@ -160,3 +165,26 @@ def well_known(queue: str, options: TopologyOptions = DEFAULT_OPTIONS) -> Queue:
     if queue.startswith(_CONTROL_PREFIX) and not queue.startswith(names.CONTROL_REPLY_PREFIX):
         return control_queue(queue[len(_CONTROL_PREFIX) :])
     raise KeyError(f"{queue!r} is not a queue of bus_tasks.names")
+
+
+def declare_on_predeclared(bound: Queue | Exchange) -> None:
+    """Declare a bound entity where the shared topology exists beforehand (``predeclared``):
+    the shared exchanges and queues are only checked (passive: no configure permission), a
+    private queue is declared and bound to them without declaring them.
+
+    Raises:
+        TopologyMissing: when a shared exchange or queue does not exist.
+    """
+    try:
+        if isinstance(bound, Exchange):
+            bound.declare(passive=True)
+        elif not (bound.exclusive or bound.auto_delete):  # a shared queue
+            bound.queue_declare(passive=True)
+        else:
+            bound.queue_declare()
+            if bound.exchange is not None and bound.exchange.name:
+                bound.queue_bind()
+            for item in bound.bindings or ():
+                bound.bind_to(item.exchange, item.routing_key, item.arguments)
+    except NotFound:
+        raise TopologyMissing(f"{type(bound).__name__.lower()} {bound.name}") from None

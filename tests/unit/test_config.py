@@ -55,6 +55,13 @@ DEFAULTS = {
     "http_max_body_bytes": 65536,
     "http_idle_timeout_s": 30.0,
     "log_level": "INFO",
+    "identity": "off",
+    "publishers": {},
+    "aggregators": [],
+    "broker_ssl_ca": None,
+    "broker_ssl_cert": None,
+    "broker_ssl_key": None,
+    "broker_login_method": None,
 }
 
 

@@ -22,6 +22,7 @@ from bus_tasks.frontdoors.bridge import RpcBridge
 from bus_tasks.frontdoors.http.mirror import Mirror
 from bus_tasks.frontdoors.http.rpc import RpcCaller
 from bus_tasks.frontdoors.http.server import HttpFrontDoor, HttpOptions
+from bus_tasks.identity import OFF, TrustPolicy
 from bus_tasks.transport import Bus, ShutdownRequested
 from bus_tasks.watching import Watch, WatchEvent
 
@@ -268,6 +269,7 @@ def serving_beside(
     rpc_timeout_s: float,
     options: HttpOptions,
     broker: str = "",
+    trust: TrustPolicy = OFF,
 ) -> HttpServer:
     """The HTTP front door beside an aggregator (``serve --http``, and tests), not started yet.
 
@@ -276,12 +278,13 @@ def serving_beside(
         new_connection: a broker connection, not connected yet: one for the RPC bridge, one for
             each watch that feeds the mirror.
         broker: the broker's redacted URL, for errors.
+        trust: whose replies and changes are believed (SPEC 15: with identity "broker", aggregators').
     """
     caller = RpcCaller(timeout_s=rpc_timeout_s, broker=broker)
     door = HttpFrontDoor(caller, Mirror(), health=health, registry=registry, options=options)
 
     def watcher() -> TasksClient:
-        return TasksClient(new_connection(), timeout_s=rpc_timeout_s, wait_for_aggregator=True)
+        return TasksClient(new_connection(), timeout_s=rpc_timeout_s, wait_for_aggregator=True, trust=trust)
 
-    bridge = RpcBridge(new_connection(), caller.on_reply)
+    bridge = RpcBridge(new_connection(), caller.on_reply, trust=trust)
     return HttpServer(door, bridge, watcher, host=host, port=port)

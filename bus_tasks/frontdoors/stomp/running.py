@@ -12,6 +12,7 @@ from typing import Any
 
 from bus_tasks.frontdoors.bridge import RpcBridge
 from bus_tasks.frontdoors.stomp.server import StompFrontDoor, StompLimits
+from bus_tasks.identity import OFF, TrustPolicy
 from bus_tasks.transport import Bus
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,16 @@ class RunningFrontDoor:
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
         limits: StompLimits | None = None,
+        trust: TrustPolicy = OFF,
         start_timeout_s: float | None = 30.0,
     ) -> None:
         """Args:
+        trust: whose replies the bridge believes (SPEC 15: with identity "broker", aggregators').
         start_timeout_s: how long reaching the broker may take (None: as long as the
             connection's own retries, which a stop set on it ends).
         """
         self.door = StompFrontDoor(timeout_s=timeout_s, ssl_context=ssl_context, limits=limits)
-        self.bridge = RpcBridge(connection, self.door.on_reply)
+        self.bridge = RpcBridge(connection, self.door.on_reply, trust=trust)
         self.host = host
         self.port = port
         self._start_timeout_s = start_timeout_s

@@ -87,7 +87,9 @@ class GlusterPlugin:
     def run(self, options: GlusterOptions, host: PluginHost) -> int:
         cli = GlusterCli(options.gluster_bin, timeout_s=options.timeout_s, stop=host.stop)
         restored = known_tasks(host.connect)
-        with SubsystemRunner.open(SUBSYSTEM, host.connect, stop=host.stop) as runner:
+        with SubsystemRunner.open(
+            SUBSYSTEM, host.connect, stop=host.stop, trust=host.settings.trust
+        ) as runner:
             gluster = GlusterSubsystem(runner, cli, restored=restored)
             log.info(
                 "polling %s every %gs (each call killed after %gs)",
