@@ -9,6 +9,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
+from bus_tasks.aggregator.authorization import Authorization
+from bus_tasks.aggregator.policy import ADMIT_ALL
 from bus_tasks.config import Settings, redact_url
 from bus_tasks.identity import off_warning
 from bus_tasks.store import Store, open_store
@@ -106,13 +108,37 @@ def aggregator(
     # Confirmed publishes: dead letters and clear notifications are confirmed before their acks.
     connection = connect(settings, confirm_publish=True, stop=stop)
     store = store if store is not None else open_store(settings)
-    return Aggregator(connection, store=store, policy=aggregator_policy(settings))
+    on = settings.authorization == "on"
+    return Aggregator(
+        connection,
+        store=store,
+        policy=aggregator_policy(settings),
+        call_policy=Authorization(settings.roles) if on else ADMIT_ALL,
+        front_doors=frozenset(settings.front_doors) if on else None,
+    )
+
+
+def warn_if_authorization_off(settings: Settings, log: logging.Logger) -> None:
+    """At start: one warning line when anyone who reaches a door may call anything (SPEC 16), or
+    when the identities cannot be believed (Redis)."""
+    scheme = settings.broker.partition("://")[0].lower()
+    if settings.authorization == "off" and scheme != "memory":
+        log.warning(
+            'authorization = "off": anyone who reaches the broker or a front door may stop, revert,'
+            " clear and retag any task (docs/authorization.md)"
+        )
+    elif settings.authorization == "on" and scheme in ("redis", "rediss"):
+        log.warning(
+            'authorization = "on" on Redis: nothing validates a request\'s user_id there, so a'
+            " hostile client can call as anybody (docs/authorization.md)"
+        )
 
 
 def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.Event) -> HttpServer:
     """``serve --http``'s front door: its own loop, RPC connection and watch, beside ``aggregator``
     (of which it reads only thread-safe facts: ready, connected, the metrics registry)."""
     # Only serve --http loads aiohttp: every other command starts faster.
+    from bus_tasks.frontdoors.http.access import HttpAccess  # noqa: PLC0415
     from bus_tasks.frontdoors.http.running import ServingHealth, serving_beside  # noqa: PLC0415
     from bus_tasks.frontdoors.http.server import HttpOptions  # noqa: PLC0415
     from bus_tasks.frontdoors.http.sse import SseTimings  # noqa: PLC0415
@@ -120,6 +146,7 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
     host, port = parse_listen(settings.http_listen)
     options = HttpOptions(
         control_token=settings.http_token if settings.http_control else None,
+        access=HttpAccess(settings.http_tokens, settings.roles) if settings.authorization == "on" else None,
         sse=SseTimings(write_timeout_s=settings.http_idle_timeout_s),
         listing_timeout_s=settings.rpc_timeout_s,
         max_watchers=settings.http_max_watchers,

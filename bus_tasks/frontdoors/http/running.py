@@ -286,5 +286,5 @@ def serving_beside(
     def watcher() -> TasksClient:
         return TasksClient(new_connection(), timeout_s=rpc_timeout_s, wait_for_aggregator=True, trust=trust)
 
-    bridge = RpcBridge(new_connection(), caller.on_reply, trust=trust)
+    bridge = RpcBridge(new_connection(), caller.on_reply, trust=trust, door="http")
     return HttpServer(door, bridge, watcher, host=host, port=port)

@@ -46,7 +46,7 @@ class RunningFrontDoor:
             connection's own retries, which a stop set on it ends).
         """
         self.door = StompFrontDoor(timeout_s=timeout_s, ssl_context=ssl_context, limits=limits)
-        self.bridge = RpcBridge(connection, self.door.on_reply, trust=trust)
+        self.bridge = RpcBridge(connection, self.door.on_reply, trust=trust, door="stomp")
         self.host = host
         self.port = port
         self._start_timeout_s = start_timeout_s
