@@ -3,6 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist: the suite's tests isolate themselves (tests/support/parallel.py). Four workers on
+# two cores win because the integration tests mostly wait on brokers and subprocesses; loadfile
+# runs a module whole on one worker (one glusterd, one browser), in the order tests/conftest.py
+# gives (the long integration modules first). PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= 4
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: run test lint unit bench clean venv
 
@@ -22,10 +28,10 @@ lint: $(STAMP)
 	$(BIN)/mypy bus_tasks workers bench tests
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not integration"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

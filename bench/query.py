@@ -35,7 +35,7 @@ from bench.harness import (
     timed,
 )
 from bench.selectivity import reply_body
-from bus_tasks import codec, names
+from bus_tasks import codec, names, transport
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.aggregator import methods as rpc
 from bus_tasks.client import TasksClient
@@ -43,7 +43,6 @@ from bus_tasks.core.view import TaskView
 from bus_tasks.protocol import jsonrpc
 from bus_tasks.protocol.methods import MethodName
 from bus_tasks.testing import RunningAggregator
-from bus_tasks.transport import BusConnection
 
 SIZES = ((1_000, 15), (10_000, 9), (100_000, 5))  # tasks, repetitions
 QUICK_SIZES = ((500, 3), (2_000, 3))
@@ -108,7 +107,7 @@ class RawClient:
     """Raw kombu request/reply: publish one request, wait for the reply body (no JSON decoding).
 
     With kombu's defaults, py-amqp turns a body with a ``content_encoding`` into ``str`` (a
-    UTF-8 pass over it). ``str_bodies=False`` turns that off, as ``BusConnection`` does.
+    UTF-8 pass over it). ``str_bodies=False`` turns that off, as the kombu bus does.
     """
 
     def __init__(self, url: str, *, str_bodies: bool = True) -> None:
@@ -179,7 +178,7 @@ class Servers:
         request = jsonrpc.request_body("bench", method, GET_ALL if params is None else params)
         payload = reply_body(rpc.Dispatcher(view), request)
         self._view = view
-        running = RunningAggregator(Aggregator(BusConnection(self._url), view=view))
+        running = RunningAggregator(Aggregator(transport.open(self._url), view=view))
         running.__enter__()
         self._running.append(running)
         echo = EchoServer(self._url, payload)
@@ -235,7 +234,7 @@ def measure_size(
             return seconds
 
         def baseline_bytes() -> float:
-            # The echo without py-amqp's str decoding, which BusConnection skips too.
+            # The echo without py-amqp's str decoding, which the kombu bus skips too.
             return timed(lambda: decoded(raw_bytes.call()))[0]
 
         times = side_by_side(ours, baseline, reps)
@@ -264,7 +263,7 @@ def measure_size(
 def run(quick: bool) -> list[Figure]:
     figures = []
     with rabbitmq_vhost("query") as url:
-        client = TasksClient(BusConnection(url), timeout_s=CALL_TIMEOUT_S)
+        client = TasksClient(transport.open(url), timeout_s=CALL_TIMEOUT_S)
         raw = RawClient(url)
         raw_bytes = RawClient(url, str_bodies=False)
         try:

@@ -243,7 +243,7 @@ class Watch:
     def _bind(self) -> None:
         connection = self.client.connection
         connection.connect()
-        queue = connection.declare_watch_queue()
+        queue = connection.topology.declare_watch_queue()
         connection.consume(queue, self._on_feed, no_ack=True)
 
     def _on_feed(self, delivery: Delivery) -> None:

@@ -8,6 +8,7 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.aggregator.authorization import Authorization
 from bus_tasks.aggregator.policy import ADMIT_ALL
@@ -15,7 +16,7 @@ from bus_tasks.config import Settings, redact_url
 from bus_tasks.identity import off_warning
 from bus_tasks.store import Store, open_store
 from bus_tasks.subsystem.runner import Connect
-from bus_tasks.transport import BusConnection, TopologyOptions
+from bus_tasks.transport import Bus, BusOptions, TopologyOptions
 from workers.options import parse_listen
 
 if TYPE_CHECKING:
@@ -49,26 +50,25 @@ def connect(
     confirm_publish: bool = False,
     stop: threading.Event | None = None,
     connect_retries: int | None = None,
-) -> BusConnection:
+) -> Bus:
     """A connection to the broker of ``settings``; ``connect_retries=None`` retries until ``stop``."""
-    return BusConnection(
-        settings.broker,
+    options = BusOptions(
         confirm_publish=confirm_publish,
-        stop=stop,
         heartbeat_s=settings.heartbeat_s,
         connect_timeout_s=settings.connect_timeout_s,
         connect_retries=connect_retries,
         redis_key_prefix=settings.redis_key_prefix,
-        topology_options=topology_options(settings),
+        topology=topology_options(settings),
         login=settings.broker_login,
     )
+    return transport.open(settings.broker, options, stop=stop)
 
 
 def connector(settings: Settings, stop: threading.Event) -> Connect:
     """:func:`connect` as a subsystem runner and a plugin ask for connections: every wait for the
     broker ends at ``stop``."""
 
-    def connect_here(*, confirm_publish: bool = False, connect_retries: int | None = None) -> BusConnection:
+    def connect_here(*, confirm_publish: bool = False, connect_retries: int | None = None) -> Bus:
         return connect(settings, confirm_publish=confirm_publish, stop=stop, connect_retries=connect_retries)
 
     return connect_here

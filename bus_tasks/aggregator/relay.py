@@ -67,7 +67,7 @@ class ControlRelay:
 
     def start(self) -> None:
         """Declare the reply queue and consume it (answers are never redelivered: no ack)."""
-        self.replies = self.connection.declare_reply_queue(names.CONTROL_REPLY_PREFIX)
+        self.replies = self.connection.topology.declare_reply_queue(names.CONTROL_REPLY_PREFIX)
         self.connection.consume(self.replies, self.on_reply, no_ack=True)
 
     def deliver_to(self, delivery: Delivery) -> Deliver:
@@ -191,5 +191,5 @@ class ControlRelay:
     def _ensure_queue(self, subsystem: str) -> None:
         # The queue is durable: a subsystem that is offline gets the message when it is back.
         if subsystem not in self._declared:
-            self.connection.declare_control_queue(subsystem)
+            self.connection.topology.declare_control_queue(subsystem)
             self._declared.add(subsystem)

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 
-from bus_tasks import codec, config, names
+from bus_tasks import codec, config, names, transport
 from bus_tasks.aggregator import methods
 from bus_tasks.aggregator.changes import DEFAULT_HISTORY, ChangeFeed
 from bus_tasks.aggregator.clears import Clears
@@ -124,7 +124,7 @@ class Aggregator:
             max_event_bytes=self.policy.max_event_bytes,
             ack_batch=self.policy.ack_batch,
             feed=self.feed,
-            log_offsets=connection.uses_stream,
+            log_offsets=connection.topology.uses_stream,
             on_gap=self._on_gap,
             on_commit=self.metrics.store_committed,
             trust=trust,
@@ -181,18 +181,19 @@ class Aggregator:
             return False
         self.feed.start(self.view.revision)
         connection = self.connection
-        connection.declare_topology()
-        source = connection.events_source
-        if connection.uses_stream:
+        connection.topology.declare_topology()
+        source = connection.topology.events_source
+        if connection.topology.uses_stream:
             # Every aggregator reads the whole log from its own position: it catches up alone.
             connection.consume(
                 source,
                 self.ingest.on_event,
                 prefetch=self.policy.prefetch_count,
-                offset=self.ingest.start_offset,
+                replay_from=self.ingest.start_offset,
             )
         else:
-            others = connection.consumer_count(source)
+            admin = transport.admin(connection)
+            others = admin.consumer_count(source) if admin is not None else None
             if others:
                 # Competing consumers: each would get part of the events, answer from part of the view.
                 log.warning(
@@ -204,15 +205,15 @@ class Aggregator:
                 )
             # Events first: an event published once RPC answers must already have a queue.
             connection.consume(source, self.ingest.on_event, prefetch=self.policy.prefetch_count)
-        connection.consume(connection.declare_presence_queue(), self.presence.on_beat, no_ack=True)
+        connection.consume(connection.topology.declare_presence_queue(), self.presence.on_beat, no_ack=True)
         self.relay.start()
         if self.test_tasks is not None:
             self.test_tasks.listen(connection)
         connection.consume(names.RPC_QUEUE, self.requests.on_request, prefetch=64)
-        self.replicas.rpc_queue = connection.declare_replica_queue(names.REPLICA_RPC_PREFIX)
+        self.replicas.rpc_queue = connection.topology.declare_replica_queue(names.REPLICA_RPC_PREFIX)
         self.feed.rpc_queue = self.replicas.rpc_queue
         connection.consume(self.replicas.rpc_queue, self.requests.on_request, prefetch=64)
-        if not connection.uses_stream:
+        if not connection.topology.uses_stream:
             # Its own queue holds only what came since it was declared: the subsystems fill in.
             self.request_resync()
         self._beat()
@@ -355,5 +356,5 @@ class Aggregator:
 def _log_name(connection: Bus, instance: str) -> str:
     """Which log revisions count in: the stream is one log for every replica; a replica's own
     queue counts its deliveries since this process started, a log of its instance alone."""
-    source = connection.events_source
-    return source if connection.uses_stream else f"{source}@{instance}"
+    source = connection.topology.events_source
+    return source if connection.topology.uses_stream else f"{source}@{instance}"

@@ -25,11 +25,12 @@ from support.cli_helpers import run_cli
 from support.faultproxy import FaultProxy
 from support.processes import BIN, Process
 
+from bus_tasks import transport
 from bus_tasks.client import TasksClient
 from bus_tasks.core.model import State
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -145,7 +146,7 @@ class EventStream:
 
 
 def publisher(broker: Broker, subsystem: str = "vdsm") -> TaskPublisher:
-    return TaskPublisher(BusConnection(broker.url, confirm_publish=True), subsystem)
+    return TaskPublisher(transport.open(broker.url, BusOptions(confirm_publish=True)), subsystem)
 
 
 def test_every_read_endpoint_answers_as_the_rpc_does(vhost_broker: Broker, serve: Serve) -> None:
@@ -155,7 +156,7 @@ def test_every_read_endpoint_answers_as_the_rpc_does(vhost_broker: Broker, serve
     both = pub.create("createVolume", ["spm", "volume:gv1"], state=State.RUNNING).id
     pub.create("rebalance", ["gluster", "volume:gv1"], state=State.RUNNING)
     pub.flush(10.0)
-    with TasksClient(BusConnection(vhost_broker.url), timeout_s=10) as client:
+    with TasksClient(transport.open(vhost_broker.url), timeout_s=10) as client:
         wait_until(lambda: len(client.get_all_tasks()) == 3, timeout_s=20, what="three tasks")
         for query, tags, options in [
             ("", None, None),
@@ -215,7 +216,7 @@ def test_the_watch_resumes_with_last_event_id_with_exactly_what_was_missed(
     after = [pub.create("createVolume", ["hsm"], state=State.RUNNING).id for _ in range(2)]
     pub.finish(before[1], message="done")
     pub.flush(10.0)
-    with TasksClient(BusConnection(vhost_broker.url), timeout_s=10) as client:
+    with TasksClient(transport.open(vhost_broker.url), timeout_s=10) as client:
         wait_until(lambda: len(client.get_all_tasks()) == 5, timeout_s=20, what="five tasks")
         expected = client.get_all_tasks()
 
@@ -369,7 +370,7 @@ def test_under_load_every_answer_is_whole_and_the_watch_ends_equal_to_the_listin
     for task_id in ids[::2]:
         pub.finish(task_id, message="done")
     pub.flush(30.0)
-    with TasksClient(BusConnection(vhost_broker.url), timeout_s=10) as client:
+    with TasksClient(transport.open(vhost_broker.url), timeout_s=10) as client:
         wait_until(
             lambda: sum(t["state"] == "finished" for t in client.get_all_tasks().values()) == 100,
             timeout_s=60,

@@ -13,16 +13,24 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.subsystem.runner import SubsystemRunner
 from bus_tasks.testing import reset_memory_transport
-from bus_tasks.transport import Bus, BusConnection, TopologyOptions
+from bus_tasks.transport import BrokerAdmin, Bus, BusOptions, TopologyOptions
 
 CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 RABBITMQ = ("127.0.0.1", 5672)
 REDIS = ("127.0.0.1", 6379)
+
+
+def admin_of(bus: Bus) -> BrokerAdmin:
+    """The broker admin on ``bus``'s connection (every transport under test offers one)."""
+    admin = transport.admin(bus)
+    assert admin is not None, f"{bus!r} offers no BrokerAdmin"
+    return admin
 
 
 def _reachable(address: tuple[str, int]) -> bool:
@@ -57,7 +65,7 @@ class Broker:
     transport: str
     url: str
     redis_key_prefix: str = ""
-    _opened: list[BusConnection] = field(default_factory=list)
+    _opened: list[Bus] = field(default_factory=list)
 
     def connection(
         self,
@@ -65,19 +73,21 @@ class Broker:
         confirm_publish: bool = True,
         options: TopologyOptions | None = None,
         connect_retries: int | None = None,
-    ) -> BusConnection:
-        conn = BusConnection(
+    ) -> Bus:
+        conn = transport.open(
             self.url,
-            confirm_publish=confirm_publish,
-            redis_key_prefix=self.redis_key_prefix,
-            connect_timeout_s=5.0,
-            connect_retries=connect_retries,
-            topology_options=options or TopologyOptions(),
+            BusOptions(
+                confirm_publish=confirm_publish,
+                redis_key_prefix=self.redis_key_prefix,
+                connect_timeout_s=5.0,
+                connect_retries=connect_retries,
+                topology=options or TopologyOptions(),
+            ),
         )
         self._opened.append(conn)
         return conn
 
-    def connect(self, *, confirm_publish: bool = False, connect_retries: int | None = None) -> BusConnection:
+    def connect(self, *, confirm_publish: bool = False, connect_retries: int | None = None) -> Bus:
         """A connection as a subsystem runner asks for one (``bus_tasks.subsystem.runner.Connect``)."""
         return self.connection(confirm_publish=confirm_publish, connect_retries=connect_retries)
 
@@ -115,9 +125,9 @@ def _delete_rabbitmq_queues(vhost: str) -> None:
     for name in queues:
         # One connection per queue: deleting a queue another live connection holds exclusively
         # is refused and closes the channel; the other queues are deleted all the same.
-        conn = BusConnection(url, connect_retries=3)
+        conn = transport.open(url, BusOptions(connect_retries=3))
         try:
-            conn.delete_queues([name])
+            admin_of(conn).delete_queues([name])
         except conn.errors:
             pass
         finally:

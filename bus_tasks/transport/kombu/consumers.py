@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -13,8 +14,13 @@ from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
 
+from bus_tasks import names
 from bus_tasks.errors import QueueInUse
-from bus_tasks.transport.bus import Delivery, Handler
+from bus_tasks.transport.bus import Delivery, Handler, Position, ReentrantDrain
+from bus_tasks.transport.kombu.exclusive import Claims
+from bus_tasks.transport.kombu.link import Link
+
+EXCLUSIVE_RETRY_S = 0.5  # between attempts to take back an exclusive queue after a reconnect
 
 
 def delivery_of(message: Message, stale: Callable[[], bool]) -> Delivery:
@@ -29,15 +35,19 @@ def delivery_of(message: Message, stale: Callable[[], bool]) -> Delivery:
         if not stale():
             message.ack(multiple=multiple)
 
+    headers = dict(message.headers or {})
+    position = headers.get(names.HEADER_STREAM_OFFSET)  # RabbitMQ's, on what it read from a stream
+
     return Delivery(
         body=body,
         routing_key=message.delivery_info.get("routing_key", ""),
-        headers=dict(message.headers or {}),
+        headers=headers,
         reply_to=props.get("reply_to"),
         correlation_id=props.get("correlation_id"),
         expiration_ms=int(expiration) if expiration not in (None, "") else None,
         user_id=props.get("user_id"),
         _ack=ack,
+        position=position if type(position) is int else None,
     )
 
 
@@ -51,10 +61,6 @@ def acks_batched(channels: Iterable[Any]) -> Iterator[None]:
             if batched is not None:
                 stack.enter_context(batched())
         yield
-
-
-class ReentrantDrain(RuntimeError):
-    """Raised when a handler drains the connection that is running it."""
 
 
 class Inbox:
@@ -114,7 +120,7 @@ class Subscription:
     no_ack: bool
     prefetch: int | None
     exclusive: bool = False
-    offset: Callable[[], int | str] | None = None  # a stream's: where to start, asked each time
+    replay_from: Callable[[], Position] | None = None  # a log's: where to start, asked each time
 
 
 class _ExclusiveQueue(Queue):
@@ -161,9 +167,9 @@ def start_consumer(
         # py-amqp would decode each UTF-8 body to str, and Delivery would encode it back: two
         # passes over a 40 MB listing for nothing. The JSON decoders check UTF-8 themselves.
         channel.auto_decode = False
-        if subscription.offset is not None:
+        if subscription.replay_from is not None:
             attributes = queue.as_dict()
-            attributes["consumer_arguments"] = {"x-stream-offset": subscription.offset()}
+            attributes["consumer_arguments"] = {names.HEADER_STREAM_OFFSET: subscription.replay_from()}
             queue = Queue(**attributes)
         if subscription.exclusive:
             queue = _ExclusiveQueue(**queue.as_dict())
@@ -184,3 +190,36 @@ def start_consumer(
             channel.close()
         raise QueueInUse(str(queue.name)) from None
     return consumer
+
+
+def start_claimed(
+    link: Link,
+    claims: Claims,
+    subscription: Subscription,
+    on_message: Callable[[Message], None],
+    *,
+    patience_s: float,
+    declare: bool = True,
+) -> Consumer:
+    """Claim the queue if ``subscription`` is exclusive, then consume it on a channel of its own;
+    an exclusive queue in use is tried again for ``patience_s``.
+
+    Raises:
+        QueueInUse: when it stays taken (another connection consumes it exclusively).
+    """
+    give_up_at = time.monotonic() + patience_s
+    while True:
+        try:
+            if subscription.exclusive:
+                amqp = claims.kind == "amqp"  # its lock is refused on a channel of its own
+                channel = link.new_channel() if amqp else link.channel
+                claims.claim(channel, str(subscription.queue.name))
+            return start_consumer(
+                link.new_channel(), subscription, on_message, amqp=link.is_amqp, declare=declare
+            )
+        except QueueInUse:
+            left_s = give_up_at - time.monotonic()
+            if left_s <= 0 or link.past_deadline():
+                raise
+            link.check_stop()
+            link.pause(min(EXCLUSIVE_RETRY_S, left_s))

@@ -18,15 +18,13 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from kombu.entity import Exchange, Queue
 from kombu.messaging import Producer
 
 from bus_tasks import names
 from bus_tasks.config import redact_url
 from bus_tasks.errors import PublishError, PublishUnreachable
-from bus_tasks.transport import topology
-from bus_tasks.transport.consumers import Inbox
-from bus_tasks.transport.link import Link, Retries, describe
+from bus_tasks.transport.kombu.consumers import Inbox
+from bus_tasks.transport.kombu.link import Link, Retries, describe
 from bus_tasks.transport.outbox import Outbox, Outgoing, Returned
 
 _EVENT_KEY_PREFIX = names.EVENTS_BINDING.removesuffix("#")  # "task.": what the log keeps
@@ -43,9 +41,9 @@ class Host(Protocol):
 
     def recover(self, max_retries: Retries = "default") -> None: ...
 
-    def _declare(self, *entities: Queue | Exchange) -> None: ...
-
-    def declare_events(self) -> None: ...
+    def prepare(self, exchange: str) -> None:
+        """Before the first publish to ``exchange`` on a connection: declare what it needs."""
+        ...
 
     @property
     def user_id(self) -> str | None: ...
@@ -213,10 +211,7 @@ class Sender:
                 channel.events["basic_nack"].add(self._on_nack)
             self._producer = Producer(channel)
         if message.exchange and message.exchange not in self._exchanges_declared:
-            # Virtual transports (redis, memory) route by the exchange type this connection knows.
-            self._host._declare(topology.EXCHANGES[message.exchange])
-            if message.exchange == names.EVENTS_EXCHANGE:
-                self._host.declare_events()  # kept until an aggregator reads it
+            self._host.prepare(message.exchange)
             self._exchanges_declared.add(message.exchange)
         self._producer.publish(
             message.body,

@@ -1,10 +1,10 @@
 """``BusConnection``: the :class:`~bus_tasks.transport.bus.Bus` on kombu, from its parts.
 
-The parts: a :class:`~bus_tasks.transport.link.Link` (connect, back-off, deadlines), the
-topology (kombu entities of the names in :mod:`bus_tasks.names`), consumers feeding a serial
-:class:`~bus_tasks.transport.consumers.Inbox` (exclusive ones emulated by
-:mod:`~bus_tasks.transport.exclusive` off RabbitMQ), and the publishing
-:class:`~bus_tasks.transport.publishing.Sender` with its confirm
+The parts: a :class:`~bus_tasks.transport.kombu.link.Link` (connect, back-off, deadlines), the
+declared specs (as the kombu entities of :mod:`.entities`), consumers feeding a serial
+:class:`~bus_tasks.transport.kombu.consumers.Inbox` (exclusive ones emulated by
+:mod:`~bus_tasks.transport.kombu.exclusive` off RabbitMQ), and the publishing
+:class:`~bus_tasks.transport.kombu.publishing.Sender` with its confirm
 :class:`~bus_tasks.transport.outbox.Outbox`.
 """
 
@@ -12,38 +12,30 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from amqp.exceptions import PreconditionFailed
-from kombu.entity import Exchange, Queue
+from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
 
 from bus_tasks import names
-from bus_tasks.broker_login import NO_LOGIN, BrokerLogin
-from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S, redact_url
-from bus_tasks.errors import BusTasksError, QueueInUse, TopologyMismatch
-from bus_tasks.transport import admin, topology
-from bus_tasks.transport.bus import Delivery, Handler
-from bus_tasks.transport.consumers import (
-    Inbox,
-    ReentrantDrain,
-    Subscription,
-    acks_batched,
-    delivery_of,
-    start_consumer,
-)
-from bus_tasks.transport.exclusive import Claims
-from bus_tasks.transport.link import Link, Retries
+from bus_tasks.config import redact_url
+from bus_tasks.errors import BusTasksError
+from bus_tasks.transport.bus import Delivery, Handler, Position, ReentrantDrain
+from bus_tasks.transport.kombu.admin import KombuAdmin
+from bus_tasks.transport.kombu.consumers import Inbox, Subscription, acks_batched, delivery_of, start_claimed
+from bus_tasks.transport.kombu.declaring import Declarations
+from bus_tasks.transport.kombu.exclusive import Claims
+from bus_tasks.transport.kombu.link import Link, Retries
+from bus_tasks.transport.kombu.publishing import Sender
+from bus_tasks.transport.opening import BusOptions
 from bus_tasks.transport.outbox import Outgoing
-from bus_tasks.transport.publishing import Sender
+from bus_tasks.transport.topology import EXCHANGES, Spec, Topology
 
 log = logging.getLogger("bus_tasks.transport")
 
-EXCLUSIVE_RETRY_S = 0.5  # between attempts to take back an exclusive queue after a reconnect
 DRAIN_BATCH = 256  # deliveries one drain() takes in without waiting, at most (an aggregator's prefetch)
 
 
@@ -57,53 +49,39 @@ class BusConnection:
     reconnect or a nack. Not thread-safe: use one per thread.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        confirm_publish: bool = False,
-        heartbeat_s: float = 0.0,
-        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
-        connect_retries: int | None = None,
-        redis_key_prefix: str = "",
-        reconnect_max_s: float = 5.0,
-        max_unconfirmed: int = 10_000,
-        confirm_window: int = 1_000,
-        stop: threading.Event | None = None,
-        topology_options: topology.TopologyOptions = topology.DEFAULT_OPTIONS,
-        login: BrokerLogin = NO_LOGIN,
-    ) -> None:
+    def __init__(self, url: str, options: BusOptions, stop: threading.Event | None = None) -> None:
+        """Built by :func:`bus_tasks.transport.open`, not connected yet."""
         self._link = Link(
             url,
-            heartbeat_s=heartbeat_s,
-            connect_timeout_s=connect_timeout_s,
-            connect_retries=connect_retries,
-            redis_key_prefix=redis_key_prefix,
-            reconnect_max_s=reconnect_max_s,
+            heartbeat_s=options.heartbeat_s,
+            connect_timeout_s=options.connect_timeout_s,
+            connect_retries=options.connect_retries,
+            redis_key_prefix=options.redis_key_prefix,
+            reconnect_max_s=options.reconnect_max_s,
             stop=stop,
-            login=login,
+            login=options.login,
         )
         self.url = url
         self.is_amqp = self._link.is_amqp
         # Every publish says who sent it; RabbitMQ refuses one whose user_id is not the login's.
-        self.user_id = login.user(url) if self.is_amqp else None
-        self.options = topology_options
+        self.user_id = options.login.user(url) if self.is_amqp else None
+        self.options = options
+        self.topology = Topology(self, options.topology)
         self._subscriptions: list[Subscription] = []
         self._live: list[Consumer] = []
         self._inbox = Inbox()
-        self._claims = Claims(self._link.scheme, redis_key_prefix=redis_key_prefix)
+        self._claims = Claims(self._link.scheme, redis_key_prefix=options.redis_key_prefix)
         self._generation = 0  # bumped by every reconnect attempt: older deliveries are stale
         self.reconnects = 0  # connections lost and re-established (for metrics)
         self._dead_letters_unconfirmed = 0
-        self._declared: list[Queue | Exchange] = []
-        self._queues: dict[str, Queue] = {}  # name -> entity, for queues declared here
+        self._declarations = Declarations(self._link, self, options.topology)
         self._sender = Sender(
             self._link,
             self._inbox,
             self,
-            confirming=confirm_publish and self.is_amqp,  # publisher confirms: RabbitMQ only
-            max_unconfirmed=max_unconfirmed,
-            window=confirm_window,
+            confirming=options.confirm_publish and self.is_amqp,  # publisher confirms: RabbitMQ only
+            max_unconfirmed=options.max_unconfirmed,
+            window=options.confirm_window,
         )
 
     def __repr__(self) -> str:
@@ -119,16 +97,28 @@ class BusConnection:
         """Messages published but not yet confirmed by the broker."""
         return self._sender.pending
 
-    def fileno(self) -> int | None:
+    @property
+    def replays(self) -> bool:
+        """RabbitMQ keeps streams, read from a position of one's own; Redis and memory:// do not."""
+        return self.is_amqp
+
+    @property
+    def predeclared(self) -> bool:
+        """The shared topology exists beforehand (RabbitMQ, ``broker-setup``): checked, never declared."""
+        return self.is_amqp and self.options.topology.predeclared
+
+    @property
+    def link(self) -> Link:
+        return self._link
+
+    def admin(self) -> KombuAdmin:
+        """Queue depths, consumer counts, gets and deletes on this connection (tools and tests)."""
+        return KombuAdmin(self)
+
+    def wakeup_handle(self) -> int | None:
         """The broker socket's descriptor (AMQP, connected), for a select that waits on more than the
         broker; None otherwise. A readable socket means :meth:`drain` has something to read."""
-        if not self.is_amqp:
-            return None
-        sock = getattr(getattr(self._link.conn, "_connection", None), "sock", None)
-        try:
-            return None if sock is None else int(sock.fileno())
-        except OSError:
-            return None
+        return self._link.fileno()
 
     @property
     def connect_timeout_s(self) -> float:
@@ -154,122 +144,21 @@ class BusConnection:
 
     # -- topology -------------------------------------------------------------------------
 
-    def _declare(self, *entities: Queue | Exchange) -> None:
-        """Declare exchanges and queues (with their bindings); re-declared after a reconnect.
+    def declare(self, *specs: Spec) -> None:
+        """Declare exchanges and queues, again after every reconnect (see :mod:`.declaring`)."""
+        self._declarations.declare(*specs)
 
-        Raises:
-            TopologyMismatch: when a queue exists with other arguments (RabbitMQ keeps them).
-        """
-        self.connect()
-        channel = self._link.channel
-        for entity in entities:
-            # bind() makes a bound copy: the module-level entities stay unbound and shareable.
-            try:
-                self._declare_one(entity.bind(channel))
-            except PreconditionFailed as exc:
-                raise TopologyMismatch(str(entity.name), exc.reply_text or str(exc)) from exc
-            if entity not in self._declared:
-                self._declared.append(entity)
-            if isinstance(entity, Queue):
-                self._queues[entity.name] = entity
+    def prepare(self, exchange: str) -> None:
+        """Before the first publish to ``exchange`` on a connection: declare it (virtual transports
+        route by the exchange type this connection knows) and, for events, where they are kept
+        until an aggregator reads them."""
+        self.declare(EXCHANGES[exchange])
+        if exchange == names.EVENTS_EXCHANGE:
+            self.topology.declare_events()
 
-    def _declare_one(self, bound: Queue | Exchange) -> None:
-        if self.is_amqp and self.options.predeclared:
-            topology.declare_on_predeclared(bound)
-        else:
-            bound.declare()
-
-    def _declare_shared(self, entity: Queue) -> None:
-        """A queue that others may have declared first with arguments of their own (the event
-        log, a control queue): used as it is when it exists, declared as configured otherwise."""
-        if self.is_amqp and self.queue_exists(str(entity.name)):
-            self._queues[str(entity.name)] = entity  # durable: nothing to declare again later
-            return
-        for item in entity.bindings or ():
-            self._declare(item.exchange)
-        if entity.exchange is not None and entity.exchange.name:
-            self._declare(entity.exchange)
-        self._declare(entity)
-
-    @property
-    def uses_stream(self) -> bool:
-        """Events are read from the stream (RabbitMQ with ``event_log = "stream"``)."""
-        return self.is_amqp and self.options.event_log == "stream"
-
-    @property
-    def events_source(self) -> str:
-        """The queue an aggregator reads events from: the stream, or its own events queue."""
-        return names.EVENT_LOG if self.uses_stream else names.events_queue(self.options.replica)
-
-    def declare_exchanges(self) -> None:
-        self._declare(topology.EVENTS_EXCHANGE, topology.CONTROL_EXCHANGE, topology.CHANGES_EXCHANGE)
-
-    def declare_events(self) -> None:
-        """Where events are kept until an aggregator reads them: the stream, or the events queue
-        of an aggregator of this configuration's name (what a publisher declares)."""
-        if self.uses_stream:
-            self._declare_shared(topology.event_log(self.options))
-        else:
-            self._declare(topology.events_queue(self.options.replica))
-
-    def declare_topology(self) -> None:
-        """The aggregator's side of the bus: events in, RPC in, control out, dead letters.
-
-        Raises:
-            TopologyMismatch: when the RPC queue exists with another ``queue_type``.
-        """
-        self.declare_exchanges()
-        self.declare_events()
-        self._declare(topology.rpc_queue(self.options.queue_type), topology.dead_queue())
-
-    def declare_queue(self, queue: str) -> None:
-        """Declare a queue of :mod:`bus_tasks.names` (events, RPC, dead letters, a control queue)."""
-        entity = topology.well_known(queue, self.options)
-        for item in entity.bindings or ():
-            self._declare(item.exchange)
-        if entity.exchange is not None and entity.exchange.name:
-            self._declare(entity.exchange)
-        self._declare(entity)
-
-    def declare_control_queue(self, subsystem: str) -> str:
-        """A subsystem's durable command queue (kept while the subsystem is offline); its name.
-
-        One that exists is used as it is (whoever declared it first, a subsystem or an
-        aggregator that forwards to it).
-        """
-        name = names.control_queue(subsystem)
-        self._declare_shared(topology.control_queue(subsystem))
-        return name
-
-    def declare_replica_queue(self, prefix: str) -> str:
-        """A new queue of this connection's own, deleted when its consumer goes; its name."""
-        queue = topology.replica_rpc_queue(prefix)
-        self._declare(queue)
-        return str(queue.name)
-
-    def declare_presence_queue(self) -> str:
-        """A new private queue of every heartbeat (subsystems' and aggregators'); its name."""
-        self.declare_exchanges()
-        queue = topology.presence_queue()
-        self._declare(queue)
-        return str(queue.name)
-
-    def declare_watch_queue(self) -> str:
-        """A new private queue of every aggregator's change feed; its name."""
-        self._declare(topology.CHANGES_EXCHANGE)
-        queue = topology.watch_queue()
-        self._declare(queue)
-        return str(queue.name)
-
-    def declare_reply_queue(self, prefix: str) -> str:
-        """A new private, self-deleting queue for replies; returns its name."""
-        queue = topology.reply_queue(prefix)
-        self._declare(queue)
-        return str(queue.name)
-
-    def _entity(self, queue: str) -> Queue:
-        entity = self._queues.get(queue)
-        return entity if entity is not None else topology.well_known(queue, self.options)
+    def entity(self, queue: str) -> Queue:
+        """The kombu queue of this name: as declared here, or as :mod:`bus_tasks.names` spells it."""
+        return self._declarations.entity(queue)
 
     # -- consuming ------------------------------------------------------------------------
 
@@ -281,19 +170,19 @@ class BusConnection:
         no_ack: bool = False,
         prefetch: int | None = None,
         exclusive: bool = False,
-        offset: Callable[[], int | str] | None = None,
+        replay_from: Callable[[], Position] | None = None,
     ) -> None:
         """Deliver messages of ``queue`` to ``handler`` during :meth:`drain`.
 
         With ``exclusive``, this connection is the queue's only consumer, also after a
-        reconnect (see :mod:`.exclusive`). With ``offset`` (a stream), reading starts at the
-        offset it gives (an int, or ``"first"``), asked again at every reconnect.
+        reconnect (see :mod:`.exclusive`). With ``replay_from`` (a stream), reading starts at the
+        position it gives (an offset, or ``"first"``), asked again at every reconnect.
 
         Raises:
             QueueInUse: with ``exclusive``, when another connection consumes ``queue`` (this
                 connection stays usable).
         """
-        subscription = Subscription(self._entity(queue), handler, no_ack, prefetch, exclusive, offset)
+        subscription = Subscription(self.entity(queue), handler, no_ack, prefetch, exclusive, replay_from)
         self._subscriptions.append(subscription)  # from here on, a reconnect restarts it
         try:
             self.connect()
@@ -306,35 +195,18 @@ class BusConnection:
         """Start consuming; an exclusive queue in use is tried again for ``patience_s``."""
         handler = subscription.handler
         inbox = self._inbox
-        stale = self._staleness()
+        stale = self.staleness()
 
         def on_message(message: Message) -> None:
             inbox.put(handler, delivery_of(message, stale))
 
-        give_up_at = time.monotonic() + patience_s
-        while True:
-            try:
-                if subscription.exclusive:
-                    amqp = self._claims.kind == "amqp"  # its lock is refused on a channel of its own
-                    channel = self._link.new_channel() if amqp else self._link.channel
-                    self._claims.claim(channel, str(subscription.queue.name))
-                consumer = start_consumer(
-                    self._link.new_channel(),
-                    subscription,
-                    on_message,
-                    amqp=self.is_amqp,
-                    declare=not (self.is_amqp and self.options.predeclared),
-                )
-                break
-            except QueueInUse:
-                left_s = give_up_at - time.monotonic()
-                if left_s <= 0 or self._link.past_deadline():
-                    raise
-                self._link.check_stop()
-                self._link.pause(min(EXCLUSIVE_RETRY_S, left_s))
+        claims, declare = self._claims, not self.predeclared
+        consumer = start_claimed(
+            self._link, claims, subscription, on_message, patience_s=patience_s, declare=declare
+        )
         self._live.append(consumer)
 
-    def _staleness(self) -> Callable[[], bool]:
+    def staleness(self) -> Callable[[], bool]:
         """A test of whether the connection current now has since been replaced."""
         generation = self._generation
         return lambda: generation != self._generation
@@ -402,9 +274,7 @@ class BusConnection:
                     raise
 
     def _restore(self) -> None:
-        channel = self._link.channel
-        for entity in self._declared:
-            self._declare_one(entity.bind(channel))
+        self._declarations.restore()
         patience_s = max(10.0, 2 * self._link.heartbeat_s + 5.0)  # the broker's heartbeat timeout
         for subscription in self._subscriptions:
             self._start(subscription, patience_s=patience_s)
@@ -431,9 +301,8 @@ class BusConnection:
 
         With confirms on, returns once the message is sent (not yet confirmed): ``on_confirm``
         runs, from a later :meth:`drain`, once the broker confirmed it; :meth:`flush` waits for
-        every confirm. Without confirms ``on_confirm`` runs from the next :meth:`drain`. The
-        first event published on a connection declares the events queue; events are
-        ``mandatory`` on RabbitMQ (see :meth:`flush`).
+        every confirm. Without confirms ``on_confirm`` runs from the next :meth:`drain`. Events
+        are ``mandatory`` on RabbitMQ (see :meth:`flush`); see :meth:`prepare`.
 
         Raises:
             PublishError: when ``max_unconfirmed`` messages already wait for the broker.
@@ -449,12 +318,7 @@ class BusConnection:
         """Wait until the broker has confirmed every message published so far.
 
         Raises:
-            PublishUnreachable: when messages wait because the broker is unreachable (at
-                ``timeout_s``, or at once when ``connect_retries`` are spent); it names the
-                broker and the last connection error.
-            PublishError: when some are still unconfirmed at ``timeout_s``; or when the broker
-                returned messages it could not route (e.g. no events queue) since the last
-                flush, naming how many and their routing keys.
+            PublishUnreachable, PublishError: as :meth:`.publishing.Sender.flush` says.
         """
         self._sender.flush(timeout_s)
 
@@ -491,44 +355,6 @@ class BusConnection:
         with acks_batched(consumer.channel for consumer in self._live):  # Redis: one pipeline
             for delivery in deliveries:
                 delivery.ack()
-
-    # -- tools ----------------------------------------------------------------------------
-
-    def queue_exists(self, queue: str) -> bool | None:
-        """Whether ``queue`` exists on RabbitMQ (a passive declare, on a channel of its own);
-        None elsewhere: Redis and memory:// keep no record of an empty queue's existence."""
-        if not self.is_amqp:
-            return None
-        self.connect()
-        return admin.queue_exists(self._link.new_channel(), queue)
-
-    def consumer_count(self, queue: str, *, passive: bool = False) -> int | None:
-        """Consumers attached to ``queue`` on RabbitMQ; None elsewhere (no transport counts).
-
-        Declares the queue if missing, unless ``passive``: then a missing queue counts 0 and
-        stays missing.
-        """
-        if not self.is_amqp:
-            return None  # the virtual transports do not count consumers
-        self.connect()
-        if passive or self.options.predeclared:
-            return admin.passive_consumer_count(self._link.new_channel(), queue) or 0
-        return admin.consumer_count(self._link.channel, self._entity(queue))
-
-    def queue_size(self, queue: str) -> int:
-        """Messages ready in ``queue`` (declares it if missing)."""
-        self.connect()
-        return admin.queue_size(self._link.channel, self._entity(queue))
-
-    def get(self, queue: str) -> Delivery | None:
-        """Fetch one message from ``queue`` without consuming (for tools and tests)."""
-        self.connect()
-        return admin.get(self._link.channel, self._entity(queue), self._staleness())
-
-    def delete_queues(self, queue_names: list[str]) -> None:
-        """Delete queues by name (tools and test teardown)."""
-        self.connect()
-        admin.delete_queues(self._link.channel, queue_names)
 
     def close(self, flush_timeout_s: float = 10.0) -> None:
         """Cancel consumers, release exclusive claims, wait (bounded) for outstanding confirms,

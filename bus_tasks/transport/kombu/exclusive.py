@@ -27,7 +27,7 @@ from amqp.exceptions import ResourceLocked
 from redis.exceptions import WatchError
 
 from bus_tasks.errors import QueueInUse
-from bus_tasks.transport import topology
+from bus_tasks.transport.kombu import entities
 
 LEASE_S = 10.0
 RENEW_EVERY_S = LEASE_S / 4
@@ -66,7 +66,7 @@ class Claims:
         if self.kind == "amqp":
             # ``channel``: a channel of its own (the broker closes it when it refuses the lock).
             try:
-                topology.claim_queue(queue).bind(channel).declare()
+                entities.claim_queue(queue).bind(channel).declare()
             except ResourceLocked:
                 raise QueueInUse(queue) from None
         elif self.kind == "memory":

@@ -49,7 +49,7 @@ def _transport_class(scheme: str) -> type | None:
     """kombu's transport for ``scheme`` (None: by the URL), but Redis with fewer round trips."""
     if scheme not in REDIS_SCHEMES:
         return None
-    from bus_tasks.transport.redis_tuning import Transport  # noqa: PLC0415 - only Redis loads it
+    from bus_tasks.transport.kombu.redis_tuning import Transport  # noqa: PLC0415 - only Redis loads it
 
     return Transport
 
@@ -286,6 +286,16 @@ class Link:
         except TimeoutError:
             return False
         return True
+
+    def fileno(self) -> int | None:
+        """The AMQP socket's descriptor while connected; None otherwise (or on other brokers)."""
+        if not self.is_amqp:
+            return None
+        sock = getattr(getattr(self.conn, "_connection", None), "sock", None)
+        try:
+            return None if sock is None else int(sock.fileno())
+        except OSError:
+            return None
 
     def release(self) -> None:
         self.conn.release()
