@@ -92,6 +92,7 @@ def aggregator_policy(settings: Settings) -> AggregatorPolicy:
         prefetch_count=settings.prefetch_count,
         max_event_bytes=settings.max_event_bytes,
         max_request_bytes=settings.max_request_bytes,
+        max_reply_bytes=settings.max_reply_bytes,
         max_batch_calls=settings.max_batch_calls,
         done_ttl_s=settings.done_ttl_s,
         tombstone_ttl_s=settings.tombstone_ttl_s,
