@@ -289,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def summaries(parser: argparse.ArgumentParser) -> dict[str, str]:
     """Each command of ``parser`` and its one-line summary, in the order ``--help`` lists them."""
-    return {name: cmd.description or "" for name, cmd in _commands(parser).items()}
+    (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    # The help line of each command (its description may go on: broker-setup's does).
+    return {choice.dest: choice.help or "" for choice in action._get_subactions()}
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
