@@ -18,7 +18,7 @@ from bus_tasks.plugins.gluster.cli import DEFAULT_BINARY, DEFAULT_TIMEOUT_S, Glu
 from bus_tasks.plugins.gluster.poller import SUBSYSTEM, GlusterPoller
 from bus_tasks.protocol.shapes import record_from_details
 from bus_tasks.subsystem.publisher import TaskPublisher
-from workers import options, wiring
+from workers import options, systemd, wiring
 
 if TYPE_CHECKING:
     from bus_tasks.config import Settings
@@ -88,6 +88,8 @@ class GlusterPlugin:
                         daemon=True,
                     )
                     control.start()
+                    log.info("gluster plugin ready: its tasks are published, control commands served")
+                    systemd.notify(systemd.READY)
                 stop.wait(args.interval_s)
         finally:
             stop.set()

@@ -12,7 +12,7 @@ from typing import Any
 from bus_tasks.config import Settings
 from bus_tasks.frontdoors.stomp import StompFrontDoor, StompLimits
 from bus_tasks.frontdoors.tls import server_context
-from workers import wiring
+from workers import systemd, wiring
 
 log = logging.getLogger("bus_tasks.stomp")
 
@@ -52,6 +52,7 @@ async def _main(settings: Settings, options: StompOptions, stop: threading.Event
 
     def on_signal(signum: int) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
+        systemd.notify(systemd.STOPPING)
         stop.set()
         stopping.set()
 
@@ -83,6 +84,7 @@ async def _main(settings: Settings, options: StompOptions, stop: threading.Event
     server = await door.start(bridge, options.host, options.port)
     host, port = server.sockets[0].getsockname()[:2]
     log.info("stomp front door listening on %s:%s", host, port)
+    systemd.notify(systemd.READY)
     try:
         await stopping.wait()
     finally:
