@@ -33,6 +33,7 @@ from bus_tasks.frontdoors.http_answers import (
     revision_of,
     selection_of,
 )
+from bus_tasks.frontdoors.http_metrics import HttpDoorMetrics
 from bus_tasks.frontdoors.http_mirror import Mirror
 from bus_tasks.frontdoors.http_rpc import RpcCaller
 from bus_tasks.protocol.methods import MethodName
@@ -89,6 +90,9 @@ class HttpFrontDoor:
         self.registry = registry
         self.options = options
         self.watchers = 0  # /api/watch requests being served (waiting for the listing included)
+        self.door_metrics = HttpDoorMetrics(lambda: self.watchers, options.max_watchers)
+        if registry is not None:
+            registry.register(self.door_metrics)
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._errors], client_max_size=self.options.max_body_bytes)
@@ -122,6 +126,7 @@ class HttpFrontDoor:
         """A body over ``max_body_bytes`` is refused by its Content-Length, before it is read."""
         length, limit = request.content_length, self.options.max_body_bytes
         if length is not None and length > limit:
+            self.door_metrics.refused("body")
             raise Refused(413, f"General Exception: a body of {length} bytes, at most {limit}")
 
     # -- the API ----------------------------------------------------------------------------
@@ -142,6 +147,7 @@ class HttpFrontDoor:
     async def watch(self, request: web.Request) -> web.StreamResponse:
         limit = self.options.max_watchers
         if self.watchers >= limit:
+            self.door_metrics.refused("watchers")
             raise Refused(
                 503, f"General Exception: {limit} watchers already; watch again later", {"Retry-After": "5"}
             )
