@@ -34,6 +34,7 @@ FIGURES = {
     "watch": "bench.watch",
     "clients": "bench.clients",
     "restart": "bench.restart",
+    "authz": "bench.authz",
 }
 
 

@@ -16,6 +16,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bus_tasks.authorization import AuthorizationMode, Roles
 from bus_tasks.broker_login import BrokerLogin, LoginMethod, certificate_common_name
 from bus_tasks.core.model import SUBSYSTEM_PATTERN, describe_validation
 from bus_tasks.errors import ConfigError
@@ -57,6 +58,7 @@ DEFAULT_STOMP_MAX_OUTBUF_BYTES = 16 << 20
 DEFAULT_HTTP_MAX_WATCHERS = 1_000
 DEFAULT_HTTP_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_HTTP_IDLE_TIMEOUT_S = 30.0
+MIN_HTTP_TOKEN_CHARS = 16
 
 
 def config_file() -> Path | None:
@@ -110,6 +112,53 @@ class Settings(BaseSettings):
     # Stop and clear from HTTP (the web view), for a caller with http_token (Bearer).
     http_control: bool = False
     http_token: SecretStr | None = None
+    # -- Who may call what (SPEC 16, docs/authorization.md). "on": every call is denied unless
+    # its caller's role allows it; "off" (the default): anyone who reaches a door may call
+    # anything (serve warns once). Identities: broker users (AMQP user_id), client
+    # certificates' CNs (STOMP), the names of http_tokens (HTTP).
+    authorization: AuthorizationMode = "off"
+    readers: list[Identity] = []
+    operators: list[Identity] = []
+    admins: list[Identity] = []
+    # The front doors' broker users: only they may say for whom they call.
+    front_doors: list[Identity] = []
+    # Identity -> its HTTP bearer token (at least MIN_HTTP_TOKEN_CHARS; never logged).
+    http_tokens: dict[Identity, SecretStr] = {}
+
+    @field_validator("http_tokens")
+    @classmethod
+    def _tokens_are_long_and_distinct(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        short = sorted(i for i, t in value.items() if len(t.get_secret_value()) < MIN_HTTP_TOKEN_CHARS)
+        if short:
+            raise ValueError(
+                f"the tokens of {', '.join(short)} are shorter than {MIN_HTTP_TOKEN_CHARS} characters"
+            )
+        if len({t.get_secret_value() for t in value.values()}) != len(value):
+            raise ValueError("two identities have the same token: each needs its own")
+        return value
+
+    @model_validator(mode="after")
+    def _authorization_is_complete(self) -> Self:
+        if self.authorization == "on":
+            if not (self.readers or self.operators or self.admins):
+                raise ValueError(
+                    'authorization = "on" needs readers, operators or admins:'
+                    " without any, every call is denied"
+                )
+            if self.http_token is not None:
+                raise ValueError(
+                    'with authorization = "on", HTTP callers are named by http_tokens = {identity = "token"},'
+                    " not http_token"
+                )
+        return self
+
+    @property
+    def roles(self) -> Roles:
+        """Who holds which role (SPEC 16)."""
+        return Roles.of(readers=self.readers, operators=self.operators, admins=self.admins)
+
+    # -- end of who may call what
+
     # The STOMP front door's bounds (`bus-tasks stomp`): CONNECT (TLS handshake included) within
     # this long; connections at once; requests in flight per connection; reply bytes waiting
     # unread for one client before it is disconnected.
@@ -210,8 +259,13 @@ class Settings(BaseSettings):
 
     @property
     def trust(self) -> TrustPolicy:
-        """Whom this process believes (SPEC 15)."""
-        return TrustPolicy.of(self.identity, publishers=self.publishers, aggregators=self.aggregators)
+        """Whom this process believes (SPEC 15); with authorization on, the admins publish test
+        tasks (SPEC 16: ``bus-tasks inject`` is theirs) besides the identities named for them."""
+        publishers = dict(self.publishers)
+        if self.authorization == "on" and self.test_subsystem:
+            test = self.test_subsystem
+            publishers[test] = [*publishers.get(test, []), *self.admins]
+        return TrustPolicy.of(self.identity, publishers=publishers, aggregators=self.aggregators)
 
     @property
     def broker_login(self) -> BrokerLogin:

@@ -123,6 +123,17 @@ class RevisionGone(BusTasksError):
     title = "Revision gone"
 
 
+class PermissionDenied(BusTasksError):
+    """Raised when the caller's identity may not make this call (SPEC 16, ``authorization = "on"``):
+    the call had no effect. Ask for a role that allows it (docs/authorization.md)."""
+
+    code = -32011
+    title = "Permission denied"
+
+    def __init__(self, identity: str = "", call: str = "", *, message: str | None = None) -> None:
+        super().__init__(message=message or f"{self.title}: {identity} may not call {call}")
+
+
 class TooManyRequests(BusTasksError):
     """Raised when a connection of a front door already has as many requests in flight as it may
     (``stomp_max_pending``): the excess is answered at once, never queued; send it again later."""
@@ -235,6 +246,7 @@ _BY_CODE: dict[int, type[BusTasksError]] = {
         InvalidParams,
         InternalError,
         RevisionGone,
+        PermissionDenied,
         TooManyRequests,
     )
 }

@@ -48,6 +48,7 @@ def serve(settings: Settings) -> int:
     """
     check_http(settings)
     wiring.warn_if_identity_off(settings, log)
+    wiring.warn_if_authorization_off(settings, log)
     stop = wiring.stop_on_signals(log)
     lock = DataDirLock(settings.data_dir)
     # One data directory, one process: a second serve on it would fight over the file.
@@ -92,6 +93,8 @@ def check_http(settings: Settings) -> None:
             f"http_listen {settings.http_listen!r} is not a loopback address: anyone reaching it would"
             " read every task; give --http-allow-remote (or http_allow_remote = true) to mean it"
         )
+    if settings.authorization == "on":
+        return  # stop and clear over HTTP are the callers' roles' to allow (http_tokens)
     token = settings.http_token
     if settings.http_control and (token is None or len(token.get_secret_value()) < MIN_TOKEN_CHARS):
         raise ConfigError(

@@ -9,6 +9,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
+from bus_tasks.aggregator.authorization import Authorization
+from bus_tasks.aggregator.policy import ADMIT_ALL
 from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings, redact_url
 from bus_tasks.frontdoors.bridge import OnReply, RpcBridge
@@ -99,12 +101,35 @@ def aggregator(
     # Confirmed publishes: dead letters and clear notifications are confirmed before their acks.
     connection = connect(settings, confirm_publish=True, stop=stop)
     store = store if store is not None else open_store(settings)
-    return Aggregator(connection, store=store, policy=aggregator_policy(settings))
+    on = settings.authorization == "on"
+    return Aggregator(
+        connection,
+        store=store,
+        policy=aggregator_policy(settings),
+        call_policy=Authorization(settings.roles) if on else ADMIT_ALL,
+        front_doors=frozenset(settings.front_doors) if on else None,
+    )
+
+
+def warn_if_authorization_off(settings: Settings, log: logging.Logger) -> None:
+    """At start: one warning line when anyone who reaches a door may call anything (SPEC 16), or
+    when the identities cannot be believed (Redis)."""
+    scheme = settings.broker.partition("://")[0].lower()
+    if settings.authorization == "off" and scheme != "memory":
+        log.warning(
+            'authorization = "off": anyone who reaches the broker or a front door may stop, revert,'
+            " clear and retag any task (docs/authorization.md)"
+        )
+    elif settings.authorization == "on" and scheme in ("redis", "rediss"):
+        log.warning(
+            'authorization = "on" on Redis: nothing validates a request\'s user_id there, so a'
+            " hostile client can call as anybody (docs/authorization.md)"
+        )
 
 
 def stomp_bridge(settings: Settings, on_reply: OnReply, *, stop: threading.Event) -> RpcBridge:
     """The STOMP front door's one broker connection, for the loop that will own it."""
-    return RpcBridge(connect(settings, stop=stop), on_reply, trust=settings.trust)
+    return RpcBridge(connect(settings, stop=stop), on_reply, trust=settings.trust, door="stomp")
 
 
 def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.Event) -> HttpServer:
@@ -112,6 +137,7 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
     (of which it reads only thread-safe facts: ready, connected, the metrics registry)."""
     # Only serve --http loads aiohttp: every other command starts faster.
     from bus_tasks.frontdoors.http import HttpFrontDoor, HttpOptions  # noqa: PLC0415
+    from bus_tasks.frontdoors.http_access import HttpAccess  # noqa: PLC0415
     from bus_tasks.frontdoors.http_mirror import Mirror  # noqa: PLC0415
     from bus_tasks.frontdoors.http_rpc import RpcCaller  # noqa: PLC0415
     from bus_tasks.frontdoors.http_running import HttpServer, ServingHealth  # noqa: PLC0415
@@ -121,6 +147,7 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
     caller = RpcCaller(timeout_s=settings.rpc_timeout_s, broker=redact_url(settings.broker))
     options = HttpOptions(
         control_token=settings.http_token if settings.http_control else None,
+        access=HttpAccess(settings.http_tokens, settings.roles) if settings.authorization == "on" else None,
         sse=SseTimings(write_timeout_s=settings.http_idle_timeout_s),
         listing_timeout_s=settings.rpc_timeout_s,
         max_watchers=settings.http_max_watchers,
@@ -141,5 +168,5 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
             connection, timeout_s=settings.rpc_timeout_s, wait_for_aggregator=True, trust=settings.trust
         )
 
-    bridge = RpcBridge(connect(settings, stop=stop), caller.on_reply, trust=settings.trust)
+    bridge = RpcBridge(connect(settings, stop=stop), caller.on_reply, trust=settings.trust, door="http")
     return HttpServer(door, bridge, watcher, host=host, port=port)

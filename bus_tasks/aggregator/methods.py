@@ -22,6 +22,7 @@ from bus_tasks.errors import (
     InternalError,
     InvalidParameter,
     MethodNotFound,
+    PermissionDenied,
     TaskAborted,
     TaskNotFinished,
 )
@@ -68,6 +69,7 @@ class Reply:
     forward: Forward | None = None
     method: str = ""
     notification: bool = False  # no "id": inside a batch, nothing is answered
+    params: BaseModel | None = None  # as bound: the policy is told of a forwarded call with them
 
 
 class Dispatcher:
@@ -208,6 +210,7 @@ class Dispatcher:
         request_id: RequestId = None
         method_name = ""
         notification = False
+        params: BaseModel | None = None
         started = time.perf_counter()
         try:
             request = parse()
@@ -222,25 +225,30 @@ class Dispatcher:
             if request_id is None:
                 request_id = salvage_id()
             log.warning("rpc %r id=%r failed: %d %r", method_name, request_id, exc.code, exc.message)
-            self._served(context, method_name, "error", started)
+            outcome = "denied" if isinstance(exc, PermissionDenied) else "error"
+            self._served(context, method_name, outcome, started, params)
             return Reply(
                 request_id, error_body(request_id, exc), method=method_name, notification=notification
             )
         except Exception as exc:
             log.exception("rpc %r id=%r crashed", method_name, request_id)
             error = InternalError(type(exc).__name__)
-            self._served(context, method_name, "internal_error", started)
+            self._served(context, method_name, "internal_error", started, params)
             return Reply(
                 request_id, error_body(request_id, error), method=method_name, notification=notification
             )
         if isinstance(result, Forward):
-            return Reply(request_id, forward=result, method=method_name, notification=notification)
+            return Reply(
+                request_id, forward=result, method=method_name, notification=notification, params=params
+            )
         body = result_body(request_id, result)
-        self._served(context, method_name, "ok", started)
+        self._served(context, method_name, "ok", started, params)
         return Reply(request_id, body, method=method_name, notification=notification)
 
-    def _served(self, context: CallContext, method_name: str, outcome: str, started: float) -> None:
-        self.policy.served(context, method_name, outcome, time.perf_counter() - started)
+    def _served(
+        self, context: CallContext, method_name: str, outcome: str, started: float, params: BaseModel | None
+    ) -> None:
+        self.policy.served(context, method_name, outcome, time.perf_counter() - started, params=params)
 
 
 def _task_id(value: str) -> str:

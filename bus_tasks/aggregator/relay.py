@@ -9,6 +9,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 from bus_tasks import names
 from bus_tasks.aggregator.methods import Forward
 from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy
@@ -39,6 +41,7 @@ class PendingControl:
     context: CallContext
     command: str = ""
     received_mono: float = 0.0  # when the request arrived: its latency counts from there
+    params: BaseModel | None = None  # as bound, for the policy (an audit line names the task)
     subsystem: str = ""  # the owner the command went to: only its identities answer it
 
 
@@ -81,6 +84,7 @@ class ControlRelay:
         method: str,
         *,
         context: CallContext,
+        params: BaseModel | None = None,
         deliver: Deliver,
         expiration_ms: int | None,
         received: float,
@@ -100,6 +104,7 @@ class ControlRelay:
             context=context,
             command=forward.command,
             received_mono=received_mono,
+            params=params,
             subsystem=forward.subsystem,
         )
         self._ensure_queue(forward.subsystem)
@@ -170,7 +175,8 @@ class ControlRelay:
         return len(late)
 
     def _done(self, pending: PendingControl, outcome: str) -> None:
-        self.policy.served(pending.context, pending.method, outcome, time.monotonic() - pending.received_mono)
+        seconds = time.monotonic() - pending.received_mono
+        self.policy.served(pending.context, pending.method, outcome, seconds, params=pending.params)
 
     def tell_cleared(self, task_id: str, subsystem: str) -> None:
         """Tell a subsystem that its task was cleared, so that it drops its copy (even if offline)."""

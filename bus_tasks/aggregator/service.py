@@ -75,10 +75,13 @@ class Aggregator:
         store: Store | None = None,
         policy: AggregatorPolicy | None = None,
         call_policy: CallPolicy = ADMIT_ALL,
+        front_doors: frozenset[str] | None = None,
     ) -> None:
         """Args:
         call_policy: sees every RPC call before its method runs (e.g. who may call what), and
             how each was served; the aggregator's metrics are told too (see aggregator/policy).
+        front_doors: the identities whose calls for their clients are believed (SPEC 16: the
+            client's identity, the door); None: such calls are the sender's own, unread.
         """
         self.connection = connection
         self.view = view if view is not None else TaskView(shapes.task_details_member)
@@ -155,6 +158,7 @@ class Aggregator:
             self.counts,
             max_request_bytes=self.policy.max_request_bytes,
             max_batch_calls=self.policy.max_batch_calls,
+            front_doors=front_doors,
         )
 
     # -- lifecycle ----------------------------------------------------------------------

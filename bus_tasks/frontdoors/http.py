@@ -19,13 +19,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
+from bus_tasks.authorization import Action, allowed_calls, authorize, shown
 from bus_tasks.config import (
     DEFAULT_HTTP_IDLE_TIMEOUT_S,
     DEFAULT_HTTP_MAX_BODY_BYTES,
     DEFAULT_HTTP_MAX_WATCHERS,
 )
-from bus_tasks.errors import BusTasksError
+from bus_tasks.errors import BusTasksError, PermissionDenied
 from bus_tasks.frontdoors import http_sse
+from bus_tasks.frontdoors.http_access import HttpAccess
 from bus_tasks.frontdoors.http_answers import (
     Refused,
     error_response,
@@ -70,6 +72,9 @@ class HttpOptions:
     max_watchers: int = DEFAULT_HTTP_MAX_WATCHERS  # /api/watch streams at once
     max_body_bytes: int = DEFAULT_HTTP_MAX_BODY_BYTES
     idle_timeout_s: float = DEFAULT_HTTP_IDLE_TIMEOUT_S  # for a whole request (HttpServer's)
+    # authorization = "on": every call needs a token of http_tokens, the role decides (SPEC 16);
+    # control_token is then unused. None: off.
+    access: HttpAccess | None = None
 
 
 class HttpFrontDoor:
@@ -101,6 +106,7 @@ class HttpFrontDoor:
         get("/api/tasks/{task_id}", self.task)
         get("/api/watch", self.watch)
         get("/api/config", self.config)
+        get("/api/whoami", self.whoami)
         app.router.add_post("/api/tasks/{task_id}/{action:stop|clear}", self.control)
         get("/healthz", self.healthz)
         get("/readyz", self.readyz)
@@ -135,16 +141,29 @@ class HttpFrontDoor:
         """getAllTasks' result; its revision in a header."""
         selection = selection_of(request.query, allowed=frozenset({"tag", "match"}))
         options = {"match": "all" if selection.match_all else "any", "revision": True}
+        identity = self._caller(request)
         result = await self.caller.call(
-            MethodName.GET_ALL_TASKS, {"tags": list(selection.tags), "options": options}
+            MethodName.GET_ALL_TASKS, {"tags": list(selection.tags), "options": options}, identity=identity
         )
         return json_response(result["tasks"], headers={REVISION_HEADER: str(result["revision"])})
 
     async def task(self, request: web.Request) -> web.Response:
-        details = await self.caller.call(MethodName.GET_DETAILS, {"taskID": request.match_info["task_id"]})
+        identity = self._caller(request)
+        task_id = request.match_info["task_id"]
+        details = await self.caller.call(MethodName.GET_DETAILS, {"taskID": task_id}, identity=identity)
         return json_response(details)
 
+    def _caller(self, request: web.Request) -> str | None:
+        """Who calls (authorization on; 401 without a known token), else None: nobody in particular."""
+        access = self.options.access
+        return None if access is None else access.caller(request)
+
     async def watch(self, request: web.Request) -> web.StreamResponse:
+        access = self.options.access
+        if access is not None:  # served from the mirror here: this door asks the one decision
+            identity = access.caller(request)
+            if not authorize(identity, Action.WATCH, access.roles):
+                raise PermissionDenied(shown(identity), Action.WATCH)
         limit = self.options.max_watchers
         if self.watchers >= limit:
             self.door_metrics.refused("watchers")
@@ -171,10 +190,37 @@ class HttpFrontDoor:
         return await http_sse.stream(request, mirror, selection, since, self.options.sse)
 
     async def config(self, request: web.Request) -> web.Response:
-        return json_response({"control": self.options.control_token is not None})
+        access = self.options.access
+        control = access is not None or self.options.control_token is not None
+        return json_response({"control": control, "authorization": access is not None})
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        """Who is looking and what they may call (the web view offers control by it)."""
+        access = self.options.access
+        if access is None:
+            return json_response({"authorization": "off", "identity": None, "role": None, "calls": None})
+        identity = access.caller(request, required=False)
+        calls = sorted(allowed_calls(identity, access.roles))
+        return json_response(
+            {
+                "authorization": "on",
+                "identity": identity,
+                "role": access.roles.role_of(identity),
+                "calls": calls,
+            }
+        )
 
     async def control(self, request: web.Request) -> web.Response:
-        """``Task.stop`` or ``Task.clear`` over RPC, for a caller with the configured token."""
+        """``Task.stop`` or ``Task.clear`` over RPC: for the identity of a token whose role allows
+        it (authorization on), else for a caller with the configured token."""
+        task_id, action = request.match_info["task_id"], request.match_info["action"]
+        method = MethodName.STOP if action == "stop" else MethodName.CLEAR
+        if self.options.access is not None:
+            identity = self.options.access.caller(request)
+            log.info(
+                "http control: %s %s by %s from %s", method, task_id, shown(identity), request.remote or "-"
+            )
+            return json_response(await self.caller.call(method, {"taskID": task_id}, identity=identity))
         token = self.options.control_token
         if token is None:
             raise Refused(403, "General Exception: control over HTTP is off (bus-tasks serve --http-control)")
@@ -185,8 +231,6 @@ class HttpFrontDoor:
                 401, "General Exception: control needs Authorization: Bearer <http_token>",
                 {"WWW-Authenticate": 'Bearer realm="bus_tasks"'},
             )  # fmt: skip
-        task_id, action = request.match_info["task_id"], request.match_info["action"]
-        method = MethodName.STOP if action == "stop" else MethodName.CLEAR
         log.info("http control: %s %s from %s", method, task_id, request.remote or "-")
         return json_response(await self.caller.call(method, {"taskID": task_id}))
 

@@ -21,7 +21,10 @@ from bus_tasks.frontdoors.http_mirror import Selection
 from bus_tasks.protocol.params import query_tags
 
 # HTTP status of each wire error code; the body is always {"code", "message"}.
-STATUS_OF_CODE = {401: 404, 1000: 400, -32602: 400, -32600: 400, -32700: 400, 403: 409, 410: 409, 411: 409}
+STATUS_OF_CODE = {
+    **{401: 404, 1000: 400, -32602: 400, -32600: 400, -32700: 400, 403: 409, 410: 409, 411: 409},
+    -32011: 403,  # the caller's role does not allow the call (SPEC 16)
+}
 
 
 class Refused(Exception):

@@ -25,7 +25,9 @@ class Bridge(Protocol):
     @property
     def recovering(self) -> bool: ...
 
-    def submit(self, body: bytes, correlation_id: str, deadline: float) -> None: ...
+    def submit(
+        self, body: bytes, correlation_id: str, deadline: float, *, on_behalf_of: str | None = None
+    ) -> None: ...
 
 
 class RpcCaller:
@@ -55,8 +57,8 @@ class RpcCaller:
         elif not future.done():
             future.set_result(body)
 
-    async def call(self, method: str, params: dict[str, Any]) -> Any:
-        """The result of ``method``, within ``timeout_s`` from now.
+    async def call(self, method: str, params: dict[str, Any], *, identity: str | None = None) -> Any:
+        """The result of ``method`` called for ``identity`` (None: anonymous), within ``timeout_s``.
 
         Raises:
             BusTasksError: the aggregator's error (UnknownTask, InvalidParameter ...);
@@ -70,7 +72,7 @@ class RpcCaller:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         body = jsonrpc.request_body(correlation_id, method, params)
-        bridge.submit(body, correlation_id, time.monotonic() + self.timeout_s)
+        bridge.submit(body, correlation_id, time.monotonic() + self.timeout_s, on_behalf_of=identity)
         try:
             reply = await asyncio.wait_for(future, self.timeout_s)
         except TimeoutError:

@@ -26,7 +26,7 @@ class RunningFrontDoor:
         start_timeout_s: float = 30.0,
     ) -> None:
         self.door = StompFrontDoor(timeout_s=timeout_s, ssl_context=ssl_context, limits=limits)
-        self.bridge = RpcBridge(connection, self.door.on_reply)
+        self.bridge = RpcBridge(connection, self.door.on_reply, door="stomp")
         self.host = host
         self.port = port
         self._start_timeout_s = start_timeout_s

@@ -165,7 +165,9 @@ class StompFrontDoor:
         correlation_id = f"{self._id_prefix}{next(self._ids):x}"
         # Published first, registered right after: no reply is handled before the loop drains
         # the broker connection again, and the call's bookkeeping is off its critical path.
-        self.bridge.submit(frame.body, correlation_id, time.monotonic() + self.timeout_s)
+        self.bridge.submit(
+            frame.body, correlation_id, time.monotonic() + self.timeout_s, on_behalf_of=session.identity
+        )
         timer = self._loop.call_later(self.timeout_s, self._on_timeout, correlation_id)
         self._pending[correlation_id] = Pending(session, reply_to, frame.body, timer)
         log.debug(

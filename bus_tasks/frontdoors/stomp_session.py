@@ -12,7 +12,7 @@ import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bus_tasks.config import (
     DEFAULT_STOMP_CONNECT_TIMEOUT_S,
@@ -63,6 +63,17 @@ def negotiate_heartbeat(header: str | None) -> tuple[int, int]:
     return (max(cy, MIN_HEARTBEAT_MS) if cy > 0 else 0), (max(cx, MIN_HEARTBEAT_MS) if cx > 0 else 0)
 
 
+def common_name(peercert: Any) -> str | None:
+    """The subject CN of a verified client certificate (``ssl``'s decoded form), if it has one."""
+    if not isinstance(peercert, dict):
+        return None
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName" and isinstance(value, str):
+                return value
+    return None
+
+
 def peer_of(transport: asyncio.BaseTransport) -> str:
     """``host:port`` of the other end, for log lines."""
     peer = transport.get_extra_info("peername")
@@ -104,6 +115,7 @@ class Session(asyncio.BufferedProtocol):
         self.subscriptions: dict[str, str] = {}
         self.heartbeat: asyncio.Task[None] | None = None
         self.handshake: asyncio.Task[None] | None = None
+        self.identity: str | None = None  # the CN of the client's certificate (TLS with --tls-ca)
         self.in_flight = 0  # requests forwarded and not answered yet (the door counts)
         self.over_pending = 0  # requests answered at once for being over max_pending
         self.closed = False
@@ -254,6 +266,7 @@ class Session(asyncio.BufferedProtocol):
         if self.closed or transport is None:
             return
         self._transport = transport
+        self.identity = common_name(transport.get_extra_info("peercert"))
         self._ready()
         if self._early and not self.closed:
             early, self._early = bytes(self._early), bytearray()

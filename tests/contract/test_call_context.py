@@ -40,7 +40,15 @@ class Recording(CallPolicy):
         if method is MethodName.CLEAR:
             raise GeneralError(message="General Exception: no clearing here")
 
-    def served(self, context: CallContext, method: str, outcome: str, seconds: float) -> None:
+    def served(
+        self,
+        context: CallContext,
+        method: str,
+        outcome: str,
+        seconds: float,
+        *,
+        params: BaseModel | None = None,
+    ) -> None:
         with self.lock:
             self.told.append((context, method, outcome))
 

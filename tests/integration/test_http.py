@@ -178,7 +178,7 @@ def test_every_read_endpoint_answers_as_the_rpc_does(vhost_broker: Broker, serve
     assert request(served, "/api/tasks?match=foo")[0] == 400
     assert request(served, "/healthz")[:2] == (200, {"status": "serving"})
     assert request(served, "/readyz")[:2] == (200, {"status": "ready"})
-    assert request(served, "/api/config")[:2] == (200, {"control": False})
+    assert request(served, "/api/config")[:2] == (200, {"control": False, "authorization": False})
     status, page, headers = request(served, "/")
     assert (status, headers["Content-Type"]) == (200, "text/html")
     assert "app.js" in page
@@ -277,7 +277,7 @@ def test_control_needs_the_token_and_goes_through_task_stop_and_task_clear(
     vhost_broker: Broker, serve: Serve, tmp_path: Path
 ) -> None:
     served = serve("--http-control", BUS_TASKS_HTTP_TOKEN=TOKEN)
-    assert request(served, "/api/config")[:2] == (200, {"control": True})
+    assert request(served, "/api/config")[:2] == (200, {"control": True, "authorization": False})
     done = run_cli("inject", "--broker", vhost_broker.url, "--tag", "spm", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     (task_id,) = done.stdout.split()

@@ -39,7 +39,15 @@ class Recording(CallPolicy):
         if method in self.refuse:
             raise GeneralError(message=f"General Exception: {context.identity} may not {method}")
 
-    def served(self, context: CallContext, method: str, outcome: str, seconds: float) -> None:
+    def served(
+        self,
+        context: CallContext,
+        method: str,
+        outcome: str,
+        seconds: float,
+        *,
+        params: BaseModel | None = None,
+    ) -> None:
         assert seconds >= 0
         self.told.append((context, method, outcome))
 

@@ -24,6 +24,8 @@ const el = {
   clearFilter: $("clear-filter"),
   tokenBox: $("token-box"),
   tokenInput: $("token-input"),
+  tokenLabel: $("token-label"),
+  whoami: $("whoami"),
   shownCount: $("shown-count"),
   totalCount: $("total-count"),
   stateCounts: $("state-counts"),
@@ -51,7 +53,9 @@ const view = {
   selected: null, // the id whose details are open
 };
 const pending = { rebuild: true, ids: new Set(), frame: 0 };
-const control = { enabled: false };
+// authorized: the server decides who may call what (authorization = "on"), and says so in
+// /api/whoami; then every read needs the token too (the watch sends it as a cookie).
+const control = { enabled: false, authorized: false };
 let rowHeightPx = 36;
 
 function schedule() {
@@ -388,16 +392,52 @@ function select(id) {
 }
 
 async function loadConfig() {
+  el.tokenInput.value = sessionStorage.getItem(TOKEN_KEY) ?? "";
   try {
     const response = await fetch(new URL("api/config", document.baseURI), { headers: { Accept: "application/json" } });
     if (!response.ok) return; // no config (404): control stays off
     const config = await response.json();
-    control.enabled = config.control === true;
+    control.authorized = config.authorization === true;
+    control.enabled = config.control === true && !control.authorized;
   } catch (error) {
     console.warn("bus_tasks: no /api/config, control off", error);
   }
-  el.tokenBox.hidden = !control.enabled;
-  el.tokenInput.value = sessionStorage.getItem(TOKEN_KEY) ?? "";
+  el.tokenBox.hidden = !(control.enabled || control.authorized);
+  if (control.authorized) {
+    el.tokenLabel.textContent = "Token";
+    rememberToken(el.tokenInput.value.trim());
+    await loadWhoami();
+  }
+  renderDetails();
+}
+
+/** The token for this tab: in session storage, and (authorization on) as the watch's cookie. */
+function rememberToken(token) {
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  else sessionStorage.removeItem(TOKEN_KEY);
+  if (!control.authorized) return;
+  const cookie = token ? encodeURIComponent(token) : "";
+  const expires = token ? "" : "; Max-Age=0";
+  document.cookie = `bus_tasks_token=${cookie}; Path=/; SameSite=Strict${expires}`;
+}
+
+/** Who is looking (authorization on): stop and clear are offered only to whom may call them. */
+async function loadWhoami() {
+  const token = el.tokenInput.value.trim();
+  const headers = { Accept: "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let who = { identity: null, role: null, calls: [] };
+  try {
+    const response = await fetch(new URL("api/whoami", document.baseURI), { headers });
+    if (response.ok) who = await response.json();
+  } catch (error) {
+    console.warn("bus_tasks: no /api/whoami", error);
+  }
+  const calls = new Set(who.calls ?? []);
+  control.enabled = calls.has("Task.stop") || calls.has("Task.clear");
+  el.whoami.dataset.identity = who.identity ?? "";
+  el.whoami.dataset.role = who.role ?? "";
+  el.whoami.textContent = who.identity ? `${who.identity} (${who.role ?? "no role"})` : "not signed in";
   renderDetails();
 }
 
@@ -409,7 +449,7 @@ async function sendControl(action) {
     el.tokenInput.focus();
     return;
   }
-  sessionStorage.setItem(TOKEN_KEY, token);
+  rememberToken(token);
   el.actionResult.textContent = `${action}…`;
   try {
     const response = await fetch(new URL(`api/tasks/${encodeURIComponent(id)}/${action}`, document.baseURI), {
@@ -420,7 +460,9 @@ async function sendControl(action) {
       el.actionResult.textContent = `${action} sent`;
       return;
     }
-    if (response.status === 401 || response.status === 403) sessionStorage.removeItem(TOKEN_KEY);
+    if (response.status === 401 || (response.status === 403 && !control.authorized)) {
+      sessionStorage.removeItem(TOKEN_KEY);
+    }
     let reason = `HTTP ${response.status}`;
     try {
       const body = await response.json();
@@ -545,10 +587,12 @@ function start() {
   el.actionStop.addEventListener("click", () => sendControl("stop"));
   el.actionClear.addEventListener("click", () => sendControl("clear"));
   el.tokenBox.addEventListener("submit", (event) => event.preventDefault());
-  el.tokenInput.addEventListener("change", () => {
-    const token = el.tokenInput.value.trim();
-    if (token) sessionStorage.setItem(TOKEN_KEY, token);
-    else sessionStorage.removeItem(TOKEN_KEY);
+  el.tokenInput.addEventListener("change", async () => {
+    rememberToken(el.tokenInput.value.trim());
+    if (control.authorized) {
+      await loadWhoami();
+      reconnect(true); // the watch again, as whoever is looking now
+    }
   });
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && view.selected !== null) select(null);
@@ -557,8 +601,8 @@ function start() {
 
   sortBy("age", 1);
   filterFromAddress();
-  loadConfig();
-  connect();
+  // With authorization on, the watch needs the token's cookie: set before the first connect.
+  loadConfig().finally(connect);
 }
 
 start();
