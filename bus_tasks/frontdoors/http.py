@@ -26,7 +26,7 @@ from bus_tasks.config import (
     DEFAULT_HTTP_MAX_WATCHERS,
 )
 from bus_tasks.errors import BusTasksError, PermissionDenied
-from bus_tasks.frontdoors import http_sse
+from bus_tasks.frontdoors import http_openapi, http_sse
 from bus_tasks.frontdoors.http_access import HttpAccess
 from bus_tasks.frontdoors.http_answers import (
     Refused,
@@ -111,6 +111,7 @@ class HttpFrontDoor:
         get("/healthz", self.healthz)
         get("/readyz", self.readyz)
         get("/metrics", self.metrics)
+        get("/openapi.json", http_openapi.openapi)
         get("/", self.index)
         get("/" + WEB_FILE, self.web_file)
         return app
