@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from support.brokers import Broker
-from support.processes import BIN, Process
+from support.gluster import FakeGluster
+from support.processes import BIN, Process, start_serve
 
 from workers import systemd
 
@@ -43,6 +44,34 @@ def test_serve_says_ready_at_its_ready_line_and_stopping_on_sigterm(
         assert notify_socket.recv(4096) == b"STOPPING=1"
     finally:
         process.kill()
+
+
+@pytest.mark.parametrize(
+    ("command", "ready_line"),
+    [
+        (["stomp", "--listen", "127.0.0.1:0"], "stomp front door listening"),
+        (["gluster", "--interval-s", "0.5"], "gluster plugin ready"),
+    ],
+)
+def test_stomp_and_gluster_say_ready_at_their_ready_line_and_stopping_on_sigterm(
+    rabbitmq_broker: Broker, notify_socket: socket.socket, tmp_path: Path, command: list[str], ready_line: str
+) -> None:
+    serve = start_serve(rabbitmq_broker.url, tmp_path / "d")  # gluster asks it what it knows
+    fake = FakeGluster(tmp_path / "fake")
+    fake.listing([])
+    if command[0] == "gluster":
+        command = [*command, "--gluster-bin", str(fake.binary)]
+    argv = [str(BIN / "bus-tasks"), *command, "--broker", rabbitmq_broker.url]
+    env = {**os.environ, "BUS_TASKS_LOG_LEVEL": "INFO", "NOTIFY_SOCKET": notify_socket.getsockname()}
+    process = Process(argv, env=env)
+    try:
+        assert notify_socket.recv(4096) == b"READY=1"
+        process.wait_for_line(ready_line, timeout_s=5.0)
+        assert process.terminate() == 0
+        assert notify_socket.recv(4096) == b"STOPPING=1"
+    finally:
+        process.kill()
+        serve.kill()
 
 
 def test_notify_reaches_an_abstract_namespace_socket_and_is_silent_without_one() -> None:
