@@ -28,6 +28,7 @@ from bench.harness import (
     side_by_side,
     wait_for,
 )
+from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.aggregator.authorization import Authorization
 from bus_tasks.aggregator.policy import CallPolicy
@@ -39,7 +40,7 @@ from bus_tasks.protocol.context import CallContext
 from bus_tasks.protocol.methods import MethodName
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusOptions
 
 CALLS = Sizes(full=2_000, quick=100)  # per block
 REPS = Sizes(full=9, quick=3)
@@ -85,15 +86,17 @@ def run(quick: bool) -> list[Figure]:
     calls, reps = CALLS.pick(quick), REPS.pick(quick)
     switch = Switch(Authorization(ROLES))
     with rabbitmq_vhost("authz") as url, ExitStack() as stack:
-        aggregator = Aggregator(BusConnection(url, confirm_publish=True), call_policy=switch)
+        aggregator = Aggregator(transport.open(url, BusOptions(confirm_publish=True)), call_policy=switch)
         stack.enter_context(RunningAggregator(aggregator))
-        publisher = TaskPublisher(stack.enter_context(BusConnection(url, confirm_publish=True)), "bench")
+        publisher = TaskPublisher(
+            stack.enter_context(transport.open(url, BusOptions(confirm_publish=True))), "bench"
+        )
         task_id = publisher.create("copyImage", ["spm"], state=State.RUNNING).id
         publisher.flush(READY_TIMEOUT_S)
         wait_for(
             lambda: task_id in aggregator.view, timeout_s=READY_TIMEOUT_S, what=f"task {task_id} in the view"
         )
-        client = stack.enter_context(TasksClient(BusConnection(url), timeout_s=CALL_TIMEOUT_S))
+        client = stack.enter_context(TasksClient(transport.open(url), timeout_s=CALL_TIMEOUT_S))
 
         def block(on: bool) -> float:
             # Switched between blocks, with no call in flight: the loop sees one side at a time.

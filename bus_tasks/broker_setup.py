@@ -33,6 +33,7 @@ from bus_tasks import names
 from bus_tasks.core.model import ANNOUNCED, SUBSYSTEM_PATTERN, EventName
 from bus_tasks.identity import IDENTITY_PATTERN
 from bus_tasks.transport import topology
+from bus_tasks.transport.kombu import entities
 
 HASHING = "rabbit_password_hashing_sha256"
 ROLES = ("subsystem", "aggregator", "reader", "operator", "admin", "front_door")
@@ -111,10 +112,13 @@ def definitions(deployment: Deployment, passwords: Mapping[str, str] | None = No
     )
     controlled = list(dict.fromkeys([*deployment.subsystems, *filter(None, [deployment.test_subsystem])]))
     queues = [
-        topology.event_log(options),
-        topology.rpc_queue(deployment.queue_type),
-        topology.dead_queue(),
-        *(topology.control_queue(name) for name in controlled),
+        entities.queue(spec)  # RabbitMQ's view of the neutral specs
+        for spec in (
+            topology.event_log(options),
+            topology.rpc_queue(deployment.queue_type),
+            topology.dead_queue(),
+            *(topology.control_queue(name) for name in controlled),
+        )
     ]
     permissions = []
     topic_permissions = []
@@ -130,7 +134,7 @@ def definitions(deployment: Deployment, passwords: Mapping[str, str] | None = No
         "vhosts": [{"name": vhost}],
         "permissions": permissions,
         "topic_permissions": topic_permissions,
-        "exchanges": [_exchange(e, vhost) for e in topology.EXCHANGES.values()],
+        "exchanges": [_exchange(entities.exchange(e), vhost) for e in topology.EXCHANGES.values()],
         "queues": [_queue(q, vhost) for q in queues],
         "bindings": [b for q in queues for b in _bindings(q, vhost)],
     }

@@ -8,6 +8,7 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.aggregator.authorization import Authorization
 from bus_tasks.aggregator.policy import ADMIT_ALL
@@ -16,7 +17,7 @@ from bus_tasks.config import Settings, redact_url
 from bus_tasks.frontdoors.bridge import OnReply, RpcBridge
 from bus_tasks.identity import off_warning
 from bus_tasks.store import Store, open_store
-from bus_tasks.transport import BusConnection, TopologyOptions
+from bus_tasks.transport import Bus, BusOptions, TopologyOptions
 from workers import systemd
 from workers.stomp import parse_listen
 
@@ -52,19 +53,18 @@ def connect(
     confirm_publish: bool = False,
     stop: threading.Event | None = None,
     connect_retries: int | None = None,
-) -> BusConnection:
+) -> Bus:
     """A connection to the broker of ``settings``; ``connect_retries=None`` retries until ``stop``."""
-    return BusConnection(
-        settings.broker,
+    options = BusOptions(
         confirm_publish=confirm_publish,
-        stop=stop,
         heartbeat_s=settings.heartbeat_s,
         connect_timeout_s=settings.connect_timeout_s,
         connect_retries=connect_retries,
         redis_key_prefix=settings.redis_key_prefix,
-        topology_options=topology_options(settings),
+        topology=topology_options(settings),
         login=settings.broker_login,
     )
+    return transport.open(settings.broker, options, stop=stop)
 
 
 def topology_options(settings: Settings) -> TopologyOptions:
@@ -85,6 +85,7 @@ def aggregator_policy(settings: Settings) -> AggregatorPolicy:
         prefetch_count=settings.prefetch_count,
         max_event_bytes=settings.max_event_bytes,
         max_request_bytes=settings.max_request_bytes,
+        max_reply_bytes=settings.max_reply_bytes,
         max_batch_calls=settings.max_batch_calls,
         done_ttl_s=settings.done_ttl_s,
         tombstone_ttl_s=settings.tombstone_ttl_s,

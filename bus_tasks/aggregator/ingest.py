@@ -139,7 +139,7 @@ class Ingest:
     def _advance(self, delivery: Delivery) -> None:
         """The view's revision: the log's position just past this delivery (a stream's offset
         plus one, the same on every replica), or else this aggregator's count of deliveries."""
-        offset = delivery.offset if self.log_offsets else None
+        offset = delivery.position if self.log_offsets else None
         if offset is None:
             revision = self.view.revision + 1
         else:

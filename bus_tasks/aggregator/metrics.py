@@ -63,7 +63,7 @@ class Metrics(CallPolicy):
         self._liveness = liveness
         self._replicas = replicas
         # Replicas' revisions compare only when they read one log (a stream): else each counts its own.
-        self._shared_log = connection.uses_stream
+        self._shared_log = connection.topology.uses_stream
         self.every_s = every_s
         self._synced_at = time.monotonic()  # every series starts at zero: as good as a sync
         registry = self.registry

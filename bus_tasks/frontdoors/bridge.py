@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from bus_tasks import names
 from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
-from bus_tasks.transport import Bus, Delivery
+from bus_tasks.transport import Bus, Delivery, wakeup_handle
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class RpcBridge:
         try:
             with bound:
                 conn.connect()
-                self._reply_queue = conn.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
+                self._reply_queue = conn.topology.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
                 conn.consume(self._reply_queue, self._handle, no_ack=True)
         except conn.errors as exc:
             if deadline is not None and time.monotonic() >= deadline:
@@ -162,7 +162,7 @@ class RpcBridge:
 
     def _watch(self) -> None:
         assert self._loop is not None
-        self._fd = self.connection.fileno()
+        self._fd = wakeup_handle(self.connection)
         if self._fd is not None:
             self._loop.add_reader(self._fd, self._readable)
         self._timer = self._loop.call_later(TICK_S if self._fd is not None else POLL_S, self._tick)

@@ -25,19 +25,21 @@ from bus_tasks.config import (
     DEFAULT_HTTP_MAX_BODY_BYTES,
     DEFAULT_HTTP_MAX_WATCHERS,
 )
-from bus_tasks.errors import BusTasksError, PermissionDenied
+from bus_tasks.errors import BusTasksError, PermissionDenied, ReplyTooLarge
 from bus_tasks.frontdoors import http_openapi, http_sse
 from bus_tasks.frontdoors.http_access import HttpAccess
 from bus_tasks.frontdoors.http_answers import (
     Refused,
     error_response,
     json_response,
+    page_of,
     revision_of,
     selection_of,
 )
 from bus_tasks.frontdoors.http_metrics import HttpDoorMetrics
 from bus_tasks.frontdoors.http_mirror import Mirror
 from bus_tasks.frontdoors.http_rpc import RpcCaller
+from bus_tasks.protocol import paging
 from bus_tasks.protocol.methods import MethodName
 
 log = logging.getLogger(__name__)
@@ -139,13 +141,29 @@ class HttpFrontDoor:
     # -- the API ----------------------------------------------------------------------------
 
     async def tasks(self, request: web.Request) -> web.Response:
-        """getAllTasks' result; its revision in a header."""
-        selection = selection_of(request.query, allowed=frozenset({"tag", "match"}))
-        options = {"match": "all" if selection.match_all else "any", "revision": True}
+        """getAllTasks' result, every task (paged over RPC when large); its revision in a header.
+        With ``limit`` (and ``continue``): that page, ``{"revision", "tasks", "continue"}``."""
+        selection = selection_of(request.query, allowed=frozenset({"tag", "match", "limit", "continue"}))
+        options: dict[str, Any] = {"match": "all" if selection.match_all else "any", "revision": True}
+        params = {"tags": list(selection.tags), "options": options}
         identity = self._caller(request)
-        result = await self.caller.call(
-            MethodName.GET_ALL_TASKS, {"tags": list(selection.tags), "options": options}, identity=identity
-        )
+        page = page_of(request.query)
+        if page:
+            options.update(page)
+            result = await self.caller.call(MethodName.GET_ALL_TASKS, params, identity=identity)
+            return json_response(result, headers={REVISION_HEADER: str(result["revision"])})
+        try:
+            result = await self.caller.call(MethodName.GET_ALL_TASKS, params, identity=identity)
+        except ReplyTooLarge:
+            ask = self.caller.call
+            pages = paging.Collector(params["tags"], options)
+            while (next_params := pages.next_params()) is not None:
+                try:
+                    pages.take(await ask(MethodName.GET_ALL_TASKS, next_params, identity=identity))
+                except ReplyTooLarge:
+                    if not pages.smaller():
+                        raise
+            result = pages.result(with_revision=True)
         return json_response(result["tasks"], headers={REVISION_HEADER: str(result["revision"])})
 
     async def task(self, request: web.Request) -> web.Response:

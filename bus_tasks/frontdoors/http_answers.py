@@ -75,6 +75,30 @@ def selection_of(query: MultiMapping[str], *, allowed: frozenset[str]) -> Select
 def revision_of(text: str | None, name: str) -> int | None:
     if text is None:
         return None
-    if not (text.isascii() and text.isdigit()):
+    # ASCII digits of a signed 64-bit number (as stores keep revisions): int() of thousands of
+    # digits would raise ValueError instead, and a larger revision cannot be encoded.
+    digits = text.lstrip("0") or "0"
+    if not (text.isascii() and text.isdigit()) or len(digits) > 19 or int(digits) >= 2**63:
         raise InvalidParameter(name, text[:40])
-    return int(text)
+    return int(digits)
+
+
+def page_of(query: MultiMapping[str]) -> dict[str, Any]:
+    """The paging options of a query (``limit``, ``continue``); empty when it asks every task.
+
+    Raises:
+        InvalidParameter: for a limit that is not one decimal integer, or a repeated parameter.
+    """
+    page: dict[str, Any] = {}
+    for name in ("limit", "continue"):
+        given = query.getall(name, ())
+        if len(given) > 1:
+            raise InvalidParameter(name, ",".join(given)[:40])
+        if given:
+            page[name] = given[0]
+    if "limit" in page:
+        text = page["limit"]
+        if not (text.isascii() and text.isdigit() and len(text) <= 9):
+            raise InvalidParameter("limit", text[:40])
+        page["limit"] = int(text)
+    return page

@@ -55,6 +55,8 @@ def _parse_head(head: bytes) -> tuple[str, dict[str, str]]:
         raise FrameError(f"bad command line {command[:40]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
+        if "\r" in line:  # STOMP 1.2: no CR in a header but its line's end (escaped as \r instead)
+            raise FrameError(f"carriage return inside a header line {line[:40]!r}")
         name, colon, value = line.partition(":")
         if not colon or not name:
             raise FrameError(f"bad header line {line[:40]!r}")
@@ -117,7 +119,9 @@ class FrameParser:
             if cut < 0:
                 if b"\x00" in buf:
                     raise FrameError("frame ended (NUL) before its headers did")
-                if len(buf) > self.max_header_bytes:
+                # Past the limit by more than a blank line's first two bytes: however the rest
+                # arrives, its head is over the limit (so refused the same at once or in pieces).
+                if len(buf) > self.max_header_bytes + 2:
                     raise FrameError(f"frame header over {self.max_header_bytes} bytes")
                 return None
             if cut > self.max_header_bytes:
@@ -135,11 +139,13 @@ class FrameParser:
         buf, start = self._buffer, self._body_start
         length_text = headers.get("content-length")
         if length_text is not None:
-            if not length_text.isdigit():
+            # ASCII digits only (str.isdigit also takes "²"), and few enough of them for int().
+            if not (length_text.isascii() and length_text.isdigit()):
                 raise FrameError(f"bad content-length {length_text[:20]!r}")
-            length = int(length_text)
-            if length > self.max_body_bytes:
-                raise FrameError(f"body of {length} bytes over the limit of {self.max_body_bytes}")
+            digits = length_text.lstrip("0") or "0"
+            if len(digits) > len(str(self.max_body_bytes)) or int(digits) > self.max_body_bytes:
+                raise FrameError(f"body of {digits[:20]} bytes over the limit of {self.max_body_bytes}")
+            length = int(digits)
             if len(buf) < start + length + 1:
                 return None
             if buf[start + length] != 0:

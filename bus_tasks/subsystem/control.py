@@ -53,7 +53,7 @@ class SubsystemControl:
             SubsystemTaken: when another live process consumes the queue.
         """
         subsystem = self.publisher.subsystem
-        queue = connection.declare_control_queue(subsystem)
+        queue = connection.topology.declare_control_queue(subsystem)
         try:
             connection.consume(
                 queue, lambda d: self._on_command(connection, d), prefetch=16, exclusive=self.exclusive

@@ -24,6 +24,7 @@ from support.brokers import Broker, System, rabbitmqctl
 from support.metrics import metric
 from support.vdsm_stomp import RawVdsmClient
 
+from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.aggregator.authorization import Authorization
 from bus_tasks.authorization import Roles
@@ -33,7 +34,7 @@ from bus_tasks.errors import BusTasksError, PermissionDenied
 from bus_tasks.frontdoors.running import RunningFrontDoor
 from bus_tasks.protocol.methods import MethodName
 from bus_tasks.testing import RunningAggregator, wait_until
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusOptions
 
 pytestmark = pytest.mark.integration
 
@@ -171,7 +172,7 @@ def method_of(call: str) -> str:
 @pytest.mark.parametrize("kind", list(MAY))
 def test_over_amqp_each_role_calls_what_the_table_allows(scene: Scene, kind: str) -> None:
     identity = scene.users.names[kind]
-    with TasksClient(BusConnection(scene.users.url(kind)), timeout_s=TIMEOUT_S) as client:
+    with TasksClient(transport.open(scene.users.url(kind)), timeout_s=TIMEOUT_S) as client:
         for call in EVERY_CALL:
             error = outcome(lambda call=call: client.call(method_of(call), scene.params(call)))  # type: ignore[misc]
             if call in MAY[kind]:
@@ -221,7 +222,7 @@ def test_over_stomp_each_certificates_cn_calls_what_its_role_allows(
 ) -> None:
     ca, server_context = tls
     identity = scene.users.names[kind]  # the CN of the client's certificate
-    front = BusConnection(scene.users.url("front"), confirm_publish=False)
+    front = transport.open(scene.users.url("front"), BusOptions(confirm_publish=False))
     with RunningFrontDoor(front, timeout_s=TIMEOUT_S, ssl_context=server_context) as door:
         client = stomp_client(door.port, ca, identity)
         try:
@@ -246,7 +247,7 @@ def test_a_front_door_not_in_front_doors_cannot_speak_for_its_clients(
     scene: Scene, tls: tuple[trustme.CA, ssl.SSLContext]
 ) -> None:
     ca, server_context = tls
-    rogue = BusConnection(scene.users.url("rogue"), confirm_publish=False)
+    rogue = transport.open(scene.users.url("rogue"), BusOptions(confirm_publish=False))
     operator = scene.users.names["operator"]
     with RunningFrontDoor(rogue, timeout_s=TIMEOUT_S, ssl_context=server_context) as door:
         client = stomp_client(door.port, ca, operator)  # an operator's certificate ...
@@ -269,7 +270,7 @@ def test_a_front_door_not_in_front_doors_cannot_speak_for_its_clients(
 def test_a_client_cannot_say_it_calls_for_someone_else_over_amqp(scene: Scene) -> None:
     """A front door's headers on a plain client's request: the call stays the sender's own."""
     reader = scene.users.url("reader")
-    connection = BusConnection(reader, confirm_publish=False)
+    connection = transport.open(reader, BusOptions(confirm_publish=False))
     with RunningFrontDoor(connection, timeout_s=TIMEOUT_S) as door:  # a "door" run by a reader
         client = RawVdsmClient(door.port, timeout_s=TIMEOUT_S)
         try:

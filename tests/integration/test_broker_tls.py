@@ -21,6 +21,7 @@ from bus_tasks.errors import BrokerRefused
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
 from bus_tasks.transport import Delivery
+from bus_tasks.transport.kombu import BusConnection
 from workers import wiring
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,10 @@ def tls_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRabbit]:
 
 def test_every_process_connects_by_certificate_and_the_whole_path_works(tls_node: TlsRabbit) -> None:
     settings = tls_node.settings(USER, test_subsystem="")
-    assert wiring.connect(settings).user_id == USER
+    bus = wiring.connect(settings)
+    assert isinstance(bus, BusConnection)  # the kombu bus stamps its login's user on publishes
+    assert bus.user_id == USER
+    bus.close()
     aggregator = Aggregator(
         wiring.connect(settings, confirm_publish=True), policy=wiring.aggregator_policy(settings)
     )
@@ -62,7 +66,7 @@ def test_a_publish_carries_the_user_the_broker_knows_the_sender_by(tls_node: Tls
     settings = tls_node.settings(USER)
     seen: list[Delivery] = []
     with wiring.connect(settings, confirm_publish=True) as connection:
-        queue = connection.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
+        queue = connection.topology.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
         connection.consume(queue, seen.append, no_ack=True)
         connection.publish(b"{}", routing_key=queue, persistent=False)
         connection.flush(TIMEOUT_S)

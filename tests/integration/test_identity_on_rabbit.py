@@ -9,7 +9,7 @@ from pathlib import Path
 
 import amqp
 import pytest
-from support.brokers import Broker, SystemFactory
+from support.brokers import Broker, SystemFactory, admin_of
 from support.cli_helpers import BusTasksProcess
 from support.factories import make_event
 
@@ -31,7 +31,7 @@ def dead_letters(broker: Broker, count: int) -> list[Delivery]:
     letters: list[Delivery] = []
 
     def fetch() -> bool:
-        while len(letters) < count and (letter := conn.get(names.DEAD_QUEUE)) is not None:
+        while len(letters) < count and (letter := admin_of(conn).get(names.DEAD_QUEUE)) is not None:
             letter.ack()
             letters.append(letter)
         return len(letters) == count
@@ -112,12 +112,12 @@ def test_with_identity_off_everyone_is_believed(rabbitmq_broker: Broker, start_s
 def test_a_predeclared_topology_that_is_missing_says_to_import_it(rabbitmq_broker: Broker) -> None:
     connection = rabbitmq_broker.connection(options=TopologyOptions(predeclared=True))
     with pytest.raises(TopologyMissing) as caught:
-        connection.declare_queue(names.RPC_QUEUE)
+        connection.topology.declare_queue(names.RPC_QUEUE)
     assert caught.value.message == (
         'Topology missing: queue bus_tasks.rpc does not exist on the broker; with identity = "broker" the'
         " topology is declared beforehand: import the output of bus-tasks broker-setup"
     )
-    assert connection.queue_exists(names.RPC_QUEUE) is False  # checked, not declared
+    assert admin_of(connection).queue_exists(names.RPC_QUEUE) is False  # checked, not declared
 
 
 @pytest.mark.parametrize("command", [("simulate", "storage"), ("serve", "--data-dir", "data")])

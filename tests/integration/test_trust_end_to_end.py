@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.brokers import admin_of
 from support.cli_helpers import BusTasksProcess, cli_env, run_cli
 from support.factories import make_record
 from support.tls_rabbit import TlsRabbit, start_tls_rabbit
@@ -115,7 +116,7 @@ def dead_letter_reasons(rabbit: TlsRabbit, task_id: str) -> list[str]:
     """The reasons of the dead letters about ``task_id`` (taken off the queue by the admin)."""
     reasons: list[str] = []
     with wiring.connect(settings_of(rabbit, "ops"), confirm_publish=True) as ops:
-        while (letter := ops.get(names.DEAD_QUEUE)) is not None:
+        while (letter := admin_of(ops).get(names.DEAD_QUEUE)) is not None:
             letter.ack()
             if task_id.encode() in letter.body:
                 reasons.append(letter.headers[names.HEADER_REASON])
@@ -245,7 +246,7 @@ def test_a_control_command_from_a_caller_is_not_carried_out(
     with wiring.connect(settings_of(rabbit, "ops"), confirm_publish=True) as ops:
 
         def dead_lettered() -> bool:
-            while (letter := ops.get(names.DEAD_QUEUE)) is not None:
+            while (letter := admin_of(ops).get(names.DEAD_QUEUE)) is not None:
                 letter.ack()
                 reasons.append(letter.headers[names.HEADER_REASON])
             return reason in reasons

@@ -13,15 +13,23 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import reset_memory_transport
-from bus_tasks.transport import Bus, BusConnection, TopologyOptions
+from bus_tasks.transport import BrokerAdmin, Bus, BusOptions, TopologyOptions
 
 CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 RABBITMQ = ("127.0.0.1", 5672)
 REDIS = ("127.0.0.1", 6379)
+
+
+def admin_of(bus: Bus) -> BrokerAdmin:
+    """The broker admin on ``bus``'s connection (every transport under test offers one)."""
+    admin = transport.admin(bus)
+    assert admin is not None, f"{bus!r} offers no BrokerAdmin"
+    return admin
 
 
 def _reachable(address: tuple[str, int]) -> bool:
@@ -56,17 +64,17 @@ class Broker:
     transport: str
     url: str
     redis_key_prefix: str = ""
-    _opened: list[BusConnection] = field(default_factory=list)
+    _opened: list[Bus] = field(default_factory=list)
 
-    def connection(
-        self, *, confirm_publish: bool = True, options: TopologyOptions | None = None
-    ) -> BusConnection:
-        conn = BusConnection(
+    def connection(self, *, confirm_publish: bool = True, options: TopologyOptions | None = None) -> Bus:
+        conn = transport.open(
             self.url,
-            confirm_publish=confirm_publish,
-            redis_key_prefix=self.redis_key_prefix,
-            connect_timeout_s=5.0,
-            topology_options=options or TopologyOptions(),
+            BusOptions(
+                confirm_publish=confirm_publish,
+                redis_key_prefix=self.redis_key_prefix,
+                connect_timeout_s=5.0,
+                topology=options or TopologyOptions(),
+            ),
         )
         self._opened.append(conn)
         return conn
@@ -105,9 +113,9 @@ def _delete_rabbitmq_queues(vhost: str) -> None:
     for name in queues:
         # One connection per queue: deleting a queue another live connection holds exclusively
         # is refused and closes the channel; the other queues are deleted all the same.
-        conn = BusConnection(url, connect_retries=3)
+        conn = transport.open(url, BusOptions(connect_retries=3))
         try:
-            conn.delete_queues([name])
+            admin_of(conn).delete_queues([name])
         except conn.errors:
             pass
         finally:

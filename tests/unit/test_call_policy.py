@@ -19,7 +19,7 @@ from bus_tasks.errors import BusTasksError, GeneralError
 from bus_tasks.protocol.context import LOCAL, CallContext
 from bus_tasks.protocol.methods import MethodName
 from bus_tasks.protocol.params import ClearParams, GetAllTasksParams, TaskParams
-from bus_tasks.transport.consumers import delivery_of
+from bus_tasks.transport.kombu.consumers import delivery_of
 
 RUNNING = task_id(1)
 FINISHED = task_id(2)

@@ -31,6 +31,7 @@ DEFAULTS = {
     "prefetch_count": 256,
     "max_event_bytes": 1048576,
     "max_request_bytes": 1048576,
+    "max_reply_bytes": 15728640,
     "max_batch_calls": 100,
     "data_dir": Path("data"),
     "store": "sqlite",
