@@ -85,6 +85,10 @@ def test_every_operation_answers_as_the_document_says(api: schemathesis.BaseSche
     @given(case=operation.as_strategy())
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def answers_as_documented(case: schemathesis.Case[Any]) -> None:
+        # A continue token is the server's own (a digest of the listing): none generated can be
+        # valid, so it is not sent; paging is tested with real tokens in test_http.py.
+        if case.query:
+            case.query.pop("continue", None)
         case.call_and_validate(timeout=20)
 
     answers_as_documented()
