@@ -15,7 +15,7 @@ from bus_tasks.core.model import describe_validation
 from bus_tasks.errors import ConfigError, StoreUnavailable
 from bus_tasks.store import DataDirLock
 from workers import systemd, wiring
-from workers.stomp import parse_listen
+from workers.options import parse_listen
 
 log = logging.getLogger("bus_tasks.serve")
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from support.brokers import RABBITMQ, rabbitmqctl, require_service
 from support.processes import BIN, Process
 
-from bus_tasks.frontdoors.http_openapi import DOCUMENT
+from bus_tasks.frontdoors.http.openapi import DOCUMENT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -11,7 +11,7 @@ from test_http_limits import listed, within
 from test_http_sse import QUICK, next_event
 from test_http_support import make_door, serving
 
-from bus_tasks.frontdoors.http import HttpOptions
+from bus_tasks.frontdoors.http.server import HttpOptions
 
 pytestmark = pytest.mark.timeout(60)
 

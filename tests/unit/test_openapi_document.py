@@ -1,4 +1,4 @@
-"""bus_tasks/frontdoors/openapi.json: a valid OpenAPI document naming every route the HTTP front
+"""bus_tasks/frontdoors/http/openapi.json: a valid OpenAPI document naming every route the HTTP front
 door has (the web view's files aside), with the task states of the code (its answers are checked
 against a live server by schemathesis in tests/integration/test_openapi.py)."""
 
@@ -13,7 +13,7 @@ from schemathesis.core.result import Ok
 from test_http_support import make_door
 
 from bus_tasks.core.model import LEGACY_STATE, State
-from bus_tasks.frontdoors.http_openapi import DOCUMENT
+from bus_tasks.frontdoors.http.openapi import DOCUMENT
 
 WEB_VIEW = {"/", "/{name}"}  # the page and its files: not an API
 

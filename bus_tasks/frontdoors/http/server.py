@@ -1,7 +1,7 @@
 """The HTTP front door (docs/watching.md): the API, the watch as server-sent events, health,
 metrics and the web view, on one aiohttp application in the front door's own loop.
 
-Reads and control go over RPC (:class:`~bus_tasks.frontdoors.http_rpc.RpcCaller`), so they are
+Reads and control go over RPC (:class:`~bus_tasks.frontdoors.http.rpc.RpcCaller`), so they are
 answered by the aggregator's loop exactly as RPC answers them; the watch is served from the
 front door's own mirror. Nothing here touches the aggregator's objects.
 """
@@ -26,9 +26,10 @@ from bus_tasks.config import (
     DEFAULT_HTTP_MAX_WATCHERS,
 )
 from bus_tasks.errors import BusTasksError, PermissionDenied, ReplyTooLarge
-from bus_tasks.frontdoors import http_openapi, http_sse
-from bus_tasks.frontdoors.http_access import HttpAccess
-from bus_tasks.frontdoors.http_answers import (
+from bus_tasks.frontdoors.http import openapi as http_openapi
+from bus_tasks.frontdoors.http import sse as http_sse
+from bus_tasks.frontdoors.http.access import HttpAccess
+from bus_tasks.frontdoors.http.answers import (
     Refused,
     error_response,
     json_response,
@@ -36,9 +37,9 @@ from bus_tasks.frontdoors.http_answers import (
     revision_of,
     selection_of,
 )
-from bus_tasks.frontdoors.http_metrics import HttpDoorMetrics
-from bus_tasks.frontdoors.http_mirror import Mirror
-from bus_tasks.frontdoors.http_rpc import RpcCaller
+from bus_tasks.frontdoors.http.metrics import HttpDoorMetrics
+from bus_tasks.frontdoors.http.mirror import Mirror
+from bus_tasks.frontdoors.http.rpc import RpcCaller
 from bus_tasks.protocol import paging
 from bus_tasks.protocol.methods import MethodName
 
@@ -80,7 +81,7 @@ class HttpOptions:
 
 
 class HttpFrontDoor:
-    """The routes; :meth:`application` is served by ``http_running.HttpServer``."""
+    """The routes; :meth:`application` is served by ``running.HttpServer``."""
 
     def __init__(
         self,
