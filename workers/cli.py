@@ -20,7 +20,7 @@ from bus_tasks.core.model import State
 from bus_tasks.errors import BusTasksError, ConfigError, GeneralError
 from bus_tasks.plugins import installed as installed_plugins
 from bus_tasks.protocol.methods import MethodName
-from workers import broker_setup, commands, options, plugins, render
+from workers import broker_setup, commands, health, options, plugins, render
 from workers import serve as serving
 from workers.commands import EXIT_ERROR, EXIT_USAGE, Command
 from workers.demo import STORAGE_TASKS
@@ -274,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rounds listed at once, the running one included; the done tasks of older rounds "
         "are cleared (default: %(default)s)",
     )
+    health.add_arguments(client_command("health", health.SUMMARY, health.cmd_health))
     setup = command("broker-setup", broker_setup.SUMMARY, broker_setup.cmd_broker_setup)
     options.global_options(setup, broker=True)
     broker_setup.add_arguments(setup)

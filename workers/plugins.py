@@ -15,7 +15,7 @@ from bus_tasks.config import Settings
 from bus_tasks.core.model import describe_validation
 from bus_tasks.errors import SubsystemTaken
 from bus_tasks.plugins import Plugin, PluginHost, PluginOptions
-from workers import options, wiring
+from workers import options, systemd, wiring
 from workers.commands import EXIT_ERROR, EXIT_USAGE, Command
 
 
@@ -53,6 +53,7 @@ def command(name: str, plugin: Plugin[Any]) -> Command:
         wiring.warn_if_identity_off(settings, log)
         stop = wiring.stop_on_signals(log)
         host = PluginHost(settings=settings, stop=stop, connect=wiring.connector(settings, stop))
+        systemd.notify_when_ready(host.ready, stop)
         try:
             return plugin.run(chosen, host)
         except SubsystemTaken as exc:

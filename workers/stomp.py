@@ -12,7 +12,7 @@ from bus_tasks.config import Settings
 from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
 from bus_tasks.frontdoors.stomp.server import StompLimits
 from bus_tasks.frontdoors.stomp.tls import server_context
-from workers import wiring
+from workers import systemd, wiring
 
 log = logging.getLogger("bus_tasks.stomp")
 
@@ -44,6 +44,7 @@ async def _main(settings: Settings, options: StompOptions, stop: threading.Event
 
     def on_signal(signum: int) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
+        systemd.notify(systemd.STOPPING)
         stop.set()
         stopping.set()
 
@@ -68,5 +69,6 @@ async def _main(settings: Settings, options: StompOptions, stop: threading.Event
         trust=settings.trust,
         start_timeout_s=None,
     )
+    systemd.notify_when_ready(running.listening, stop)  # at its "listening" line
     await running.serve(stopping)
     return 0

@@ -17,6 +17,7 @@ from bus_tasks.identity import off_warning
 from bus_tasks.store import Store, open_store
 from bus_tasks.subsystem.runner import Connect
 from bus_tasks.transport import Bus, BusOptions, TopologyOptions
+from workers import systemd
 from workers.options import parse_listen
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ def stop_on_signals(log: logging.Logger) -> threading.Event:
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
+        systemd.notify(systemd.STOPPING)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -47,6 +47,8 @@ class PluginHost:
     settings: Settings
     stop: threading.Event  # set by SIGTERM or SIGINT: run returns soon after
     connect: Connect  # every broker connection of the plugin; waits for the broker end at ``stop``
+    # Set by the plugin once it serves (its ready line logged): systemd's READY=1 follows it.
+    ready: threading.Event = field(default_factory=threading.Event)
 
 
 OptionsT = TypeVar("OptionsT", bound=PluginOptions)

@@ -26,6 +26,7 @@ from bus_tasks.config import (
     DEFAULT_HTTP_MAX_WATCHERS,
 )
 from bus_tasks.errors import BusTasksError, PermissionDenied, ReplyTooLarge
+from bus_tasks.frontdoors.http import openapi as http_openapi
 from bus_tasks.frontdoors.http import sse as http_sse
 from bus_tasks.frontdoors.http.access import HttpAccess
 from bus_tasks.frontdoors.http.answers import (
@@ -36,6 +37,7 @@ from bus_tasks.frontdoors.http.answers import (
     revision_of,
     selection_of,
 )
+from bus_tasks.frontdoors.http.metrics import HttpDoorMetrics
 from bus_tasks.frontdoors.http.mirror import Mirror
 from bus_tasks.frontdoors.http.rpc import RpcCaller
 from bus_tasks.protocol import paging
@@ -96,6 +98,9 @@ class HttpFrontDoor:
         self.registry = registry
         self.options = options
         self.watchers = 0  # /api/watch requests being served (waiting for the listing included)
+        self.door_metrics = HttpDoorMetrics(lambda: self.watchers, options.max_watchers)
+        if registry is not None:
+            registry.register(self.door_metrics)
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._errors], client_max_size=self.options.max_body_bytes)
@@ -109,6 +114,7 @@ class HttpFrontDoor:
         get("/healthz", self.healthz)
         get("/readyz", self.readyz)
         get("/metrics", self.metrics)
+        get("/openapi.json", http_openapi.openapi)
         get("/", self.index)
         get("/" + WEB_FILE, self.web_file)
         return app
@@ -130,6 +136,7 @@ class HttpFrontDoor:
         """A body over ``max_body_bytes`` is refused by its Content-Length, before it is read."""
         length, limit = request.content_length, self.options.max_body_bytes
         if length is not None and length > limit:
+            self.door_metrics.refused("body")
             raise Refused(413, f"General Exception: a body of {length} bytes, at most {limit}")
 
     # -- the API ----------------------------------------------------------------------------
@@ -179,6 +186,7 @@ class HttpFrontDoor:
                 raise PermissionDenied(shown(identity), Action.WATCH)
         limit = self.options.max_watchers
         if self.watchers >= limit:
+            self.door_metrics.refused("watchers")
             raise Refused(
                 503, f"General Exception: {limit} watchers already; watch again later", {"Retry-After": "5"}
             )

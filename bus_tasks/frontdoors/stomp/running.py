@@ -56,6 +56,11 @@ class RunningFrontDoor:
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
 
+    @property
+    def listening(self) -> threading.Event:
+        """Set once it listens (its ready line is logged then)."""
+        return self._listening
+
     async def serve(self, stopping: asyncio.Event) -> None:
         """Reach the broker, listen, serve until ``stopping`` is set, then close every session
         and the connection. A stop before the broker was reached ends it without listening.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -54,9 +55,15 @@ class GlusterSubsystem:
     gluster lists."""
 
     def __init__(
-        self, runner: SubsystemRunner, cli: GlusterCli, *, restored: Iterable[TaskRecord] = ()
+        self,
+        runner: SubsystemRunner,
+        cli: GlusterCli,
+        *,
+        restored: Iterable[TaskRecord] = (),
+        ready: threading.Event | None = None,
     ) -> None:
         self.runner = runner
+        self.ready = ready if ready is not None else threading.Event()
         self.poller = GlusterPoller(runner.publisher, cli, restored=restored)
         runner.publisher.on_stop(self.poller.stop_task)
         runner.publisher.on_revert(self.poller.revert_task)
@@ -69,6 +76,8 @@ class GlusterSubsystem:
         """
         if self._poll() and not self.runner.serving:
             self.runner.claim()
+            log.info("gluster plugin ready: its tasks are published, control commands served")
+            self.ready.set()
 
     def _poll(self) -> bool:
         try:
@@ -90,7 +99,7 @@ class GlusterPlugin:
         with SubsystemRunner.open(
             SUBSYSTEM, host.connect, stop=host.stop, trust=host.settings.trust
         ) as runner:
-            gluster = GlusterSubsystem(runner, cli, restored=restored)
+            gluster = GlusterSubsystem(runner, cli, restored=restored, ready=host.ready)
             log.info(
                 "polling %s every %gs (each call killed after %gs)",
                 options.gluster_bin,
