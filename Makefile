@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit bench clean venv
+.PHONY: run test lint unit bench soak clean venv
 
 venv: $(STAMP)
 
@@ -29,6 +29,13 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The whole system on the local RabbitMQ for SOAK_S seconds under churn, kills and dropped
+# connections; fails when a task ends wrong or anything grows (docs/soak.md).
+SOAK_S ?= 120
+soak: $(STAMP)
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[test,bench,soak]'
+	cd tests && ../$(BIN)/python -m soak --seconds $(SOAK_S) --plot $(CURDIR)/$(or $(SOAK_PLOT),soak.png)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
