@@ -148,6 +148,14 @@ class Workers:
                 finally:
                     watch.close()
 
+    def guarded(self, job: Callable[[str], None], name: str) -> None:
+        """Run a worker; an error that is not one of bus_tasks' typed errors is a finding."""
+        try:
+            job(name)
+        except Exception:
+            log.exception("%s crashed", name)
+            self.count(f"{name}.crashed")
+
     def ended(self) -> bool:
         return self.end_at is not None and time.monotonic() >= self.end_at
 
@@ -181,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         ("stomp-2", workers.stomp_caller),
         *((name, workers.watcher) for name in WATCHES),
     ]
-    threads = [threading.Thread(target=job, args=(name,), name=name, daemon=True) for name, job in jobs]
+    threads = [
+        threading.Thread(target=workers.guarded, args=(job, name), name=name, daemon=True)
+        for name, job in jobs
+    ]
     for thread in threads:
         thread.start()
     workers.quiet.wait()

@@ -146,6 +146,9 @@ class Soak:
         result = json.loads((sys_.run_dir / "clients.json").read_text())
         print(f"  callers: {json.dumps(result['counts'], sort_keys=True)}", flush=True)
         self.problems += [f"client thread {name} did not stop" for name in result["stuck"]]
+        self.problems += [
+            f"{key}: see {clients.log_path}" for key in result["counts"] if key.endswith(".crashed")
+        ]
         worked = {
             key.split(".")[0] for key, count in result["counts"].items() if key.endswith(".ok") and count
         }
