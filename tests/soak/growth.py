@@ -20,6 +20,9 @@ from statistics import median
 WARM_UP_SHARE = 0.35
 # A series needs this many samples in the window to be judged (fewer: reported, not judged).
 MIN_SAMPLES = 6
+# ... and must span this share of the window: a process killed or started meanwhile (the chaos)
+# is shown, not judged; its own start-up would look like growth when projected over the window.
+MIN_COVERAGE = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +78,7 @@ def judge(
 ) -> Verdict:
     """The verdict on ``points`` (``(t, value)``, t in seconds) within ``window`` = (start, end).
 
-    The trend is projected over the whole window, even for a series that covers only part of it
-    (a process restarted meanwhile): what matters is how far it would get by the end.
+    Only a series that spans ``MIN_COVERAGE`` of the window with ``MIN_SAMPLES`` is judged.
     """
     start, end = window
     inside = sorted(p for p in points if start <= p[0] <= end)
@@ -97,5 +99,5 @@ def judge(
         projected=per_s * (end - start),
         rise=rise,
         tolerance=tolerance.of(level),
-        judged=len(inside) >= MIN_SAMPLES,
+        judged=len(inside) >= MIN_SAMPLES and inside[-1][0] - inside[0][0] >= MIN_COVERAGE * (end - start),
     )

@@ -28,14 +28,11 @@ class Samples:
 
     def __init__(self) -> None:
         self.series: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        self.born: dict[str, float] = {}  # a process series' start (its incarnation's), in t
         self._lock = threading.Lock()
 
-    def add(self, name: str, t: float, value: float, *, born: float | None = None) -> None:
+    def add(self, name: str, t: float, value: float) -> None:
         with self._lock:
             self.series[name].append((t, value))
-            if born is not None:
-                self.born.setdefault(name, born)
 
     def snapshot(self) -> dict[str, list[tuple[float, float]]]:
         with self._lock:
@@ -47,16 +44,17 @@ def metric(name: str) -> str:
 
 
 def verdicts(samples: Samples, seconds: float) -> list[Verdict]:
-    """Every series judged over ``[warm-up, seconds]``; series that began after warm-up (a
-    process restarted by the chaos) or are informational are shown but not judged."""
+    """Every series sampled in ``[warm-up, seconds]``, judged unless it is informational or
+    does not span the window (a process the chaos restarted: see growth.MIN_COVERAGE)."""
     window = (WARM_UP_SHARE * seconds, seconds)
     out = []
     for name, points in sorted(samples.snapshot().items()):
         kind = metric(name)
         verdict = judge(name, points, TOLERANCES.get(kind, Tolerance(0.0, 0.0)), window=window)
-        if kind in INFORMATIONAL or kind not in TOLERANCES or samples.born.get(name, 0.0) > window[0]:
+        if kind in INFORMATIONAL or kind not in TOLERANCES:
             verdict = dataclasses.replace(verdict, judged=False)
-        out.append(verdict)
+        if verdict.samples:
+            out.append(verdict)
     return out
 
 

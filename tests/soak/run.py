@@ -47,14 +47,14 @@ class Soak:
     def sample(self, system_: system.System) -> None:
         t = self.now()
         own = process_sample(os.getpid())
-        children = [(c.series, c.started_at - self.t0, c.pid) for c in system_.live()]
+        children = [(c.series, c.pid) for c in system_.live()]
         totals = {"rss_mib": 0.0, "fds": 0.0, "threads": 0.0}
-        for series, born, pid in [("soak#1", 0.0, os.getpid()), *children]:
+        for series, pid in [("soak#1", os.getpid()), *children]:
             found = own if pid == os.getpid() else process_sample(pid)
             if found is None:
                 continue
             for kind, value in (("rss_mib", found.rss_mib), ("fds", found.fds), ("threads", found.threads)):
-                self.samples.add(f"{series} {kind}", t, value, born=born)
+                self.samples.add(f"{series} {kind}", t, value)
                 totals[kind] += value
         line = f"  t={t:6.0f}s  rss={totals['rss_mib']:7.1f} MiB  fds={totals['fds']:4.0f}  threads={totals['threads']:4.0f}"
         try:

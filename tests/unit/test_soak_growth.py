@@ -6,7 +6,7 @@ import math
 import random
 
 import pytest
-from soak.growth import MIN_SAMPLES, Tolerance, judge, slope
+from soak.growth import MIN_COVERAGE, MIN_SAMPLES, Tolerance, judge, slope
 
 RSS = Tolerance(relative=0.10, floor=16.0)
 WINDOW = (1200.0, 3600.0)  # the judged part of an hour, after warm-up
@@ -79,5 +79,15 @@ def test_a_count_that_climbs_past_the_floor_grows() -> None:
 def test_too_few_samples_are_reported_not_judged() -> None:
     points = [(1200.0 + 60 * i, 10.0 * i) for i in range(MIN_SAMPLES - 1)]
     verdict = judge("fds", points, Tolerance(0.0, 1), window=WINDOW)
+    assert not verdict.judged
+    assert not verdict.grows
+
+
+def test_a_process_that_started_within_the_window_is_reported_not_judged() -> None:
+    # A replica restarted late: its start-up climb, projected over the window, would look like a leak.
+    start = WINDOW[1] - (1 - MIN_COVERAGE) * (WINDOW[1] - WINDOW[0]) * 3
+    points = [(t, 30 + (t - start)) for t, _ in sampled(lambda t: 0.0) if t >= start]
+    verdict = judge("rss", points, RSS, window=WINDOW)
+    assert verdict.samples >= MIN_SAMPLES
     assert not verdict.judged
     assert not verdict.grows
