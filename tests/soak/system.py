@@ -39,7 +39,6 @@ class Child:
         self.role = role
         self.incarnation = incarnation
         self.log_path = log_dir / f"{role}.{incarnation}.log"
-        self.started_at = time.monotonic()
         with self.log_path.open("wb") as out:
             self.popen = subprocess.Popen(
                 list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
