@@ -94,14 +94,18 @@ def plot(samples: Samples, seconds: float, events: list[tuple[float, str]], path
     ]
     figure, axes = plt.subplots(len(panels), 1, figsize=(11, 13), sharex=True)
     data = samples.snapshot()
+    colors: dict[str, str] = {}  # one colour and one legend entry per role, whatever its restarts
     for axis, (label, kinds) in zip(axes, panels, strict=True):
         wanted = (kinds,) if isinstance(kinds, str) else kinds
+        labelled: set[str] = set()
         for name, points in sorted(data.items()):
-            if metric(name) in wanted and (name.startswith("broker") or not name.startswith("queue ")):
-                xs = [t / 60 for t, _ in points]
-                axis.plot(
-                    xs, [v for _, v in points], label=name.removesuffix(f" {metric(name)}"), linewidth=1
-                )
+            if metric(name) not in wanted or name.startswith("queue "):
+                continue
+            role = name if name.startswith("broker") else name.split("#", 1)[0]
+            color = colors.setdefault(role, f"C{len(colors) % 10}")
+            xs, ys = [t / 60 for t, _ in points], [v for _, v in points]
+            axis.plot(xs, ys, color=color, linewidth=1, label=None if role in labelled else role)
+            labelled.add(role)
         axis.axvspan(0, WARM_UP_SHARE * seconds / 60, color="0.9", zorder=0)
         for t, what in events:
             axis.axvline(t / 60, color="red" if "SIGKILL" in what else "orange", linewidth=0.5, alpha=0.6)
