@@ -3,8 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist: the suite's tests isolate themselves (tests/support/parallel.py). Four workers on
+# two cores win because the integration tests mostly wait on brokers and subprocesses; loadfile
+# runs a module whole on one worker (one glusterd, one browser), in the order tests/conftest.py
+# gives (the long integration modules first). PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= 4
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: run test lint unit bench soak clean venv
+.PHONY: run test lint unit bench fuzz soak clean venv
 
 venv: $(STAMP)
 
@@ -22,13 +28,21 @@ lint: $(STAMP)
 	$(BIN)/mypy bus_tasks workers bench tests
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not integration"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Every parser of outside input under atheris for FUZZ_S seconds per target (FUZZ_TARGETS: some of
+# them, comma-separated); keeps the corpus and any crasher under tests/fuzz/ (docs/fuzzing.md).
+FUZZ_S ?= 60
+FUZZ_TARGETS ?=
+fuzz: $(STAMP)
+	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[fuzz]'
+	PYTHONPATH=tests $(BIN)/python -m fuzz.run --seconds $(FUZZ_S) $(if $(FUZZ_TARGETS),--targets $(FUZZ_TARGETS))
 
 # The whole system on the local RabbitMQ for SOAK_S seconds under churn, kills and dropped
 # connections; fails when a task ends wrong or anything grows (docs/soak.md).

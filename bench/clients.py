@@ -30,9 +30,9 @@ from bench.harness import (
     side_by_side,
 )
 from bench.query import RawClient, Servers, decoded
+from bus_tasks import transport
 from bus_tasks.client import TasksClient
 from bus_tasks.protocol.methods import MethodName
-from bus_tasks.transport import BusConnection
 
 CLIENTS = Sizes(full=32, quick=4)
 CALLS = Sizes(full=60, quick=10)  # per client and block
@@ -47,7 +47,7 @@ class Caller:
     """A client process (see :class:`Child`): both clients, connected once."""
 
     def __init__(self, url: str) -> None:
-        self._client = TasksClient(BusConnection(url), timeout_s=CALL_TIMEOUT_S)
+        self._client = TasksClient(transport.open(url), timeout_s=CALL_TIMEOUT_S)
         self._raw = RawClient(url)
         self._calls = {
             "ours": self._client.get_all_tasks_statuses,

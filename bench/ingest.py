@@ -39,13 +39,14 @@ from bench.harness import (
     say,
     side_by_side,
 )
-from bus_tasks import names
+from bus_tasks import names, transport
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.config import Settings
 from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.store import NullStore, Store
 from bus_tasks.testing import RunningAggregator
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusOptions
+from bus_tasks.transport.kombu.entities import queue as kombu_queue
 from bus_tasks.transport.topology import event_log
 
 TASKS = Sizes(full=4_000, quick=300)  # three events each
@@ -109,18 +110,20 @@ class CountingStore:
 
 def new_log(url: str) -> None:
     """An empty event log (the stream, as a deployment declares it): offsets start at 0 again."""
-    with BusConnection(url) as setup:
-        setup.declare_exchanges()
-        if setup.queue_exists(names.EVENT_LOG):
-            setup.delete_queues([names.EVENT_LOG])
-        setup.declare_events()
-        check(setup.uses_stream, "the default event log is not a stream on RabbitMQ")
+    with transport.open(url) as setup:
+        setup.topology.declare_exchanges()
+        admin = transport.admin(setup)
+        assert admin is not None  # RabbitMQ's
+        if admin.queue_exists(names.EVENT_LOG):
+            admin.delete_queues([names.EVENT_LOG])
+        setup.topology.declare_events()
+        check(setup.topology.uses_stream, "the default event log is not a stream on RabbitMQ")
 
 
 def fill(url: str, bodies: list[tuple[str, bytes]]) -> int:
     """Publish ``bodies`` as persistent messages to the events exchange, publisher-confirmed (so
     all are in the log on return); returns the log's end (its last offset + 1, a fresh log)."""
-    with BusConnection(url, confirm_publish=True) as conn:
+    with transport.open(url, BusOptions(confirm_publish=True)) as conn:
         for key, body in bodies:
             conn.publish(body, exchange=names.EVENTS_EXCHANGE, routing_key=key)
         conn.flush(timeout_s=120.0)
@@ -129,7 +132,7 @@ def fill(url: str, bodies: list[tuple[str, bytes]]) -> int:
 
 def from_first() -> Queue:
     """The event log, read from its first offset (what a raw consumer of the stream asks)."""
-    attributes = event_log().as_dict()
+    attributes = kombu_queue(event_log()).as_dict()
     attributes["consumer_arguments"] = {"x-stream-offset": "first"}
     return Queue(**attributes)
 
@@ -160,7 +163,7 @@ def through_aggregator(
         store = CountingStore(inner, lambda: aggregator.view.revision, end)
         started_at = time.perf_counter()
         aggregator = Aggregator(
-            BusConnection(url),
+            transport.open(url),
             store=store,
             policy=AggregatorPolicy(prefetch_count=prefetch, name=name),
         )

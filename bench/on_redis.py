@@ -48,11 +48,11 @@ from bench.harness import (
 )
 from bench.ingest import through_aggregator
 from bench.query import RawClient, Servers, decoded
-from bus_tasks import names
+from bus_tasks import names, transport
 from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.client import TasksClient
 from bus_tasks.protocol.methods import MethodName
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport.kombu.entities import queue as kombu_queue
 from bus_tasks.transport.topology import events_queue
 
 EVENTS = Sizes(full=6_000, quick=600)  # the raw side takes ~1,000 ev/s: 6 s a repetition
@@ -72,9 +72,9 @@ class Backlog:
     def __init__(self, url: str, count: int) -> None:
         self._redis = redis.Redis.from_url(url)
         bodies = workload.bodies(count // 3 + 1)
-        with BusConnection(url) as conn:
-            conn.declare_exchanges()
-            conn.declare_events()
+        with transport.open(url) as conn:
+            conn.topology.declare_exchanges()
+            conn.topology.declare_events()
             for _, (key, body) in zip(range(count), bodies, strict=False):
                 conn.publish(body, exchange=names.EVENTS_EXCHANGE, routing_key=key)
         check(self.ready() == count, f"{self.ready()} events queued of {count}")
@@ -106,7 +106,9 @@ def raw_ingest(url: str, count: int, prefetch: int) -> float:
 
     with (
         Connection(url) as conn,
-        Consumer(conn.channel(), [events_queue()], on_message=on_message, prefetch_count=prefetch),
+        Consumer(
+            conn.channel(), [kombu_queue(events_queue())], on_message=on_message, prefetch_count=prefetch
+        ),
     ):
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while not done.is_set():
@@ -164,7 +166,7 @@ def round_trips(quick: bool) -> list[Figure]:
     listed, calls, reps = LISTED.pick(quick), STATUS_CALLS.pick(quick), RPC_REPS.pick(quick)
     task_id = workload.task_id(7)
     with redis_db("redis_rpc") as url, Child(Servers, url) as servers:
-        client = TasksClient(BusConnection(url), timeout_s=CALL_TIMEOUT_S)
+        client = TasksClient(transport.open(url), timeout_s=CALL_TIMEOUT_S)
         raw = RawClient(url)
         try:
             size = servers.call("start", listed, MethodName.GET_STATUS, {"taskID": task_id})

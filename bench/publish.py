@@ -29,9 +29,9 @@ from bench.harness import (
     side_by_side,
 )
 from bench.ingest import from_first, new_log
-from bus_tasks import names
+from bus_tasks import names, transport
 from bus_tasks.subsystem.publisher import TaskPublisher
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusOptions
 
 MESSAGES = Sizes(full=3_000, quick=200)
 REPS = Sizes(full=5, quick=2)
@@ -71,7 +71,7 @@ class Log:
 
 def ours(url: str, count: int) -> float:
     """Publishes per second of ``TaskPublisher.create`` on a confirming connection, until all confirmed."""
-    publisher = TaskPublisher(BusConnection(url, confirm_publish=True), workload.SUBSYSTEM)
+    publisher = TaskPublisher(transport.open(url, BusOptions(confirm_publish=True)), workload.SUBSYSTEM)
     try:
         publisher.create(VERB, TAGS)  # connects and declares: not part of the figure
         publisher.flush()

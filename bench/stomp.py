@@ -14,15 +14,15 @@ import uuid
 from typing import Any
 
 from bench.harness import Child, Figure, at_most, check, fmt_time, median, rabbitmq_vhost, say, side_by_side
-from bus_tasks import codec
+from bus_tasks import codec, transport
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
-from bus_tasks.frontdoors.running import RunningFrontDoor
-from bus_tasks.frontdoors.stomp_frames import Frame, FrameParser
+from bus_tasks.frontdoors.stomp.frames import Frame, FrameParser
+from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
 from bus_tasks.protocol.methods import MethodName
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusOptions
 
 TASKS = 50
 CALL_TIMEOUT_S = 30.0
@@ -34,9 +34,9 @@ class Aggregating:
     """The child that runs the aggregator and publishes ``TASKS`` spm tasks once."""
 
     def __init__(self, url: str) -> None:
-        self._running = RunningAggregator(Aggregator(BusConnection(url)))
+        self._running = RunningAggregator(Aggregator(transport.open(url)))
         self._running.__enter__()
-        publisher = TaskPublisher(BusConnection(url, confirm_publish=True), "vdsm")
+        publisher = TaskPublisher(transport.open(url, BusOptions(confirm_publish=True)), "vdsm")
         for i in range(TASKS):
             publisher.create(f"verb{i}", ["spm"])
         publisher.flush()
@@ -49,7 +49,9 @@ class Door:
     """The child that runs the front door; :meth:`port` says where."""
 
     def __init__(self, url: str) -> None:
-        self._door = RunningFrontDoor(BusConnection(url, confirm_publish=False), timeout_s=CALL_TIMEOUT_S)
+        self._door = RunningFrontDoor(
+            transport.open(url, BusOptions(confirm_publish=False)), timeout_s=CALL_TIMEOUT_S
+        )
         self._door.__enter__()
 
     def port(self) -> int:
@@ -126,7 +128,7 @@ def _concurrent_rate(port: int, calls_each: int) -> float:
 def run(quick: bool) -> list[Figure]:
     calls, reps, calls_each = (50, 3, 20) if quick else (300, 9, 100)
     with rabbitmq_vhost("stomp") as url, Child(Aggregating, url) as aggregating, Child(Door, url) as door:
-        client = TasksClient(BusConnection(url), timeout_s=CALL_TIMEOUT_S)
+        client = TasksClient(transport.open(url), timeout_s=CALL_TIMEOUT_S)
         caller = StompCaller(door.call("port"))
         try:
             wait_until(lambda: len(client.get_all_tasks_statuses()) == TASKS, timeout_s=60, what="tasks seen")

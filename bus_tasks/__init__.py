@@ -20,14 +20,14 @@ if TYPE_CHECKING:
     from bus_tasks.errors import BusTasksError
     from bus_tasks.subsystem.publisher import TaskPublisher
     from bus_tasks.subsystem.seq import SeqClock
-    from bus_tasks.transport import BusConnection
+    from bus_tasks.transport import BusOptions
     from bus_tasks.vdsm_facade import VdsmFacade
 
 # Public name -> the module that defines it; imported on first use (PEP 562).
 _EXPORTS = {
     "Aggregator": "bus_tasks.aggregator",
     "AggregatorPolicy": "bus_tasks.aggregator",
-    "BusConnection": "bus_tasks.transport",
+    "BusOptions": "bus_tasks.transport",
     "BusTasksError": "bus_tasks.errors",
     "Event": "bus_tasks.core.model",
     "SeqClock": "bus_tasks.subsystem.seq",
@@ -43,7 +43,7 @@ _EXPORTS = {
 __all__ = [
     "Aggregator",
     "AggregatorPolicy",
-    "BusConnection",
+    "BusOptions",
     "BusTasksError",
     "Event",
     "SeqClock",

@@ -17,18 +17,20 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from bus_tasks import names
+from bus_tasks import names, transport
 from bus_tasks.config import DEFAULT_RPC_TIMEOUT_S, redact_url
 from bus_tasks.errors import (
     BrokerUnavailable,
     DeadlineExceeded,
     InvalidParameter,
     NoAggregator,
+    ReplyTooLarge,
 )
-from bus_tasks.protocol import jsonrpc, methods
+from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
+from bus_tasks.protocol import jsonrpc, methods, paging
 from bus_tasks.protocol.methods import MethodName
 from bus_tasks.protocol.replies import Outcome, unpack, unpack_batch
-from bus_tasks.transport import Bus, BusConnection, Delivery
+from bus_tasks.transport import Bus, Delivery
 from bus_tasks.vdsm_facade import VdsmFacade
 
 if TYPE_CHECKING:
@@ -57,14 +59,18 @@ class TasksClient:
         timeout_s: float = DEFAULT_RPC_TIMEOUT_S,
         wait_for_aggregator: bool = False,
         rpc_queue: str = names.RPC_QUEUE,
+        trust: TrustPolicy = OFF,
     ) -> None:
         """Args:
         rpc_queue: where requests go: the queue every aggregator serves, or one aggregator's
             own (its ``rpcQueue`` in :meth:`aggregators`), to ask that one alone.
+        trust: whose replies are believed (SPEC 15: with identity "broker", aggregators' only).
         """
-        self.connection: Bus = BusConnection(connection) if isinstance(connection, str) else connection
+        self.trust = trust
+        self.connection: Bus = transport.open(connection) if isinstance(connection, str) else connection
         self.timeout_s = timeout_s
         self.rpc_queue = rpc_queue
+        self._pages_listings = False  # set once a listing was too large for one reply
         self.wait_for_aggregator = wait_for_aggregator
         self._lock = threading.Lock()
         self._replies: dict[str, bytes] = {}
@@ -81,11 +87,12 @@ class TasksClient:
             NoAggregator: when the RPC queue does not exist on the broker.
         """
         if not self._started:
-            self._queue = self.connection.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
+            self._queue = self.connection.topology.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
             self._started = True  # from here on, a reconnect re-declares and re-consumes it
             self.connection.consume(self._queue, self._on_reply, no_ack=True)
         if not self._rpc_queue_checked:
-            if self.connection.queue_exists(self.rpc_queue) is False:
+            admin = transport.admin(self.connection)  # the broker's word, where it has one
+            if admin is not None and admin.queue_exists(self.rpc_queue) is False:
                 raise NoAggregator(
                     redact_url(self.connection.url),
                     f"the queue {self.rpc_queue} does not exist on this broker and vhost"
@@ -99,13 +106,18 @@ class TasksClient:
         Raises:
             NoAggregator: when the broker counts no consumer (RabbitMQ; elsewhere it cannot tell).
         """
-        if self.connection.consumer_count(self.rpc_queue, passive=True) == 0:
+        admin = transport.admin(self.connection)
+        if admin is not None and admin.consumer_count(self.rpc_queue, passive=True) == 0:
             raise NoAggregator(
                 redact_url(self.connection.url),
                 f"nothing consumes {self.rpc_queue} (no bus-tasks serve is running)",
             )
 
     def _on_reply(self, delivery: Delivery) -> None:
+        reason = refusal(self.trust, Speech.REPLY, None, delivery.user_id)
+        if reason is not None:
+            log.warning("reply %r dropped: %s", delivery.correlation_id, reason)
+            return
         if delivery.correlation_id is not None and delivery.correlation_id == self._waiting:
             self._replies[delivery.correlation_id] = delivery.body
         else:
@@ -251,9 +263,21 @@ class TasksClient:
     def get_all_tasks(
         self, tags: str | Sequence[str] | None = None, options: dict[str, Any] | None = None
     ) -> dict[str, dict[str, Any]]:
-        """Every task (``tags=None``), or those carrying any of ``tags`` (all with ``{"match": "all"}``)."""
+        """Every task (``tags=None``), or those carrying any of ``tags`` (all with ``{"match": "all"}``),
+        whatever their number: a listing too large for one reply is fetched page by page.
+        With ``options.limit`` (and ``continue``), the one page asked (SPEC section 14).
+        """
         tag_param = list(tags) if tags is not None and not isinstance(tags, str) else tags
-        return self.call(MethodName.GET_ALL_TASKS, {"tags": tag_param, "options": options})  # type: ignore[no-any-return]
+        asked_page = options is not None and ("limit" in options or "continue" in options)
+        if asked_page or not self._pages_listings:
+            try:
+                return self.call(MethodName.GET_ALL_TASKS, {"tags": tag_param, "options": options})  # type: ignore[no-any-return]
+            except ReplyTooLarge:
+                if asked_page:
+                    raise
+                self._pages_listings = True  # the listings are large here: paged from the start now
+        pages = paging.collect(lambda params: self.call(MethodName.GET_ALL_TASKS, params), tag_param, options)
+        return pages.result(with_revision=bool(options and options.get("revision")))
 
     def get_all_tasks_info(self) -> dict[str, dict[str, Any]]:
         """VDSM's ``getAllTasksInfo``: ``{id: {"id", "verb"}}`` of tasks tagged ``spm``."""

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import os
 import tomllib
+from importlib.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
-from bus_tasks.core.model import describe_validation
+from bus_tasks.authorization import AuthorizationMode, Roles
+from bus_tasks.broker_login import BrokerLogin, LoginMethod, certificate_common_name
+from bus_tasks.core.model import SUBSYSTEM_PATTERN, describe_validation
 from bus_tasks.errors import ConfigError
+from bus_tasks.identity import IDENTITY_PATTERN, IdentityMode, TrustPolicy
 
 ENV_PREFIX = "BUS_TASKS_"
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "memory")
@@ -26,6 +31,11 @@ CONFIG_FILE_NAME = Path("config/bus_tasks.toml")
 # Found from this module, not the working directory: every process of a checkout reads the same
 # file. An installed package (the image) has none, and runs on defaults and the environment.
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parents[1] / CONFIG_FILE_NAME
+
+Identity = Annotated[str, StringConstraints(pattern=IDENTITY_PATTERN)]
+SubsystemName = Annotated[str, StringConstraints(pattern=SUBSYSTEM_PATTERN)]
+_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+_BROKER_SSL_FILES = ("broker_ssl_ca", "broker_ssl_cert", "broker_ssl_key")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
@@ -37,6 +47,8 @@ DEFAULT_RPC_TIMEOUT_S = 10.0
 DEFAULT_PREFETCH_COUNT = 256
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
 DEFAULT_MAX_REQUEST_BYTES = 1 << 20
+# Below the broker's own limit (RabbitMQ 4.x refuses messages over 16 MiB, 3.x over 128 MiB).
+DEFAULT_MAX_REPLY_BYTES = 15 << 20
 DEFAULT_MAX_BATCH_CALLS = 100
 DEFAULT_DONE_TTL_S = 7 * 24 * 3600.0
 DEFAULT_TOMBSTONE_TTL_S = 30 * 24 * 3600.0
@@ -50,6 +62,7 @@ DEFAULT_STOMP_MAX_OUTBUF_BYTES = 16 << 20
 DEFAULT_HTTP_MAX_WATCHERS = 1_000
 DEFAULT_HTTP_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_HTTP_IDLE_TIMEOUT_S = 30.0
+MIN_HTTP_TOKEN_CHARS = 16
 
 
 def config_file() -> Path | None:
@@ -61,6 +74,24 @@ def config_file() -> Path | None:
             raise FileNotFoundError(f"{CONFIG_ENV} names {named!r}, which is not a file")
         return path
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+class _ConfigFile(TomlConfigSettingsSource):
+    """The config file, read so that whatever it holds gives settings or a ConfigError."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            return super()._read_file(file_path)
+        except tomllib.TOMLDecodeError:
+            raise  # load_settings says where
+        # What tomllib lets through: bytes that are not UTF-8, arrays or tables nested past
+        # Python's recursion limit, an integer of more digits than int() reads.
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {file_path}: not UTF-8 text (at byte {exc.start})") from None
+        except RecursionError:
+            raise ConfigError(f"config file {file_path}: values nested too deeply") from None
+        except ValueError as exc:
+            raise ConfigError(f"config file {file_path}: a value cannot be read: {exc}") from None
 
 
 class Settings(BaseSettings):
@@ -76,6 +107,7 @@ class Settings(BaseSettings):
     prefetch_count: int = Field(default=DEFAULT_PREFETCH_COUNT, ge=1, le=65535)
     max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1024)
     max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, ge=1024)
+    max_reply_bytes: int = Field(default=DEFAULT_MAX_REPLY_BYTES, ge=16384)
     max_batch_calls: int = Field(default=DEFAULT_MAX_BATCH_CALLS, ge=1, le=10_000)
     data_dir: Path = DEFAULT_DATA_DIR
     store: Literal["sqlite", "redis", "none"] = "sqlite"
@@ -103,6 +135,53 @@ class Settings(BaseSettings):
     # Stop and clear from HTTP (the web view), for a caller with http_token (Bearer).
     http_control: bool = False
     http_token: SecretStr | None = None
+    # -- Who may call what (SPEC 16, docs/authorization.md). "on": every call is denied unless
+    # its caller's role allows it; "off" (the default): anyone who reaches a door may call
+    # anything (serve warns once). Identities: broker users (AMQP user_id), client
+    # certificates' CNs (STOMP), the names of http_tokens (HTTP).
+    authorization: AuthorizationMode = "off"
+    readers: list[Identity] = []
+    operators: list[Identity] = []
+    admins: list[Identity] = []
+    # The front doors' broker users: only they may say for whom they call.
+    front_doors: list[Identity] = []
+    # Identity -> its HTTP bearer token (at least MIN_HTTP_TOKEN_CHARS; never logged).
+    http_tokens: dict[Identity, SecretStr] = {}
+
+    @field_validator("http_tokens")
+    @classmethod
+    def _tokens_are_long_and_distinct(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        short = sorted(i for i, t in value.items() if len(t.get_secret_value()) < MIN_HTTP_TOKEN_CHARS)
+        if short:
+            raise ValueError(
+                f"the tokens of {', '.join(short)} are shorter than {MIN_HTTP_TOKEN_CHARS} characters"
+            )
+        if len({t.get_secret_value() for t in value.values()}) != len(value):
+            raise ValueError("two identities have the same token: each needs its own")
+        return value
+
+    @model_validator(mode="after")
+    def _authorization_is_complete(self) -> Self:
+        if self.authorization == "on":
+            if not (self.readers or self.operators or self.admins):
+                raise ValueError(
+                    'authorization = "on" needs readers, operators or admins:'
+                    " without any, every call is denied"
+                )
+            if self.http_token is not None:
+                raise ValueError(
+                    'with authorization = "on", HTTP callers are named by http_tokens = {identity = "token"},'
+                    " not http_token"
+                )
+        return self
+
+    @property
+    def roles(self) -> Roles:
+        """Who holds which role (SPEC 16)."""
+        return Roles.of(readers=self.readers, operators=self.operators, admins=self.admins)
+
+    # -- end of who may call what
+
     # The STOMP front door's bounds (`bus-tasks stomp`): CONNECT (TLS handshake included) within
     # this long; connections at once; requests in flight per connection; reply bytes waiting
     # unread for one client before it is disconnected.
@@ -117,6 +196,19 @@ class Settings(BaseSettings):
     http_max_body_bytes: int = Field(default=DEFAULT_HTTP_MAX_BODY_BYTES, ge=1024)
     http_idle_timeout_s: float = Field(default=DEFAULT_HTTP_IDLE_TIMEOUT_S, gt=0)
     log_level: LogLevel = DEFAULT_LOG_LEVEL
+    # Trust on the bus (SPEC 15, docs/security.md). "broker": believe a message only when the
+    # user_id RabbitMQ validated may say it; "off": believe everyone (a warning at start).
+    identity: IdentityMode = "off"
+    # Subsystem -> identities that may publish for it, besides the identity named after it.
+    publishers: dict[SubsystemName, list[Identity]] = {}
+    # The identities of aggregators: they clear, expire, answer and own the test tasks.
+    aggregators: list[Identity] = []
+    # TLS to the broker (amqps://): PEM files; never logged. EXTERNAL: log in by certificate.
+    broker_ssl_ca: Path | None = Field(default=None, repr=False)
+    broker_ssl_cert: Path | None = Field(default=None, repr=False)
+    broker_ssl_key: Path | None = Field(default=None, repr=False)
+    # None: the client library's default (AMQPLAIN, then PLAIN, with the URL's user:password).
+    broker_login_method: LoginMethod | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -142,7 +234,7 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         path = config_file()
         if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            sources.append(_ConfigFile(settings_cls, toml_file=path))
         return tuple(sources)
 
     @model_validator(mode="after")
@@ -152,6 +244,61 @@ class Settings(BaseSettings):
                 'store = "redis" needs store_redis_url (e.g. BUS_TASKS_STORE_REDIS_URL=redis://host:6379/0)'
             )
         return self
+
+    @model_validator(mode="after")
+    def _trust_is_complete(self) -> Self:
+        scheme = self.broker.partition("://")[0].lower()
+        given = [name for name in _BROKER_SSL_FILES if getattr(self, name) is not None]
+        if given and scheme != "amqps":
+            raise ValueError(f"{', '.join(given)} need an amqps:// broker_url (TLS to RabbitMQ)")
+        if (self.broker_ssl_cert is None) != (self.broker_ssl_key is None):
+            raise ValueError("broker_ssl_cert and broker_ssl_key go together (a certificate and its key)")
+        for name in given:
+            path = getattr(self, name)
+            if not (path.is_file() and os.access(path, os.R_OK)):
+                # The path is not repeated: key paths stay out of logs.
+                raise ValueError(f"{name} does not name a readable file")
+        if self.broker_login_method == "EXTERNAL":
+            if self.broker_ssl_cert is None:
+                raise ValueError(
+                    'broker_login_method = "EXTERNAL" logs in with a client certificate: '
+                    "give broker_ssl_cert and broker_ssl_key (and an amqps:// broker_url)"
+                )
+            try:
+                certificate_common_name(self.broker_ssl_cert.read_bytes())
+            except ValueError as exc:
+                raise ValueError(f"broker_ssl_cert: {exc} (EXTERNAL logs in as its CN)") from None
+        if self.identity == "broker":
+            if scheme not in _AMQP_SCHEMES:
+                raise ValueError(
+                    'identity = "broker" needs RabbitMQ (amqp:// or amqps://): only it vouches for user_id'
+                )
+            if not self.aggregators:
+                raise ValueError(
+                    'identity = "broker" needs aggregators = ["identity", ...]: '
+                    "without them no reply, clear or presence beat is believed"
+                )
+        return self
+
+    @property
+    def trust(self) -> TrustPolicy:
+        """Whom this process believes (SPEC 15); with authorization on, the admins publish test
+        tasks (SPEC 16: ``bus-tasks inject`` is theirs) besides the identities named for them."""
+        publishers = dict(self.publishers)
+        if self.authorization == "on" and self.test_subsystem:
+            test = self.test_subsystem
+            publishers[test] = [*publishers.get(test, []), *self.admins]
+        return TrustPolicy.of(self.identity, publishers=publishers, aggregators=self.aggregators)
+
+    @property
+    def broker_login(self) -> BrokerLogin:
+        """TLS and the login method to the broker (file paths kept out of its repr)."""
+        return BrokerLogin(
+            ca_file=self.broker_ssl_ca,
+            cert_file=self.broker_ssl_cert,
+            key_file=self.broker_ssl_key,
+            method=self.broker_login_method,
+        )
 
     @property
     def broker(self) -> str:
@@ -201,6 +348,10 @@ def load_settings(*, with_store: bool = True, **overrides: object) -> Settings:
     except ValidationError as exc:
         raise ConfigError(
             f"{describe_validation(exc, limit=20)} (from {where}{ENV_PREFIX}* env vars or options)"
+        ) from None
+    except SettingsError as exc:  # e.g. BUS_TASKS_ADMINS=alice: a list in the environment is JSON
+        raise ConfigError(
+            f"{exc}: a list or a table in a {ENV_PREFIX}* variable is written as JSON"
         ) from None
     except OSError as exc:
         raise ConfigError(f"config file {source}: {exc}") from None

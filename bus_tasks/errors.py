@@ -123,6 +123,35 @@ class RevisionGone(BusTasksError):
     title = "Revision gone"
 
 
+class ReplyTooLarge(BusTasksError):
+    """Raised when a reply would be larger than ``max_reply_bytes`` (a listing of too many tasks
+    at once): the caller pages it with ``options.limit`` (SPEC section 14)."""
+
+    code = -32012
+    title = "Reply too large"
+
+    def __init__(
+        self, tasks: int | None = None, size: int | None = None, *, message: str | None = None
+    ) -> None:
+        if message is None:
+            what = f"{tasks} tasks ({size} bytes)" if tasks is not None else f"{size} bytes"
+            message = f"{self.title}: {what}; page it with options.limit"
+        super().__init__(message=message)
+        self.tasks = tasks
+        self.size = size
+
+
+class PermissionDenied(BusTasksError):
+    """Raised when the caller's identity may not make this call (SPEC 16, ``authorization = "on"``):
+    the call had no effect. Ask for a role that allows it (docs/authorization.md)."""
+
+    code = -32011
+    title = "Permission denied"
+
+    def __init__(self, identity: str = "", call: str = "", *, message: str | None = None) -> None:
+        super().__init__(message=message or f"{self.title}: {identity} may not call {call}")
+
+
 class TooManyRequests(BusTasksError):
     """Raised when a connection of a front door already has as many requests in flight as it may
     (``stomp_max_pending``): the excess is answered at once, never queued; send it again later."""
@@ -187,6 +216,20 @@ class TopologyMismatch(BusTasksError):
         self.queue = queue
 
 
+class TopologyMissing(BusTasksError):
+    """Raised when the topology should exist (identity = "broker": declared beforehand by
+    ``bus-tasks broker-setup``, as least-privilege users may not declare it) and part of it does not."""
+
+    title = "Topology missing"
+
+    def __init__(self, entity: str) -> None:
+        super().__init__(
+            message=f'{self.title}: {entity} does not exist on the broker; with identity = "broker" the'
+            " topology is declared beforehand: import the output of bus-tasks broker-setup"
+        )
+        self.entity = entity
+
+
 class SubsystemTaken(BusTasksError):
     """Raised when a publisher claims a subsystem name that a live process already owns: control
     commands for its tasks would go to the wrong process."""
@@ -221,6 +264,8 @@ _BY_CODE: dict[int, type[BusTasksError]] = {
         InvalidParams,
         InternalError,
         RevisionGone,
+        ReplyTooLarge,
+        PermissionDenied,
         TooManyRequests,
     )
 }
@@ -254,6 +299,11 @@ class PublishError(BusTasksError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(message=f"{self.title}: {detail}")
+
+
+class PublishRefused(PublishError):
+    """Raised when the broker refuses a message for good (over its size limit, access refused to
+    its exchange): it is not re-sent, and a reply refused so is answered -32012 instead."""
 
 
 class StoreUnavailable(BusTasksError):

@@ -41,6 +41,10 @@ DEAD_QUEUE = "bus_tasks.dead"
 
 HEADER_REASON = "x-bus-tasks-reason"
 HEADER_SENT_AT = "x-bus-tasks-sent-at"
+# A front door's call for its client (SPEC 16): the door ("stomp", "http") and the client's
+# identity (absent: anonymous); believed only from a user_id in front_doors.
+HEADER_DOOR = "x-bus-tasks-door"
+HEADER_ON_BEHALF_OF = "x-bus-tasks-on-behalf-of"
 HEADER_STREAM_OFFSET = "x-stream-offset"  # set by RabbitMQ on every message read from a stream
 
 CONTENT_TYPE = "application/json"

@@ -13,10 +13,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bus_tasks import codec, names
-from bus_tasks.errors import BusTasksError, RevisionGone
+from bus_tasks.errors import BusTasksError, ReplyTooLarge, RevisionGone
+from bus_tasks.identity import Speech, TrustPolicy, refusal
+from bus_tasks.protocol import paging
 from bus_tasks.protocol.changes import Change, selects
 from bus_tasks.protocol.methods import MethodName
 
@@ -80,6 +83,11 @@ class WatchClient(Protocol):
     ) -> Any: ...
 
     def pump(self, timeout_s: float) -> None: ...
+
+    @property
+    def trust(self) -> TrustPolicy:
+        """Whose messages are believed (SPEC 15): the change feed is aggregators' only."""
+        ...
 
 
 class NeedReplay(Exception):  # a signal to the driver, not an error of bus_tasks
@@ -237,16 +245,19 @@ class Watch:
     def _bind(self) -> None:
         connection = self.client.connection
         connection.connect()
-        queue = connection.declare_watch_queue()
+        queue = connection.topology.declare_watch_queue()
         connection.consume(queue, self._on_feed, no_ack=True)
 
     def _on_feed(self, delivery: Delivery) -> None:
-        if not self._closed:
+        reason = refusal(self.client.trust, Speech.CHANGE, None, delivery.user_id)
+        if reason is not None:
+            log.warning("change feed message dropped: %s", reason)
+        elif not self._closed:
             self._inbox.append(delivery.body)
 
     def _begin(self) -> Iterator[WatchEvent]:
         if self._since is None:
-            yield from self.state.on_listing(self._ask(None))
+            yield from self._list()
         else:
             self.state.revision = self._since
             yield from self.state.on_replay(self._ask(self._since))
@@ -281,10 +292,25 @@ class Watch:
         following = self.state.following
         try:
             result = self._ask(self.state.revision, log_name=following.log if following else None)
-        except RevisionGone:
-            yield from self.state.on_listing(self._ask(None))
+        except (RevisionGone, ReplyTooLarge):  # too old, or too many changes to replay: list again
+            yield from self._list()
             return
         yield from self.state.on_replay(result)
+
+    def _list(self) -> Iterator[WatchEvent]:
+        """A listing; one too large for a reply is paged (getAllTasks), then the changes after
+        its first page's revision are replayed, which also says who answers (SPEC section 14)."""
+        try:
+            result = self._ask(None)
+        except ReplyTooLarge:
+            options = {"match": "all" if self.state.match_all else "any"}
+            call = partial(self.client.call, MethodName.GET_ALL_TASKS)
+            listed = paging.collect(call, list(self.state.tags), options).result(with_revision=True)
+            replay = self._ask(listed["revision"])
+            yield from self.state.on_listing({**replay, **listed})  # its revision, its tasks
+            yield from self.state.on_replay(replay)
+            return
+        yield from self.state.on_listing(result)
 
     def _ask(self, since: int | None, *, rpc_queue: str | None = None, log_name: str | None = None) -> Any:
         options: dict[str, Any] = {"match": "all" if self.state.match_all else "any"}

@@ -118,3 +118,12 @@ def memory_system(memory_broker: Broker, start_system: SystemFactory) -> System:
 @pytest.fixture
 def rabbitmq_system(rabbitmq_broker: Broker, start_system: SystemFactory) -> System:
     return start_system(rabbitmq_broker)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, hand out the integration modules first: they are the long ones (a module runs
+    whole on one worker, ``--dist loadfile --no-loadscope-reorder``), and a long one started last
+    would end the run alone. A serial run keeps the collection order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    items.sort(key=lambda item: "integration" not in item.nodeid.split("::")[0].split("/"))

@@ -42,7 +42,8 @@ def print_json(value: Any) -> None:
 
 def _client(args: argparse.Namespace, settings: Settings) -> TasksClient:
     timeout = args.timeout if args.timeout is not None else settings.rpc_timeout_s
-    return TasksClient(wiring.connect(settings, connect_retries=CLIENT_CONNECT_RETRIES), timeout_s=timeout)
+    connection = wiring.connect(settings, connect_retries=CLIENT_CONNECT_RETRIES)
+    return TasksClient(connection, timeout_s=timeout, trust=settings.trust)
 
 
 def cmd_stomp(args: argparse.Namespace, settings: Settings) -> int:

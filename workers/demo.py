@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
+from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import TaskStateError
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.subsystem.simulated import SimulatedSubsystem, start_gluster_tasks, start_storage_tasks
 from bus_tasks.testing import RunningAggregator, wait_until
-from bus_tasks.transport import BusConnection
 from workers import render
 
 URL = "memory://"
@@ -29,17 +29,17 @@ def run_demo(out: TextIO, *, storage_tasks: int = STORAGE_TASKS, seed: int = 7) 
     """Run an aggregator, a storage and a gluster subsystem, and an engine-side client; print."""
     rng = random.Random(seed)
     stop = threading.Event()
-    with RunningAggregator(Aggregator(BusConnection(URL))):
-        storage = SimulatedSubsystem(TaskPublisher(BusConnection(URL), "vdsm"))
-        gluster = SimulatedSubsystem(TaskPublisher(BusConnection(URL), "gluster"))
+    with RunningAggregator(Aggregator(transport.open(URL))):
+        storage = SimulatedSubsystem(TaskPublisher(transport.open(URL), "vdsm"))
+        gluster = SimulatedSubsystem(TaskPublisher(transport.open(URL), "gluster"))
         sims = (storage, gluster)
         controls = [
-            threading.Thread(target=s.publisher.serve_control, args=(BusConnection(URL), stop), daemon=True)
+            threading.Thread(target=s.publisher.serve_control, args=(transport.open(URL), stop), daemon=True)
             for s in sims
         ]
         for thread in controls:
             thread.start()
-        client = TasksClient(BusConnection(URL), timeout_s=5.0)
+        client = TasksClient(transport.open(URL), timeout_s=5.0)
 
         def synced() -> bool:
             """The aggregator shows every subsystem's current state of every task."""

@@ -14,8 +14,8 @@ from bus_tasks.config import Settings
 from bus_tasks.core.model import describe_validation
 from bus_tasks.errors import ConfigError, StoreUnavailable
 from bus_tasks.store import DataDirLock
-from workers import wiring
-from workers.stomp import parse_listen
+from workers import systemd, wiring
+from workers.options import parse_listen
 
 log = logging.getLogger("bus_tasks.serve")
 
@@ -47,6 +47,8 @@ def serve(settings: Settings) -> int:
         ConfigError: when the HTTP settings cannot be served (see :func:`check_http`).
     """
     check_http(settings)
+    wiring.warn_if_identity_off(settings, log)
+    wiring.warn_if_authorization_off(settings, log)
     stop = wiring.stop_on_signals(log)
     lock = DataDirLock(settings.data_dir)
     # One data directory, one process: a second serve on it would fight over the file.
@@ -62,6 +64,7 @@ def serve(settings: Settings) -> int:
             except BaseException:
                 aggregator.store.close()  # nothing else was opened yet
                 raise
+        systemd.notify_when_ready(aggregator.ready, stop)  # at its "aggregator ready" line
         try:
             aggregator.run(stop)
         finally:
@@ -90,6 +93,8 @@ def check_http(settings: Settings) -> None:
             f"http_listen {settings.http_listen!r} is not a loopback address: anyone reaching it would"
             " read every task; give --http-allow-remote (or http_allow_remote = true) to mean it"
         )
+    if settings.authorization == "on":
+        return  # stop and clear over HTTP are the callers' roles' to allow (http_tokens)
     token = settings.http_token
     if settings.http_control and (token is None or len(token.get_secret_value()) < MIN_TOKEN_CHARS):
         raise ConfigError(

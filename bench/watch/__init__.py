@@ -5,7 +5,7 @@ with the default store (SQLite in a temp dir), as it is deployed.
 - **watch latency**: one aggregator serves in a child process. In this process, one
   :class:`~bus_tasks.subsystem.publisher.TaskPublisher` (its own connection, no confirms, as a
   subsystem publishes) changes one task at a time (its ``message``, a new marker each time), paced
-  every ``INTERVAL_S``, while a watcher (``TasksClient(BusConnection(url)).watch()``, iterated in
+  every ``INTERVAL_S``, while a watcher (``TasksClient(transport.open(url)).watch()``, iterated in
   a thread of this process) waits for the ``changed`` event carrying that marker. Latency is from
   just before ``update()`` to when the watch yields that event: one ``perf_counter`` measures both
   ends. The path is two hops: event -> stream -> aggregator (applied) -> feed exchange -> watch

@@ -12,9 +12,9 @@ from typing import Any
 from bench import workload
 from bench.harness import Child, SideBySide, Sizes, check, median, side_by_side, wait_for
 from bench.ingest import Job, Read, Reader, fill, new_log
-from bus_tasks import codec
+from bus_tasks import codec, transport
 from bus_tasks.aggregator import AggregatorPolicy
-from bus_tasks.transport import BusConnection, Delivery
+from bus_tasks.transport import Delivery
 from bus_tasks.watching import NeedFailover, NeedReplay, WatchState
 
 TASKS = Sizes(full=4_000, quick=300)  # three events each, as figure 1
@@ -42,8 +42,8 @@ class Follower:
 
     def _run(self) -> None:
         try:
-            with BusConnection(self.url) as conn:
-                conn.consume(conn.declare_watch_queue(), self._on_feed, no_ack=True)
+            with transport.open(self.url) as conn:
+                conn.consume(conn.topology.declare_watch_queue(), self._on_feed, no_ack=True)
                 self.bound.set()
                 while not self._stop.is_set():
                     conn.drain(0.2)

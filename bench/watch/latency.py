@@ -15,12 +15,12 @@ from bench import workload
 from bench.harness import Child, SideBySide, Sizes, check, median
 from bench.ingest import default_store, new_log
 from bench.watch.raw import Arrivals, RawPath, Relay, raw_queue, raw_stream, relayed_queue
+from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.client import TasksClient
 from bus_tasks.core.model import Event
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator
-from bus_tasks.transport import BusConnection
 
 SAMPLES = Sizes(full=250, quick=30)  # per side and repetition
 LATENCY_REPS = Sizes(full=5, quick=1)
@@ -34,7 +34,7 @@ class Served:
     def __init__(self, url: str, name: str) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="bus_tasks_bench_")
         store, self.described = default_store(Path(self._dir.name))
-        self.aggregator = Aggregator(BusConnection(url), store=store, policy=AggregatorPolicy(name=name))
+        self.aggregator = Aggregator(transport.open(url), store=store, policy=AggregatorPolicy(name=name))
         self._running = RunningAggregator(self.aggregator)
         self._running.__enter__()
 
@@ -85,7 +85,7 @@ class Watcher:
 
     def __init__(self, url: str) -> None:
         self.arrivals = Arrivals()
-        self.client = TasksClient(BusConnection(url))
+        self.client = TasksClient(transport.open(url))
         self.watch = self.client.watch()
         self.listed = threading.Event()
         self.error: BaseException | None = None
@@ -134,7 +134,7 @@ def measure_latency(url: str, samples: int, reps: int) -> Latency:
         contextlib.ExitStack() as stack,
     ):
         store = served.call("store")
-        publisher = TaskPublisher(BusConnection(url), workload.SUBSYSTEM)
+        publisher = TaskPublisher(transport.open(url), workload.SUBSYSTEM)
         stack.callback(publisher.close)
         watcher = Watcher(url)
         stack.callback(watcher.close)

@@ -11,6 +11,7 @@ from bus_tasks.aggregator.changes import ChangeFeed
 from bus_tasks.core.model import ANNOUNCED, decode_announced, decode_event
 from bus_tasks.core.view import Outcome, TaskView
 from bus_tasks.errors import EventRejected, StoreUnavailable
+from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.store import Store
 from bus_tasks.transport import Bus, Delivery
 
@@ -81,6 +82,7 @@ class Ingest:
         log_offsets: bool = False,
         on_gap: Callable[[int, int], None] | None = None,
         on_commit: Callable[[float, bool], None] | None = None,
+        trust: TrustPolicy = OFF,
     ) -> None:
         self.connection = connection
         self.feed = feed  # every change applied is recorded there, at its revision
@@ -95,6 +97,7 @@ class Ingest:
         self._on_gap = on_gap  # (first offset missed, first offset read): the log lost them
         self._expected: int | None = None  # the offset the stream should start at, once asked
         self._on_commit = on_commit  # (seconds, succeeded) of every commit tried: for metrics
+        self.trust = trust  # whose events are believed (SPEC 15)
 
     def start_offset(self) -> int | str:
         """Where reading the stream starts, asked at every (re)subscription: right after the
@@ -109,6 +112,9 @@ class Ingest:
             return
         try:
             event = decode_event(delivery.body, max_bytes=self.max_event_bytes)
+            if self.trust.mode != "off":
+                speech = Speech.CLEARED if event.event == "cleared" else Speech.EVENT
+                self._believe(speech, event.task.subsystem, delivery)
             outcome = self.view.apply(event)
         except EventRejected as exc:
             self._dead_letter(delivery, exc.reason)
@@ -133,7 +139,7 @@ class Ingest:
     def _advance(self, delivery: Delivery) -> None:
         """The view's revision: the log's position just past this delivery (a stream's offset
         plus one, the same on every replica), or else this aggregator's count of deliveries."""
-        offset = delivery.offset if self.log_offsets else None
+        offset = delivery.position if self.log_offsets else None
         if offset is None:
             revision = self.view.revision + 1
         else:
@@ -148,6 +154,7 @@ class Ingest:
         """The end of a subsystem's announce: its tasks that the set no longer lists leave."""
         try:
             announced = decode_announced(delivery.body, max_bytes=self.max_event_bytes)
+            self._believe(Speech.ANNOUNCED, announced.subsystem, delivery)
             gone = self.view.reconcile(announced)
         except EventRejected as exc:
             self._dead_letter(delivery, exc.reason)
@@ -220,6 +227,13 @@ class Ingest:
         if self.health.failing is None:
             return 0.005  # a short look for more before acking what waits
         return min(max(self.health.wait_s(), 0.005), timeout_s)  # until the next try
+
+    def _believe(self, speech: Speech, subsystem: str, delivery: Delivery) -> None:
+        """Raises EventRejected (counted) when the broker's user_id may not say this (SPEC 15)."""
+        reason = refusal(self.trust, speech, subsystem, delivery.user_id)
+        if reason is not None:
+            self.counts["events_refused_identity"] += 1
+            raise EventRejected(reason)
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         self.counts["events_dead"] += 1

@@ -11,9 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bus_tasks import codec
+from bus_tasks import codec, config
 from bus_tasks.aggregator.changes import ChangeFeed
 from bus_tasks.aggregator.listings import Listings, status_of
+from bus_tasks.aggregator.paged import refuse_oversize
 from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy
 from bus_tasks.core.model import canonical_task_id, check_tag, check_tags
 from bus_tasks.core.view import Entry, TaskView
@@ -22,6 +23,7 @@ from bus_tasks.errors import (
     InternalError,
     InvalidParameter,
     MethodNotFound,
+    PermissionDenied,
     TaskAborted,
     TaskNotFinished,
 )
@@ -68,6 +70,7 @@ class Reply:
     forward: Forward | None = None
     method: str = ""
     notification: bool = False  # no "id": inside a batch, nothing is answered
+    params: BaseModel | None = None  # as bound: the policy is told of a forwarded call with them
 
 
 class Dispatcher:
@@ -83,10 +86,12 @@ class Dispatcher:
         aggregators: Callable[[], list[dict[str, Any]]] | None = None,
         feed: ChangeFeed | None = None,
         policy: CallPolicy = ADMIT_ALL,
+        max_reply_bytes: int = config.DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         """Args:
         policy: sees every call before its method runs, and is told how each was served (a
             forwarded call is the relay's to tell, once answered): see aggregator/policy.
+        max_reply_bytes: no reply is larger: a listing that would be answers -32012 (SPEC 14).
         """
         self.view = view
         self.policy = policy
@@ -94,7 +99,8 @@ class Dispatcher:
         self._check_writable = check_writable  # raises when the view may not change now
         self._subsystems = subsystems
         self._aggregators = aggregators
-        self.listings = Listings(view, feed)
+        self.max_reply_bytes = max_reply_bytes
+        self.listings = Listings(view, feed, max_reply_bytes=max_reply_bytes)
         table = [
             Method(MethodName.GET_ALL_TASKS, GetAllTasksParams, self.listings.get_all_tasks),
             Method(MethodName.GET_ALL_TASKS_INFO, LegacyListParams, self.listings.get_all_tasks_info),
@@ -208,6 +214,7 @@ class Dispatcher:
         request_id: RequestId = None
         method_name = ""
         notification = False
+        params: BaseModel | None = None
         started = time.perf_counter()
         try:
             request = parse()
@@ -222,25 +229,34 @@ class Dispatcher:
             if request_id is None:
                 request_id = salvage_id()
             log.warning("rpc %r id=%r failed: %d %r", method_name, request_id, exc.code, exc.message)
-            self._served(context, method_name, "error", started)
+            outcome = "denied" if isinstance(exc, PermissionDenied) else "error"
+            self._served(context, method_name, outcome, started, params)
             return Reply(
                 request_id, error_body(request_id, exc), method=method_name, notification=notification
             )
         except Exception as exc:
             log.exception("rpc %r id=%r crashed", method_name, request_id)
             error = InternalError(type(exc).__name__)
-            self._served(context, method_name, "internal_error", started)
+            self._served(context, method_name, "internal_error", started, params)
             return Reply(
                 request_id, error_body(request_id, error), method=method_name, notification=notification
             )
         if isinstance(result, Forward):
-            return Reply(request_id, forward=result, method=method_name, notification=notification)
+            return Reply(
+                request_id, forward=result, method=method_name, notification=notification, params=params
+            )
         body = result_body(request_id, result)
-        self._served(context, method_name, "ok", started)
+        refused = refuse_oversize(method_name, request_id, body, self.max_reply_bytes)
+        if refused is not None:  # a reply that no listing's own check foresaw
+            self._served(context, method_name, "error", started, params)
+            return Reply(request_id, refused, method=method_name, notification=notification)
+        self._served(context, method_name, "ok", started, params)
         return Reply(request_id, body, method=method_name, notification=notification)
 
-    def _served(self, context: CallContext, method_name: str, outcome: str, started: float) -> None:
-        self.policy.served(context, method_name, outcome, time.perf_counter() - started)
+    def _served(
+        self, context: CallContext, method_name: str, outcome: str, started: float, params: BaseModel | None
+    ) -> None:
+        self.policy.served(context, method_name, outcome, time.perf_counter() - started, params=params)
 
 
 def _task_id(value: str) -> str:

@@ -16,6 +16,7 @@ from typing import get_args
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollector
 from prometheus_client import Counter as PromCounter
+from pydantic import BaseModel
 
 from bus_tasks.aggregator.liveness import Liveness
 from bus_tasks.aggregator.methods import Method
@@ -62,7 +63,7 @@ class Metrics(CallPolicy):
         self._liveness = liveness
         self._replicas = replicas
         # Replicas' revisions compare only when they read one log (a stream): else each counts its own.
-        self._shared_log = connection.uses_stream
+        self._shared_log = connection.topology.uses_stream
         self.every_s = every_s
         self._synced_at = time.monotonic()  # every series starts at zero: as good as a sync
         registry = self.registry
@@ -189,7 +190,15 @@ class Metrics(CallPolicy):
             self._rpc_requests.labels(canonical, outcome)
         self._rpc_seconds.labels(canonical)
 
-    def served(self, context: CallContext, method: str, outcome: str, seconds: float) -> None:
+    def served(
+        self,
+        context: CallContext,
+        method: str,
+        outcome: str,
+        seconds: float,
+        *,
+        params: BaseModel | None = None,
+    ) -> None:
         """One call answered (a call policy's hook); a name not in the table counts as unknown."""
         canonical = self._canonical.get(method, UNKNOWN_METHOD)
         self._rpc_requests.labels(canonical, outcome).inc()

@@ -15,9 +15,10 @@ from pydantic import BaseModel
 from bus_tasks.protocol.context import CallContext
 from bus_tasks.protocol.methods import MethodName
 
-RPC_OUTCOMES = ("ok", "error", "timeout", "internal_error")
-"""How a call can end: answered with a result, with an error (a refusal included), with code 100
-because its subsystem did not answer in time, or with -32603 because its method crashed."""
+RPC_OUTCOMES = ("ok", "error", "denied", "timeout", "internal_error")
+"""How a call can end: answered with a result, with an error (another policy's refusal included),
+with -32011 because its caller may not make it (SPEC 16), with code 100 because its subsystem did
+not answer in time, or with -32603 because its method crashed."""
 
 
 class CallPolicy:
@@ -30,9 +31,18 @@ class CallPolicy:
             BusTasksError: to refuse the call: it has no effect, and is answered with this error.
         """
 
-    def served(self, context: CallContext, method: str, outcome: str, seconds: float) -> None:
+    def served(
+        self,
+        context: CallContext,
+        method: str,
+        outcome: str,
+        seconds: float,
+        *,
+        params: BaseModel | None = None,
+    ) -> None:
         """Called once per call answered: ``method`` as called (an alias, or a name of no method),
-        ``outcome`` one of :data:`RPC_OUTCOMES`, ``seconds`` from its arrival to its answer."""
+        ``outcome`` one of :data:`RPC_OUTCOMES`, ``seconds`` from its arrival to its answer,
+        ``params`` as bound (None when the call was refused before: unparsable, no such method)."""
 
 
 class Policies(CallPolicy):
@@ -45,9 +55,17 @@ class Policies(CallPolicy):
         for policy in self.policies:
             policy.admit(context, method, params)
 
-    def served(self, context: CallContext, method: str, outcome: str, seconds: float) -> None:
+    def served(
+        self,
+        context: CallContext,
+        method: str,
+        outcome: str,
+        seconds: float,
+        *,
+        params: BaseModel | None = None,
+    ) -> None:
         for policy in self.policies:
-            policy.served(context, method, outcome, seconds)
+            policy.served(context, method, outcome, seconds, params=params)
 
 
 ADMIT_ALL = CallPolicy()

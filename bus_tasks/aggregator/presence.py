@@ -15,6 +15,7 @@ from bus_tasks.aggregator.replicas import Replicas
 from bus_tasks.core.model import decode_heartbeat, decode_replica_beat
 from bus_tasks.core.view import TaskView
 from bus_tasks.errors import EventRejected
+from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.transport import Delivery
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,16 @@ _AGGREGATOR_PREFIX = names.AGGREGATOR_BEATS.removesuffix("#")
 class Presence:
     """Turns heartbeats into the tables of ``Host.getSubsystems`` and ``Host.getAggregators``."""
 
-    def __init__(self, liveness: Liveness, replicas: Replicas, view: TaskView, counts: Counter[str]) -> None:
+    def __init__(
+        self,
+        liveness: Liveness,
+        replicas: Replicas,
+        view: TaskView,
+        counts: Counter[str],
+        *,
+        trust: TrustPolicy = OFF,
+    ) -> None:
+        self.trust = trust  # whose beats are believed (SPEC 15)
         self.liveness = liveness
         self.replicas = replicas
         self.view = view
@@ -35,15 +45,24 @@ class Presence:
         """One heartbeat (no ack: presence is not kept); a bad one is counted and logged."""
         try:
             if delivery.routing_key.startswith(_AGGREGATOR_PREFIX):
-                self.replicas.hear(decode_replica_beat(delivery.body))
+                beat = decode_replica_beat(delivery.body)
+                self._believe(Speech.PRESENCE, None, delivery)
+                self.replicas.hear(beat)
             else:
-                self._subsystem(delivery.body)
+                self._subsystem(delivery)
         except EventRejected as exc:
             self.counts["heartbeats_rejected"] += 1
             log.warning("heartbeat rejected key=%r: %r", delivery.routing_key, exc.reason)
 
-    def _subsystem(self, body: bytes) -> None:
-        heartbeat = decode_heartbeat(body)
+    def _believe(self, speech: Speech, subsystem: str | None, delivery: Delivery) -> None:
+        reason = refusal(self.trust, speech, subsystem, delivery.user_id)
+        if reason is not None:
+            self.counts["heartbeats_refused_identity"] += 1
+            raise EventRejected(reason)
+
+    def _subsystem(self, delivery: Delivery) -> None:
+        heartbeat = decode_heartbeat(delivery.body)
+        self._believe(Speech.HEARTBEAT, heartbeat.subsystem, delivery)
         if heartbeat.state == "stopped":
             log.info("subsystem %s (%s) stopped", heartbeat.subsystem, heartbeat.instance)
         elif heartbeat.subsystem not in self.liveness.seen:

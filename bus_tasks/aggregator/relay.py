@@ -9,10 +9,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 from bus_tasks import names
 from bus_tasks.aggregator.methods import Forward
 from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy
-from bus_tasks.errors import BusTasksError, GeneralError, InternalError
+from bus_tasks.errors import BusTasksError, GeneralError, InternalError, PublishRefused, ReplyTooLarge
+from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.protocol import control, jsonrpc
 from bus_tasks.protocol.context import CallContext
 from bus_tasks.transport import Bus, Delivery
@@ -38,14 +41,26 @@ class PendingControl:
     context: CallContext
     command: str = ""
     received_mono: float = 0.0  # when the request arrived: its latency counts from there
+    params: BaseModel | None = None  # as bound, for the policy (an audit line names the task)
+    subsystem: str = ""  # the owner the command went to: only its identities answer it
 
 
 class ControlRelay:
     """Forwards commands to subsystems and answers each caller once: with the subsystem's answer,
     or with code 100 a little before the caller's own deadline."""
 
-    def __init__(self, connection: Bus, counts: Counter[str], *, policy: CallPolicy = ADMIT_ALL) -> None:
+    def __init__(
+        self,
+        connection: Bus,
+        counts: Counter[str],
+        *,
+        policy: CallPolicy = ADMIT_ALL,
+        trust: TrustPolicy = OFF,
+        max_reply_bytes: int | None = None,
+    ) -> None:
         self.connection = connection
+        self.trust = trust  # whose answers are believed (SPEC 15)
+        self.max_reply_bytes = max_reply_bytes  # a larger reply (a batch's) is answered -32012
         self.counts = counts
         self.policy = policy  # told of each forwarded call once answered (see methods.Dispatcher)
         self.pending: dict[str, PendingControl] = {}
@@ -54,7 +69,7 @@ class ControlRelay:
 
     def start(self) -> None:
         """Declare the reply queue and consume it (answers are never redelivered: no ack)."""
-        self.replies = self.connection.declare_reply_queue(names.CONTROL_REPLY_PREFIX)
+        self.replies = self.connection.topology.declare_reply_queue(names.CONTROL_REPLY_PREFIX)
         self.connection.consume(self.replies, self.on_reply, no_ack=True)
 
     def deliver_to(self, delivery: Delivery) -> Deliver:
@@ -71,6 +86,7 @@ class ControlRelay:
         method: str,
         *,
         context: CallContext,
+        params: BaseModel | None = None,
         deliver: Deliver,
         expiration_ms: int | None,
         received: float,
@@ -90,6 +106,8 @@ class ControlRelay:
             context=context,
             command=forward.command,
             received_mono=received_mono,
+            params=params,
+            subsystem=forward.subsystem,
         )
         self._ensure_queue(forward.subsystem)
         self.connection.publish(
@@ -106,6 +124,16 @@ class ControlRelay:
         log.info("rpc %s task=%s forwarded to %s", method, forward.task_id, forward.subsystem)
 
     def on_reply(self, delivery: Delivery) -> None:
+        pending = self.pending.get(delivery.correlation_id or "")
+        reason = (
+            None
+            if pending is None
+            else refusal(self.trust, Speech.CONTROL_REPLY, pending.subsystem, delivery.user_id)
+        )
+        if reason is not None:  # the owner's own answer may still come, in time
+            self.counts["control_replies_refused_identity"] += 1
+            log.warning("control reply for task %s refused: %s", pending.task_id if pending else "?", reason)
+            return
         pending = self.pending.pop(delivery.correlation_id or "", None)
         if pending is None:
             self.counts["control_late_replies"] += 1
@@ -149,7 +177,8 @@ class ControlRelay:
         return len(late)
 
     def _done(self, pending: PendingControl, outcome: str) -> None:
-        self.policy.served(pending.context, pending.method, outcome, time.monotonic() - pending.received_mono)
+        seconds = time.monotonic() - pending.received_mono
+        self.policy.served(pending.context, pending.method, outcome, seconds, params=pending.params)
 
     def tell_cleared(self, task_id: str, subsystem: str) -> None:
         """Tell a subsystem that its task was cleared, so that it drops its copy (even if offline)."""
@@ -159,10 +188,23 @@ class ControlRelay:
         )
 
     def reply(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
+        if self.max_reply_bytes is not None and len(body) > self.max_reply_bytes:
+            error = ReplyTooLarge(size=len(body))
+            self.counts["replies_too_large"] += 1
+            log.warning("reply %r not sent: %s", correlation_id, error.message)
+            body = jsonrpc.error_body(None, error)
+        try:
+            self._send_reply(reply_to, correlation_id, body)
+        except PublishRefused:  # over the broker's own limit (logged): the caller hears why
+            self.counts["replies_too_large"] += 1
+            refused = jsonrpc.error_body(None, ReplyTooLarge(size=len(body)))  # matched by correlation id
+            self._send_reply(reply_to, correlation_id, refused)
+
+    def _send_reply(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
         self.connection.publish(body, routing_key=reply_to, correlation_id=correlation_id, persistent=False)
 
     def _ensure_queue(self, subsystem: str) -> None:
         # The queue is durable: a subsystem that is offline gets the message when it is back.
         if subsystem not in self._declared:
-            self.connection.declare_control_queue(subsystem)
+            self.connection.topology.declare_control_queue(subsystem)
             self._declared.add(subsystem)

@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import KW_ONLY, dataclass
 
 from bus_tasks.aggregator import methods
+from bus_tasks.aggregator.authorization import caller_of
 from bus_tasks.aggregator.batch import BatchReply
 from bus_tasks.aggregator.ingest import Ingest
 from bus_tasks.aggregator.relay import ControlRelay, Deliver
@@ -43,10 +44,17 @@ class Requests:
     _: KW_ONLY
     max_request_bytes: int
     max_batch_calls: int
+    # Who may speak for their clients (SPEC 16); None: front doors' headers are not read.
+    front_doors: frozenset[str] | None = None
 
     def on_request(self, delivery: Delivery) -> None:
         arrival = Arrival(
-            CallContext(identity=delivery.user_id, door="amqp", deadline=delivery.deadline()),
+            caller_of(
+                delivery.user_id,
+                delivery.headers,
+                front_doors=self.front_doors,
+                deadline=delivery.deadline(),
+            ),
             delivery.expiration_ms,
             received=time.time(),
             received_mono=time.monotonic(),  # the forward deadline counts from here
@@ -104,6 +112,7 @@ class Requests:
             reply.request_id,
             reply.method,
             context=arrival.context,
+            params=reply.params,
             deliver=deliver,
             expiration_ms=arrival.expiration_ms,
             received=arrival.received,

@@ -12,9 +12,9 @@ import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from bus_tasks import codec, config, names
+from bus_tasks import codec, config, names, transport
 from bus_tasks.aggregator import methods
 from bus_tasks.aggregator.changes import DEFAULT_HISTORY, ChangeFeed
 from bus_tasks.aggregator.clears import Clears
@@ -31,6 +31,7 @@ from bus_tasks.aggregator.testtasks import DEFAULT_TEST_SUBSYSTEM, TestTaskOwner
 from bus_tasks.config import redact_url
 from bus_tasks.core.view import Entry, TaskView
 from bus_tasks.errors import BrokerUnavailable, GeneralError, StoreUnavailable
+from bus_tasks.identity import OFF, TrustPolicy
 from bus_tasks.protocol import control, shapes
 from bus_tasks.store import NullStore, Store
 from bus_tasks.transport import Bus, ShutdownRequested
@@ -49,6 +50,7 @@ class AggregatorPolicy:
     ack_batch: int = 128
     max_event_bytes: int = config.DEFAULT_MAX_EVENT_BYTES
     max_request_bytes: int = config.DEFAULT_MAX_REQUEST_BYTES
+    max_reply_bytes: int = config.DEFAULT_MAX_REPLY_BYTES
     max_batch_calls: int = config.DEFAULT_MAX_BATCH_CALLS
     done_ttl_s: float | None = config.DEFAULT_DONE_TTL_S
     tombstone_ttl_s: float = config.DEFAULT_TOMBSTONE_TTL_S
@@ -59,6 +61,8 @@ class AggregatorPolicy:
     name: str = ""
     beat_s: float = 5.0  # how often it says it serves
     watch_history: int = DEFAULT_HISTORY  # changes kept for watchers' replays
+    # Whom it believes (SPEC 15); its test subsystem's tasks are the aggregators' own.
+    trust: TrustPolicy = OFF
 
 
 class Aggregator:
@@ -72,10 +76,13 @@ class Aggregator:
         store: Store | None = None,
         policy: AggregatorPolicy | None = None,
         call_policy: CallPolicy = ADMIT_ALL,
+        front_doors: frozenset[str] | None = None,
     ) -> None:
         """Args:
         call_policy: sees every RPC call before its method runs (e.g. who may call what), and
             how each was served; the aggregator's metrics are told too (see aggregator/policy).
+        front_doors: the identities whose calls for their clients are believed (SPEC 16: the
+            client's identity, the door); None: such calls are the sender's own, unread.
         """
         self.connection = connection
         self.view = view if view is not None else TaskView(shapes.task_details_member)
@@ -88,7 +95,8 @@ class Aggregator:
         owned = {test_subsystem: "bus-tasks serve (test tasks)"} if test_subsystem else {}
         self.liveness = Liveness(owned=owned)
         self.replicas = Replicas(self.policy.name or socket.gethostname(), beat_s=self.policy.beat_s)
-        self.presence = Presence(self.liveness, self.replicas, self.view, self.counts)
+        trust = replace(self.policy.trust, test_subsystem=test_subsystem)
+        self.presence = Presence(self.liveness, self.replicas, self.view, self.counts, trust=trust)
         self.metrics = Metrics(
             counts=self.counts,
             view=self.view,
@@ -105,8 +113,11 @@ class Aggregator:
             log_name=_log_name(connection, self.replicas.instance),
             history=self.policy.watch_history,
             beat_s=self.policy.beat_s,
+            max_message_bytes=self.policy.max_reply_bytes,
         )
         self.test_tasks = TestTaskOwner(connection, test_subsystem, self.view) if test_subsystem else None
+        if self.test_tasks is not None:
+            self.test_tasks.control.trust = trust
         self.ingest = Ingest(
             connection,
             self.view,
@@ -115,13 +126,20 @@ class Aggregator:
             max_event_bytes=self.policy.max_event_bytes,
             ack_batch=self.policy.ack_batch,
             feed=self.feed,
-            log_offsets=connection.uses_stream,
+            log_offsets=connection.topology.uses_stream,
             on_gap=self._on_gap,
             on_commit=self.metrics.store_committed,
+            trust=trust,
         )
         self.health = self.ingest.health
         self.call_policy = Policies(call_policy, self.metrics)
-        self.relay = ControlRelay(connection, self.counts, policy=self.call_policy)
+        self.relay = ControlRelay(
+            connection,
+            self.counts,
+            policy=self.call_policy,
+            trust=trust,
+            max_reply_bytes=self.policy.max_reply_bytes,
+        )
         self.clears = Clears(connection, self.ingest, self.relay, self.counts)
         self.retention = Retention(
             self.view,
@@ -139,6 +157,7 @@ class Aggregator:
             aggregators=lambda: self.replicas.listing(revision=self.view.revision, tasks=len(self.view)),
             feed=self.feed,
             policy=self.call_policy,
+            max_reply_bytes=self.policy.max_reply_bytes,
         )
         self.metrics.add_methods(self.dispatcher.methods)
         self.requests = Requests(
@@ -148,6 +167,7 @@ class Aggregator:
             self.counts,
             max_request_bytes=self.policy.max_request_bytes,
             max_batch_calls=self.policy.max_batch_calls,
+            front_doors=front_doors,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -170,18 +190,19 @@ class Aggregator:
             return False
         self.feed.start(self.view.revision)
         connection = self.connection
-        connection.declare_topology()
-        source = connection.events_source
-        if connection.uses_stream:
+        connection.topology.declare_topology()
+        source = connection.topology.events_source
+        if connection.topology.uses_stream:
             # Every aggregator reads the whole log from its own position: it catches up alone.
             connection.consume(
                 source,
                 self.ingest.on_event,
                 prefetch=self.policy.prefetch_count,
-                offset=self.ingest.start_offset,
+                replay_from=self.ingest.start_offset,
             )
         else:
-            others = connection.consumer_count(source)
+            admin = transport.admin(connection)
+            others = admin.consumer_count(source) if admin is not None else None
             if others:
                 # Competing consumers: each would get part of the events, answer from part of the view.
                 log.warning(
@@ -193,15 +214,15 @@ class Aggregator:
                 )
             # Events first: an event published once RPC answers must already have a queue.
             connection.consume(source, self.ingest.on_event, prefetch=self.policy.prefetch_count)
-        connection.consume(connection.declare_presence_queue(), self.presence.on_beat, no_ack=True)
+        connection.consume(connection.topology.declare_presence_queue(), self.presence.on_beat, no_ack=True)
         self.relay.start()
         if self.test_tasks is not None:
             self.test_tasks.listen(connection)
         connection.consume(names.RPC_QUEUE, self.requests.on_request, prefetch=64)
-        self.replicas.rpc_queue = connection.declare_replica_queue(names.REPLICA_RPC_PREFIX)
+        self.replicas.rpc_queue = connection.topology.declare_replica_queue(names.REPLICA_RPC_PREFIX)
         self.feed.rpc_queue = self.replicas.rpc_queue
         connection.consume(self.replicas.rpc_queue, self.requests.on_request, prefetch=64)
-        if not connection.uses_stream:
+        if not connection.topology.uses_stream:
             # Its own queue holds only what came since it was declared: the subsystems fill in.
             self.request_resync()
         self._beat()
@@ -344,5 +365,5 @@ class Aggregator:
 def _log_name(connection: Bus, instance: str) -> str:
     """Which log revisions count in: the stream is one log for every replica; a replica's own
     queue counts its deliveries since this process started, a log of its instance alone."""
-    source = connection.events_source
-    return source if connection.uses_stream else f"{source}@{instance}"
+    source = connection.topology.events_source
+    return source if connection.topology.uses_stream else f"{source}@{instance}"

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bus_tasks import names
-from bus_tasks.transport import Bus, Delivery
+from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
+from bus_tasks.transport import Bus, Delivery, wakeup_handle
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Outgoing:
     body: bytes
     correlation_id: str
     deadline: float  # monotonic
+    on_behalf_of: str | None = None  # the client's identity (None: anonymous)
 
 
 class RpcBridge:
@@ -43,8 +45,17 @@ class RpcBridge:
     of its own while the loop serves on and holds new requests until the connection is back.
     """
 
-    def __init__(self, connection: Bus, on_reply: OnReply) -> None:
+    def __init__(
+        self, connection: Bus, on_reply: OnReply, *, trust: TrustPolicy = OFF, door: str | None = None
+    ) -> None:
+        """Args:
+        trust: whose replies are believed (SPEC 15: with identity "broker", aggregators' only).
+        door: the front door it publishes for (``stomp``, ``http``): each request says so, and
+            for whom (SPEC 16), which the aggregator believes only from a user in front_doors.
+        """
         self.connection = connection
+        self.trust = trust
+        self.door = door
         self._on_reply = on_reply
         self._reply_queue = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -72,7 +83,7 @@ class RpcBridge:
         try:
             with bound:
                 conn.connect()
-                self._reply_queue = conn.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
+                self._reply_queue = conn.topology.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
                 conn.consume(self._reply_queue, self._handle, no_ack=True)
         except conn.errors as exc:
             if deadline is not None and time.monotonic() >= deadline:
@@ -85,12 +96,15 @@ class RpcBridge:
         self._watch()
         self._guarded(self._drain_ready)  # what arrived before
 
-    def submit(self, body: bytes, correlation_id: str, deadline: float) -> None:
-        """Publish a request now, or hold it while the connection is recovered (loop thread).
+    def submit(
+        self, body: bytes, correlation_id: str, deadline: float, *, on_behalf_of: str | None = None
+    ) -> None:
+        """Publish a request now, or hold it while the connection is recovered (loop thread);
+        ``on_behalf_of``: the client's identity (None: anonymous).
 
         Never drains: no reply is handled before it returns.
         """
-        item = Outgoing(body, correlation_id, deadline)
+        item = Outgoing(body, correlation_id, deadline, on_behalf_of)
         if self._closed:
             return  # its caller is answered at its deadline
         if self._recovery is not None or self._held:
@@ -121,25 +135,34 @@ class RpcBridge:
         if delivery.correlation_id is None:
             log.debug("reply without correlation id dropped")
             return
+        reason = refusal(self.trust, Speech.REPLY, None, delivery.user_id)
+        if reason is not None:
+            log.warning("reply %r dropped: %s", delivery.correlation_id, reason)
+            return
         self._on_reply(delivery.correlation_id, delivery.body)
 
     def _publish(self, item: Outgoing) -> None:
         remaining = item.deadline - time.monotonic()
         if remaining <= 0:
             return  # its caller has been answered with a timeout already
+        headers: dict[str, object] = {names.HEADER_SENT_AT: time.time()}
+        if self.door is not None:
+            headers[names.HEADER_DOOR] = self.door
+            if item.on_behalf_of is not None:
+                headers[names.HEADER_ON_BEHALF_OF] = item.on_behalf_of
         self.connection.publish(
             item.body,
             routing_key=names.RPC_QUEUE,
             reply_to=self._reply_queue,
             correlation_id=item.correlation_id,
             expiration_s=remaining,
-            headers={names.HEADER_SENT_AT: time.time()},
+            headers=headers,
             persistent=False,
         )
 
     def _watch(self) -> None:
         assert self._loop is not None
-        self._fd = self.connection.fileno()
+        self._fd = wakeup_handle(self.connection)
         if self._fd is not None:
             self._loop.add_reader(self._fd, self._readable)
         self._timer = self._loop.call_later(TICK_S if self._fd is not None else POLL_S, self._tick)

@@ -1,8 +1,9 @@
-"""What the rest of bus_tasks knows of the broker: the ``Bus`` protocol, ``Delivery``, ``Handler``.
+"""What the rest of bus_tasks knows of a broker: the small ``Bus`` protocol, ``Delivery``, ``Handler``.
 
-Queues and exchanges are named by the strings of :mod:`bus_tasks.names`; kombu stays inside
-this package. Handlers run one at a time, only from :meth:`Bus.drain`, never from inside a
-publish, a confirm wait or a flush.
+Broker-neutral, no broker library: queues and exchanges are named by the strings of
+:mod:`bus_tasks.names` and described by the specs of :mod:`.topology`. Handlers run one at a
+time, only from :meth:`Bus.drain`, never from inside a publish, a confirm wait or a flush.
+Capabilities only some brokers have are optional protocols beside it (:class:`Wakeable`).
 """
 
 from __future__ import annotations
@@ -10,12 +11,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bus_tasks import names
 from bus_tasks.errors import QueueInUse
+from bus_tasks.transport.topology import Spec, Topology
 
-__all__ = ["Bus", "Delivery", "Handler", "QueueInUse"]
+__all__ = [
+    "Bus",
+    "Delivery",
+    "Handler",
+    "Position",
+    "QueueInUse",
+    "ReentrantDrain",
+    "Wakeable",
+    "wakeup_handle",
+]
+
+Position = int | str  # where a replay starts: a position a Delivery had, or "first"
 
 
 @dataclass(slots=True)
@@ -30,6 +43,7 @@ class Delivery:
     expiration_ms: int | None
     user_id: str | None = None  # who sent it, as the AMQP property says (RabbitMQ validates it)
     _ack: Callable[[bool], None] = field(repr=False, default=lambda multiple: None)
+    position: int | None = None  # its place in the log it was replayed from, if any
 
     def ack(self, *, multiple: bool = False) -> None:
         """Settle this delivery (with ``multiple``, every earlier one of its consumer too).
@@ -38,12 +52,6 @@ class Delivery:
         acking it then does nothing.
         """
         self._ack(multiple)
-
-    @property
-    def offset(self) -> int | None:
-        """Its position in the stream it was read from (RabbitMQ's ``x-stream-offset``), if any."""
-        value = self.headers.get(names.HEADER_STREAM_OFFSET)
-        return value if type(value) is int else None
 
     def deadline(self) -> float | None:
         """Epoch seconds after which the sender no longer waits, if it said."""
@@ -56,11 +64,20 @@ class Delivery:
 Handler = Callable[[Delivery], None]
 
 
+class ReentrantDrain(RuntimeError):
+    """Raised when a handler drains the connection that is running it."""
+
+
 class Bus(Protocol):
-    """One broker connection as bus_tasks uses it (see :class:`~bus_tasks.transport.BusConnection`)."""
+    """One broker connection as bus_tasks uses it; :func:`bus_tasks.transport.open` makes one.
+
+    Every operation connects first if needed and reconnects with back-off after a loss (within
+    :meth:`bounded`, until its deadline); what was declared and consumed is restored by
+    :meth:`recover`.
+    """
 
     url: str
-    is_amqp: bool
+    topology: Topology  # the bus_tasks exchanges and queues, declared on this bus
 
     @property
     def errors(self) -> tuple[type[BaseException], ...]:
@@ -72,73 +89,19 @@ class Bus(Protocol):
         """Messages published and not yet confirmed by the broker."""
         ...
 
-    def connect(self) -> None: ...
-
-    def fileno(self) -> int | None:
-        """The broker socket's descriptor to select on (AMQP, connected); None otherwise."""
+    @property
+    def replays(self) -> bool:
+        """True when this bus keeps logs that readers replay from a position of their own."""
         ...
+
+    def connect(self) -> None: ...
 
     def bounded(self, deadline: float) -> AbstractContextManager[None]:
         """Within the block, waiting for the broker gives up at ``deadline`` (monotonic)."""
         ...
 
-    def declare_topology(self) -> None:
-        """The aggregator's exchanges and queues (events, RPC, dead letters)."""
-        ...
-
-    def declare_exchanges(self) -> None: ...
-
-    def declare_queue(self, queue: str) -> None:
-        """A well-known queue of :mod:`bus_tasks.names` (with its bindings)."""
-        ...
-
-    def declare_control_queue(self, subsystem: str) -> str: ...
-
-    def declare_reply_queue(self, prefix: str) -> str:
-        """A new private, self-deleting queue for replies; returns its name."""
-        ...
-
-    def consume(
-        self,
-        queue: str,
-        handler: Handler,
-        *,
-        no_ack: bool = False,
-        prefetch: int | None = None,
-        exclusive: bool = False,
-        offset: Callable[[], int | str] | None = None,
-    ) -> None:
-        """Deliver messages of ``queue`` to ``handler`` during :meth:`drain`.
-
-        ``exclusive``: be its only consumer, or raise :class:`QueueInUse`. ``offset``: a
-        stream's start (an offset or ``"first"``), asked at every (re)subscription.
-        """
-        ...
-
-    @property
-    def uses_stream(self) -> bool:
-        """Events are read from the stream (RabbitMQ with ``event_log = "stream"``)."""
-        ...
-
-    @property
-    def events_source(self) -> str:
-        """The queue an aggregator reads events from: the stream, or its own events queue."""
-        ...
-
-    def declare_events(self) -> None:
-        """Where events wait for aggregators: the stream, or the events queue of this name."""
-        ...
-
-    def declare_replica_queue(self, prefix: str) -> str:
-        """A new queue of this connection's own, deleted when its consumer goes; its name."""
-        ...
-
-    def declare_presence_queue(self) -> str:
-        """A new private queue of every heartbeat (subsystems' and aggregators'); its name."""
-        ...
-
-    def declare_watch_queue(self) -> str:
-        """A new private queue of every aggregator's change feed (docs/watching.md); its name."""
+    def declare(self, *specs: Spec) -> None:
+        """Declare exchanges and queues (see :meth:`.topology.Declarer.declare`)."""
         ...
 
     def publish(
@@ -165,30 +128,57 @@ class Bus(Protocol):
         """
         ...
 
+    def consume(
+        self,
+        queue: str,
+        handler: Handler,
+        *,
+        no_ack: bool = False,
+        prefetch: int | None = None,
+        exclusive: bool = False,
+        replay_from: Callable[[], Position] | None = None,
+    ) -> None:
+        """Deliver messages of ``queue`` to ``handler`` during :meth:`drain`.
+
+        ``exclusive``: be its only consumer, or raise :class:`QueueInUse`. ``replay_from``: for
+        a log, where reading starts (a :attr:`Delivery.position` or ``"first"``), asked at
+        every (re)subscription.
+        """
+        ...
+
     def drain(self, timeout_s: float) -> bool:
         """Handle what arrives within ``timeout_s``, one delivery at a time; False if nothing did."""
         ...
 
+    def ack_all(self, deliveries: list[Delivery]) -> None:
+        """Settle deliveries of one consumer, in order (as few round trips as the broker allows)."""
+        ...
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Settle a poison message: moved to the dead letters with ``reason``, then acked."""
+        ...
+
     def recover(self) -> None: ...
 
-    def ack_all(self, deliveries: list[Delivery]) -> None: ...
-
-    def dead_letter(self, delivery: Delivery, reason: str) -> None: ...
-
-    def queue_exists(self, queue: str) -> bool | None:
-        """Whether ``queue`` exists, where the broker can tell (RabbitMQ); None elsewhere (Redis
-        and memory:// keep no record of an empty queue). Creates nothing."""
-        ...
-
-    def consumer_count(self, queue: str, *, passive: bool = False) -> int | None:
-        """Consumers of ``queue`` where the broker counts them (RabbitMQ); None elsewhere.
-
-        Declares the queue if it is missing, unless ``passive``: then a missing queue counts 0.
-        """
-        ...
-
-    def queue_size(self, queue: str) -> int: ...
-
-    def get(self, queue: str) -> Delivery | None: ...
-
     def close(self, flush_timeout_s: float = 10.0) -> None: ...
+
+    def __enter__(self) -> Bus: ...
+
+    def __exit__(self, *exc: object) -> None:
+        """Close."""
+        ...
+
+
+@runtime_checkable
+class Wakeable(Protocol):
+    """A bus whose deliveries can wake a select loop: a readable handle means :meth:`Bus.drain`
+    has something to read (RabbitMQ's socket). Others are polled."""
+
+    def wakeup_handle(self) -> int | None:
+        """A file descriptor to select on while connected; None when there is none now."""
+        ...
+
+
+def wakeup_handle(bus: Bus) -> int | None:
+    """The descriptor to wait on for ``bus`` (see :class:`Wakeable`); None: poll it."""
+    return bus.wakeup_handle() if isinstance(bus, Wakeable) else None

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from support.brokers import Broker, System, SystemFactory
+from support.brokers import Broker, System, SystemFactory, admin_of
 from support.raw_rpc import RawCaller
 from support.spec import SPEC_EVENTS, SPEC_LEGACY_STATE, SPEC_MAX_TAGS, SPEC_STATES, SPEC_SUBSYSTEM, SPEC_TAG
 
@@ -28,7 +28,7 @@ from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import BusTasksError, InvalidParameter, InvalidParams, MethodNotFound
 from bus_tasks.testing import RunningAggregator, wait_until
-from bus_tasks.transport import BusConnection, Delivery
+from bus_tasks.transport import Bus, Delivery
 
 TIMEOUT_S = 10.0
 SMALL_EVENT_BYTES = 4096
@@ -63,22 +63,22 @@ def encode(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode()
 
 
-def publish_event(conn: BusConnection, body: bytes, routing_key: str = "task.x.created") -> None:
+def publish_event(conn: Bus, body: bytes, routing_key: str = "task.x.created") -> None:
     conn.publish(body, exchange=names.EVENTS_EXCHANGE, routing_key=routing_key)
 
 
-def read_dead_letters(conn: BusConnection, count: int, *, timeout_s: float = TIMEOUT_S) -> list[Delivery]:
+def read_dead_letters(conn: Bus, count: int, *, timeout_s: float = TIMEOUT_S) -> list[Delivery]:
     """Take (and ack) ``count`` messages from ``bus_tasks.dead``; fails if one more is there."""
     letters: list[Delivery] = []
 
     def fetch() -> bool:
-        while len(letters) < count and (letter := conn.get(names.DEAD_QUEUE)) is not None:
+        while len(letters) < count and (letter := admin_of(conn).get(names.DEAD_QUEUE)) is not None:
             letter.ack()
             letters.append(letter)
         return len(letters) == count
 
     wait_until(fetch, timeout_s=timeout_s, what=f"{count} dead letters")
-    assert conn.get(names.DEAD_QUEUE) is None, "more dead letters than poison events"
+    assert admin_of(conn).get(names.DEAD_QUEUE) is None, "more dead letters than poison events"
     return letters
 
 

@@ -12,12 +12,13 @@ from support.brokers import RABBITMQ, Broker, System
 from support.faultproxy import FaultProxy
 from support.timing import EARLY_S, Stopwatch, assert_ended_at
 
-from bus_tasks import codec, names
+from bus_tasks import codec, names, transport
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import BrokerUnavailable, DeadlineExceeded
 from bus_tasks.protocol import jsonrpc
 from bus_tasks.testing import drain
-from bus_tasks.transport import BusConnection, Delivery
+from bus_tasks.transport import BusOptions, Delivery
+from bus_tasks.transport.kombu import BusConnection
 
 REFUSED_URL = "amqp://guest:s3cret@127.0.0.1:1//"  # nothing listens on port 1: refused at once
 
@@ -46,7 +47,7 @@ class Responder:
             drain(self.connection, timeout_s=60.0, quiet_s=0.05)
 
     def __enter__(self) -> Responder:
-        self.connection.declare_queue(names.RPC_QUEUE)
+        self.connection.topology.declare_queue(names.RPC_QUEUE)
         self.connection.consume(names.RPC_QUEUE, self._on_request)
         self._thread.start()
         return self
@@ -75,7 +76,7 @@ def test_a_reply_to_another_call_is_dropped(memory_broker: Broker) -> None:
 
 
 def test_a_call_to_an_unreachable_broker_fails_at_its_deadline_not_later() -> None:
-    client = TasksClient(BusConnection(REFUSED_URL), timeout_s=1.0)
+    client = TasksClient(transport.open(REFUSED_URL), timeout_s=1.0)
     with Stopwatch() as watch, pytest.raises(BrokerUnavailable) as caught:
         client.get_all_tasks()  # without the deadline, kombu would retry the connect forever
     assert_ended_at(watch, 1.0)  # refused at once, it retries until the deadline
@@ -89,7 +90,8 @@ def test_a_call_to_an_unreachable_broker_fails_at_its_deadline_not_later() -> No
 def test_inside_a_deadline_one_connection_attempt_is_no_longer_than_the_time_left() -> None:
     # A host that drops SYNs (or a broker that never finishes the handshake) would otherwise
     # hold one attempt for connect_timeout_s, past the call's deadline.
-    connection = BusConnection("memory://", connect_timeout_s=5.0)
+    connection = transport.open("memory://", BusOptions(connect_timeout_s=5.0))
+    assert isinstance(connection, BusConnection)  # the attempt's timeout is the kombu link's
     with connection.bounded(time.monotonic() + 0.5):
         connection.connect()
         assert 0 < connection.connect_timeout_s <= 0.5
@@ -100,7 +102,7 @@ def test_inside_a_deadline_one_connection_attempt_is_no_longer_than_the_time_lef
 
     with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the TCP connection, never speaks
         silent_url = f"amqp://guest:guest@127.0.0.1:{silent.getsockname()[1]}//"
-        connection = BusConnection(silent_url, connect_timeout_s=5.0)
+        connection = transport.open(silent_url, BusOptions(connect_timeout_s=5.0))
         with (
             Stopwatch() as watch,
             pytest.raises(connection.errors),
@@ -120,7 +122,7 @@ def proxy() -> Iterator[FaultProxy]:
 def client_through(proxy: FaultProxy, system: System, timeout_s: float) -> tuple[str, TasksClient]:
     """A task in the view, and a client that reaches the broker through ``proxy`` and sees it."""
     task = system.publisher("vdsm").create("copyImage", ["spm"])
-    client = TasksClient(BusConnection(system.broker.via(proxy.port)), timeout_s=timeout_s)
+    client = TasksClient(transport.open(system.broker.via(proxy.port)), timeout_s=timeout_s)
     assert set(client.get_all_tasks()) == {task.id}
     return task.id, client
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from support.brokers import Broker, make_broker
+from support.brokers import Broker, admin_of, make_broker
 
 from bus_tasks import names
 from bus_tasks.transport import Delivery
@@ -35,7 +35,7 @@ def backlog(broker: Broker, count: int = BACKLOG) -> str:
     bodies b"0", b"1" ... in publish order."""
     publisher = broker.connection(confirm_publish=False)
     queue = names.DEAD_QUEUE
-    publisher.declare_queue(queue)
+    publisher.topology.declare_queue(queue)
     for i in range(count):
         publisher.publish(str(i).encode(), routing_key=queue, persistent=True)
     return queue
@@ -68,7 +68,7 @@ def test_a_backlog_comes_in_order_within_the_prefetch_each_recorded_before_it_is
         if len(done) == BACKLOG:
             break
     assert [d.body for d in done] == [str(i).encode() for i in range(BACKLOG)]
-    assert conn.queue_size(queue) == 0
+    assert admin_of(conn).queue_size(queue) == 0
     assert not conn.drain(0.2), "a message came twice"
 
 
@@ -84,7 +84,7 @@ def test_messages_given_but_not_acked_come_back_when_the_connection_closes(redis
     conn.close()
     assert unacked(redis_like) == 0
     again = redis_like.connection(confirm_publish=False)
-    assert again.queue_size(queue) == 45
+    assert admin_of(again).queue_size(queue) == 45
 
 
 def test_a_consumer_without_acks_is_not_recorded_and_takes_each_message_once(redis_like: Broker) -> None:

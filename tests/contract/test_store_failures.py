@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from support.brokers import Broker, SystemFactory
+from support.brokers import Broker, SystemFactory, admin_of
 from support.stores import SwitchableStore
 
 from bus_tasks import names
@@ -66,7 +66,7 @@ def _pause_and_resume(broker: Broker, start_system: SystemFactory, caplog: pytes
     assert not set(during) & set(store.tasks), "nothing written while the store fails"
     if broker.transport == "rabbitmq":
         probe = broker.connection(confirm_publish=False)
-        assert probe.queue_size(names.EVENTS_QUEUE) == 0  # delivered, held unacked, not dropped
+        assert admin_of(probe).queue_size(names.EVENTS_QUEUE) == 0  # delivered, held unacked, not dropped
     [paused] = _store_lines(caplog)  # one line for the change of state, not one per try
     assert paused.startswith(
         "store switchable test store unavailable: commit: database or disk is full; ingest paused"

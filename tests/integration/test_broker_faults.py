@@ -17,13 +17,14 @@ from support.faultproxy import FaultProxy
 from support.processes import start_serve
 from support.timing import Stopwatch, assert_ended_by
 
+from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
 from bus_tasks.core.model import State
 from bus_tasks.errors import PublishError, PublishUnreachable
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
-from bus_tasks.transport import BusConnection, QueueInUse
+from bus_tasks.transport import Bus, BusOptions, QueueInUse
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -43,9 +44,14 @@ def test_drops_and_stalls_on_both_sides_lose_no_event(
     rabbitmq_broker: Broker, proxies: tuple[FaultProxy, FaultProxy]
 ) -> None:
     to_aggregator, to_publisher = proxies
-    aggregator = Aggregator(BusConnection(rabbitmq_broker.via(to_aggregator.port), heartbeat_s=2.0))
+    aggregator = Aggregator(
+        transport.open(rabbitmq_broker.via(to_aggregator.port), BusOptions(heartbeat_s=2.0))
+    )
     publisher = TaskPublisher(
-        BusConnection(rabbitmq_broker.via(to_publisher.port), confirm_publish=True, heartbeat_s=2.0), "vdsm"
+        transport.open(
+            rabbitmq_broker.via(to_publisher.port), BusOptions(confirm_publish=True, heartbeat_s=2.0)
+        ),
+        "vdsm",
     )
     ids = [str(uuid.uuid4()) for _ in range(TASKS)]
 
@@ -74,7 +80,11 @@ def test_drops_and_stalls_on_both_sides_lose_no_event(
         time.sleep(LONG_STALL_S)  # the length of the outage, not synchronisation
         to_aggregator.resume()
         publisher.flush(120.0)
-        with TasksClient(BusConnection(rabbitmq_broker.url), timeout_s=10) as client:
+        # The aggregator may still be reconnecting after its stall (slow on a loaded machine):
+        # the client waits for its RPC consumer instead of failing at once with NoAggregator.
+        with TasksClient(
+            transport.open(rabbitmq_broker.url), timeout_s=10, wait_for_aggregator=True
+        ) as client:
             want = {task_id: ("finished", f"done {i}") for i, task_id in enumerate(ids)}
             wait_until(
                 lambda: {i: (t["state"], t["message"]) for i, t in client.get_all_tasks().items()} == want,
@@ -91,11 +101,12 @@ def test_publisher_keeps_a_bounded_outbox_while_the_broker_is_away_and_resends_i
     rabbitmq_broker: Broker, proxies: tuple[FaultProxy, FaultProxy]
 ) -> None:
     _, to_publisher = proxies
-    connection = BusConnection(
-        rabbitmq_broker.via(to_publisher.port), confirm_publish=True, max_unconfirmed=50, confirm_window=10
+    connection = transport.open(
+        rabbitmq_broker.via(to_publisher.port),
+        BusOptions(confirm_publish=True, max_unconfirmed=50, confirm_window=10),
     )
     publisher = TaskPublisher(connection, "vdsm")
-    with RunningAggregator(Aggregator(BusConnection(rabbitmq_broker.url))):
+    with RunningAggregator(Aggregator(transport.open(rabbitmq_broker.url))):
         first = publisher.create("copyImage", ["spm"]).id
         publisher.flush(10.0)
         to_publisher.refuse(True)
@@ -115,7 +126,7 @@ def test_publisher_keeps_a_bounded_outbox_while_the_broker_is_away_and_resends_i
         to_publisher.refuse(False)
         publisher.flush(60.0)
         assert connection.pending == 0
-        with TasksClient(BusConnection(rabbitmq_broker.url), timeout_s=10) as client:
+        with TasksClient(transport.open(rabbitmq_broker.url), timeout_s=10) as client:
             wait_until(
                 lambda: {first, *kept} <= set(client.get_all_tasks()), timeout_s=30, what="outbox delivered"
             )
@@ -146,7 +157,7 @@ def test_a_publisher_cut_off_for_seconds_backs_off_in_few_log_lines_and_delivers
     caplog.set_level(logging.INFO, logger="bus_tasks.transport")
     _, to_publisher = proxies
     publisher = TaskPublisher(
-        BusConnection(rabbitmq_broker.via(to_publisher.port), confirm_publish=True), "vdsm"
+        transport.open(rabbitmq_broker.via(to_publisher.port), BusOptions(confirm_publish=True)), "vdsm"
     )
     first = publisher.create("copyImage", ["spm"]).id
     publisher.flush(10.0)
@@ -169,15 +180,15 @@ def test_a_publisher_cut_off_for_seconds_backs_off_in_few_log_lines_and_delivers
     to_publisher.refuse(False)
     publisher.flush(30.0)
     with (
-        RunningAggregator(Aggregator(BusConnection(rabbitmq_broker.url))),
-        TasksClient(BusConnection(rabbitmq_broker.url), timeout_s=10) as client,
+        RunningAggregator(Aggregator(transport.open(rabbitmq_broker.url))),
+        TasksClient(transport.open(rabbitmq_broker.url), timeout_s=10) as client,
     ):
         wait_until(lambda: {first, kept} <= set(client.get_all_tasks()), timeout_s=30, what="both tasks")
     publisher.close()
 
 
-def _exclusive_consumer(connection: BusConnection, queue: str, got: list[bytes]) -> None:
-    connection.declare_queue(queue)
+def _exclusive_consumer(connection: Bus, queue: str, got: list[bytes]) -> None:
+    connection.topology.declare_queue(queue)
     connection.consume(queue, collect_into(got), exclusive=True)
 
 
@@ -187,7 +198,7 @@ def test_an_exclusive_consumer_is_restored_after_its_connection_drops_and_still_
     _, proxy = proxies
     queue = "bus_tasks.control.vdsm"
     got: list[bytes] = []
-    owner = BusConnection(rabbitmq_broker.via(proxy.port), heartbeat_s=2.0)
+    owner = transport.open(rabbitmq_broker.via(proxy.port), BusOptions(heartbeat_s=2.0))
     _exclusive_consumer(owner, queue, got)
     proxy.drop_all()
     with pytest.raises(owner.errors):
@@ -211,7 +222,7 @@ def test_after_a_reconnect_an_exclusive_queue_held_by_another_is_tried_again_for
     # As when the lost connection lingers at the broker until its heartbeat times out.
     _, proxy = proxies
     queue = "bus_tasks.control.vdsm"
-    owner = BusConnection(rabbitmq_broker.via(proxy.port))
+    owner = transport.open(rabbitmq_broker.via(proxy.port))
     got: list[bytes] = []
     _exclusive_consumer(owner, queue, got)
     proxy.drop_all()
@@ -240,7 +251,7 @@ def test_after_a_reconnect_an_exclusive_queue_held_by_another_is_tried_again_for
     owner.close()
 
 
-def _took(connection: BusConnection, queue: str) -> bool:
+def _took(connection: Bus, queue: str) -> bool:
     try:
         _exclusive_consumer(connection, queue, [])
     except QueueInUse:  # the broker has not yet seen the dropped connection go

@@ -21,6 +21,7 @@ from support.cli_helpers import (
     without_times,
 )
 
+from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.config import DEFAULT_CONFIG_FILE
 from bus_tasks.testing import wait_until
 from workers import render
@@ -672,3 +673,18 @@ def test_client_commands_work_with_store_settings_no_aggregator_could_use(
     env = cli_env(BUS_TASKS_CONFIG=str(config))
     done = run_cli("tasks", "--broker", rabbitmq_broker.url, cwd=tmp_path, env=env)
     assert (done.returncode, done.stdout, done.stderr) == (0, render.tasks_table({}) + "\n", "")
+
+
+@pytest.mark.integration
+def test_tasks_lists_every_task_of_a_view_over_max_reply_bytes_and_legacy_listings_say_too_large(
+    rabbitmq_broker: Broker, start_system: SystemFactory, tmp_path: Path
+) -> None:
+    system = start_system(rabbitmq_broker, policy=AggregatorPolicy(max_reply_bytes=16_384))
+    ids = _publish(system, 150)  # some 60 KB of listing: five replies' worth
+    done = run_cli("tasks", "--json", "--broker", rabbitmq_broker.url, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert set(json.loads(done.stdout)) == set(ids)
+    done = run_cli("tasks", "--legacy", "statuses", "--broker", rabbitmq_broker.url, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith("bus-tasks tasks: error -32012: Reply too large: 150 tasks (")
+    assert done.stderr.rstrip().endswith("bytes); page it with options.limit")

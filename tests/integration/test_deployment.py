@@ -138,7 +138,7 @@ def test_a_classic_rpc_queue_refuses_a_quorum_configuration_with_one_clear_error
     connection = rabbitmq_broker.connection(options=TopologyOptions(queue_type="quorum"))
 
     with pytest.raises(TopologyMismatch) as caught:
-        connection.declare_topology()
+        connection.topology.declare_topology()
 
     assert caught.value.message.startswith(
         "General Exception: queue bus_tasks.rpc exists with other arguments than this configuration declares"

@@ -11,9 +11,9 @@ from support.brokers import Broker
 from support.processes import start_serve, start_subsystem
 from support.streams import SUBSYSTEMS, expected_view, start_stream, visible
 
+from bus_tasks import transport
 from bus_tasks.client import TasksClient
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import BusConnection
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -40,7 +40,7 @@ def test_kill_9_of_the_aggregator_during_a_20000_event_stream_loses_nothing(
         for publisher in publishers:
             assert publisher.popen.wait(240) == 0, publisher.log
         want = expected_view(TASKS_PER_PUBLISHER)
-        with TasksClient(BusConnection(url), timeout_s=30) as client:
+        with TasksClient(transport.open(url), timeout_s=30) as client:
             wait_until(
                 lambda: {i: visible(t) for i, t in client.get_all_tasks().items()} == want,
                 timeout_s=120,
@@ -63,7 +63,7 @@ def test_store_deleted_while_the_aggregator_is_down_is_rebuilt_by_resync(
     serve = start_serve(url, data_dir)
     subsystem = start_subsystem(url, "vdsm", "--tag", "spm", "--tasks", "50", "--deadline", "120")
     try:
-        with TasksClient(BusConnection(url), timeout_s=10) as client:
+        with TasksClient(transport.open(url), timeout_s=10) as client:
             wait_until(lambda: len(client.get_all_tasks()) == 50, timeout_s=60, what="50 tasks listed")
             assert serve.terminate() == 0, serve.log
             shutil.rmtree(data_dir)

@@ -10,9 +10,9 @@ import pytest
 from support.brokers import Broker
 from support.processes import start_serve, start_subsystem
 
+from bus_tasks import transport
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import TaskAborted, TaskStateError
-from bus_tasks.transport import BusConnection
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -39,7 +39,7 @@ def test_engine_poller_clears_200_tasks_run_to_completion_by_two_subsystems(
         "--seed",
         "2",
     )
-    client = TasksClient(BusConnection(url), timeout_s=10.0)
+    client = TasksClient(transport.open(url), timeout_s=10.0)
     seen: set[str] = set()
     cleared: set[str] = set()
     stopped: set[str] = set()

@@ -121,7 +121,7 @@ def test_an_event_published_right_after_the_ready_line_is_in_the_view(
     assert names.EVENT_LOG not in _queues(rabbitmq_vhost)
     # The publisher is connected beforehand, so its event leaves the moment the line is read.
     connection = rabbitmq_broker.connection()
-    connection.declare_exchanges()
+    connection.topology.declare_exchanges()
     publisher = TaskPublisher(connection, "vdsm")
 
     aggregator = serve()

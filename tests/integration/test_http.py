@@ -25,11 +25,12 @@ from support.cli_helpers import run_cli
 from support.faultproxy import FaultProxy
 from support.processes import BIN, Process
 
+from bus_tasks import transport
 from bus_tasks.client import TasksClient
 from bus_tasks.core.model import State
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -145,7 +146,7 @@ class EventStream:
 
 
 def publisher(broker: Broker, subsystem: str = "vdsm") -> TaskPublisher:
-    return TaskPublisher(BusConnection(broker.url, confirm_publish=True), subsystem)
+    return TaskPublisher(transport.open(broker.url, BusOptions(confirm_publish=True)), subsystem)
 
 
 def test_every_read_endpoint_answers_as_the_rpc_does(vhost_broker: Broker, serve: Serve) -> None:
@@ -155,7 +156,7 @@ def test_every_read_endpoint_answers_as_the_rpc_does(vhost_broker: Broker, serve
     both = pub.create("createVolume", ["spm", "volume:gv1"], state=State.RUNNING).id
     pub.create("rebalance", ["gluster", "volume:gv1"], state=State.RUNNING)
     pub.flush(10.0)
-    with TasksClient(BusConnection(vhost_broker.url), timeout_s=10) as client:
+    with TasksClient(transport.open(vhost_broker.url), timeout_s=10) as client:
         wait_until(lambda: len(client.get_all_tasks()) == 3, timeout_s=20, what="three tasks")
         for query, tags, options in [
             ("", None, None),
@@ -178,7 +179,7 @@ def test_every_read_endpoint_answers_as_the_rpc_does(vhost_broker: Broker, serve
     assert request(served, "/api/tasks?match=foo")[0] == 400
     assert request(served, "/healthz")[:2] == (200, {"status": "serving"})
     assert request(served, "/readyz")[:2] == (200, {"status": "ready"})
-    assert request(served, "/api/config")[:2] == (200, {"control": False})
+    assert request(served, "/api/config")[:2] == (200, {"control": False, "authorization": False})
     status, page, headers = request(served, "/")
     assert (status, headers["Content-Type"]) == (200, "text/html")
     assert "app.js" in page
@@ -215,7 +216,7 @@ def test_the_watch_resumes_with_last_event_id_with_exactly_what_was_missed(
     after = [pub.create("createVolume", ["hsm"], state=State.RUNNING).id for _ in range(2)]
     pub.finish(before[1], message="done")
     pub.flush(10.0)
-    with TasksClient(BusConnection(vhost_broker.url), timeout_s=10) as client:
+    with TasksClient(transport.open(vhost_broker.url), timeout_s=10) as client:
         wait_until(lambda: len(client.get_all_tasks()) == 5, timeout_s=20, what="five tasks")
         expected = client.get_all_tasks()
 
@@ -277,7 +278,7 @@ def test_control_needs_the_token_and_goes_through_task_stop_and_task_clear(
     vhost_broker: Broker, serve: Serve, tmp_path: Path
 ) -> None:
     served = serve("--http-control", BUS_TASKS_HTTP_TOKEN=TOKEN)
-    assert request(served, "/api/config")[:2] == (200, {"control": True})
+    assert request(served, "/api/config")[:2] == (200, {"control": True, "authorization": False})
     done = run_cli("inject", "--broker", vhost_broker.url, "--tag", "spm", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     (task_id,) = done.stdout.split()
@@ -369,7 +370,7 @@ def test_under_load_every_answer_is_whole_and_the_watch_ends_equal_to_the_listin
     for task_id in ids[::2]:
         pub.finish(task_id, message="done")
     pub.flush(30.0)
-    with TasksClient(BusConnection(vhost_broker.url), timeout_s=10) as client:
+    with TasksClient(transport.open(vhost_broker.url), timeout_s=10) as client:
         wait_until(
             lambda: sum(t["state"] == "finished" for t in client.get_all_tasks().values()) == 100,
             timeout_s=60,
@@ -391,4 +392,38 @@ def test_under_load_every_answer_is_whole_and_the_watch_ends_equal_to_the_listin
     assert failures == []
     assert request(served, "/api/tasks")[1] == expected
     assert "Traceback" not in served.process.log
+    pub.close()
+
+
+def test_api_tasks_answers_every_task_over_max_reply_bytes_and_a_page_with_limit(
+    vhost_broker: Broker, serve: Serve
+) -> None:
+    served = serve(BUS_TASKS_MAX_REPLY_BYTES="16384")
+    pub = publisher(vhost_broker)
+    ids = sorted(pub.create("copyImage", ["spm"], state=State.RUNNING).id for _ in range(150))
+    pub.flush(10.0)
+    wait_until(lambda: len(request(served, "/api/tasks")[1]) == 150, timeout_s=20, what="150 tasks over HTTP")
+    status, body, headers = request(served, "/api/tasks")
+    assert (status, sorted(body)) == (200, ids)
+    status, first, headers = request(served, "/api/tasks?tag=spm&limit=20")
+    assert status == 200
+    assert (list(first["tasks"]), first["revision"]) == (ids[:20], int(headers["X-Bus-Tasks-Revision"]))
+    listed, token = list(first["tasks"]), first["continue"]
+    while token is not None:
+        status, page, _ = request(served, f"/api/tasks?tag=spm&limit=100000&continue={token}")
+        assert (status, page["revision"]) == (200, first["revision"])
+        listed += page["tasks"]
+        token = page["continue"]
+    assert listed == ids
+    for query in (
+        "limit=0",
+        "limit=100001",
+        "limit=x",
+        "limit=1&continue=nope",
+        f"continue={first['continue']}",
+    ):
+        status, error, _ = request(served, "/api/tasks?" + query)
+        assert (status, error["code"]) == (400, 1000), query
+    status, error, _ = request(served, f"/api/tasks?tag=gluster&limit=5&continue={first['continue']}")
+    assert (status, error["code"]) == (400, 1000)
     pub.close()

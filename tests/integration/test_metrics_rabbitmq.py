@@ -10,11 +10,12 @@ from support.brokers import RABBITMQ, Broker, System, SystemFactory
 from support.faultproxy import FaultProxy
 from support.metrics import Samples, metric, scrape, wait_metric
 
+from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.core.model import State
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -90,7 +91,7 @@ def proxy() -> Iterator[FaultProxy]:
 def test_a_dropped_connection_counts_one_reconnect_and_no_event_twice(
     rabbitmq_broker: Broker, proxy: FaultProxy
 ) -> None:
-    aggregator = Aggregator(BusConnection(rabbitmq_broker.via(proxy.port), heartbeat_s=2.0))
+    aggregator = Aggregator(transport.open(rabbitmq_broker.via(proxy.port), BusOptions(heartbeat_s=2.0)))
     pub = TaskPublisher(rabbitmq_broker.connection(), "vdsm")
     with RunningAggregator(aggregator):
         first = publish_tasks(pub, 50)

@@ -20,10 +20,10 @@ from support.procs.stream import task_id
 from support.replicas import answer, replica, rpc_queues
 from support.streams import SUBSYSTEMS, expected_view, start_stream, visible
 
+from bus_tasks import transport
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import BusTasksError
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import BusConnection
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -44,7 +44,7 @@ class Reader:
         self._thread.start()
 
     def _loop(self, url: str) -> None:
-        with TasksClient(BusConnection(url), timeout_s=10.0) as client:
+        with TasksClient(transport.open(url), timeout_s=10.0) as client:
             while not self._stop.is_set():
                 try:
                     client.get_all_tasks()
@@ -79,7 +79,7 @@ def test_two_replicas_one_killed_mid_stream_lose_no_read_and_then_agree_on_one_r
         for name in SUBSYSTEMS
     ]
     started += publishers
-    with TasksClient(BusConnection(url), timeout_s=10.0) as client:
+    with TasksClient(transport.open(url), timeout_s=10.0) as client:
         queues = rpc_queues(client, "a", "b")
         # Mid-stream: a has read part of the log, and both publishers are still publishing.
         wait_until(lambda: answer(url, queues["a"])["revision"] > 2000, timeout_s=60, what="a mid-stream")
@@ -141,14 +141,14 @@ def test_a_second_replica_is_listed_by_bus_tasks_aggregators_and_no_warning_is_l
     url = rabbitmq_broker.url
     a, b = replica(url, tmp_path, "a"), replica(url, tmp_path, "b")
     started += [a, b]
-    with TasksClient(BusConnection(url), timeout_s=10.0) as client:
+    with TasksClient(transport.open(url), timeout_s=10.0) as client:
         rpc_queues(client, "a", "b")
         listed = {row["name"]: row for row in client.aggregators()}
     assert set(listed) == {"a", "b"}
     assert all(row["uptimeS"] >= 0 and row["revision"] >= 0 for row in listed.values())
     assert "another aggregator" not in a.log + b.log
     b.terminate()
-    with TasksClient(BusConnection(url), timeout_s=10.0) as client:
+    with TasksClient(transport.open(url), timeout_s=10.0) as client:
         wait_until(
             lambda: {row["name"] for row in client.aggregators()} == {"a"},
             timeout_s=10,

@@ -20,17 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.brokers import Broker
+from support.brokers import Broker, admin_of
 from support.processes import Process, start_serve
 from support.streams import SUBSYSTEMS, expected_view, start_stream, visible
 
-from bus_tasks import names
+from bus_tasks import names, transport
 from bus_tasks.client import TasksClient
 from bus_tasks.core.view import Tombstone
 from bus_tasks.errors import BusTasksError, UnknownTask
 from bus_tasks.store.sqlite import SqliteStore
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import BusConnection, TopologyOptions
+from bus_tasks.transport import Bus, BusOptions, TopologyOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -70,10 +70,10 @@ class Run:
     publishers: list[Process]
     serve: Process | None = None
     kills: list[str] = field(default_factory=list)
-    probe: BusConnection = field(init=False)
+    probe: Bus = field(init=False)
 
     def __post_init__(self) -> None:
-        self.probe = BusConnection(self.url, confirm_publish=False, topology_options=QUEUE_LAYOUT)
+        self.probe = transport.open(self.url, BusOptions(confirm_publish=False, topology=QUEUE_LAYOUT))
 
     def start(self) -> Process:
         """``serve``, started now; not waiting for it to be ready."""
@@ -86,7 +86,7 @@ class Run:
 
     def depth(self) -> int:
         """Events ready in the aggregator's queue (unacked ones not counted)."""
-        return self.probe.queue_size(names.EVENTS_QUEUE)
+        return admin_of(self.probe).queue_size(names.EVENTS_QUEUE)
 
     def depth_at_most(self, limit: int, *, timeout_s: float) -> int:
         """Poll the queue depth until it is ``limit`` or less; returns the depth seen."""
@@ -134,7 +134,7 @@ class Pollers:
     def _poll(self, url: str) -> None:
         # While serve restarts, nothing consumes the RPC queue: these wait for it, as the engine would.
         with TasksClient(
-            BusConnection(url, topology_options=QUEUE_LAYOUT), timeout_s=60, wait_for_aggregator=True
+            transport.open(url, BusOptions(topology=QUEUE_LAYOUT)), timeout_s=60, wait_for_aggregator=True
         ) as client:
             while not self._stop.is_set():
                 try:
@@ -173,7 +173,9 @@ def _view(client: TasksClient) -> dict[str, dict[str, Any]]:
 def test_sigkill_of_serve_in_every_phase_while_publishers_publish_loses_and_resurrects_nothing(
     rabbitmq_broker: Broker, tmp_path: Path
 ) -> None:
-    tasks = 2000  # per publisher: 20,000 events in all, paced so that every kill lands mid-stream
+    # 2,000 tasks per publisher (20,000 events in all), paced so that every kill lands mid-stream:
+    # 100 s of stream leaves room for the seven phases (and their retries) on a loaded machine.
+    tasks = 2000
     data_dir = tmp_path / "data"
     _seed_filler(data_dir)
     url = rabbitmq_broker.url
@@ -183,10 +185,10 @@ def test_sigkill_of_serve_in_every_phase_while_publishers_publish_loses_and_resu
         serve = run.start()
         serve.wait_for_line("aggregator ready", timeout_s=60)  # the queues exist from here
         run.publishers = [
-            start_stream(url, name, tasks=tasks, updates=UPDATES, events_per_s=220, listen=True)
+            start_stream(url, name, tasks=tasks, updates=UPDATES, events_per_s=100, listen=True)
             for name in SUBSYSTEMS
         ]
-        client = TasksClient(BusConnection(url, topology_options=QUEUE_LAYOUT), timeout_s=10)
+        client = TasksClient(transport.open(url, BusOptions(topology=QUEUE_LAYOUT)), timeout_s=10)
 
         # 1. Mid-stream, once the view holds part of the stream.
         wait_until(lambda: len(client.get_all_tasks()) >= 200, timeout_s=60, what="200 tasks listed")
@@ -264,7 +266,7 @@ def test_serve_restarted_under_a_backlog_of_tens_of_thousands_becomes_ready_and_
     run = Run(url, data_dir, publishers=[])
     with _stopping(run):
         first = start_serve(url, data_dir)
-        client = TasksClient(BusConnection(url, topology_options=QUEUE_LAYOUT), timeout_s=10)
+        client = TasksClient(transport.open(url, BusOptions(topology=QUEUE_LAYOUT)), timeout_s=10)
         wait_until(lambda: client.get_all_tasks() == {}, timeout_s=10, what="an empty view")
         assert first.terminate() == 0, first.log
 
@@ -276,7 +278,7 @@ def test_serve_restarted_under_a_backlog_of_tens_of_thousands_becomes_ready_and_
         # with them poison events in the backlog; both make serve publish (replies, dead letters)
         # while it starts, which is where handlers used to run nested inside its own publish.
         pollers = Pollers(url, count=4)
-        poison = BusConnection(url, confirm_publish=True, topology_options=QUEUE_LAYOUT)
+        poison = transport.open(url, BusOptions(confirm_publish=True, topology=QUEUE_LAYOUT))
         for index in range(POISON_EVENTS):
             poison.publish(
                 b"not json %d" % index, exchange=names.EVENTS_EXCHANGE, routing_key="task.vdsm.updated"
@@ -284,7 +286,11 @@ def test_serve_restarted_under_a_backlog_of_tens_of_thousands_becomes_ready_and_
         poison.flush(30)
         poison.close()
         wait_until(lambda: run.depth() >= 20_000, timeout_s=120, what="a backlog of 20,000 events")
-        wait_until(lambda: run.probe.queue_size(names.RPC_QUEUE) >= 4, timeout_s=30, what="requests waiting")
+        wait_until(
+            lambda: admin_of(run.probe).queue_size(names.RPC_QUEUE) >= 4,
+            timeout_s=30,
+            what="requests waiting",
+        )
         serve = run.start()
         serve.wait_for_line("aggregator ready", timeout_s=60)
         assert run.publishing(), "the publishers must still publish while serve starts"
@@ -296,7 +302,7 @@ def test_serve_restarted_under_a_backlog_of_tens_of_thousands_becomes_ready_and_
         want = expected_view(tasks)
         wait_until(lambda: _view(client) == want, timeout_s=120, interval_s=0.5, what="the expected view")
         dead = 0
-        while run.probe.get(names.DEAD_QUEUE) is not None:
+        while admin_of(run.probe).get(names.DEAD_QUEUE) is not None:
             dead += 1
         assert dead == POISON_EVENTS
         client.close()

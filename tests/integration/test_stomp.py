@@ -18,13 +18,13 @@ from support.faultproxy import FaultProxy
 from support.vdsm_schema import assert_conforms
 from support.vdsm_stomp import RawVdsmClient
 
-from bus_tasks import codec
+from bus_tasks import codec, transport
 from bus_tasks.core.model import State
-from bus_tasks.frontdoors.running import RunningFrontDoor
-from bus_tasks.frontdoors.stomp import StompLimits
+from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
+from bus_tasks.frontdoors.stomp.server import StompLimits
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -300,7 +300,9 @@ def proxy() -> Iterator[FaultProxy]:
 
 def door_via(proxy: FaultProxy, broker: Broker, timeout_s: float) -> RunningFrontDoor:
     """A front door whose one broker connection goes through ``proxy``."""
-    connection = BusConnection(broker.via(proxy.port), confirm_publish=False, connect_timeout_s=5.0)
+    connection = transport.open(
+        broker.via(proxy.port), BusOptions(confirm_publish=False, connect_timeout_s=5.0)
+    )
     return RunningFrontDoor(connection, timeout_s=timeout_s)
 
 

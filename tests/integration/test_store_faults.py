@@ -24,17 +24,17 @@ from typing import Any
 
 import pytest
 import redis
-from support.brokers import CI, Broker
+from support.brokers import CI, Broker, admin_of
 from support.ports import free_port
 from support.processes import BIN, Process
 from support.streams import SUBSYSTEMS, expected_view, start_stream, visible
 
-from bus_tasks import names
+from bus_tasks import names, transport
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import BusTasksError
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import BusConnection, TopologyOptions
+from bus_tasks.transport import BusOptions, TopologyOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -121,12 +121,12 @@ def _wait_queue(broker: Broker, want: Callable[[int, int], bool], what: str, tim
 
 def _publisher(broker: Broker) -> TaskPublisher:
     return TaskPublisher(
-        BusConnection(broker.url, confirm_publish=True, topology_options=QUEUE_LAYOUT), "vdsm"
+        transport.open(broker.url, BusOptions(confirm_publish=True, topology=QUEUE_LAYOUT)), "vdsm"
     )
 
 
 def _client(broker: Broker) -> TasksClient:
-    return TasksClient(BusConnection(broker.url, topology_options=QUEUE_LAYOUT), timeout_s=10)
+    return TasksClient(transport.open(broker.url, BusOptions(topology=QUEUE_LAYOUT)), timeout_s=10)
 
 
 Listing = dict[str, tuple[str, Any]]  # task id: (state, progress)
@@ -602,11 +602,11 @@ def _stop_while_draining_a_backlog(broker: Broker, tmp_path: Path, cleanup: cont
     assert _events_queue(broker) == (backlog, 0)
 
     serve = _serve(cleanup, url, data_dir)
-    monitor = BusConnection(url, topology_options=QUEUE_LAYOUT)
+    monitor = transport.open(url, BusOptions(topology=QUEUE_LAYOUT))
     cleanup.callback(monitor.close)
     # Falling by more than what is prefetched: some events were stored and acked already.
     wait_until(
-        lambda: monitor.queue_size(names.EVENTS_QUEUE) < backlog - 1000,
+        lambda: admin_of(monitor).queue_size(names.EVENTS_QUEUE) < backlog - 1000,
         timeout_s=30,
         interval_s=0.005,
         what="the backlog draining",
@@ -619,7 +619,7 @@ def _stop_while_draining_a_backlog(broker: Broker, tmp_path: Path, cleanup: cont
 
     serve = _serve(cleanup, url, data_dir)
     want = expected_view(BACKLOG_TASKS)
-    with TasksClient(BusConnection(url, topology_options=QUEUE_LAYOUT), timeout_s=30) as client:
+    with TasksClient(transport.open(url, BusOptions(topology=QUEUE_LAYOUT)), timeout_s=30) as client:
         wait_until(
             lambda: {i: visible(t) for i, t in client.get_all_tasks().items()} == want,
             timeout_s=60,

@@ -13,9 +13,9 @@ from support.replicas import replica, rpc_queues
 from support.streams import SUBSYSTEMS, expected_view, start_stream, visible
 from support.watchers import Watcher
 
+from bus_tasks import transport
 from bus_tasks.client import TasksClient
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import BusConnection
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -33,9 +33,9 @@ def test_a_watcher_whose_aggregator_is_killed_mid_stream_goes_on_with_the_surviv
     try:
         replicas = {name: replica(url, tmp_path, name) for name in ("a", "b")}
         started += replicas.values()
-        with TasksClient(BusConnection(url), timeout_s=10.0) as client:
+        with TasksClient(transport.open(url), timeout_s=10.0) as client:
             rpc_queues(client, "a", "b")
-            watching = TasksClient(BusConnection(url), timeout_s=10.0)
+            watching = TasksClient(transport.open(url), timeout_s=10.0)
             # A listing from the survivor may start lower than where the killed one was.
             follower = Watcher(watching, watching.watch(), forward_only=False)
             wait_until(follower.kinds, timeout_s=30, what="the listing")

@@ -13,15 +13,24 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
 from bus_tasks.subsystem.publisher import TaskPublisher
+from bus_tasks.subsystem.runner import SubsystemRunner
 from bus_tasks.testing import reset_memory_transport
-from bus_tasks.transport import Bus, BusConnection, TopologyOptions
+from bus_tasks.transport import BrokerAdmin, Bus, BusOptions, TopologyOptions
 
 CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 RABBITMQ = ("127.0.0.1", 5672)
 REDIS = ("127.0.0.1", 6379)
+
+
+def admin_of(bus: Bus) -> BrokerAdmin:
+    """The broker admin on ``bus``'s connection (every transport under test offers one)."""
+    admin = transport.admin(bus)
+    assert admin is not None, f"{bus!r} offers no BrokerAdmin"
+    return admin
 
 
 def _reachable(address: tuple[str, int]) -> bool:
@@ -56,20 +65,31 @@ class Broker:
     transport: str
     url: str
     redis_key_prefix: str = ""
-    _opened: list[BusConnection] = field(default_factory=list)
+    _opened: list[Bus] = field(default_factory=list)
 
     def connection(
-        self, *, confirm_publish: bool = True, options: TopologyOptions | None = None
-    ) -> BusConnection:
-        conn = BusConnection(
+        self,
+        *,
+        confirm_publish: bool = True,
+        options: TopologyOptions | None = None,
+        connect_retries: int | None = None,
+    ) -> Bus:
+        conn = transport.open(
             self.url,
-            confirm_publish=confirm_publish,
-            redis_key_prefix=self.redis_key_prefix,
-            connect_timeout_s=5.0,
-            topology_options=options or TopologyOptions(),
+            BusOptions(
+                confirm_publish=confirm_publish,
+                redis_key_prefix=self.redis_key_prefix,
+                connect_timeout_s=5.0,
+                connect_retries=connect_retries,
+                topology=options or TopologyOptions(),
+            ),
         )
         self._opened.append(conn)
         return conn
+
+    def connect(self, *, confirm_publish: bool = False, connect_retries: int | None = None) -> Bus:
+        """A connection as a subsystem runner asks for one (``bus_tasks.subsystem.runner.Connect``)."""
+        return self.connection(confirm_publish=confirm_publish, connect_retries=connect_retries)
 
     def via(self, port: int) -> str:
         """This broker's AMQP URL (same vhost) reached through a proxy on loopback ``port``."""
@@ -105,9 +125,9 @@ def _delete_rabbitmq_queues(vhost: str) -> None:
     for name in queues:
         # One connection per queue: deleting a queue another live connection holds exclusively
         # is refused and closes the channel; the other queues are deleted all the same.
-        conn = BusConnection(url, connect_retries=3)
+        conn = transport.open(url, BusOptions(connect_retries=3))
         try:
-            conn.delete_queues([name])
+            admin_of(conn).delete_queues([name])
         except conn.errors:
             pass
         finally:
@@ -156,9 +176,7 @@ class System:
 
     broker: Broker
     aggregator: Aggregator
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-    _stops: list[threading.Event] = field(default_factory=list)
+    _runners: list[SubsystemRunner] = field(default_factory=list)
 
     def publisher(self, subsystem: str, *, listen: bool = False) -> TaskPublisher:
         """A publisher; with ``listen``, it answers control commands in a thread of its own."""
@@ -169,31 +187,24 @@ class System:
 
     def listen(self, pub: TaskPublisher) -> None:
         """Let ``pub`` answer control commands from now on, in a thread of its own."""
-        control = self.broker.connection()
-        thread = threading.Thread(target=pub.serve_control, args=(control, self._stop), daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        self.serve(pub)
 
     def serve(self, pub: TaskPublisher, control: Bus | None = None) -> threading.Event:
         """Let ``pub`` answer control commands and beat in a thread until the returned event is
         set (the system's stop sets it too); ``control``: a connection it already listens on."""
-        stop = threading.Event()
-        self._stops.append(stop)
-        connection = control if control is not None else self.broker.connection()
-        thread = threading.Thread(target=pub.serve_control, args=(connection, stop), daemon=True)
-        thread.start()
-        self._threads.append(thread)
-        return stop
+        runner = SubsystemRunner(pub, self.broker.connect)
+        runner.serve_control(control)
+        self._runners.append(runner)
+        return runner.stop
 
     def client(self, timeout_s: float = 10.0) -> TasksClient:
         return TasksClient(self.broker.connection(confirm_publish=False), timeout_s=timeout_s)
 
     def stop_threads(self) -> None:
-        self._stop.set()
-        for stop in self._stops:
-            stop.set()
-        for thread in self._threads:
-            thread.join(5.0)
+        for runner in self._runners:
+            runner.stop.set()
+        for runner in self._runners:
+            runner.stop_serving(5.0)
 
 
 SystemFactory = Callable[..., System]

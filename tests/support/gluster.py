@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -17,10 +18,16 @@ import pytest
 
 from support.brokers import CI
 from support.fixtures import fixture
+from support.parallel import file_lock
 
 FIXTURES = fixture("gluster/glusterVolumeTasks.xml").parent
 CONNECTION_FAILED = "Connection failed. Please check if gluster daemon is operational."
-GLUSTERD_START_S = 30.0
+GLUSTERD_START_S = 120.0  # a glusterd (re)started on a loaded machine answers late
+# One glusterd per machine: a test run that uses it holds this lock, so a second run (another
+# checkout's, CI's) waits instead of meeting a glusterd the first one stops. Shorter than a test's
+# timeout, so a run that waits too long fails with the lock named.
+GLUSTERD_LOCK = Path(tempfile.gettempdir()) / "bus_tasks-glusterd.lock"
+GLUSTERD_LOCK_S = 300.0
 
 # -- XML as the gluster CLI prints it -------------------------------------------------------
 
@@ -190,7 +197,10 @@ def gluster(*args: str, timeout_s: float = 120.0, check: bool = True) -> subproc
 
 
 def _answers() -> bool:
-    return gluster("volume", "list", timeout_s=30.0, check=False).returncode == 0
+    try:
+        return gluster("volume", "list", timeout_s=30.0, check=False).returncode == 0
+    except subprocess.TimeoutExpired:  # a glusterd still starting may hold the CLI this long
+        return False
 
 
 @dataclass
@@ -242,13 +252,14 @@ def glusterd_session(tmp_dir: Path) -> Iterator[Glusterd]:
         "glusterfs-server is not installed (apt-get install -y glusterfs-server)",
     )
     _require(os.geteuid() == 0, "glusterd needs root")
-    daemon = Glusterd(tmp_dir)
-    if not _answers():
-        daemon.start()
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
+    with file_lock(GLUSTERD_LOCK, GLUSTERD_LOCK_S):
+        daemon = Glusterd(tmp_dir)
+        if not _answers():
+            daemon.start()
+        try:
+            yield daemon
+        finally:
+            daemon.stop()
 
 
 @dataclass

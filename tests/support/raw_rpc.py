@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bus_tasks import names
-from bus_tasks.transport import BusConnection, Delivery
+from bus_tasks.transport import Bus, Delivery
 
 TIMEOUT_S = 10.0
 
@@ -17,9 +17,9 @@ TIMEOUT_S = 10.0
 class RawCaller:
     """Sends raw bodies to ``bus_tasks.rpc`` with a reply queue, and collects the replies."""
 
-    def __init__(self, conn: BusConnection) -> None:
+    def __init__(self, conn: Bus) -> None:
         self.conn = conn
-        self.queue = conn.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
+        self.queue = conn.topology.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
         self.replies: dict[str, bytes] = {}
         conn.consume(self.queue, self._on_reply, no_ack=True)
 

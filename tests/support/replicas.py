@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bus_tasks import transport
 from bus_tasks.client import TasksClient
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import BusConnection
 from support.processes import Process, start_serve
 
 
@@ -30,5 +30,5 @@ def rpc_queues(client: TasksClient, *replicas: str) -> dict[str, str]:
 
 def answer(url: str, rpc_queue: str) -> dict[str, Any]:
     """The revision and the tasks of one replica, asked through its own queue."""
-    with TasksClient(BusConnection(url), timeout_s=10.0, rpc_queue=rpc_queue) as client:
+    with TasksClient(transport.open(url), timeout_s=10.0, rpc_queue=rpc_queue) as client:
         return client.get_all_tasks(options={"revision": True})

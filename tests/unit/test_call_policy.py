@@ -19,7 +19,7 @@ from bus_tasks.errors import BusTasksError, GeneralError
 from bus_tasks.protocol.context import LOCAL, CallContext
 from bus_tasks.protocol.methods import MethodName
 from bus_tasks.protocol.params import ClearParams, GetAllTasksParams, TaskParams
-from bus_tasks.transport.consumers import delivery_of
+from bus_tasks.transport.kombu.consumers import delivery_of
 
 RUNNING = task_id(1)
 FINISHED = task_id(2)
@@ -39,7 +39,15 @@ class Recording(CallPolicy):
         if method in self.refuse:
             raise GeneralError(message=f"General Exception: {context.identity} may not {method}")
 
-    def served(self, context: CallContext, method: str, outcome: str, seconds: float) -> None:
+    def served(
+        self,
+        context: CallContext,
+        method: str,
+        outcome: str,
+        seconds: float,
+        *,
+        params: BaseModel | None = None,
+    ) -> None:
         assert seconds >= 0
         self.told.append((context, method, outcome))
 

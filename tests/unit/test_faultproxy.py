@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from support.brokers import RABBITMQ, Broker
+from support.brokers import RABBITMQ, Broker, admin_of
 from support.faultproxy import FaultProxy
 
-from bus_tasks import names
+from bus_tasks import names, transport
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import Bus, BusOptions
 
 TIMEOUT_S = 5.0
 Connect = Callable[[int], socket.socket]
@@ -234,7 +234,7 @@ def test_closing_the_proxy_resets_its_connections_and_stops_its_thread(
         proxy.drop_all()
 
 
-def drain_until_lost(conn: BusConnection, timeout_s: float = TIMEOUT_S) -> None:
+def drain_until_lost(conn: Bus, timeout_s: float = TIMEOUT_S) -> None:
     """Read from ``conn`` until it reports the lost connection (frames already received come first)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -247,14 +247,16 @@ def test_a_bus_connection_through_the_proxy_publishes_again_after_drop_all_and_r
 ) -> None:
     queue = names.control_queue("faultproxy")
     direct = rabbitmq_broker.connection()
-    direct.declare_queue(queue)
+    direct.topology.declare_queue(queue)
     with FaultProxy(RABBITMQ) as proxy:
         url = rabbitmq_broker.url.replace(f"{RABBITMQ[0]}:{RABBITMQ[1]}", f"127.0.0.1:{proxy.port}")
-        conn = BusConnection(url, confirm_publish=True, connect_timeout_s=TIMEOUT_S)
+        conn = transport.open(url, BusOptions(confirm_publish=True, connect_timeout_s=TIMEOUT_S))
         try:
-            conn.declare_queue(queue)
+            conn.topology.declare_queue(queue)
             conn.publish(b'{"n": 1}', exchange=names.CONTROL_EXCHANGE, routing_key="faultproxy")
-            wait_until(lambda: direct.queue_size(queue) == 1, timeout_s=TIMEOUT_S, what="first message")
+            wait_until(
+                lambda: admin_of(direct).queue_size(queue) == 1, timeout_s=TIMEOUT_S, what="first message"
+            )
 
             assert proxy.drop_all() == 1
             with pytest.raises(conn.errors):
@@ -265,7 +267,7 @@ def test_a_bus_connection_through_the_proxy_publishes_again_after_drop_all_and_r
         finally:
             conn.close()  # returns once the broker confirmed what was published
     bodies = []
-    while (delivery := direct.get(queue)) is not None:
+    while (delivery := admin_of(direct).get(queue)) is not None:
         bodies.append(delivery.body)
         delivery.ack()
     # At least once: a message whose confirm was lost with the connection may come twice.

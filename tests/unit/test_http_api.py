@@ -16,7 +16,7 @@ from test_http_support import Door, make_door, serving
 
 from bus_tasks import codec
 from bus_tasks.core.model import State
-from bus_tasks.frontdoors.http import HttpOptions
+from bus_tasks.frontdoors.http.server import HttpOptions
 from bus_tasks.protocol import jsonrpc
 
 TOKEN = "s3cret-token-of-the-test"
@@ -126,7 +126,7 @@ def test_before_the_front_door_reached_the_broker_calls_are_503() -> None:
 
 def test_control_is_off_by_default_config_says_so_and_stop_is_403() -> None:
     door = with_tasks(make_door())
-    assert asyncio.run(get(door, "/api/config"))[:2] == (200, {"control": False})
+    assert asyncio.run(get(door, "/api/config"))[:2] == (200, {"control": False, "authorization": False})
     status, body, _ = asyncio.run(
         post(door, f"/api/tasks/{task_id(1)}/stop", headers={"Authorization": f"Bearer {TOKEN}"})
     )
@@ -147,7 +147,7 @@ def test_control_without_the_right_bearer_token_is_401_and_nothing_is_sent(autho
 
 def test_stop_with_the_token_goes_through_task_stop_to_the_owner() -> None:
     door = with_tasks(make_door(options=HttpOptions(control_token=SecretStr(TOKEN))))
-    assert asyncio.run(get(door, "/api/config"))[:2] == (200, {"control": True})
+    assert asyncio.run(get(door, "/api/config"))[:2] == (200, {"control": True, "authorization": False})
     status, body, _ = asyncio.run(
         post(door, f"/api/tasks/{task_id(2)}/stop", headers={"Authorization": f"Bearer {TOKEN}"})
     )

@@ -77,6 +77,8 @@ def test_a_malformed_http_listen_setting_is_a_config_error(monkeypatch: pytest.M
         Settings(http_listen="localhost:8080"),
         Settings(http_listen="0.0.0.0:8080", http_allow_remote=True),
         Settings(http_listen="127.0.0.1:0", http_control=True, http_token=SecretStr(TOKEN)),
+        # with authorization on, control is the roles' (http_tokens name the callers)
+        Settings(http_listen="127.0.0.1:0", http_control=True, authorization="on", operators=["otto"]),
     ],
 )
 def test_loopback_or_an_explicit_remote_and_control_with_a_token_are_accepted(settings: Settings) -> None:

@@ -15,10 +15,11 @@ from prometheus_client import CollectorRegistry
 
 from bus_tasks.aggregator.methods import Dispatcher, Forward
 from bus_tasks.core.view import TaskView
-from bus_tasks.frontdoors.http import HttpFrontDoor, HttpOptions
-from bus_tasks.frontdoors.http_mirror import Mirror
-from bus_tasks.frontdoors.http_rpc import RpcCaller
+from bus_tasks.frontdoors.http.mirror import Mirror
+from bus_tasks.frontdoors.http.rpc import RpcCaller
+from bus_tasks.frontdoors.http.server import HttpFrontDoor, HttpOptions
 from bus_tasks.protocol import jsonrpc, shapes
+from bus_tasks.protocol.context import CallContext
 
 
 @dataclass
@@ -33,10 +34,12 @@ class DispatcherBridge:
     recovering: bool = False
     forwarded: list[Forward] = field(default_factory=list)
 
-    def submit(self, body: bytes, correlation_id: str, deadline: float) -> None:
+    def submit(
+        self, body: bytes, correlation_id: str, deadline: float, *, on_behalf_of: str | None = None
+    ) -> None:
         if not self.answer:
             return
-        reply = self.dispatcher.handle(body)
+        reply = self.dispatcher.handle(body, CallContext(identity=on_behalf_of, door="http"))
         if reply.forward is not None:
             self.forwarded.append(reply.forward)
             if not self.answer_forwards:

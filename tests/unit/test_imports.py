@@ -30,6 +30,9 @@ def _loaded_after(statement: str) -> list[str]:
         "import bus_tasks.core.view",
         "import bus_tasks.errors",
         "from bus_tasks import State, TaskView",
+        "from bus_tasks.transport import Bus, Delivery, Topology, TopologyOptions, BusOptions, BrokerAdmin",
+        "from bus_tasks.transport.topology import QueueSpec, well_known",
+        "from bus_tasks import BusOptions",
     ],
 )
 def test_the_package_and_its_core_load_no_broker_library(statement: str) -> None:
@@ -37,16 +40,16 @@ def test_the_package_and_its_core_load_no_broker_library(statement: str) -> None
     assert loaded.isdisjoint(BROKER_LIBRARIES), sorted(loaded & set(BROKER_LIBRARIES))
 
 
-def test_a_public_name_of_the_transport_loads_kombu_when_it_is_used() -> None:
-    assert "kombu" in _loaded_after("from bus_tasks import BusConnection")
+def test_opening_a_bus_loads_the_transport_that_its_url_names() -> None:
+    assert "kombu" in _loaded_after("from bus_tasks import transport; transport.open('memory://')")
 
 
 def test_every_public_name_resolves_to_the_object_of_its_module() -> None:
     from bus_tasks.client import TasksClient
-    from bus_tasks.transport import BusConnection
+    from bus_tasks.transport import BusOptions
 
     assert bus_tasks.TasksClient is TasksClient
-    assert bus_tasks.BusConnection is BusConnection
+    assert bus_tasks.BusOptions is BusOptions
     assert all(getattr(bus_tasks, name) is not None for name in bus_tasks.__all__)
     assert set(bus_tasks.__all__) <= set(dir(bus_tasks))
 

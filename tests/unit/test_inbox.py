@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from support.brokers import admin_of
 
-from bus_tasks import names
+from bus_tasks import names, transport
 from bus_tasks.testing import drain
-from bus_tasks.transport import BusConnection, Delivery, ReentrantDrain, reset_memory_transport
-from bus_tasks.transport.consumers import Inbox
+from bus_tasks.transport import Bus, Delivery, ReentrantDrain, reset_memory_transport
+from bus_tasks.transport.kombu.consumers import Inbox
 
 
 def recording(log: list[object]) -> Callable[[object], None]:
@@ -138,9 +139,9 @@ def test_clear_drops_every_waiting_item() -> None:
 
 
 @pytest.fixture
-def memory_connection() -> Iterator[BusConnection]:
+def memory_connection() -> Iterator[Bus]:
     reset_memory_transport()
-    conn = BusConnection("memory://")
+    conn = transport.open("memory://")
     try:
         yield conn
     finally:
@@ -149,10 +150,10 @@ def memory_connection() -> Iterator[BusConnection]:
 
 
 def test_a_handler_that_publishes_and_flushes_never_runs_another_handler_inside_it(
-    memory_connection: BusConnection,
+    memory_connection: Bus,
 ) -> None:
     conn = memory_connection
-    conn.declare_topology()
+    conn.topology.declare_topology()
     handled: list[bytes] = []
     depth = 0
     deepest = 0
@@ -189,5 +190,5 @@ def test_a_handler_that_publishes_and_flushes_never_runs_another_handler_inside_
     assert len(nested_drain) == 1
     assert deepest == 1
     assert depth == 0
-    assert conn.queue_size(names.DEAD_QUEUE) == 0  # every delivery was acked, none redelivered
+    assert admin_of(conn).queue_size(names.DEAD_QUEUE) == 0  # every delivery was acked, none redelivered
     assert not conn.drain(0.01)  # quiet now, and drain works again outside a handler

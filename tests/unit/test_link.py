@@ -11,10 +11,11 @@ from amqp.exceptions import AccessRefused, NotAllowed, NotFound
 from support.ports import free_port
 from support.timing import Stopwatch, assert_ended_at, assert_ended_by
 
+from bus_tasks import transport
 from bus_tasks.errors import PublishUnreachable
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusOptions
 from bus_tasks.transport.backoff import Backoff
-from bus_tasks.transport.link import refusal
+from bus_tasks.transport.kombu.link import refusal
 
 
 def closed_port_url() -> str:
@@ -97,7 +98,7 @@ def test_connecting_to_a_closed_port_backs_off_and_gives_up_after_its_retries_wi
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="bus_tasks.transport")
-    connection = BusConnection(closed_port_url(), connect_retries=4)
+    connection = transport.open(closed_port_url(), BusOptions(connect_retries=4))
     with Stopwatch() as watch, pytest.raises(ConnectionRefusedError):
         connection.connect()
     # Five attempts, 0.1 + 0.2 + 0.4 + 0.8 s apart: 1.5 s, not five attempts at once.
@@ -115,7 +116,7 @@ def test_a_flush_while_the_broker_is_unreachable_names_the_broker_not_unconfirme
 ) -> None:
     caplog.set_level(logging.INFO, logger="bus_tasks.transport")
     url = closed_port_url()
-    connection = BusConnection(url, confirm_publish=True)  # retries until the flush's deadline
+    connection = transport.open(url, BusOptions(confirm_publish=True))  # retries until the flush's deadline
     connection.publish(b"{}", exchange="bus_tasks.events", routing_key="task.vdsm.created")
     with Stopwatch() as watch, pytest.raises(PublishUnreachable) as caught:
         connection.flush(3.0)
@@ -132,7 +133,7 @@ def test_a_flush_while_the_broker_is_unreachable_names_the_broker_not_unconfirme
 
 
 def test_a_publisher_out_of_retries_keeps_its_messages_and_its_flush_fails_at_once() -> None:
-    connection = BusConnection(closed_port_url(), confirm_publish=True, connect_retries=2)
+    connection = transport.open(closed_port_url(), BusOptions(confirm_publish=True, connect_retries=2))
     connection.publish(b"{}", exchange="bus_tasks.events", routing_key="task.vdsm.created")
     assert connection.pending == 1  # kept for when the broker is back
     started = time.monotonic()

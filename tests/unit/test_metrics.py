@@ -22,6 +22,7 @@ from bus_tasks.core.model import SCHEMA_VERSION, Announced, Event, Heartbeat, St
 from bus_tasks.core.view import TaskView, Tombstone
 from bus_tasks.protocol.methods import ALIASES
 from bus_tasks.transport import Bus
+from bus_tasks.transport.topology import Spec, Topology
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -49,11 +50,15 @@ def request(method: str, **params: str) -> bytes:
 
 
 class FakeConnection:
-    """What Metrics reads of a connection: the log it reads, and its reconnects."""
+    """What Metrics reads of a connection: the log it reads (its topology), and its reconnects."""
 
     def __init__(self, *, uses_stream: bool = False) -> None:
-        self.uses_stream = uses_stream
+        self.replays = uses_stream  # with the default event_log = "stream": reads the stream
+        self.topology = Topology(self)
         self.reconnects = 0
+
+    def declare(self, *specs: Spec) -> None:
+        raise AssertionError(f"Metrics declares nothing, not {specs}")
 
 
 class Parts:

@@ -15,7 +15,7 @@ from bus_tasks.transport import Delivery
 
 def test_drain_processes_every_waiting_delivery_then_returns(memory_broker: Broker) -> None:
     conn = memory_broker.connection()
-    conn.declare_queue(names.DEAD_QUEUE)
+    conn.topology.declare_queue(names.DEAD_QUEUE)
     seen: list[bytes] = []
 
     def handle(delivery: Delivery) -> None:
@@ -34,7 +34,7 @@ def test_drain_processes_every_waiting_delivery_then_returns(memory_broker: Brok
 
 def test_drain_re_raises_the_first_handler_error(memory_broker: Broker) -> None:
     conn = memory_broker.connection()
-    conn.declare_queue(names.DEAD_QUEUE)
+    conn.topology.declare_queue(names.DEAD_QUEUE)
 
     def handle(delivery: Delivery) -> None:
         raise RuntimeError(f"handler failed on {delivery.body!r}")
@@ -48,7 +48,7 @@ def test_drain_re_raises_the_first_handler_error(memory_broker: Broker) -> None:
 
 def test_drain_fails_at_its_deadline_while_the_bus_stays_busy(memory_broker: Broker) -> None:
     conn = memory_broker.connection()
-    conn.declare_queue(names.DEAD_QUEUE)
+    conn.topology.declare_queue(names.DEAD_QUEUE)
 
     def echo(delivery: Delivery) -> None:  # every delivery makes another: never quiet
         delivery.ack()

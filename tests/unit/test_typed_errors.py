@@ -7,15 +7,18 @@ import threading
 import pytest
 from support.ports import free_port
 
+from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.errors import BrokerUnavailable
 from bus_tasks.subsystem import TaskPublisher
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import BusOptions
 
 
 def test_a_publisher_whose_broker_is_unreachable_raises_broker_unavailable_naming_it() -> None:
     url = f"amqp://guest:secret@127.0.0.1:{free_port()}//"
-    publisher = TaskPublisher(BusConnection(url, connect_retries=1, connect_timeout_s=1.0), "vdsm")
+    publisher = TaskPublisher(
+        transport.open(url, BusOptions(connect_retries=1, connect_timeout_s=1.0)), "vdsm"
+    )
     with pytest.raises(BrokerUnavailable, match=r"broker amqp://guest:\*\*\*@127\.0\.0\.1") as caught:
         publisher.create("copyImage", ["spm"])
     assert "secret" not in str(caught.value)
@@ -24,6 +27,6 @@ def test_a_publisher_whose_broker_is_unreachable_raises_broker_unavailable_namin
 
 def test_an_aggregator_whose_broker_is_unreachable_raises_broker_unavailable() -> None:
     url = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
-    aggregator = Aggregator(BusConnection(url, connect_retries=1, connect_timeout_s=1.0))
+    aggregator = Aggregator(transport.open(url, BusOptions(connect_retries=1, connect_timeout_s=1.0)))
     with pytest.raises(BrokerUnavailable, match="unreachable"):
         aggregator.run(threading.Event())

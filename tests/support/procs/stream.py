@@ -16,9 +16,10 @@ import time
 import uuid
 from typing import Any
 
+from bus_tasks import transport
 from bus_tasks.core.model import State
 from bus_tasks.subsystem.publisher import TaskPublisher
-from bus_tasks.transport import BusConnection, TopologyOptions
+from bus_tasks.transport import BusOptions, TopologyOptions
 
 NAMESPACE = uuid.UUID("6f1c8a52-6d0e-4a55-9a3f-0b8f1f6c1c11")
 CHUNK = 100
@@ -64,7 +65,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"{args.subsystem} %(levelname)s %(name)s: %(message)s")
     publisher = TaskPublisher(
-        BusConnection(args.broker, confirm_publish=True, topology_options=TOPOLOGY), args.subsystem
+        transport.open(args.broker, BusOptions(confirm_publish=True, topology=TOPOLOGY)), args.subsystem
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
@@ -72,7 +73,7 @@ def main() -> int:
     if args.listen:
         control = threading.Thread(
             target=publisher.serve_control,
-            args=(BusConnection(args.broker, confirm_publish=True, topology_options=TOPOLOGY), stop),
+            args=(transport.open(args.broker, BusOptions(confirm_publish=True, topology=TOPOLOGY)), stop),
         )
         control.start()
     began = time.monotonic()

@@ -14,9 +14,10 @@ import sys
 import threading
 import time
 
+from bus_tasks import transport
 from bus_tasks.core.model import State
 from bus_tasks.subsystem.publisher import TaskPublisher
-from bus_tasks.transport import BusConnection, TopologyOptions
+from bus_tasks.transport import BusOptions, TopologyOptions
 
 # The layout of the test's deployment (the tests of the queue layout set it for every process).
 TOPOLOGY = TopologyOptions(
@@ -39,7 +40,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     stop = threading.Event()
     publisher = TaskPublisher(
-        BusConnection(args.broker, confirm_publish=True, topology_options=TOPOLOGY), args.subsystem
+        transport.open(args.broker, BusOptions(confirm_publish=True, topology=TOPOLOGY)), args.subsystem
     )
     lock = threading.Lock()
     steps: dict[str, list[dict[str, object]]] = {}
@@ -51,7 +52,7 @@ def main() -> int:
     publisher.on_stop(on_stop)
     control = threading.Thread(
         target=publisher.serve_control,
-        args=(BusConnection(args.broker, confirm_publish=True, topology_options=TOPOLOGY), stop),
+        args=(transport.open(args.broker, BusOptions(confirm_publish=True, topology=TOPOLOGY)), stop),
     )
     control.start()
     deadline = time.monotonic() + args.deadline

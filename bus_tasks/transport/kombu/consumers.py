@@ -1,0 +1,225 @@
+"""Consumers and the serial inbox: kombu's callbacks only queue; the owning loop handles."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from amqp.exceptions import AccessRefused
+from kombu.entity import Queue
+from kombu.message import Message
+from kombu.messaging import Consumer
+
+from bus_tasks import names
+from bus_tasks.errors import QueueInUse
+from bus_tasks.transport.bus import Delivery, Handler, Position, ReentrantDrain
+from bus_tasks.transport.kombu.exclusive import Claims
+from bus_tasks.transport.kombu.link import Link
+
+EXCLUSIVE_RETRY_S = 0.5  # between attempts to take back an exclusive queue after a reconnect
+
+
+def delivery_of(message: Message, stale: Callable[[], bool]) -> Delivery:
+    """A :class:`Delivery` of a kombu message; acking it does nothing once ``stale()`` is true."""
+    props = message.properties
+    expiration = props.get("expiration")
+    body = message.body
+    if isinstance(body, str):
+        body = body.encode("utf-8", "surrogateescape")
+
+    def ack(multiple: bool) -> None:
+        if not stale():
+            message.ack(multiple=multiple)
+
+    headers = dict(message.headers or {})
+    position = headers.get(names.HEADER_STREAM_OFFSET)  # RabbitMQ's, on what it read from a stream
+
+    return Delivery(
+        body=body,
+        routing_key=message.delivery_info.get("routing_key", ""),
+        headers=headers,
+        reply_to=props.get("reply_to"),
+        correlation_id=props.get("correlation_id"),
+        expiration_ms=int(expiration) if expiration not in (None, "") else None,
+        user_id=props.get("user_id"),
+        _ack=ack,
+        position=position if type(position) is int else None,
+    )
+
+
+@contextlib.contextmanager
+def acks_batched(channels: Iterable[Any]) -> Iterator[None]:
+    """Within the block, acks on these channels go to the broker together where the transport
+    can group them (Redis: one pipeline per channel, see :mod:`.redis_tuning`); elsewhere as usual."""
+    with contextlib.ExitStack() as stack:
+        for channel in channels:
+            batched = getattr(getattr(channel, "_qos", None), "batched", None)  # no QoS yet: no acks
+            if batched is not None:
+                stack.enter_context(batched())
+        yield
+
+
+class Inbox:
+    """Work that arrived while the connection was busy, run later, one item at a time, in order.
+
+    kombu (py-amqp in particular) reads incoming frames whenever it waits: inside a publish, a
+    declare, a confirm wait. Its callbacks only :meth:`put` here; :meth:`run`, called by the
+    loop that owns the connection, runs the handlers. A handler may publish, flush or declare:
+    what arrives meanwhile waits here, so no handler ever runs inside another.
+    """
+
+    def __init__(self) -> None:
+        self._work: deque[tuple[Callable[[Any], None], Any]] = deque()
+        self._running = False
+
+    def __len__(self) -> int:
+        return len(self._work)
+
+    @property
+    def running(self) -> bool:
+        """True while a handler of this inbox runs."""
+        return self._running
+
+    def put(self, handler: Callable[[Any], None], item: Any) -> None:
+        self._work.append((handler, item))
+
+    def clear(self) -> None:
+        self._work.clear()
+
+    def run(self) -> int:
+        """Run what waits (and what it adds) until empty; returns how many items ran.
+
+        Raises:
+            ReentrantDrain: when called from one of the handlers it runs.
+        """
+        if self._running:
+            raise ReentrantDrain("a handler drained the connection that runs it")
+        self._running = True
+        done = 0
+        try:
+            work = self._work
+            while work:
+                handler, item = work.popleft()
+                handler(item)
+                done += 1
+        finally:
+            self._running = False
+        return done
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What to consume, restarted after every reconnect."""
+
+    queue: Queue
+    handler: Handler
+    no_ack: bool
+    prefetch: int | None
+    exclusive: bool = False
+    replay_from: Callable[[], Position] | None = None  # a log's: where to start, asked each time
+
+
+class _ExclusiveQueue(Queue):
+    """A queue consumed with basic.consume ``exclusive`` (kombu's Queue does not pass the flag)."""
+
+    def consume(
+        self,
+        consumer_tag: str = "",
+        callback: Any = None,
+        no_ack: bool | None = None,
+        nowait: bool = False,
+        on_cancel: Any = None,
+    ) -> Any:
+        return self.channel.basic_consume(
+            queue=self.name,
+            no_ack=self.no_ack if no_ack is None else no_ack,
+            consumer_tag=consumer_tag or "",
+            callback=callback,
+            nowait=nowait,
+            arguments=getattr(self, "consumer_arguments", None),  # set from Queue.attrs
+            on_cancel=on_cancel,
+            exclusive=True,
+        )
+
+
+def start_consumer(
+    channel: Any,
+    subscription: Subscription,
+    on_message: Callable[[Message], None],
+    *,
+    amqp: bool,
+    declare: bool = True,
+) -> Consumer:
+    """Consume ``subscription`` on ``channel`` (a channel of its own); ``declare``: (re)declare
+    its queue first (not when the topology is predeclared: its connection declared what it may).
+
+    Raises:
+        QueueInUse: on RabbitMQ, when the broker refuses the consumer because another
+            connection consumes the queue exclusively (or, for an exclusive one, at all). The
+            broker closed the channel; the connection stays usable.
+    """
+    queue = subscription.queue
+    if amqp:
+        # py-amqp would decode each UTF-8 body to str, and Delivery would encode it back: two
+        # passes over a 40 MB listing for nothing. The JSON decoders check UTF-8 themselves.
+        channel.auto_decode = False
+        if subscription.replay_from is not None:
+            attributes = queue.as_dict()
+            attributes["consumer_arguments"] = {names.HEADER_STREAM_OFFSET: subscription.replay_from()}
+            queue = Queue(**attributes)
+        if subscription.exclusive:
+            queue = _ExclusiveQueue(**queue.as_dict())
+    consumer = Consumer(
+        channel,
+        queues=[queue],
+        on_message=on_message,
+        no_ack=subscription.no_ack,
+        prefetch_count=subscription.prefetch,
+        auto_declare=declare,
+    )
+    try:
+        consumer.consume()
+    except AccessRefused as exc:  # "queue '...' in exclusive use"
+        if "exclusive" not in str(exc):
+            raise
+        with contextlib.suppress(Exception):  # py-amqp reopened it; it is of no more use
+            channel.close()
+        raise QueueInUse(str(queue.name)) from None
+    return consumer
+
+
+def start_claimed(
+    link: Link,
+    claims: Claims,
+    subscription: Subscription,
+    on_message: Callable[[Message], None],
+    *,
+    patience_s: float,
+    declare: bool = True,
+) -> Consumer:
+    """Claim the queue if ``subscription`` is exclusive, then consume it on a channel of its own;
+    an exclusive queue in use is tried again for ``patience_s``.
+
+    Raises:
+        QueueInUse: when it stays taken (another connection consumes it exclusively).
+    """
+    give_up_at = time.monotonic() + patience_s
+    while True:
+        try:
+            if subscription.exclusive:
+                amqp = claims.kind == "amqp"  # its lock is refused on a channel of its own
+                channel = link.new_channel() if amqp else link.channel
+                claims.claim(channel, str(subscription.queue.name))
+            return start_consumer(
+                link.new_channel(), subscription, on_message, amqp=link.is_amqp, declare=declare
+            )
+        except QueueInUse:
+            left_s = give_up_at - time.monotonic()
+            if left_s <= 0 or link.past_deadline():
+                raise
+            link.check_stop()
+            link.pause(min(EXCLUSIVE_RETRY_S, left_s))

@@ -1,0 +1,271 @@
+"""The publishing half of a connection: the producer, publisher confirms, returned messages.
+
+Events go to their exchange ``mandatory``: a message RabbitMQ cannot route comes back
+(basic.return, before its confirm) and :meth:`Sender.flush` raises ``PublishError`` for it.
+The first publish to the events exchange on a connection (and on every new one after a
+reconnect) declares the durable events queue too, so that an event published before any
+aggregator ran is kept.
+
+Like the rest of the connection, nothing here runs a handler: the broker's acks, nacks and
+returns only update the :class:`~bus_tasks.transport.outbox.Outbox`; confirm callbacks are
+queued in the connection's inbox and run by its :meth:`drain`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from kombu.messaging import Producer
+
+from bus_tasks import names
+from bus_tasks.config import redact_url
+from bus_tasks.errors import PublishError, PublishRefused, PublishUnreachable
+from bus_tasks.transport.kombu import refusals
+from bus_tasks.transport.kombu.consumers import Inbox
+from bus_tasks.transport.kombu.link import Link, Retries, describe
+from bus_tasks.transport.outbox import Outbox, Outgoing, Returned
+
+_EVENT_KEY_PREFIX = names.EVENTS_BINDING.removesuffix("#")  # "task.": what the log keeps
+
+log = logging.getLogger("bus_tasks.transport")
+
+
+def _call(callback: Callable[[], None]) -> None:
+    callback()
+
+
+class Host(Protocol):
+    """What the sender needs of its connection."""
+
+    def recover(self, max_retries: Retries = "default") -> None: ...
+
+    def prepare(self, exchange: str) -> None:
+        """Before the first publish to ``exchange`` on a connection: declare what it needs."""
+        ...
+
+    @property
+    def user_id(self) -> str | None: ...
+
+
+class Sender:
+    """Sends messages on one connection, keeping each one until the broker confirms it (RabbitMQ
+    with ``confirming``), at most ``max_unconfirmed``, re-sent after a reconnect or a nack."""
+
+    def __init__(
+        self, link: Link, inbox: Inbox, host: Host, *, confirming: bool, max_unconfirmed: int, window: int
+    ) -> None:
+        self._link = link
+        self._inbox = inbox
+        self._host = host
+        self.confirming = confirming
+        self.max_unconfirmed = max_unconfirmed
+        self.window = min(window, max_unconfirmed)
+        self.outbox = Outbox()
+        self.broken = False  # the connection was lost and is not yet recovered
+        self._producer: Producer | None = None
+        self._exchanges_declared: set[str] = set()
+        self._pumping = False
+        self.max_message_bytes: int | None = None  # the broker's limit, once a refusal told it
+
+    @property
+    def pending(self) -> int:
+        return len(self.outbox)
+
+    def lost(self, error: BaseException | None = None) -> None:
+        """The connection is gone: keep every unconfirmed message for the next one, but those
+        its close says the broker refused for good (see transport/refusals)."""
+        refusal = refusals.classify(error or self._link.take_closed_with())
+        if refusal is not None:
+            self._drop_refused(refusal)
+        if not self.broken and self._link.ever_connected:  # else the link said it is unreachable
+            log.warning(
+                "broker connection to %s lost with %d unconfirmed; reconnecting",
+                redact_url(self._link.url), self.pending,
+            )  # fmt: skip
+        self.outbox.lost()
+        self.broken = True
+
+    def _drop_refused(self, refusal: refusals.Refusal) -> None:
+        if refusal.max_size is not None:
+            self.max_message_bytes = refusal.max_size  # refused before sending from now on
+        dropped = self.outbox.refuse(refusal.matches, refusal.reason)
+        log.warning(
+            "broker %s refused %d message%s for good, not re-sent: %s",
+            redact_url(self._link.url), len(dropped), "" if len(dropped) == 1 else "s", refusal.reason,
+        )  # fmt: skip
+
+    def reset(self) -> None:
+        """A new connection replaces the lost one: a new producer, exchanges declared afresh."""
+        self._producer = None
+        self._exchanges_declared.clear()
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def publish(self, message: Outgoing) -> None:
+        if self.max_message_bytes is not None and len(message.body) > self.max_message_bytes:
+            detail = (
+                f"a message of {len(message.body)} bytes to {message.routing_key or message.exchange!r}"
+                f" is over the {self.max_message_bytes} bytes {redact_url(self._link.url)} accepts"
+            )
+            log.warning("not published: %s", detail)
+            raise PublishRefused(detail)
+        if not self.confirming:
+            if self.broken:
+                # Restore consumers first: a request sent before its reply queue is back
+                # would be answered to nowhere.
+                self._host.recover()
+            self._send(message)
+            if message.on_confirm is not None:
+                self._inbox.put(_call, message.on_confirm)
+            return
+        if self.pending >= self.max_unconfirmed:
+            self.await_confirms(self.max_unconfirmed - 1, deadline=time.monotonic() + 1.0)
+            if self.pending >= self.max_unconfirmed:
+                raise PublishError(
+                    f"{self.pending} messages wait for confirmation by {redact_url(self._link.url)}"
+                    f" (the bound is {self.max_unconfirmed}): is the broker reachable?"
+                )
+        self.outbox.add(message)
+        self.pump()
+        if not self.broken and self.outbox.unconfirmed >= self.window:
+            self.await_confirms(self.window // 2, deadline=None)
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait (bounded) for every confirm; then report what the broker returned.
+
+        Raises:
+            PublishUnreachable: when messages wait because the broker is unreachable (at
+                ``timeout_s``, or at once once ``connect_retries`` are spent).
+            PublishError: when some are still unconfirmed at ``timeout_s``, or the broker
+                returned some as unroutable since the last flush.
+        """
+        if self.confirming:
+            self.await_confirms(0, deadline=time.monotonic() + timeout_s)
+            if self.pending:
+                url = redact_url(self._link.url)
+                if self.broken:
+                    raise PublishUnreachable(url, describe(self._link.last_error), self.pending)
+                raise PublishError(f"{self.pending} messages not confirmed by {url} within {timeout_s:g}s")
+        self.report_returned(raise_=True)
+
+    def report_returned(self, *, raise_: bool) -> None:
+        """Log (one line) and raise for the messages returned since the last report; raise for
+        those refused for good (logged when refused)."""
+        refused = self.outbox.take_refused()
+        returned = self.outbox.take_returned()
+        detail = _summary(returned) if returned else ""
+        if returned:
+            log.warning("broker %s returned %s", redact_url(self._link.url), detail)
+        if refused and raise_:
+            raise PublishRefused(f"the broker refused {_summary(refused, 'for good')}")
+        if returned and raise_:
+            raise PublishError(f"the broker returned {detail}")
+
+    def await_confirms(self, at_most: int, *, deadline: float | None) -> None:
+        """Read confirms (reconnecting with back-off, re-sending) until ``pending <= at_most``,
+        the deadline, or the connection gives up (its ``connect_retries`` spent)."""
+        link = self._link
+        while self.pending > at_most:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return
+            if self.broken and not link.due():
+                if link.gave_up:
+                    return
+                link.check_stop()
+                wait_s = link.backoff.wait_s(now)
+                link.pause(wait_s if deadline is None else min(wait_s, deadline - now))
+                continue
+            try:
+                if self.broken or self.outbox.unsent:
+                    self.pump()  # reconnects once if due; re-sends what was nacked
+                if not self.broken:
+                    link.drain_events(0.1)
+            except link.errors as exc:
+                self.lost(exc)
+
+    def pump(self) -> None:
+        """Send what waits, in order; on a lost connection keep it for after a reconnect."""
+        if self._pumping:
+            return  # a reconnect inside the send loop: the loop below goes on sending
+        self._pumping = True
+        try:
+            if self.broken:
+                if not self._link.due():
+                    return  # backing off: publishing must not hang while the broker is away
+                self._host.recover(max_retries=0)
+            outbox = self.outbox
+            while (message := outbox.head()) is not None:
+                self._send(message)
+                outbox.sent()
+        except self._link.errors as exc:
+            self.lost(exc)
+        finally:
+            self._pumping = False
+
+    # -- the broker's answers (read during any wait: they only update the outbox) -----------
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        for callback in self.outbox.ack(delivery_tag, multiple=multiple):
+            self._inbox.put(_call, callback)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        refused = self.outbox.nack(delivery_tag, multiple=multiple)
+        log.warning("broker refused %d messages; re-sending them", refused)
+
+    def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
+        body = message.body
+        if isinstance(body, str):
+            body = body.encode("utf-8", "surrogateescape")
+        reason = f"{getattr(exc, 'reply_code', '?')} {getattr(exc, 'reply_text', exc)}"  # 312 NO_ROUTE
+        self.outbox.returned(exchange, routing_key, body, reason)
+
+    def _send(self, message: Outgoing) -> None:
+        if self._producer is None:
+            # With confirms a message waits in the outbox: one attempt, the back-off does the rest.
+            self._link.connect(max_retries=0 if self.confirming else "default")
+            channel: Any = self._link.channel  # py-amqp's channel: confirms are its extension
+            if self._link.is_amqp:
+                channel.events["basic_return"].add(self._on_return)
+            if self.confirming:
+                channel.confirm_select()
+                channel.events["basic_ack"].add(self._on_ack)
+                channel.events["basic_nack"].add(self._on_nack)
+            self._producer = Producer(channel)
+        if message.exchange and message.exchange not in self._exchanges_declared:
+            self._host.prepare(message.exchange)
+            self._exchanges_declared.add(message.exchange)
+        self._producer.publish(
+            message.body,
+            exchange=message.exchange,
+            routing_key=message.routing_key,
+            content_type=names.CONTENT_TYPE,
+            content_encoding="utf-8",
+            delivery_mode=2 if message.persistent else 1,
+            headers=message.headers,
+            reply_to=message.reply_to,
+            correlation_id=message.correlation_id,
+            expiration=message.expiration_s,
+            user_id=self._host.user_id,
+            # Events must reach the log; heartbeats (presence) may find nobody listening.
+            mandatory=self._link.is_amqp
+            and message.routing_key.startswith(_EVENT_KEY_PREFIX)
+            and message.exchange == names.EVENTS_EXCHANGE,
+            retry=False,
+        )
+
+
+def _summary(returned: list[Returned], how: str = "as unroutable") -> str:
+    """``3 messages as unroutable: task.vdsm.created (312 NO_ROUTE), ...`` (a few keys named)."""
+    keys: dict[tuple[str, str], int] = {}
+    for item in returned:
+        keys[(item.routing_key, item.reason)] = keys.get((item.routing_key, item.reason), 0) + 1
+    named = ", ".join(
+        f"{key} ({reason})" + (f" x{n}" if n > 1 else "") for (key, reason), n in list(keys.items())[:3]
+    )
+    more = f" and {len(keys) - 3} more routing keys" if len(keys) > 3 else ""
+    plural = "message" if len(returned) == 1 else "messages"
+    return f"{len(returned)} {plural} {how}: {named}{more}"
