@@ -23,10 +23,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bus_tasks import transport
 from bus_tasks.core.model import State, TaskRecord
 from bus_tasks.errors import BusTasksError, SubsystemTaken
 from bus_tasks.subsystem import SeqClock, TaskPublisher
-from bus_tasks.transport import BusConnection
+from bus_tasks.transport import Bus, BusOptions
 
 log = logging.getLogger("soak.churn")
 
@@ -106,7 +107,7 @@ class Churn:
                 self.publisher.finish(record.id, message="1 jobs completed successfully")
 
 
-def claim(publisher: TaskPublisher, connection: BusConnection, stop: threading.Event) -> None:
+def claim(publisher: TaskPublisher, connection: Bus, stop: threading.Event) -> None:
     """Listen for control commands, waiting (bounded) for a killed predecessor's claim to go."""
     deadline = time.monotonic() + CLAIM_TIMEOUT_S
     while True:
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     publisher = TaskPublisher(
-        BusConnection(args.broker, confirm_publish=True, stop=stop),
+        transport.open(args.broker, BusOptions(confirm_publish=True), stop=stop),
         args.subsystem,
         seq=SeqClock(args.state / "seq"),
     )
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     for record in adopted:
         publisher.adopt(record)
     publisher.on_stop(lambda task_id: None)  # the task shows aborting; a later step fails it
-    control = BusConnection(args.broker, stop=stop)
+    control = transport.open(args.broker, stop=stop)
     claim(publisher, control, stop)
     serving = threading.Thread(target=publisher.serve_control, args=(control, stop), name="control")
     serving.start()
