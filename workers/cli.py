@@ -261,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="tasks per round (default: %(default)s)",
     )
     simulate.add_argument(
-        "--interval",
+        "--interval-s",
+        "--interval",  # its first name; --interval-s as gluster's, with the unit in it
+        dest="interval",
         type=options.seconds,
         default=INTERVAL_S,
         metavar="S",

@@ -154,7 +154,7 @@ def test_setting_of_the_wrong_type_in_the_environment_is_named(tmp_path: Path) -
         (["tasks", "--timeout", "x"], "argument --timeout: must be a number of seconds more than 0, not 'x'"),
         (
             ["simulate", "storage", "--interval", "0"],
-            "argument --interval: must be a number of seconds more than 0, not '0'",
+            "argument --interval-s/--interval: must be a number of seconds more than 0, not '0'",
         ),
         (
             ["tasks", "--legacy", "info", "--tag", "spm"],

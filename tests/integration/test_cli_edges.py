@@ -375,3 +375,16 @@ def test_metrics_of_serve_carry_no_created_series(tmp_path: Path) -> None:
     assert status == 200
     assert "bus_tasks_rpc_requests_total" in text  # the counters are there, only their twins are not
     assert [line for line in text.splitlines() if "_created" in line] == []
+
+
+def test_simulate_takes_interval_s_as_gluster_does_and_its_old_interval_still(tmp_path: Path) -> None:
+    for flag in ("--interval-s", "--interval"):
+        done = run_cli("simulate", "storage", flag, "-1", cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (2, "")
+        assert done.stderr.splitlines()[-1].endswith(
+            "argument --interval-s/--interval: must be a number of seconds more than 0, not '-1'"
+        )
+    gluster = run_cli("gluster", "--help", cwd=tmp_path, env=cli_env(COLUMNS="200"))
+    simulate = run_cli("simulate", "--help", cwd=tmp_path, env=cli_env(COLUMNS="200"))
+    assert "--interval-s S" in gluster.stdout
+    assert "--interval-s S, --interval S" in simulate.stdout

@@ -178,7 +178,7 @@ def test_help_never_shows_the_default_broker_password() -> None:
         (["tasks", "--timeout", "x"], "argument --timeout: must be a number of seconds more than 0, not 'x'"),
         (["tasks", "--timeout", "-1"], "argument --timeout: must be a number of seconds more than 0, not '-1'"),
         (["status", UNKNOWN_ID, "--timeout", "nan"], "argument --timeout: must be a number of seconds more than 0, not 'nan'"),
-        (["simulate", "storage", "--interval", "0"], "argument --interval: must be a number of seconds more than 0, not '0'"),
+        (["simulate", "storage", "--interval", "0"], "argument --interval-s/--interval: must be a number of seconds more than 0, not '0'"),
         (["inject", "--count", "0"], "argument --count: must be a whole number, at least 1, not '0'"),
         (["inject", "--count", "two"], "argument --count: must be a whole number, at least 1, not 'two'"),
         (["simulate", "gluster", "--tasks", "1.5"], "argument --tasks: must be a whole number, at least 1, not '1.5'"),
