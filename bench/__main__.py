@@ -25,6 +25,8 @@ FIGURES = {
     "ingest": "bench.ingest",
     "core": "bench.core",
     "query": "bench.query",
+    "listing": "bench.listing",
+    "web": "bench.web_view",
     "selectivity": "bench.selectivity",
     "publish": "bench.publish",
     "scale": "bench.scale",

@@ -24,9 +24,11 @@ from bus_tasks.errors import (
     DeadlineExceeded,
     InvalidParameter,
     NoAggregator,
+    ReplyTooLarge,
+    ShutdownRequested,
 )
 from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
-from bus_tasks.protocol import jsonrpc, methods
+from bus_tasks.protocol import jsonrpc, methods, paging
 from bus_tasks.protocol.methods import MethodName
 from bus_tasks.protocol.replies import Outcome, unpack, unpack_batch
 from bus_tasks.transport import Bus, Delivery
@@ -69,6 +71,7 @@ class TasksClient:
         self.connection: Bus = transport.open(connection) if isinstance(connection, str) else connection
         self.timeout_s = timeout_s
         self.rpc_queue = rpc_queue
+        self._pages_listings = False  # set once a listing was too large for one reply
         self.wait_for_aggregator = wait_for_aggregator
         self._lock = threading.Lock()
         self._replies: dict[str, bytes] = {}
@@ -77,6 +80,7 @@ class TasksClient:
         self._started = False
         # Checked on the current connection (again after a reconnect).
         self._rpc_queue_checked = wait_for_aggregator
+        self._abandoned = threading.Event()  # see abandon()
 
     def _start(self) -> None:
         """Declare the reply queue and consume it (once); check the RPC queue (once per connection).
@@ -228,6 +232,8 @@ class TasksClient:
                     probe_at = 0.0 if self.wait_for_aggregator else time.monotonic() + PROBE_AFTER_S
                 now = time.monotonic()
                 remaining = deadline - now
+                if self._abandoned.is_set():
+                    raise ShutdownRequested(f"{method} abandoned: its client is closing")
                 if remaining <= 0:
                     raise DeadlineExceeded(method, timeout)
                 if probe_at and now >= probe_at:
@@ -261,9 +267,21 @@ class TasksClient:
     def get_all_tasks(
         self, tags: str | Sequence[str] | None = None, options: dict[str, Any] | None = None
     ) -> dict[str, dict[str, Any]]:
-        """Every task (``tags=None``), or those carrying any of ``tags`` (all with ``{"match": "all"}``)."""
+        """Every task (``tags=None``), or those carrying any of ``tags`` (all with ``{"match": "all"}``),
+        whatever their number: a listing too large for one reply is fetched page by page.
+        With ``options.limit`` (and ``continue``), the one page asked (SPEC section 14).
+        """
         tag_param = list(tags) if tags is not None and not isinstance(tags, str) else tags
-        return self.call(MethodName.GET_ALL_TASKS, {"tags": tag_param, "options": options})  # type: ignore[no-any-return]
+        asked_page = options is not None and ("limit" in options or "continue" in options)
+        if asked_page or not self._pages_listings:
+            try:
+                return self.call(MethodName.GET_ALL_TASKS, {"tags": tag_param, "options": options})  # type: ignore[no-any-return]
+            except ReplyTooLarge:
+                if asked_page:
+                    raise
+                self._pages_listings = True  # the listings are large here: paged from the start now
+        pages = paging.collect(lambda params: self.call(MethodName.GET_ALL_TASKS, params), tag_param, options)
+        return pages.result(with_revision=bool(options and options.get("revision")))
 
     def get_all_tasks_info(self) -> dict[str, dict[str, Any]]:
         """VDSM's ``getAllTasksInfo``: ``{id: {"id", "verb"}}`` of tasks tagged ``spm``."""
@@ -351,6 +369,11 @@ class TasksClient:
     def vdsm(self) -> VdsmFacade:
         """The wrapped VDSM Python-API form of the same calls."""
         return VdsmFacade(self)
+
+    def abandon(self) -> None:
+        """From another thread: a call waiting for its reply (a watch failing over, say) gives up
+        with ``ShutdownRequested`` within a second, rather than at its deadline."""
+        self._abandoned.set()
 
     def close(self) -> None:
         self.connection.close()

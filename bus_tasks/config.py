@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from importlib.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import urlsplit, urlunsplit
@@ -13,12 +14,14 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 from bus_tasks.authorization import AuthorizationMode, Roles
 from bus_tasks.broker_login import BrokerLogin, LoginMethod, certificate_common_name
-from bus_tasks.core.model import SUBSYSTEM_PATTERN, describe_validation
+from bus_tasks.config_explain import did_you_mean, explain
+from bus_tasks.core.model import SUBSYSTEM_PATTERN
 from bus_tasks.errors import ConfigError
 from bus_tasks.identity import IDENTITY_PATTERN, IdentityMode, TrustPolicy
 
@@ -45,6 +48,8 @@ DEFAULT_RPC_TIMEOUT_S = 10.0
 DEFAULT_PREFETCH_COUNT = 256
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
 DEFAULT_MAX_REQUEST_BYTES = 1 << 20
+# Below the broker's own limit (RabbitMQ 4.x refuses messages over 16 MiB, 3.x over 128 MiB).
+DEFAULT_MAX_REPLY_BYTES = 15 << 20
 DEFAULT_MAX_BATCH_CALLS = 100
 DEFAULT_DONE_TTL_S = 7 * 24 * 3600.0
 DEFAULT_TOMBSTONE_TTL_S = 30 * 24 * 3600.0
@@ -72,6 +77,24 @@ def config_file() -> Path | None:
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
 
 
+class _ConfigFile(TomlConfigSettingsSource):
+    """The config file, read so that whatever it holds gives settings or a ConfigError."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            return super()._read_file(file_path)
+        except tomllib.TOMLDecodeError:
+            raise  # load_settings says where
+        # What tomllib lets through: bytes that are not UTF-8, arrays or tables nested past
+        # Python's recursion limit, an integer of more digits than int() reads.
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {file_path}: not UTF-8 text (at byte {exc.start})") from None
+        except RecursionError:
+            raise ConfigError(f"config file {file_path}: values nested too deeply") from None
+        except ValueError as exc:
+            raise ConfigError(f"config file {file_path}: a value cannot be read: {exc}") from None
+
+
 class Settings(BaseSettings):
     """Everything a bus_tasks process can be told; misspelled keys are errors."""
 
@@ -85,6 +108,7 @@ class Settings(BaseSettings):
     prefetch_count: int = Field(default=DEFAULT_PREFETCH_COUNT, ge=1, le=65535)
     max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1024)
     max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, ge=1024)
+    max_reply_bytes: int = Field(default=DEFAULT_MAX_REPLY_BYTES, ge=16384)
     max_batch_calls: int = Field(default=DEFAULT_MAX_BATCH_CALLS, ge=1, le=10_000)
     data_dir: Path = DEFAULT_DATA_DIR
     store: Literal["sqlite", "redis", "none"] = "sqlite"
@@ -211,7 +235,7 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         path = config_file()
         if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            sources.append(_ConfigFile(settings_cls, toml_file=path))
         return tuple(sources)
 
     @model_validator(mode="after")
@@ -314,7 +338,6 @@ def load_settings(*, with_store: bool = True, **overrides: object) -> Settings:
         source = config_file()
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
-    where = f"config file {source}, " if source is not None else ""
     try:
         # Given to the constructor, these outrank the file and the environment, whose values
         # for them are then never validated.
@@ -323,8 +346,14 @@ def load_settings(*, with_store: bool = True, **overrides: object) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {source}: {exc}") from None
     except ValidationError as exc:
+        given = {name for name, value in overrides.items() if value is not None}
+        fields = Settings.model_fields
         raise ConfigError(
-            f"{describe_validation(exc, limit=20)} (from {where}{ENV_PREFIX}* env vars or options)"
+            explain(exc, fields=fields, source=source, env_prefix=ENV_PREFIX, options=given)
+        ) from None
+    except SettingsError as exc:  # e.g. BUS_TASKS_ADMINS=alice: a list in the environment is JSON
+        raise ConfigError(
+            f"{exc}: a list or a table in a {ENV_PREFIX}* variable is written as JSON"
         ) from None
     except OSError as exc:
         raise ConfigError(f"config file {source}: {exc}") from None
@@ -361,7 +390,8 @@ def _check_environment(fields: set[str]) -> None:
     known = {f"{ENV_PREFIX}{name}".upper() for name in fields} | {CONFIG_ENV}
     unknown = sorted(n for n in os.environ if n.upper().startswith(ENV_PREFIX) and n.upper() not in known)
     if unknown:
-        raise ConfigError(f"unknown setting in the environment: {', '.join(unknown)}")
+        hints = "".join(did_you_mean(name.upper(), known) for name in unknown)
+        raise ConfigError(f"unknown setting in the environment: {', '.join(unknown)}{hints}")
 
 
 def broker_urls(url: str) -> list[str]:

@@ -123,6 +123,24 @@ class RevisionGone(BusTasksError):
     title = "Revision gone"
 
 
+class ReplyTooLarge(BusTasksError):
+    """Raised when a reply would be larger than ``max_reply_bytes`` (a listing of too many tasks
+    at once): the caller pages it with ``options.limit`` (SPEC section 14)."""
+
+    code = -32012
+    title = "Reply too large"
+
+    def __init__(
+        self, tasks: int | None = None, size: int | None = None, *, message: str | None = None
+    ) -> None:
+        if message is None:
+            what = f"{tasks} tasks ({size} bytes)" if tasks is not None else f"{size} bytes"
+            message = f"{self.title}: {what}; page it with options.limit"
+        super().__init__(message=message)
+        self.tasks = tasks
+        self.size = size
+
+
 class PermissionDenied(BusTasksError):
     """Raised when the caller's identity may not make this call (SPEC 16, ``authorization = "on"``):
     the call had no effect. Ask for a role that allows it (docs/authorization.md)."""
@@ -246,6 +264,7 @@ _BY_CODE: dict[int, type[BusTasksError]] = {
         InvalidParams,
         InternalError,
         RevisionGone,
+        ReplyTooLarge,
         PermissionDenied,
         TooManyRequests,
     )
@@ -280,6 +299,11 @@ class PublishError(BusTasksError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(message=f"{self.title}: {detail}")
+
+
+class PublishRefused(PublishError):
+    """Raised when the broker refuses a message for good (over its size limit, access refused to
+    its exchange): it is not re-sent, and a reply refused so is answered -32012 instead."""
 
 
 class StoreUnavailable(BusTasksError):

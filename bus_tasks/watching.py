@@ -13,11 +13,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bus_tasks import codec, names
-from bus_tasks.errors import BusTasksError, RevisionGone
+from bus_tasks.errors import BusTasksError, ReplyTooLarge, RevisionGone
 from bus_tasks.identity import Speech, TrustPolicy, refusal
+from bus_tasks.protocol import paging
 from bus_tasks.protocol.changes import Change, selects
 from bus_tasks.protocol.methods import MethodName
 
@@ -255,7 +257,7 @@ class Watch:
 
     def _begin(self) -> Iterator[WatchEvent]:
         if self._since is None:
-            yield from self.state.on_listing(self._ask(None))
+            yield from self._list()
         else:
             self.state.revision = self._since
             yield from self.state.on_replay(self._ask(self._since))
@@ -290,10 +292,25 @@ class Watch:
         following = self.state.following
         try:
             result = self._ask(self.state.revision, log_name=following.log if following else None)
-        except RevisionGone:
-            yield from self.state.on_listing(self._ask(None))
+        except (RevisionGone, ReplyTooLarge):  # too old, or too many changes to replay: list again
+            yield from self._list()
             return
         yield from self.state.on_replay(result)
+
+    def _list(self) -> Iterator[WatchEvent]:
+        """A listing; one too large for a reply is paged (getAllTasks), then the changes after
+        its first page's revision are replayed, which also says who answers (SPEC section 14)."""
+        try:
+            result = self._ask(None)
+        except ReplyTooLarge:
+            options = {"match": "all" if self.state.match_all else "any"}
+            call = partial(self.client.call, MethodName.GET_ALL_TASKS)
+            listed = paging.collect(call, list(self.state.tags), options).result(with_revision=True)
+            replay = self._ask(listed["revision"])
+            yield from self.state.on_listing({**replay, **listed})  # its revision, its tasks
+            yield from self.state.on_replay(replay)
+            return
+        yield from self.state.on_listing(result)
 
     def _ask(self, since: int | None, *, rpc_queue: str | None = None, log_name: str | None = None) -> Any:
         options: dict[str, Any] = {"match": "all" if self.state.match_all else "any"}

@@ -13,8 +13,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bus_tasks import names
-from bus_tasks.errors import RevisionGone
+from bus_tasks import codec, names
+from bus_tasks.config import DEFAULT_MAX_REPLY_BYTES
+from bus_tasks.errors import PublishRefused, RevisionGone
 from bus_tasks.protocol import changes
 from bus_tasks.transport import Bus
 
@@ -24,6 +25,7 @@ DEFAULT_HISTORY = 10_000  # changes kept for replay
 # While events keep coming, changes wait at most this long to go out together: a trickle goes
 # out event by event, a flood in a few hundred messages a second, whatever the broker's chunks.
 COALESCE_S = 0.005
+MIN_MESSAGE_BYTES = 4096
 
 
 class ChangeFeed:
@@ -40,8 +42,12 @@ class ChangeFeed:
         history: int = DEFAULT_HISTORY,
         beat_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        max_message_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         self.connection = connection
+        # A turn's changes go out in messages of at most this size (halved when the broker's
+        # own limit proves lower); a single change still larger is dropped, logged.
+        self.max_message_bytes = max_message_bytes
         self.name = name
         self.instance = instance
         self.log_name = log_name  # which log revisions count in (replays only make sense on it)
@@ -49,7 +55,7 @@ class ChangeFeed:
         self.beat_s = beat_s  # a message at least this often: watchers take silence for a death
         self.published = 0  # messages
         self._routing_key = names.changes_routing_key(name)
-        self._pending: list[bytes] = []
+        self._pending: list[tuple[int, bytes]] = []  # (revision, encoded change)
         # (revision, tags, encoded change), oldest first; complete for revisions after _floor.
         self._history: deque[tuple[int, tuple[str, ...], bytes]] = deque()
         self._history_size = history
@@ -87,7 +93,7 @@ class ChangeFeed:
             self.removed(revision, task_id, tags)
 
     def _record(self, revision: int, tags: tuple[str, ...], change: bytes) -> None:
-        self._pending.append(change)
+        self._pending.append((revision, change))
         history = self._history
         history.append((revision, tags, change))
         if len(history) > self._history_size:
@@ -116,19 +122,28 @@ class ChangeFeed:
             "after": self._after,
             "revision": revision,
         }
-        if stopped:
-            head["stopped"] = True
-        body = changes.feed_message(head, self._pending)
-        self.connection.publish(
-            body,
-            exchange=names.CHANGES_EXCHANGE,
-            routing_key=self._routing_key,
-            persistent=False,
-        )
+        while True:
+            chunks = chunked(self._pending, revision, self.max_message_bytes - len(codec.dumps(head)) - 64)
+            try:
+                for n, (gap, chunk_revision, chunk) in enumerate(chunks, 1):
+                    moved = {"after": max(self._after, gap), "revision": chunk_revision}
+                    if stopped and n == len(chunks):
+                        moved["stopped"] = True
+                    body = changes.feed_message(head | moved, chunk)
+                    self.connection.publish(
+                        body, exchange=names.CHANGES_EXCHANGE, routing_key=self._routing_key, persistent=False
+                    )
+                    self._after = chunk_revision
+                    self.published += 1
+                    self._pending = [p for p in self._pending if p[0] > chunk_revision]
+                break
+            except PublishRefused:  # the broker's limit is below ours: smaller messages
+                if self.max_message_bytes <= MIN_MESSAGE_BYTES:
+                    raise
+                self.max_message_bytes //= 2
         self._pending.clear()
         self._after = revision
         self._published_at = self._clock()
-        self.published += 1
         return True
 
     # -- replay (Host.getTaskChanges) -------------------------------------------------------
@@ -157,3 +172,32 @@ class ChangeFeed:
                 message=f"Revision gone: revisions of log {log_name!r} do not count in"
                 f" {self.log_name!r} (aggregator {self.name}): list again"
             )
+
+
+def chunked(
+    pending: Sequence[tuple[int, bytes]], revision: int, max_bytes: int
+) -> list[tuple[int, int, list[bytes]]]:
+    """``pending`` changes as (gap, revision, changes) messages of at most ``max_bytes`` of
+    changes; the last message carries ``revision`` (the view's, maybe past the last change). A
+    change larger than ``max_bytes`` alone cannot be sent: it is left out, logged, and the next
+    message's ``gap`` is its revision (0: none), which that message's ``after`` claims, so that
+    watchers see a gap and replay it over RPC instead of missing it."""
+    chunks: list[tuple[int, int, list[bytes]]] = []
+    chunk: list[bytes] = []
+    size = last = gap = 0
+    for at, change in pending:
+        if len(change) + 1 > max_bytes:
+            log.warning("change at revision %d not published: %d bytes, over %d", at, len(change), max_bytes)
+            if chunk:
+                chunks.append((gap, last, chunk))
+                chunk, size = [], 0
+            gap = last = at
+            continue
+        if chunk and size + len(change) + 1 > max_bytes and at != last:  # a revision stays whole
+            chunks.append((gap, last, chunk))
+            chunk, size, gap = [], 0, 0
+        chunk.append(change)
+        size += len(change) + 1
+        last = at
+    chunks.append((gap, revision, chunk))
+    return chunks

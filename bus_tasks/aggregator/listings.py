@@ -9,6 +9,9 @@ from typing import Any
 
 from bus_tasks import codec
 from bus_tasks.aggregator.changes import ChangeFeed
+from bus_tasks.aggregator.paged import answer_page, check_reply_size
+from bus_tasks.config import DEFAULT_MAX_REPLY_BYTES
+from bus_tasks.core.paging import Pager
 from bus_tasks.core.view import Entry, TaskView
 from bus_tasks.errors import MethodNotFound
 from bus_tasks.protocol import shapes, vdsm
@@ -30,9 +33,17 @@ LISTING_CACHE_SIZE = 8  # listings (lists of encoded members) kept while the vie
 class Listings:
     """The methods that list many tasks (the dispatcher's table holds them)."""
 
-    def __init__(self, view: TaskView, feed: ChangeFeed | None = None) -> None:
+    def __init__(
+        self,
+        view: TaskView,
+        feed: ChangeFeed | None = None,
+        *,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+    ) -> None:
         self.view = view
         self.feed = feed
+        self.max_reply_bytes = max_reply_bytes
+        self.pager = Pager(view)
         self._listings: OrderedDict[tuple[Any, ...], list[bytes]] = OrderedDict()
         self._listings_version = -1
 
@@ -40,6 +51,16 @@ class Listings:
         tags = query_tags(params.tags)
         options = params.options or DEFAULT_OPTIONS
         match_all = options.match == "all"
+        if options.limit is not None or options.continue_ is not None:
+            return answer_page(
+                self.pager,
+                tags,
+                match_all=match_all,
+                limit=options.limit,
+                token=options.continue_,
+                revision=self.view.revision,
+                max_reply_bytes=self.max_reply_bytes,
+            )
         listing = self._listing(
             ("tasks", tuple(tags), match_all),
             lambda: [e.member for e in self.view.select(tags, match_all=match_all)],
@@ -99,6 +120,7 @@ class Listings:
                 self._listings.popitem(last=False)
         else:
             self._listings.move_to_end(key)
+        check_reply_size(members, self.max_reply_bytes)
         return EncodedObject(members)
 
     def _legacy_listing(self) -> list[Entry]:

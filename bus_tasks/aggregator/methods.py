@@ -11,9 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bus_tasks import codec
+from bus_tasks import codec, config
 from bus_tasks.aggregator.changes import ChangeFeed
 from bus_tasks.aggregator.listings import Listings, status_of
+from bus_tasks.aggregator.paged import refuse_oversize
 from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy
 from bus_tasks.core.model import canonical_task_id, check_tag, check_tags
 from bus_tasks.core.view import Entry, TaskView
@@ -85,10 +86,12 @@ class Dispatcher:
         aggregators: Callable[[], list[dict[str, Any]]] | None = None,
         feed: ChangeFeed | None = None,
         policy: CallPolicy = ADMIT_ALL,
+        max_reply_bytes: int = config.DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         """Args:
         policy: sees every call before its method runs, and is told how each was served (a
             forwarded call is the relay's to tell, once answered): see aggregator/policy.
+        max_reply_bytes: no reply is larger: a listing that would be answers -32012 (SPEC 14).
         """
         self.view = view
         self.policy = policy
@@ -96,7 +99,8 @@ class Dispatcher:
         self._check_writable = check_writable  # raises when the view may not change now
         self._subsystems = subsystems
         self._aggregators = aggregators
-        self.listings = Listings(view, feed)
+        self.max_reply_bytes = max_reply_bytes
+        self.listings = Listings(view, feed, max_reply_bytes=max_reply_bytes)
         table = [
             Method(MethodName.GET_ALL_TASKS, GetAllTasksParams, self.listings.get_all_tasks),
             Method(MethodName.GET_ALL_TASKS_INFO, LegacyListParams, self.listings.get_all_tasks_info),
@@ -242,6 +246,10 @@ class Dispatcher:
                 request_id, forward=result, method=method_name, notification=notification, params=params
             )
         body = result_body(request_id, result)
+        refused = refuse_oversize(method_name, request_id, body, self.max_reply_bytes)
+        if refused is not None:  # a reply that no listing's own check foresaw
+            self._served(context, method_name, "error", started, params)
+            return Reply(request_id, refused, method=method_name, notification=notification)
         self._served(context, method_name, "ok", started, params)
         return Reply(request_id, body, method=method_name, notification=notification)
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from bus_tasks import names
 from bus_tasks.aggregator.methods import Forward
 from bus_tasks.aggregator.policy import ADMIT_ALL, CallPolicy
-from bus_tasks.errors import BusTasksError, GeneralError, InternalError
+from bus_tasks.errors import BusTasksError, GeneralError, InternalError, PublishRefused, ReplyTooLarge
 from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.protocol import control, jsonrpc
 from bus_tasks.protocol.context import CallContext
@@ -56,9 +56,11 @@ class ControlRelay:
         *,
         policy: CallPolicy = ADMIT_ALL,
         trust: TrustPolicy = OFF,
+        max_reply_bytes: int | None = None,
     ) -> None:
         self.connection = connection
         self.trust = trust  # whose answers are believed (SPEC 15)
+        self.max_reply_bytes = max_reply_bytes  # a larger reply (a batch's) is answered -32012
         self.counts = counts
         self.policy = policy  # told of each forwarded call once answered (see methods.Dispatcher)
         self.pending: dict[str, PendingControl] = {}
@@ -186,6 +188,19 @@ class ControlRelay:
         )
 
     def reply(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
+        if self.max_reply_bytes is not None and len(body) > self.max_reply_bytes:
+            error = ReplyTooLarge(size=len(body))
+            self.counts["replies_too_large"] += 1
+            log.warning("reply %r not sent: %s", correlation_id, error.message)
+            body = jsonrpc.error_body(None, error)
+        try:
+            self._send_reply(reply_to, correlation_id, body)
+        except PublishRefused:  # over the broker's own limit (logged): the caller hears why
+            self.counts["replies_too_large"] += 1
+            refused = jsonrpc.error_body(None, ReplyTooLarge(size=len(body)))  # matched by correlation id
+            self._send_reply(reply_to, correlation_id, refused)
+
+    def _send_reply(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
         self.connection.publish(body, routing_key=reply_to, correlation_id=correlation_id, persistent=False)
 
     def _ensure_queue(self, subsystem: str) -> None:

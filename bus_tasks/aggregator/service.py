@@ -50,6 +50,7 @@ class AggregatorPolicy:
     ack_batch: int = 128
     max_event_bytes: int = config.DEFAULT_MAX_EVENT_BYTES
     max_request_bytes: int = config.DEFAULT_MAX_REQUEST_BYTES
+    max_reply_bytes: int = config.DEFAULT_MAX_REPLY_BYTES
     max_batch_calls: int = config.DEFAULT_MAX_BATCH_CALLS
     done_ttl_s: float | None = config.DEFAULT_DONE_TTL_S
     tombstone_ttl_s: float = config.DEFAULT_TOMBSTONE_TTL_S
@@ -112,6 +113,7 @@ class Aggregator:
             log_name=_log_name(connection, self.replicas.instance),
             history=self.policy.watch_history,
             beat_s=self.policy.beat_s,
+            max_message_bytes=self.policy.max_reply_bytes,
         )
         self.test_tasks = TestTaskOwner(connection, test_subsystem, self.view) if test_subsystem else None
         if self.test_tasks is not None:
@@ -131,7 +133,13 @@ class Aggregator:
         )
         self.health = self.ingest.health
         self.call_policy = Policies(call_policy, self.metrics)
-        self.relay = ControlRelay(connection, self.counts, policy=self.call_policy, trust=trust)
+        self.relay = ControlRelay(
+            connection,
+            self.counts,
+            policy=self.call_policy,
+            trust=trust,
+            max_reply_bytes=self.policy.max_reply_bytes,
+        )
         self.clears = Clears(connection, self.ingest, self.relay, self.counts)
         self.retention = Retention(
             self.view,
@@ -149,6 +157,7 @@ class Aggregator:
             aggregators=lambda: self.replicas.listing(revision=self.view.revision, tasks=len(self.view)),
             feed=self.feed,
             policy=self.call_policy,
+            max_reply_bytes=self.policy.max_reply_bytes,
         )
         self.metrics.add_methods(self.dispatcher.methods)
         self.requests = Requests(
@@ -316,7 +325,8 @@ class Aggregator:
             self.store.close()
             self.connection.close()
         self.metrics.sync()  # the last figures, for a scrape after the stop
-        log.info("aggregator stopped: %s", dict(self.counts))
+        handled = ", ".join(f"{what} {n}" for what, n in sorted(self.counts.items()) if n)
+        log.info("aggregator stopped: %s", handled or "nothing was received")
 
     def step(self, timeout_s: float = 0.2) -> None:
         """Process what arrives within ``timeout_s``; flush acks when the queue is idle."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from datetime import UTC, datetime
@@ -139,6 +140,25 @@ def rfc3339(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def check_finite(value: Any) -> Any:
+    """Return ``value`` (JSON) if it holds no NaN or infinity, at any depth.
+
+    Raises:
+        ValueError: on one: JSON has none, and the parser reads ``NaN``, ``Infinity`` and ``1e400``
+            as such floats, which the view would list as ``null``.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{item} is not a JSON number")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
 TaskId = Annotated[str, AfterValidator(canonical_task_id)]
 Subsystem = Annotated[str, StringConstraints(pattern=SUBSYSTEM_PATTERN)]
 Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
@@ -160,9 +180,9 @@ class TaskRecord(BaseModel):
     state: State
     code: StrictInt = 0
     message: str = ""
-    result: JsonValue = ""
+    result: Annotated[JsonValue, AfterValidator(check_finite)] = ""
     progress: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
-    data: dict[str, JsonValue] = Field(default_factory=dict)
+    data: Annotated[dict[str, JsonValue], AfterValidator(check_finite)] = Field(default_factory=dict)
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -236,9 +256,9 @@ class Heartbeat(BaseModel):
     instance: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     state: Literal["alive", "stopped"] = "alive"
     interval_s: Annotated[float, Field(gt=0, le=3600)]
-    tasks: Annotated[StrictInt, Field(ge=0)] = 0
+    tasks: Annotated[StrictInt, Field(ge=0, lt=2**63)] = 0  # (JSON encodes 64-bit integers only)
     host: Annotated[str, StringConstraints(max_length=255)] = ""
-    pid: Annotated[StrictInt, Field(ge=0)] = 0
+    pid: Annotated[StrictInt, Field(ge=0, lt=2**63)] = 0
     sent_at: Timestamp
 
     def to_wire(self) -> dict[str, Any]:
@@ -258,8 +278,8 @@ class ReplicaBeat(BaseModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     instance: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     state: Literal["serving", "stopped"] = "serving"
-    revision: Annotated[StrictInt, Field(ge=0)]
-    tasks: Annotated[StrictInt, Field(ge=0)]
+    revision: Annotated[StrictInt, Field(ge=0, lt=2**63)]  # (JSON encodes 64-bit integers only)
+    tasks: Annotated[StrictInt, Field(ge=0, lt=2**63)]
     rpc_queue: Annotated[str, StringConstraints(max_length=255)] = ""  # requests to it alone
     started_at: Timestamp
     interval_s: Annotated[float, Field(gt=0, le=3600)]

@@ -203,6 +203,10 @@ class TaskView:
             raise UnknownTask(task_id)
         return entry
 
+    def find(self, task_id: str) -> Entry | None:
+        """The live entry of ``task_id``, or None."""
+        return self._entries.get(task_id)
+
     def clear(self, task_id: str, *, force: bool = False) -> Tombstone:
         """Remove a done task (with ``force``, any task), leaving a tombstone.
 

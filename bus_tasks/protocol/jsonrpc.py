@@ -256,6 +256,8 @@ def check_response(response: Any) -> Response:
         raise InternalError("reply is not a JSON object")
     if "error" not in response and "result" not in response:
         raise InternalError("reply has neither result nor error")
+    if not _is_id(response.get("id")):  # a batch's responses are matched by it: hashable
+        raise InternalError('reply\'s "id" is not a string, a number or null')
     return response  # type: ignore[return-value]  # result or error checked above
 
 

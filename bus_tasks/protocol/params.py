@@ -42,6 +42,9 @@ class GetAllTasksOptions(BaseModel):
     # Answer {"revision": N, "tasks": {...}}: the tasks, and the revision of the view they are
     # from (the event log's position; see TaskView.revision). Off: VDSM's shape, {id: details}.
     revision: StrictBool = False
+    # Paging (SPEC 14): checked by the listing, so that a bad limit or token is code 1000.
+    limit: JsonValue = None
+    continue_: JsonValue = Field(default=None, alias="continue")
 
     @model_validator(mode="after")
     def _ignore_unknown(self) -> GetAllTasksOptions:

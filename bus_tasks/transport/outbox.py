@@ -58,6 +58,7 @@ class Outbox:
         self._unconfirmed: dict[int, Outgoing] = {}  # delivery tag -> message, in tag order
         self._next_tag = 1
         self._returned: list[Returned] = []
+        self._refused: list[Returned] = []
 
     def __len__(self) -> int:
         """Messages not yet confirmed (sent or not)."""
@@ -142,6 +143,21 @@ class Outbox:
             message.returned = None  # sent again, it is routed afresh
         self._unsent.extendleft(reversed(refused))
         return len(refused)
+
+    def refuse(self, refused: Callable[[Outgoing], bool], reason: str) -> list[Outgoing]:
+        """The broker refused for good the messages ``refused`` picks (sent or not): they leave
+        the line, never to be re-sent, and are recorded for :meth:`take_refused`. Returns them."""
+        gone = [m for m in (*self._unconfirmed.values(), *self._unsent) if refused(m)]
+        if gone:
+            self._unconfirmed = {t: m for t, m in self._unconfirmed.items() if not refused(m)}
+            self._unsent = deque(m for m in self._unsent if not refused(m))
+            self._refused.extend(Returned(m.exchange, m.routing_key, reason) for m in gone)
+        return gone
+
+    def take_refused(self) -> list[Returned]:
+        """The messages refused since the last call, in order; forgets them."""
+        refused, self._refused = self._refused, []
+        return refused
 
     def lost(self) -> int:
         """The channel is gone: every message not confirmed is to be sent again, in order.

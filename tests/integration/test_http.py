@@ -393,3 +393,37 @@ def test_under_load_every_answer_is_whole_and_the_watch_ends_equal_to_the_listin
     assert request(served, "/api/tasks")[1] == expected
     assert "Traceback" not in served.process.log
     pub.close()
+
+
+def test_api_tasks_answers_every_task_over_max_reply_bytes_and_a_page_with_limit(
+    vhost_broker: Broker, serve: Serve
+) -> None:
+    served = serve(BUS_TASKS_MAX_REPLY_BYTES="16384")
+    pub = publisher(vhost_broker)
+    ids = sorted(pub.create("copyImage", ["spm"], state=State.RUNNING).id for _ in range(150))
+    pub.flush(10.0)
+    wait_until(lambda: len(request(served, "/api/tasks")[1]) == 150, timeout_s=20, what="150 tasks over HTTP")
+    status, body, headers = request(served, "/api/tasks")
+    assert (status, sorted(body)) == (200, ids)
+    status, first, headers = request(served, "/api/tasks?tag=spm&limit=20")
+    assert status == 200
+    assert (list(first["tasks"]), first["revision"]) == (ids[:20], int(headers["X-Bus-Tasks-Revision"]))
+    listed, token = list(first["tasks"]), first["continue"]
+    while token is not None:
+        status, page, _ = request(served, f"/api/tasks?tag=spm&limit=100000&continue={token}")
+        assert (status, page["revision"]) == (200, first["revision"])
+        listed += page["tasks"]
+        token = page["continue"]
+    assert listed == ids
+    for query in (
+        "limit=0",
+        "limit=100001",
+        "limit=x",
+        "limit=1&continue=nope",
+        f"continue={first['continue']}",
+    ):
+        status, error, _ = request(served, "/api/tasks?" + query)
+        assert (status, error["code"]) == (400, 1000), query
+    status, error, _ = request(served, f"/api/tasks?tag=gluster&limit=5&continue={first['continue']}")
+    assert (status, error["code"]) == (400, 1000)
+    pub.close()

@@ -32,6 +32,7 @@ DEFAULTS = {
     "prefetch_count": 256,
     "max_event_bytes": 1048576,
     "max_request_bytes": 1048576,
+    "max_reply_bytes": 15728640,
     "max_batch_calls": 100,
     "data_dir": Path("data"),
     "store": "sqlite",
@@ -194,7 +195,7 @@ def test_load_settings_names_the_config_file_of_a_bad_value_without_showing_it(
         load_settings()
     assert str(caught.value) == (
         "broker_url: broker URL scheme 'foo' is not supported: use one of amqp://, amqps://, pyamqp://, "
-        f"redis://, rediss://, memory:// (from config file {path}, BUS_TASKS_* env vars or options)"
+        f"redis://, rediss://, memory:// (from config file {path})"
     )
 
 

@@ -15,6 +15,7 @@ from bus_tasks.core.model import Event, State, TaskRecord
 from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.protocol import shapes
 from bus_tasks.protocol.methods import ALIASES, MethodName
+from bus_tasks.protocol.params import TaskParams
 
 RUNNING = task_id(1)  # vdsm, running, spm
 FINISHED = task_id(2)  # vdsm, finished, spm + storage:sd1
@@ -368,7 +369,11 @@ def test_a_task_id_that_is_not_a_string_answers_32602(dispatcher: Dispatcher) ->
 @pytest.mark.parametrize("method", both_names("Task.stop"))
 def test_stop_of_a_running_task_is_forwarded_to_its_subsystem(dispatcher: Dispatcher, method: str) -> None:
     assert dispatcher.handle(request(method, {"taskID": REBALANCE}, "s-1")) == Reply(
-        "s-1", body=None, forward=Forward("stop", REBALANCE, "gluster"), method=method
+        "s-1",
+        body=None,
+        forward=Forward("stop", REBALANCE, "gluster"),
+        method=method,
+        params=TaskParams(taskID=REBALANCE),
     )
 
 
@@ -389,7 +394,11 @@ def test_stop_of_an_aborting_task_answers_411(dispatcher: Dispatcher) -> None:
 @pytest.mark.parametrize("method", both_names("Task.revert"))
 def test_revert_of_a_done_task_is_forwarded_to_its_subsystem(dispatcher: Dispatcher, method: str) -> None:
     assert dispatcher.handle(request(method, [REMOVE_BRICK], 12)) == Reply(
-        12, body=None, forward=Forward("revert", REMOVE_BRICK, "gluster"), method=method
+        12,
+        body=None,
+        forward=Forward("revert", REMOVE_BRICK, "gluster"),
+        method=method,
+        params=TaskParams(taskID=REMOVE_BRICK),
     )
 
 
@@ -564,10 +573,10 @@ def test_get_all_tasks_ignores_unknown_options_and_still_checks_known_ones(
 ) -> None:
     # options is for extension: a newer client's options must not break an older server.
     with caplog.at_level(logging.DEBUG, logger="bus_tasks.protocol.params"):
-        listed = result(dispatcher, "Host.getAllTasks", {"tags": "spm", "options": {"limit": 5, "x": {}}})
+        listed = result(dispatcher, "Host.getAllTasks", {"tags": "spm", "options": {"sortBy": 5, "x": {}}})
     assert listed == result(dispatcher, "Host.getAllTasks", {"tags": "spm"})
-    assert "unknown options ignored: ['limit', 'x']" in caplog.text
-    assert call(dispatcher, "Host.getAllTasks", {"options": {"match": "some", "limit": 5}}) == error_reply(
+    assert "unknown options ignored: ['sortBy', 'x']" in caplog.text
+    assert call(dispatcher, "Host.getAllTasks", {"options": {"match": "some", "sortBy": 5}}) == error_reply(
         -32602, "Invalid params: options.match: Input should be 'any' or 'all'"
     )
 

@@ -22,7 +22,7 @@ from kombu.messaging import Consumer
 
 from bus_tasks import names
 from bus_tasks.config import redact_url
-from bus_tasks.errors import BusTasksError
+from bus_tasks.errors import BusTasksError, PublishRefused
 from bus_tasks.transport.bus import Delivery, Handler, Position, ReentrantDrain
 from bus_tasks.transport.kombu.admin import KombuAdmin
 from bus_tasks.transport.kombu.consumers import Inbox, Subscription, acks_batched, delivery_of, start_claimed
@@ -341,7 +341,12 @@ class BusConnection:
                 self._dead_letters_unconfirmed -= 1
             delivery.ack()
 
-        self.publish(delivery.body, routing_key=names.DEAD_QUEUE, headers=headers, on_confirm=confirmed)
+        try:
+            self.publish(delivery.body, routing_key=names.DEAD_QUEUE, headers=headers, on_confirm=confirmed)
+        except PublishRefused as exc:  # never re-sent: the message goes, logged once
+            self._dead_letters_unconfirmed -= 1
+            log.warning("dead letter of %s dropped (%s): %s", delivery.routing_key, reason[:200], exc)
+            delivery.ack()
 
     def ack_all(self, deliveries: list[Delivery]) -> None:
         """Ack deliveries of one consumer, in order: on RabbitMQ with one frame when it is safe."""

@@ -114,6 +114,7 @@ class Link:
         self.reconnect_max_s = reconnect_max_s
         self.backoff = Backoff(max_s=reconnect_max_s)
         self.last_error: BaseException | None = None  # of the current outage
+        self.closed_with: BaseException | None = None  # see drain_events
         self.ever_connected = False
         self.refused: BrokerRefused | None = None  # for good: no attempt is made any more
         self._stop = stop  # once set, waiting for the broker gives up with ShutdownRequested
@@ -312,6 +313,9 @@ class Link:
             self.conn.drain_events(timeout=timeout_s)
         except TimeoutError:
             return False
+        except Exception as exc:
+            self.closed_with = exc  # the sender reads why: a refused publish is not re-sent
+            raise
         return True
 
     def fileno(self) -> int | None:
@@ -323,6 +327,11 @@ class Link:
             return None if sock is None else int(sock.fileno())
         except OSError:
             return None
+
+    def take_closed_with(self) -> BaseException | None:
+        """The error the last read ended with (a channel or connection close), once."""
+        closed, self.closed_with = self.closed_with, None
+        return closed
 
     def release(self) -> None:
         self.conn.release()

@@ -22,7 +22,8 @@ from kombu.messaging import Producer
 
 from bus_tasks import names
 from bus_tasks.config import redact_url
-from bus_tasks.errors import PublishError, PublishUnreachable
+from bus_tasks.errors import PublishError, PublishRefused, PublishUnreachable
+from bus_tasks.transport.kombu import refusals
 from bus_tasks.transport.kombu.consumers import Inbox
 from bus_tasks.transport.kombu.link import Link, Retries, describe
 from bus_tasks.transport.outbox import Outbox, Outgoing, Returned
@@ -67,13 +68,18 @@ class Sender:
         self._producer: Producer | None = None
         self._exchanges_declared: set[str] = set()
         self._pumping = False
+        self.max_message_bytes: int | None = None  # the broker's limit, once a refusal told it
 
     @property
     def pending(self) -> int:
         return len(self.outbox)
 
-    def lost(self) -> None:
-        """The connection is gone: keep every unconfirmed message for the next one."""
+    def lost(self, error: BaseException | None = None) -> None:
+        """The connection is gone: keep every unconfirmed message for the next one, but those
+        its close says the broker refused for good (see transport/refusals)."""
+        refusal = refusals.classify(error or self._link.take_closed_with())
+        if refusal is not None:
+            self._drop_refused(refusal)
         if not self.broken and self._link.ever_connected:  # else the link said it is unreachable
             log.warning(
                 "broker connection to %s lost with %d unconfirmed; reconnecting",
@@ -81,6 +87,15 @@ class Sender:
             )  # fmt: skip
         self.outbox.lost()
         self.broken = True
+
+    def _drop_refused(self, refusal: refusals.Refusal) -> None:
+        if refusal.max_size is not None:
+            self.max_message_bytes = refusal.max_size  # refused before sending from now on
+        dropped = self.outbox.refuse(refusal.matches, refusal.reason)
+        log.warning(
+            "broker %s refused %d message%s for good, not re-sent: %s",
+            redact_url(self._link.url), len(dropped), "" if len(dropped) == 1 else "s", refusal.reason,
+        )  # fmt: skip
 
     def reset(self) -> None:
         """A new connection replaces the lost one: a new producer, exchanges declared afresh."""
@@ -90,6 +105,13 @@ class Sender:
     # -- publishing -----------------------------------------------------------------------
 
     def publish(self, message: Outgoing) -> None:
+        if self.max_message_bytes is not None and len(message.body) > self.max_message_bytes:
+            detail = (
+                f"a message of {len(message.body)} bytes to {message.routing_key or message.exchange!r}"
+                f" is over the {self.max_message_bytes} bytes {redact_url(self._link.url)} accepts"
+            )
+            log.warning("not published: %s", detail)
+            raise PublishRefused(detail)
         if not self.confirming:
             if self.broken:
                 # Restore consumers first: a request sent before its reply queue is back
@@ -130,13 +152,16 @@ class Sender:
         self.report_returned(raise_=True)
 
     def report_returned(self, *, raise_: bool) -> None:
-        """Log (one line) and raise for the messages returned since the last report."""
+        """Log (one line) and raise for the messages returned since the last report; raise for
+        those refused for good (logged when refused)."""
+        refused = self.outbox.take_refused()
         returned = self.outbox.take_returned()
-        if not returned:
-            return
-        detail = _summary(returned)
-        log.warning("broker %s returned %s", redact_url(self._link.url), detail)
-        if raise_:
+        detail = _summary(returned) if returned else ""
+        if returned:
+            log.warning("broker %s returned %s", redact_url(self._link.url), detail)
+        if refused and raise_:
+            raise PublishRefused(f"the broker refused {_summary(refused, 'for good')}")
+        if returned and raise_:
             raise PublishError(f"the broker returned {detail}")
 
     def await_confirms(self, at_most: int, *, deadline: float | None) -> None:
@@ -159,8 +184,8 @@ class Sender:
                     self.pump()  # reconnects once if due; re-sends what was nacked
                 if not self.broken:
                     link.drain_events(0.1)
-            except link.errors:
-                self.lost()
+            except link.errors as exc:
+                self.lost(exc)
 
     def pump(self) -> None:
         """Send what waits, in order; on a lost connection keep it for after a reconnect."""
@@ -176,8 +201,8 @@ class Sender:
             while (message := outbox.head()) is not None:
                 self._send(message)
                 outbox.sent()
-        except self._link.errors:
-            self.lost()
+        except self._link.errors as exc:
+            self.lost(exc)
         finally:
             self._pumping = False
 
@@ -233,7 +258,7 @@ class Sender:
         )
 
 
-def _summary(returned: list[Returned]) -> str:
+def _summary(returned: list[Returned], how: str = "as unroutable") -> str:
     """``3 messages as unroutable: task.vdsm.created (312 NO_ROUTE), ...`` (a few keys named)."""
     keys: dict[tuple[str, str], int] = {}
     for item in returned:
@@ -243,4 +268,4 @@ def _summary(returned: list[Returned]) -> str:
     )
     more = f" and {len(keys) - 3} more routing keys" if len(keys) > 3 else ""
     plural = "message" if len(returned) == 1 else "messages"
-    return f"{len(returned)} {plural} as unroutable: {named}{more}"
+    return f"{len(returned)} {plural} {how}: {named}{more}"
