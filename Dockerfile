@@ -1,5 +1,5 @@
 # One image for every bus_tasks process; docker-compose.yml picks the subcommand.
-FROM python:3.11-slim
+FROM python:3.11.10-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -17,8 +17,8 @@ from bench.harness import Child, Figure, at_most, check, fmt_time, median, rabbi
 from bus_tasks import codec, transport
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
-from bus_tasks.frontdoors.running import RunningFrontDoor
-from bus_tasks.frontdoors.stomp_frames import Frame, FrameParser
+from bus_tasks.frontdoors.stomp.frames import Frame, FrameParser
+from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
 from bus_tasks.protocol.methods import MethodName
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until

@@ -3,7 +3,7 @@
 Subsystems publish task events with :class:`TaskPublisher`; the :class:`Aggregator` keeps the
 merged view; clients ask it with :class:`TasksClient` (``get_all_tasks`` and VDSM's legacy calls).
 Importing this package opens no connection, and loads nothing until a name is used: the pure
-core (``bus_tasks.model``, ``bus_tasks.view``) never loads kombu.
+core (``bus_tasks.core.model``, ``bus_tasks.core.view``) never loads kombu.
 """
 
 from __future__ import annotations

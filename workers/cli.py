@@ -20,7 +20,7 @@ from bus_tasks.core.model import State
 from bus_tasks.errors import BusTasksError, ConfigError, GeneralError
 from bus_tasks.plugins import installed as installed_plugins
 from bus_tasks.protocol.methods import MethodName
-from workers import broker_setup, commands, options, render
+from workers import broker_setup, commands, health, options, plugins, render
 from workers import serve as serving
 from workers.commands import EXIT_ERROR, EXIT_USAGE, Command
 from workers.demo import STORAGE_TASKS
@@ -274,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rounds listed at once, the running one included; the done tasks of older rounds "
         "are cleared (default: %(default)s)",
     )
+    health.add_arguments(client_command("health", health.SUMMARY, health.cmd_health))
     setup = command("broker-setup", broker_setup.SUMMARY, broker_setup.cmd_broker_setup)
     options.global_options(setup, broker=True)
     broker_setup.add_arguments(setup)
@@ -281,15 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name in sub.choices:
             log.warning("plugin %r is not added: bus-tasks has a command of that name", name)
             continue
-        cmd = command(name, plugin.summary, plugin.run)
+        cmd = command(name, plugin.summary, plugins.command(name, plugin))
         options.global_options(cmd, broker=True)
-        plugin.add_arguments(cmd)
+        plugins.add_options(cmd, plugin.options)
     return parser
 
 
 def summaries(parser: argparse.ArgumentParser) -> dict[str, str]:
     """Each command of ``parser`` and its one-line summary, in the order ``--help`` lists them."""
-    return {name: cmd.description or "" for name, cmd in _commands(parser).items()}
+    (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    # The help line of each command (its description may go on: broker-setup's does).
+    return {choice.dest: choice.help or "" for choice in action._get_subactions()}
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -16,7 +16,6 @@ from typing import Any
 from bus_tasks import codec
 from bus_tasks.config import CONFIG_FILE_NAME, ENV_PREFIX, LOG_LEVELS, Settings, redact_url
 from bus_tasks.core.model import TAG_PATTERN
-from workers.stomp import parse_listen
 
 DISTRIBUTION = "bus_tasks"
 # The tag alphabet as a user reads it: the model's pattern without its anchors.
@@ -59,6 +58,14 @@ def log_level(text: str) -> str:
     if level not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
     return level
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 in brackets) as a pair."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit():
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def listen(text: str) -> tuple[str, int]:

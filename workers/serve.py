@@ -14,8 +14,8 @@ from bus_tasks.config import Settings
 from bus_tasks.core.model import describe_validation
 from bus_tasks.errors import ConfigError, StoreUnavailable
 from bus_tasks.store import DataDirLock
-from workers import wiring
-from workers.stomp import parse_listen
+from workers import systemd, wiring
+from workers.options import parse_listen
 
 log = logging.getLogger("bus_tasks.serve")
 
@@ -64,6 +64,7 @@ def serve(settings: Settings) -> int:
             except BaseException:
                 aggregator.store.close()  # nothing else was opened yet
                 raise
+        systemd.notify_when_ready(aggregator.ready, stop)  # at its "aggregator ready" line
         try:
             aggregator.run(stop)
         finally:

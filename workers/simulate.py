@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from collections import deque
 
 from bus_tasks.config import Settings
-from bus_tasks.errors import SubsystemTaken, UnknownTask
+from bus_tasks.errors import UnknownTask
 from bus_tasks.subsystem.publisher import TaskPublisher
+from bus_tasks.subsystem.runner import SubsystemRunner
 from bus_tasks.subsystem.simulated import SimulatedSubsystem, start_gluster_tasks, start_storage_tasks
-from bus_tasks.transport import ShutdownRequested
 from workers import wiring
 
 log = logging.getLogger("bus_tasks.simulate")
@@ -40,28 +39,25 @@ def simulate(
     wiring.warn_if_identity_off(settings, log)
     stop = wiring.stop_on_signals(log)
     name = subsystem or SUBSYSTEMS[kind]
-    publisher = TaskPublisher(wiring.connect(settings, confirm_publish=True, stop=stop), name)
-    publisher.control.trust = settings.trust
-    sim = SimulatedSubsystem(publisher)
-    control_connection = wiring.connect(settings, stop=stop)
-    try:
-        publisher.listen(control_connection)  # claims the name: a second simulator of it stops here
-    except SubsystemTaken:
-        publisher.close()
-        control_connection.close()
-        raise  # main() prints it in one line and exits 1
-    control = threading.Thread(
-        target=publisher.serve_control, args=(control_connection, stop), name="control", daemon=True
-    )
-    control.start()
-    log.info(
-        "simulating %s as subsystem %s: %d tasks per round, a step every %gs", kind, name, tasks, interval_s
-    )
-    rng = random.Random()
-    rounds: deque[list[str]] = deque()
-    round_no = 0
-    try:
-        while not stop.is_set():
+    with SubsystemRunner.open(
+        name, wiring.connector(settings, stop), stop=stop, trust=settings.trust
+    ) as runner:
+        publisher = runner.publisher
+        sim = SimulatedSubsystem(publisher)
+        runner.claim()  # a second simulator of the name stops here; main() prints it in one line
+        log.info(
+            "simulating %s as subsystem %s: %d tasks per round, a step every %gs",
+            kind,
+            name,
+            tasks,
+            interval_s,
+        )
+        rng = random.Random()
+        rounds: deque[list[str]] = deque()
+        round_no = 0
+
+        def turn() -> None:
+            nonlocal round_no
             if not sim.busy:
                 if len(rounds) >= keep_rounds:
                     _clear_done(publisher, rounds)
@@ -72,11 +68,8 @@ def simulate(
                     started = start_gluster_tasks(sim, [f"gv{round_no}-{i}" for i in range(tasks)], rng)
                 rounds.append(started)
             sim.step()
-            stop.wait(interval_s)
-    except ShutdownRequested as exc:
-        log.warning("%s", exc)  # the broker was away when the stop came
-    control.join(5.0)
-    publisher.close()
+
+        runner.run(turn, interval_s)
     log.info("simulator %s stopped", name)
     return 0
 

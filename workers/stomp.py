@@ -7,12 +7,12 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 from bus_tasks.config import Settings
-from bus_tasks.frontdoors.stomp import StompFrontDoor, StompLimits
-from bus_tasks.frontdoors.tls import server_context
-from workers import wiring
+from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
+from bus_tasks.frontdoors.stomp.server import StompLimits
+from bus_tasks.frontdoors.stomp.tls import server_context
+from workers import systemd, wiring
 
 log = logging.getLogger("bus_tasks.stomp")
 
@@ -31,14 +31,6 @@ class StompOptions:
     tls_ca: str | None = None
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (IPv6 in brackets) as a pair."""
-    host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit():
-        raise ValueError(f"{text!r} is not HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
 def run_stomp(settings: Settings, options: StompOptions) -> int:
     """Serve until SIGTERM or SIGINT; returns the exit status."""
     wiring.warn_if_identity_off(settings, log)
@@ -52,6 +44,7 @@ async def _main(settings: Settings, options: StompOptions, stop: threading.Event
 
     def on_signal(signum: int) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
+        systemd.notify(systemd.STOPPING)
         stop.set()
         stopping.set()
 
@@ -66,28 +59,16 @@ async def _main(settings: Settings, options: StompOptions, stop: threading.Event
         max_pending=settings.stomp_max_pending,
         max_outbuf_bytes=settings.stomp_max_outbuf_bytes,
     )
-    door = StompFrontDoor(timeout_s=options.timeout_s, ssl_context=tls, limits=limits)
-    bridge = wiring.stomp_bridge(settings, door.on_reply, stop=stop)
-    start = loop.run_in_executor(None, bridge.start)  # connecting may take long: the loop stays free
-    stopped = asyncio.ensure_future(stopping.wait())
-    waiters: set[asyncio.Future[Any]] = {start, stopped}
-    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    if stopping.is_set():  # before the broker was reached: the connection's retries see ``stop``
-        done, _ = await asyncio.wait({start}, timeout=10.0)
-        if done:  # else the executor's thread still owns the connection; the process exits anyway
-            start.exception()  # ShutdownRequested, or connected just then: closed either way
-            bridge.close()
-        return 0
-    stopped.cancel()
-    await start
-    server = await door.start(bridge, options.host, options.port)
-    host, port = server.sockets[0].getsockname()[:2]
-    log.info("stomp front door listening on %s:%s", host, port)
-    try:
-        await stopping.wait()
-    finally:
-        server.close()
-        await door.close_sessions()
-        await server.wait_closed()
-        bridge.close()
+    running = RunningFrontDoor(
+        wiring.connect(settings, stop=stop),  # its retries end at the stop
+        timeout_s=options.timeout_s,
+        host=options.host,
+        port=options.port,
+        ssl_context=tls,
+        limits=limits,
+        trust=settings.trust,
+        start_timeout_s=None,
+    )
+    systemd.notify_when_ready(running.listening, stop)  # at its "listening" line
+    await running.serve(stopping)
     return 0

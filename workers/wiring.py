@@ -12,16 +12,16 @@ from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.aggregator.authorization import Authorization
 from bus_tasks.aggregator.policy import ADMIT_ALL
-from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings, redact_url
-from bus_tasks.frontdoors.bridge import OnReply, RpcBridge
 from bus_tasks.identity import off_warning
 from bus_tasks.store import Store, open_store
+from bus_tasks.subsystem.runner import Connect
 from bus_tasks.transport import Bus, BusOptions, TopologyOptions
-from workers.stomp import parse_listen
+from workers import systemd
+from workers.options import parse_listen
 
 if TYPE_CHECKING:
-    from bus_tasks.frontdoors.http_running import HttpServer
+    from bus_tasks.frontdoors.http.running import HttpServer
 
 
 def stop_on_signals(log: logging.Logger) -> threading.Event:
@@ -30,6 +30,7 @@ def stop_on_signals(log: logging.Logger) -> threading.Event:
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
+        systemd.notify(systemd.STOPPING)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -63,6 +64,16 @@ def connect(
         login=settings.broker_login,
     )
     return transport.open(settings.broker, options, stop=stop)
+
+
+def connector(settings: Settings, stop: threading.Event) -> Connect:
+    """:func:`connect` as a subsystem runner and a plugin ask for connections: every wait for the
+    broker ends at ``stop``."""
+
+    def connect_here(*, confirm_publish: bool = False, connect_retries: int | None = None) -> Bus:
+        return connect(settings, confirm_publish=confirm_publish, stop=stop, connect_retries=connect_retries)
+
+    return connect_here
 
 
 def topology_options(settings: Settings) -> TopologyOptions:
@@ -126,24 +137,16 @@ def warn_if_authorization_off(settings: Settings, log: logging.Logger) -> None:
         )
 
 
-def stomp_bridge(settings: Settings, on_reply: OnReply, *, stop: threading.Event) -> RpcBridge:
-    """The STOMP front door's one broker connection, for the loop that will own it."""
-    return RpcBridge(connect(settings, stop=stop), on_reply, trust=settings.trust, door="stomp")
-
-
 def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.Event) -> HttpServer:
     """``serve --http``'s front door: its own loop, RPC connection and watch, beside ``aggregator``
     (of which it reads only thread-safe facts: ready, connected, the metrics registry)."""
     # Only serve --http loads aiohttp: every other command starts faster.
-    from bus_tasks.frontdoors.http import HttpFrontDoor, HttpOptions  # noqa: PLC0415
-    from bus_tasks.frontdoors.http_access import HttpAccess  # noqa: PLC0415
-    from bus_tasks.frontdoors.http_mirror import Mirror  # noqa: PLC0415
-    from bus_tasks.frontdoors.http_rpc import RpcCaller  # noqa: PLC0415
-    from bus_tasks.frontdoors.http_running import HttpServer, ServingHealth  # noqa: PLC0415
-    from bus_tasks.frontdoors.http_sse import SseTimings  # noqa: PLC0415
+    from bus_tasks.frontdoors.http.access import HttpAccess  # noqa: PLC0415
+    from bus_tasks.frontdoors.http.running import ServingHealth, serving_beside  # noqa: PLC0415
+    from bus_tasks.frontdoors.http.server import HttpOptions  # noqa: PLC0415
+    from bus_tasks.frontdoors.http.sse import SseTimings  # noqa: PLC0415
 
     host, port = parse_listen(settings.http_listen)
-    caller = RpcCaller(timeout_s=settings.rpc_timeout_s, broker=redact_url(settings.broker))
     options = HttpOptions(
         control_token=settings.http_token if settings.http_control else None,
         access=HttpAccess(settings.http_tokens, settings.roles) if settings.authorization == "on" else None,
@@ -153,19 +156,14 @@ def http_server(settings: Settings, aggregator: Aggregator, *, stop: threading.E
         max_body_bytes=settings.http_max_body_bytes,
         idle_timeout_s=settings.http_idle_timeout_s,
     )
-    door = HttpFrontDoor(
-        caller,
-        Mirror(),
-        health=ServingHealth(aggregator.ready, aggregator.connected),
-        registry=aggregator.metrics.registry,
+    return serving_beside(
+        ServingHealth(aggregator.ready, aggregator.connected),
+        aggregator.metrics.registry,
+        lambda: connect(settings, stop=stop),
+        host=host,
+        port=port,
+        rpc_timeout_s=settings.rpc_timeout_s,
         options=options,
+        broker=redact_url(settings.broker),
+        trust=settings.trust,
     )
-
-    def watcher() -> TasksClient:
-        connection = connect(settings, stop=stop)
-        return TasksClient(
-            connection, timeout_s=settings.rpc_timeout_s, wait_for_aggregator=True, trust=settings.trust
-        )
-
-    bridge = RpcBridge(connect(settings, stop=stop), caller.on_reply, trust=settings.trust, door="http")
-    return HttpServer(door, bridge, watcher, host=host, port=port)

@@ -1,1 +1,1 @@
-"""Front doors: other wires into ``bus_tasks.rpc`` (STOMP 1.2, VDSM's dialect)."""
+"""Front doors: other wires into ``bus_tasks.rpc`` (STOMP 1.2 in VDSM's dialect, HTTP), sharing one bridge."""

@@ -8,8 +8,8 @@ from bus_tasks.store.base import (
     NullStore,
     Store,
     WriteBuffer,
-    open_store,
 )
+from bus_tasks.store.opening import open_store
 
 __all__ = [
     "LOCK_FILE",

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from bus_tasks.config import Settings
 from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.errors import DataDirInUse, StoreUnavailable
 
@@ -137,26 +136,6 @@ class BufferedStore:
 
     def mark(self, revision: int) -> None:
         self._buffer.mark(revision)
-
-
-def open_store(settings: Settings) -> Store:
-    """The store ``settings`` name: a SQLite file in ``data_dir``, a shared Redis, or none."""
-    # The backends import WriteBuffer from here; importing them late also keeps redis-py out of
-    # processes that never use it.
-    if settings.store == "sqlite":
-        from bus_tasks.store.sqlite import SqliteStore  # noqa: PLC0415
-
-        return SqliteStore(settings.data_dir / SQLITE_FILE)
-    if settings.store == "redis":
-        from bus_tasks.store.redis import RedisStore  # noqa: PLC0415
-
-        assert settings.store_redis_url is not None  # Settings refuses store="redis" without it
-        return RedisStore(
-            settings.store_redis_url.get_secret_value(),
-            settings.store_key_prefix,
-            connect_timeout_s=settings.connect_timeout_s,
-        )
-    return NullStore()
 
 
 LOCK_FILE = "lock"

@@ -6,9 +6,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from bus_tasks.core.model import State
+from bus_tasks.core.model import State, TaskRecord
 from bus_tasks.errors import (
     BusTasksError,
     GeneralError,
@@ -23,18 +23,38 @@ from bus_tasks.protocol import jsonrpc
 from bus_tasks.protocol.control import ControlParams
 from bus_tasks.transport import Bus, Delivery, QueueInUse
 
-if TYPE_CHECKING:
-    from bus_tasks.subsystem.publisher import TaskPublisher
-
 log = logging.getLogger(__name__)
 
 ControlHandler = Callable[[str], None]
 
 
+class TaskOwner(Protocol):
+    """What control commands need of the publisher that owns the subsystem's tasks
+    (:class:`~bus_tasks.subsystem.publisher.TaskPublisher`, which holds its control)."""
+
+    @property
+    def subsystem(self) -> str: ...
+
+    @property
+    def heartbeat_s(self) -> float: ...
+
+    def announce(self) -> int: ...
+
+    def beat(self, *, stopped: bool = False) -> None: ...
+
+    def get(self, task_id: str) -> TaskRecord: ...
+
+    def update(self, task_id: str, *, state: State | str | None = None) -> TaskRecord: ...
+
+    def retag(self, task_id: str, tags: tuple[str, ...]) -> TaskRecord: ...
+
+    def forget(self, task_id: str) -> bool: ...
+
+
 class SubsystemControl:
     """Answers the control commands addressed to one publisher's subsystem."""
 
-    def __init__(self, publisher: TaskPublisher, *, exclusive: bool = True, trust: TrustPolicy = OFF) -> None:
+    def __init__(self, publisher: TaskOwner, *, exclusive: bool = True, trust: TrustPolicy = OFF) -> None:
         """Args:
         exclusive: claim the subsystem name: the broker lets one consumer have its control queue.
         trust: whose commands are carried out (SPEC 15: with identity "broker", aggregators' only).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,9 @@ from support.gluster import FakeGluster, Node, Task, failed_xml, migration_xml
 from bus_tasks.core.model import State, TaskRecord
 from bus_tasks.errors import BusTasksError
 from bus_tasks.plugins.gluster.cli import GlusterCli
-from bus_tasks.plugins.gluster.poller import GlusterPoller
+from bus_tasks.plugins.gluster.plugin import GlusterSubsystem
 from bus_tasks.protocol.shapes import record_from_details
-from bus_tasks.subsystem.publisher import TaskPublisher
+from bus_tasks.subsystem.runner import SubsystemRunner
 from bus_tasks.testing import wait_until
 
 REBALANCE_ID = "1bea87af-d176-4044-b4a2-46724ab0f070"
@@ -24,37 +23,23 @@ OTHER_ID = "2bea87af-d176-4044-b4a2-46724ab0f071"
 
 
 class Plugin:
-    """The plugin's parts as ``bus-tasks gluster`` wires them, over a fake gluster CLI."""
+    """``bus-tasks gluster``'s subsystem on its runner, over a fake gluster CLI."""
 
     def __init__(self, system: System, fake: FakeGluster, restored: Sequence[TaskRecord] = ()) -> None:
-        self.system = system
-        self.publisher = TaskPublisher(system.broker.connection(), "gluster")
-        self.poller = GlusterPoller(
-            self.publisher, GlusterCli(str(fake.binary), timeout_s=5.0), restored=restored
+        self.runner = SubsystemRunner.open("gluster", system.broker.connect)
+        self.gluster = GlusterSubsystem(
+            self.runner, GlusterCli(str(fake.binary), timeout_s=5.0), restored=restored
         )
-        self.publisher.on_stop(self.poller.stop_task)
-        self.publisher.on_revert(self.poller.revert_task)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.poller = self.gluster.poller
 
     def start(self) -> None:
         """The first poll, then control commands (which announce what the first poll found)."""
-        assert self.poller.poll() is True
-        self._control = control = self.system.broker.connection()
-        self._thread = threading.Thread(
-            target=self.publisher.serve_control, args=(control, self._stop), daemon=True
-        )
-        self._thread.start()
+        self.gluster.turn()
+        assert self.runner.serving, "the first poll did not succeed"
 
     def close(self) -> None:
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._thread.join(10.0)
-        assert not self._thread.is_alive(), "the plugin's control thread did not stop"
-        self._thread = None
-        self._control.close()  # gives up the claim on the subsystem name
-        self.publisher.close()
+        stopped = self.runner.close()  # gives up the claim on the subsystem name
+        assert stopped, "the plugin's control thread did not stop"
 
 
 def _rebalance(

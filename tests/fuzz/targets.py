@@ -35,8 +35,8 @@ from bus_tasks.core.model import (
 )
 from bus_tasks.core.view import TaskView
 from bus_tasks.errors import BusTasksError, ConfigError, EventRejected
-from bus_tasks.frontdoors.http_answers import revision_of, selection_of
-from bus_tasks.frontdoors.stomp_frames import Frame, FrameError, FrameParser, encode
+from bus_tasks.frontdoors.http.answers import revision_of, selection_of
+from bus_tasks.frontdoors.stomp.frames import Frame, FrameError, FrameParser, encode
 from bus_tasks.plugins.gluster.xml import OperationFailed, OutputError, parse_migration, parse_tasks
 from bus_tasks.protocol import jsonrpc
 from bus_tasks.protocol.replies import unpack_batch

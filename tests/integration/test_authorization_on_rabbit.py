@@ -31,7 +31,7 @@ from bus_tasks.authorization import Roles
 from bus_tasks.client import TasksClient
 from bus_tasks.core.model import State
 from bus_tasks.errors import BusTasksError, PermissionDenied
-from bus_tasks.frontdoors.running import RunningFrontDoor
+from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
 from bus_tasks.protocol.methods import MethodName
 from bus_tasks.testing import RunningAggregator, wait_until
 from bus_tasks.transport import BusOptions

@@ -22,7 +22,7 @@ from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings
 from bus_tasks.core.model import State
 from bus_tasks.errors import BusTasksError, PermissionDenied
-from bus_tasks.frontdoors.running import RunningFrontDoor
+from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
 from bus_tasks.protocol.methods import MethodName
 from bus_tasks.store import NullStore
 from bus_tasks.subsystem.publisher import TaskPublisher

@@ -20,8 +20,8 @@ from support.vdsm_stomp import RawVdsmClient
 
 from bus_tasks import codec, transport
 from bus_tasks.core.model import State
-from bus_tasks.frontdoors.running import RunningFrontDoor
-from bus_tasks.frontdoors.stomp import StompLimits
+from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
+from bus_tasks.frontdoors.stomp.server import StompLimits
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
 from bus_tasks.transport import BusOptions

@@ -19,9 +19,9 @@ from support.vdsm_stomp import RawVdsmClient
 
 from bus_tasks import codec
 from bus_tasks.core.model import State
-from bus_tasks.frontdoors.running import RunningFrontDoor
-from bus_tasks.frontdoors.stomp import StompLimits
-from bus_tasks.frontdoors.stomp_frames import Frame, FrameParser
+from bus_tasks.frontdoors.stomp.frames import Frame, FrameParser
+from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
+from bus_tasks.frontdoors.stomp.server import StompLimits
 from bus_tasks.testing import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -17,6 +17,7 @@ from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator
 from bus_tasks.client import TasksClient
 from bus_tasks.subsystem.publisher import TaskPublisher
+from bus_tasks.subsystem.runner import SubsystemRunner
 from bus_tasks.testing import reset_memory_transport
 from bus_tasks.transport import BrokerAdmin, Bus, BusOptions, TopologyOptions
 
@@ -66,18 +67,29 @@ class Broker:
     redis_key_prefix: str = ""
     _opened: list[Bus] = field(default_factory=list)
 
-    def connection(self, *, confirm_publish: bool = True, options: TopologyOptions | None = None) -> Bus:
+    def connection(
+        self,
+        *,
+        confirm_publish: bool = True,
+        options: TopologyOptions | None = None,
+        connect_retries: int | None = None,
+    ) -> Bus:
         conn = transport.open(
             self.url,
             BusOptions(
                 confirm_publish=confirm_publish,
                 redis_key_prefix=self.redis_key_prefix,
                 connect_timeout_s=5.0,
+                connect_retries=connect_retries,
                 topology=options or TopologyOptions(),
             ),
         )
         self._opened.append(conn)
         return conn
+
+    def connect(self, *, confirm_publish: bool = False, connect_retries: int | None = None) -> Bus:
+        """A connection as a subsystem runner asks for one (``bus_tasks.subsystem.runner.Connect``)."""
+        return self.connection(confirm_publish=confirm_publish, connect_retries=connect_retries)
 
     def via(self, port: int) -> str:
         """This broker's AMQP URL (same vhost) reached through a proxy on loopback ``port``."""
@@ -164,9 +176,7 @@ class System:
 
     broker: Broker
     aggregator: Aggregator
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-    _stops: list[threading.Event] = field(default_factory=list)
+    _runners: list[SubsystemRunner] = field(default_factory=list)
 
     def publisher(self, subsystem: str, *, listen: bool = False) -> TaskPublisher:
         """A publisher; with ``listen``, it answers control commands in a thread of its own."""
@@ -177,31 +187,24 @@ class System:
 
     def listen(self, pub: TaskPublisher) -> None:
         """Let ``pub`` answer control commands from now on, in a thread of its own."""
-        control = self.broker.connection()
-        thread = threading.Thread(target=pub.serve_control, args=(control, self._stop), daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        self.serve(pub)
 
     def serve(self, pub: TaskPublisher, control: Bus | None = None) -> threading.Event:
         """Let ``pub`` answer control commands and beat in a thread until the returned event is
         set (the system's stop sets it too); ``control``: a connection it already listens on."""
-        stop = threading.Event()
-        self._stops.append(stop)
-        connection = control if control is not None else self.broker.connection()
-        thread = threading.Thread(target=pub.serve_control, args=(connection, stop), daemon=True)
-        thread.start()
-        self._threads.append(thread)
-        return stop
+        runner = SubsystemRunner(pub, self.broker.connect)
+        runner.serve_control(control)
+        self._runners.append(runner)
+        return runner.stop
 
     def client(self, timeout_s: float = 10.0) -> TasksClient:
         return TasksClient(self.broker.connection(confirm_publish=False), timeout_s=timeout_s)
 
     def stop_threads(self) -> None:
-        self._stop.set()
-        for stop in self._stops:
-            stop.set()
-        for thread in self._threads:
-            thread.join(5.0)
+        for runner in self._runners:
+            runner.stop.set()
+        for runner in self._runners:
+            runner.stop_serving(5.0)
 
 
 SystemFactory = Callable[..., System]

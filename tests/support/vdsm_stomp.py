@@ -10,7 +10,7 @@ from collections import deque
 from typing import Any
 
 from bus_tasks import codec
-from bus_tasks.frontdoors.stomp_frames import Frame, FrameParser
+from bus_tasks.frontdoors.stomp.frames import Frame, FrameParser
 
 
 class RawVdsmClient:

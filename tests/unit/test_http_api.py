@@ -16,7 +16,7 @@ from test_http_support import Door, make_door, serving
 
 from bus_tasks import codec
 from bus_tasks.core.model import State
-from bus_tasks.frontdoors.http import HttpOptions
+from bus_tasks.frontdoors.http.server import HttpOptions
 from bus_tasks.protocol import jsonrpc
 
 TOKEN = "s3cret-token-of-the-test"

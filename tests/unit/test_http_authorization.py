@@ -22,8 +22,8 @@ from bus_tasks.authorization import Action, Roles, authorize
 from bus_tasks.config import Settings, load_settings
 from bus_tasks.core.model import State
 from bus_tasks.errors import ConfigError
-from bus_tasks.frontdoors.http import HttpOptions
-from bus_tasks.frontdoors.http_access import TOKEN_COOKIE, HttpAccess
+from bus_tasks.frontdoors.http.access import TOKEN_COOKIE, HttpAccess
+from bus_tasks.frontdoors.http.server import HttpOptions
 from bus_tasks.identity import Speech, refusal
 from workers import wiring
 

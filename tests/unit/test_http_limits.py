@@ -20,13 +20,10 @@ from test_http_sse import QUICK, details, next_event
 from test_http_support import make_door, serving
 
 from bus_tasks.aggregator import Aggregator
-from bus_tasks.client import TasksClient
-from bus_tasks.frontdoors.bridge import RpcBridge
-from bus_tasks.frontdoors.http import HttpFrontDoor, HttpOptions
-from bus_tasks.frontdoors.http_mirror import Mirror
-from bus_tasks.frontdoors.http_rpc import RpcCaller
-from bus_tasks.frontdoors.http_running import HttpServer, ServingHealth
-from bus_tasks.frontdoors.http_sse import SseTimings
+from bus_tasks.frontdoors.http.mirror import Mirror
+from bus_tasks.frontdoors.http.running import HttpServer, ServingHealth, serving_beside
+from bus_tasks.frontdoors.http.server import HttpOptions
+from bus_tasks.frontdoors.http.sse import SseTimings
 from bus_tasks.testing import RunningAggregator, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -133,7 +130,7 @@ def test_a_watcher_that_stops_reading_is_dropped_when_a_write_waits_past_its_tim
             finally:
                 stalled.close()
 
-    with caplog.at_level(logging.WARNING, logger="bus_tasks.frontdoors.http_sse"):
+    with caplog.at_level(logging.WARNING, logger="bus_tasks.frontdoors.http.sse"):
         asyncio.run(run())
     assert mirror.subscribers == set()
     lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
@@ -150,21 +147,14 @@ def server(memory_broker: Broker) -> Iterator[HttpServer]:
     """The front door as ``serve --http`` runs it (its own thread and loop), ``IDLE_TIMEOUT_S`` idle."""
     aggregator = Aggregator(memory_broker.connection())
     with RunningAggregator(aggregator):
-        caller = RpcCaller(timeout_s=5.0)
-        door = HttpFrontDoor(
-            caller,
-            Mirror(),
-            health=ServingHealth(aggregator.ready, aggregator.connected),
-            registry=None,
-            options=HttpOptions(idle_timeout_s=IDLE_TIMEOUT_S),
-        )
-        bridge = RpcBridge(memory_broker.connection(confirm_publish=False), caller.on_reply)
-        server = HttpServer(
-            door,
-            bridge,
-            lambda: TasksClient(memory_broker.connection(confirm_publish=False)),
+        server = serving_beside(
+            ServingHealth(aggregator.ready, aggregator.connected),
+            None,
+            lambda: memory_broker.connection(confirm_publish=False),
             host="127.0.0.1",
             port=0,
+            rpc_timeout_s=5.0,
+            options=HttpOptions(idle_timeout_s=IDLE_TIMEOUT_S),
         )
         server.start()
         try:

@@ -9,7 +9,7 @@ import pytest
 from support.factories import task_id
 
 from bus_tasks.errors import RevisionGone
-from bus_tasks.frontdoors.http_mirror import Change, Mirror, Opening, Selection
+from bus_tasks.frontdoors.http.mirror import Change, Mirror, Opening, Selection
 
 A, B, C = task_id(1), task_id(2), task_id(3)
 

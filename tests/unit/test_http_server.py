@@ -15,12 +15,9 @@ from support.brokers import Broker
 from support.timing import Stopwatch, assert_ended_by
 
 from bus_tasks.aggregator import Aggregator
-from bus_tasks.client import TasksClient
-from bus_tasks.frontdoors.bridge import RpcBridge
-from bus_tasks.frontdoors.http import HttpFrontDoor, HttpOptions
-from bus_tasks.frontdoors.http_mirror import Mirror
-from bus_tasks.frontdoors.http_rpc import RpcCaller
-from bus_tasks.frontdoors.http_running import HttpServer, ServingHealth, apply_event
+from bus_tasks.frontdoors.http.mirror import Mirror
+from bus_tasks.frontdoors.http.running import HttpServer, ServingHealth, apply_event, serving_beside
+from bus_tasks.frontdoors.http.server import HttpOptions
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
 from bus_tasks.watching import WatchEvent
@@ -36,21 +33,14 @@ def aggregator(memory_broker: Broker) -> Iterator[Aggregator]:
 
 
 def make_server(broker: Broker, aggregator: Aggregator, port: int = 0) -> HttpServer:
-    caller = RpcCaller(timeout_s=5.0)
-    door = HttpFrontDoor(
-        caller,
-        Mirror(),
-        health=ServingHealth(aggregator.ready, aggregator.connected),
-        registry=aggregator.metrics.registry,
-        options=HttpOptions(),
-    )
-    bridge = RpcBridge(broker.connection(confirm_publish=False), caller.on_reply)
-    return HttpServer(
-        door,
-        bridge,
-        lambda: TasksClient(broker.connection(confirm_publish=False)),
+    return serving_beside(
+        ServingHealth(aggregator.ready, aggregator.connected),
+        aggregator.metrics.registry,
+        lambda: broker.connection(confirm_publish=False),
         host="127.0.0.1",
         port=port,
+        rpc_timeout_s=5.0,
+        options=HttpOptions(),
     )
 
 

@@ -15,9 +15,9 @@ from support.factories import task_id
 from test_http_support import make_door, serving
 
 from bus_tasks import codec
-from bus_tasks.frontdoors.http import HttpOptions
-from bus_tasks.frontdoors.http_mirror import Mirror
-from bus_tasks.frontdoors.http_sse import SseTimings
+from bus_tasks.frontdoors.http.mirror import Mirror
+from bus_tasks.frontdoors.http.server import HttpOptions
+from bus_tasks.frontdoors.http.sse import SseTimings
 
 A, B, C = task_id(1), task_id(2), task_id(3)
 QUICK = SseTimings(bookmark_s=0.3, keep_alive_s=60.0, tick_s=0.05)
@@ -215,7 +215,7 @@ def test_a_client_that_does_not_keep_up_is_dropped_and_resumes_with_what_it_miss
             async with session.get("/api/watch", headers=headers) as response:
                 return snapshot, [await next_event(response) for _ in range(10)]
 
-    with caplog.at_level(logging.WARNING, logger="bus_tasks.frontdoors.http_sse"):
+    with caplog.at_level(logging.WARNING, logger="bus_tasks.frontdoors.http.sse"):
         snapshot, resumed = asyncio.run(watch())
     assert snapshot.id == 10
     assert [(e.event, e.id) for e in resumed] == [("change", r) for r in range(11, 21)]

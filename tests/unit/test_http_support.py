@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry
 
 from bus_tasks.aggregator.methods import Dispatcher, Forward
 from bus_tasks.core.view import TaskView
-from bus_tasks.frontdoors.http import HttpFrontDoor, HttpOptions
-from bus_tasks.frontdoors.http_mirror import Mirror
-from bus_tasks.frontdoors.http_rpc import RpcCaller
+from bus_tasks.frontdoors.http.mirror import Mirror
+from bus_tasks.frontdoors.http.rpc import RpcCaller
+from bus_tasks.frontdoors.http.server import HttpFrontDoor, HttpOptions
 from bus_tasks.protocol import jsonrpc, shapes
 from bus_tasks.protocol.context import CallContext
 

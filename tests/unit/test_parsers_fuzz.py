@@ -36,8 +36,8 @@ from bus_tasks import codec
 from bus_tasks.config import Settings
 from bus_tasks.core.model import decode_event, decode_heartbeat, decode_replica_beat
 from bus_tasks.errors import EventRejected, InternalError, InvalidParameter, from_wire
-from bus_tasks.frontdoors.http_answers import revision_of
-from bus_tasks.frontdoors.stomp_frames import Frame, FrameError, FrameParser, encode
+from bus_tasks.frontdoors.http.answers import revision_of
+from bus_tasks.frontdoors.stomp.frames import Frame, FrameError, FrameParser, encode
 from bus_tasks.plugins.gluster.xml import parse_migration, parse_tasks
 from bus_tasks.protocol import jsonrpc
 

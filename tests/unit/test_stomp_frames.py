@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bus_tasks import codec
-from bus_tasks.frontdoors.stomp import error_reply, negotiate_heartbeat, timeout_reply, too_many
-from bus_tasks.frontdoors.stomp_frames import Frame, FrameError, FrameParser, encode, message
+from bus_tasks.frontdoors.stomp.frames import Frame, FrameError, FrameParser, encode, message
+from bus_tasks.frontdoors.stomp.server import error_reply, negotiate_heartbeat, timeout_reply, too_many
 
 VDSM_CONNECT = b"CONNECT\naccept-version:1.2\nheart-beat:0,24000\n\n\x00"
 VDSM_SUBSCRIBE = b"SUBSCRIBE\ndestination:d1\nack:auto\nid:s1\n\n\x00"

@@ -1,6 +1,6 @@
 """The HTTP front door's one copy of the view: its tasks, revision and recent changes, for SSE.
 
-Fed by one unfiltered watch (``http_running``) in the loop's thread only, it answers each
+Fed by one unfiltered watch (``running``) in the loop's thread only, it answers each
 ``/api/watch`` client from memory: a snapshot of its selection, or a replay of the changes after
 a revision, then the live changes, each client through a bounded queue of its own.
 """

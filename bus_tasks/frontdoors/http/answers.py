@@ -17,7 +17,7 @@ from bus_tasks.errors import (
     InvalidParameter,
     NoAggregator,
 )
-from bus_tasks.frontdoors.http_mirror import Selection
+from bus_tasks.frontdoors.http.mirror import Selection
 from bus_tasks.protocol.params import query_tags
 
 # HTTP status of each wire error code; the body is always {"code", "message"}.

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from bus_tasks import codec
 from bus_tasks.errors import BusTasksError, DeadlineExceeded, TooManyRequests
 from bus_tasks.frontdoors.bridge import RpcBridge
-from bus_tasks.frontdoors.stomp_frames import Frame, message
-from bus_tasks.frontdoors.stomp_session import BadClient, Session, StompLimits, negotiate_heartbeat
+from bus_tasks.frontdoors.stomp.frames import Frame, message
+from bus_tasks.frontdoors.stomp.session import BadClient, Session, StompLimits, negotiate_heartbeat
 from bus_tasks.protocol import jsonrpc
 
 __all__ = [

@@ -14,13 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import BusTasksError
 from bus_tasks.frontdoors.bridge import RpcBridge
-from bus_tasks.frontdoors.http import HttpFrontDoor
-from bus_tasks.frontdoors.http_mirror import Mirror
-from bus_tasks.transport import ShutdownRequested
+from bus_tasks.frontdoors.http.mirror import Mirror
+from bus_tasks.frontdoors.http.rpc import RpcCaller
+from bus_tasks.frontdoors.http.server import HttpFrontDoor, HttpOptions
+from bus_tasks.identity import OFF, TrustPolicy
+from bus_tasks.transport import Bus, ShutdownRequested
 from bus_tasks.watching import Watch, WatchEvent
 
 log = logging.getLogger("bus_tasks.frontdoors.http")
@@ -254,3 +257,34 @@ class HttpServer:
         self.bridge.attach(self._loop)
         self.door.caller.attach(self.bridge)
         log.info("http front door connected to the broker")
+
+
+def serving_beside(
+    health: ServingHealth,
+    registry: CollectorRegistry | None,
+    new_connection: Callable[[], Bus],
+    *,
+    host: str,
+    port: int,
+    rpc_timeout_s: float,
+    options: HttpOptions,
+    broker: str = "",
+    trust: TrustPolicy = OFF,
+) -> HttpServer:
+    """The HTTP front door beside an aggregator (``serve --http``, and tests), not started yet.
+
+    Args:
+        health, registry: the aggregator's thread-safe facts and its metrics.
+        new_connection: a broker connection, not connected yet: one for the RPC bridge, one for
+            each watch that feeds the mirror.
+        broker: the broker's redacted URL, for errors.
+        trust: whose replies and changes are believed (SPEC 15: with identity "broker", aggregators').
+    """
+    caller = RpcCaller(timeout_s=rpc_timeout_s, broker=broker)
+    door = HttpFrontDoor(caller, Mirror(), health=health, registry=registry, options=options)
+
+    def watcher() -> TasksClient:
+        return TasksClient(new_connection(), timeout_s=rpc_timeout_s, wait_for_aggregator=True, trust=trust)
+
+    bridge = RpcBridge(new_connection(), caller.on_reply, trust=trust, door="http")
+    return HttpServer(door, bridge, watcher, host=host, port=port)

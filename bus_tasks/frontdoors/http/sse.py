@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from bus_tasks import codec
-from bus_tasks.frontdoors.http_mirror import Change, Mirror, Opening, Selection, Subscriber
+from bus_tasks.frontdoors.http.mirror import Change, Mirror, Opening, Selection, Subscriber
 
 log = logging.getLogger(__name__)
 

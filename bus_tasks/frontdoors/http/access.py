@@ -17,7 +17,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bus_tasks.authorization import NO_ROLES, Roles
-from bus_tasks.frontdoors.http_answers import Refused
+from bus_tasks.frontdoors.http.answers import Refused
 
 TOKEN_COOKIE = "bus_tasks_token"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="bus_tasks"'}

@@ -20,7 +20,7 @@ from bus_tasks.config import (
     DEFAULT_STOMP_MAX_OUTBUF_BYTES,
     DEFAULT_STOMP_MAX_PENDING,
 )
-from bus_tasks.frontdoors.stomp_frames import (
+from bus_tasks.frontdoors.stomp.frames import (
     HEARTBEAT,
     MAX_BODY_BYTES,
     Frame,
