@@ -7,7 +7,7 @@ import tomllib
 from importlib.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -24,6 +24,8 @@ from bus_tasks.config_explain import did_you_mean, explain
 from bus_tasks.core.model import SUBSYSTEM_PATTERN
 from bus_tasks.errors import ConfigError
 from bus_tasks.identity import IDENTITY_PATTERN, IdentityMode, TrustPolicy
+from bus_tasks.urls import broker_urls
+from bus_tasks.urls import redact_url as redact_url  # noqa: PLC0414 - re-exported: bus_tasks imports it here
 
 ENV_PREFIX = "BUS_TASKS_"
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "memory")
@@ -392,26 +394,3 @@ def _check_environment(fields: set[str]) -> None:
     if unknown:
         hints = "".join(did_you_mean(name.upper(), known) for name in unknown)
         raise ConfigError(f"unknown setting in the environment: {', '.join(unknown)}{hints}")
-
-
-def broker_urls(url: str) -> list[str]:
-    """The nodes a broker URL names: ``amqp://a;amqp://b`` is a cluster, tried in turn."""
-    return [part.strip() for part in url.split(";") if part.strip()]
-
-
-def redact_url(url: str) -> str:
-    """``url`` with the password of each of its nodes replaced by ``***``, for logs and errors."""
-    return ";".join(_redact_one(part) for part in url.split(";"))
-
-
-def _redact_one(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # unparsable: whatever follows the scheme may be a secret
-        return url.partition("://")[0] + "://***"
-    if password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]  # keeps an IPv6 host's brackets
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -25,9 +25,9 @@ from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
 from bus_tasks.broker_login import NO_LOGIN, BrokerLogin
-from bus_tasks.config import broker_urls, redact_url
 from bus_tasks.errors import BrokerRefused, ShutdownRequested
 from bus_tasks.transport.backoff import Backoff
+from bus_tasks.urls import broker_urls, redact_url
 
 log = logging.getLogger("bus_tasks.transport")
 
