@@ -85,9 +85,10 @@ class ConfirmedPublisher(threading.Thread):
     every one published before a flush that returned (a confirm callback of a message re-sent
     after a lost connection is dropped by design: it belonged to that connection)."""
 
-    def __init__(self, url: str, count: int) -> None:
+    def __init__(self, url: str, first: int, count: int) -> None:
         super().__init__(daemon=True)
         self.bus = open_bus(url)
+        self.first = first
         self.count = count
         self.confirmed: set[int] = set()
         self.started = threading.Event()  # the log exists (the first event is confirmed)
@@ -100,23 +101,23 @@ class ConfirmedPublisher(threading.Thread):
         try:
             bus.topology.declare_exchanges()
             bus.topology.declare_events()
-            for n in range(self.count):
+            for n in range(self.first, self.first + self.count):
                 body = json.dumps({"n": n}).encode()
                 bus.publish(
                     body,
                     exchange=names.EVENTS_EXCHANGE,
                     routing_key=ROUTING_KEY,
                 )
-                if n == self.count // 2:  # mid-stream: this window is sent, not yet confirmed
+                if n == self.first + self.count // 2:  # mid-stream: this window is sent, not yet confirmed
                     self.halfway.set()
                     self.resume.wait(60.0)
                 if n % 10 == 0:  # in windows of 10: a stream of events, not a burst
                     bus.flush(60.0)
-                    self.confirmed.update(range(n + 1))
+                    self.confirmed.update(range(self.first, n + 1))
                     self._drain()
                     self.started.set()
             bus.flush(60.0)
-            self.confirmed.update(range(self.count))
+            self.confirmed.update(range(self.first, self.first + self.count))
         except BaseException as exc:  # reported by the test, not lost in the thread
             self.error = exc
 
@@ -151,10 +152,11 @@ def read_log(url: str, expected: set[int], *, timeout_s: float) -> set[int]:
     return seen
 
 
-def test_kill_of_the_stream_leader_mid_stream_loses_no_confirmed_event_and_it_rejoins_and_catches_up(
-    cluster: OwnCluster, vhost: str
-) -> None:
-    publisher = ConfirmedPublisher(cluster.url(vhost), EVENTS)
+def lose_the_leader_mid_stream(cluster: OwnCluster, vhost: str, first: int) -> tuple[OwnRabbit, set[int]]:
+    """Publish events ``first``.. with confirms, kill -9 the stream's leader when half of them are
+    published and a window is in flight; check that every confirmed one is in the log, read on
+    the nodes left. Returns the node killed and the events confirmed."""
+    publisher = ConfirmedPublisher(cluster.url(vhost), first, EVENTS)
     publisher.start()
     try:
         assert publisher.started.wait(60.0)
@@ -168,17 +170,28 @@ def test_kill_of_the_stream_leader_mid_stream_loses_no_confirmed_event_and_it_re
         publisher.bus.close(flush_timeout_s=1.0)
     assert not publisher.is_alive()
     assert publisher.error is None, publisher.error
-    assert publisher.confirmed == set(range(EVENTS))
+    assert publisher.confirmed == set(range(first, first + EVENTS))
     survivors = [node for node in cluster.nodes if node is not leader]
     assert stream_leader(cluster, vhost) in survivors  # a new leader was elected
-
     logged = read_log(cluster.url(vhost, survivors), publisher.confirmed, timeout_s=60.0)
     assert publisher.confirmed <= logged  # no confirmed event lost
+    return leader, publisher.confirmed
 
-    cluster.restart(leader)
+
+def test_kill_of_the_stream_leader_mid_stream_loses_no_confirmed_event_and_it_rejoins_and_catches_up(
+    cluster: OwnCluster, vhost: str
+) -> None:
+    killed, confirmed = lose_the_leader_mid_stream(cluster, vhost, first=0)
+    cluster.restart(killed)
     # Read on the node that came back alone: its replica of the log caught up.
-    caught_up = read_log(cluster.url(vhost, [leader]), publisher.confirmed, timeout_s=60.0)
-    assert publisher.confirmed <= caught_up
+    assert confirmed <= read_log(cluster.url(vhost, [killed]), confirmed, timeout_s=60.0)
+
+    # Then a second node (the new leader) after the first came back.
+    second, more = lose_the_leader_mid_stream(cluster, vhost, first=EVENTS)
+    assert second is not killed
+    cluster.restart(second)
+    everything = confirmed | more
+    assert everything <= read_log(cluster.url(vhost, [second]), everything, timeout_s=60.0)
 
 
 class LoopingClient(threading.Thread):
