@@ -292,7 +292,7 @@ def test_the_cli_with_a_wrong_password_says_so_in_one_line_and_exits_1(command: 
     assert (done.returncode, done.stdout) == (1, "")
     *logged, said = done.stderr.splitlines()
     assert said.startswith(
-        f"bus-tasks {command}: error 100: General Exception: broker amqp://guest:***@127.0.0.1:5672//"
+        f"bus-tasks {command}: broker amqp://guest:***@127.0.0.1:5672//"
         " refused the connection: 403 ACCESS_REFUSED"
     ), done.stderr
     # Not retried: nothing but serve's own progress lines (INFO) and its start-up warnings that
@@ -314,7 +314,7 @@ def test_inject_against_a_closed_port_ends_in_few_lines_naming_the_broker(tmp_pa
     lines = done.stderr.splitlines()
     assert len(lines) <= 10, done.stderr  # it was 50 (and 600 without a retry bound)
     assert lines[-1] == (
-        f"bus-tasks inject: error 100: General Exception: broker {url.replace('s3cret', '***')}"
+        f"bus-tasks inject: broker {url.replace('s3cret', '***')}"
         " unreachable: [Errno 111] Connection refused (1 message not sent)"
     )
     assert "not confirmed" not in done.stderr
