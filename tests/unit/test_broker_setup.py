@@ -259,7 +259,7 @@ def test_the_command_prints_the_document_and_the_passwords_apart(capsys: pytest.
 
 
 def test_the_command_refuses_one_identity_in_two_roles(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["broker-setup", "--subsystem", "vdsm", "--reader", "vdsm"]) == 1
+    assert main(["broker-setup", "--subsystem", "vdsm", "--reader", "vdsm"]) == 2  # a usage error
     out, err = capsys.readouterr()
     assert out == ""
     assert "'vdsm' is given as subsystem and as reader: one role per identity" in err

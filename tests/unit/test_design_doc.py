@@ -15,10 +15,10 @@ PACKAGE = ROOT / "bus_tasks"
 DESIGN = ROOT / "docs" / "design.md"
 
 # Paths under these start at the project root; every other path starts at bus_tasks/.
-ROOT_FOLDERS = ("bus_tasks/", "workers/", "bench/", "tests/", "docs/")
+ROOT_FOLDERS = ("bus_tasks/", "workers/", "bench/", "tests/", "docs/", "deploy/", "config/")
 
 # A table row whose first cell is one backticked path: `core/view.py`, `frontdoors/http/web/`.
-ROW = re.compile(r"^\|\s*`([\w./]*(?:/|\.\w+))`\s*\|", re.MULTILINE)
+ROW = re.compile(r"^\|\s*`([\w./]*(?:/|\.py))`\s*\|", re.MULTILINE)  # a module's or folder's row
 # A module path (`aggregator/ingest.py`) or a folder (`transport/kombu/`), anywhere in the doc.
 FILE = re.compile(r"(?<![\w./<-])((?:\w+/)*\w+\.py)\b")
 FOLDER = re.compile(r"(?<![\w./<-])((?:[a-z_]+/)+)(?![\w.<])")
