@@ -7,8 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-# README.md* : the readme pyproject.toml names, when there is one.
-COPY pyproject.toml README.md* ./
+# README.md* : the readme pyproject.toml names, when there is one; LICENSE: its license-files.
+COPY pyproject.toml README.md* LICENSE ./
 COPY bus_tasks ./bus_tasks
 COPY workers ./workers
 RUN pip install . && rm -rf /src
