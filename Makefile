@@ -15,7 +15,7 @@ LOCKED_EXTRAS := test bench
 PYTEST_WORKERS ?= 4
 PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: run test lint unit bench fuzz clean venv lock
+.PHONY: run test lint unit bench fuzz soak clean venv lock
 
 venv: $(STAMP)
 
@@ -64,6 +64,13 @@ FUZZ_TARGETS ?=
 fuzz: $(STAMP)
 	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[fuzz]'
 	PYTHONPATH=tests $(BIN)/python -m fuzz.run --seconds $(FUZZ_S) $(if $(FUZZ_TARGETS),--targets $(FUZZ_TARGETS))
+
+# The whole system on the local RabbitMQ for SOAK_S seconds under churn, kills and dropped
+# connections; fails when a task ends wrong or anything grows (docs/soak.md).
+SOAK_S ?= 120
+soak: $(STAMP)
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[test,bench,soak]'
+	cd tests && ../$(BIN)/python -m soak --seconds $(SOAK_S) --plot $(CURDIR)/$(or $(SOAK_PLOT),soak.png)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

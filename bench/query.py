@@ -180,11 +180,13 @@ class Servers:
         reply to ``method`` (getAllTasks by default) with ``params``, which the echo sends to
         every request."""
         view = workload.build_view(n, spm_every=spm_every)
-        request = jsonrpc.request_body("bench", method, GET_ALL if params is None else params)
-        payload = reply_body(rpc.Dispatcher(view), request)
-        self._view = view
         # One reply of every task, as this figure has measured it from the start: up to the
         # shared broker's own limit (RabbitMQ 3.x: 128 MiB), not the default max_reply_bytes.
+        # The echo's payload is made under the same limit (under the default one it would be
+        # the -32012 error of a listing too large).
+        request = jsonrpc.request_body("bench", method, GET_ALL if params is None else params)
+        payload = reply_body(rpc.Dispatcher(view, max_reply_bytes=UNPAGED_REPLY_BYTES), request)
+        self._view = view
         policy = AggregatorPolicy(max_reply_bytes=UNPAGED_REPLY_BYTES)
         running = RunningAggregator(Aggregator(transport.open(self._url), view=view, policy=policy))
         running.__enter__()

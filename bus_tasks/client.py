@@ -25,6 +25,7 @@ from bus_tasks.errors import (
     InvalidParameter,
     NoAggregator,
     ReplyTooLarge,
+    ShutdownRequested,
 )
 from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.protocol import jsonrpc, methods, paging
@@ -79,6 +80,7 @@ class TasksClient:
         self._started = False
         # Checked on the current connection (again after a reconnect).
         self._rpc_queue_checked = wait_for_aggregator
+        self._abandoned = threading.Event()  # see abandon()
 
     def _start(self) -> None:
         """Declare the reply queue and consume it (once); check the RPC queue (once per connection).
@@ -230,6 +232,8 @@ class TasksClient:
                     probe_at = 0.0 if self.wait_for_aggregator else time.monotonic() + PROBE_AFTER_S
                 now = time.monotonic()
                 remaining = deadline - now
+                if self._abandoned.is_set():
+                    raise ShutdownRequested(f"{method} abandoned: its client is closing")
                 if remaining <= 0:
                     raise DeadlineExceeded(method, timeout)
                 if probe_at and now >= probe_at:
@@ -365,6 +369,11 @@ class TasksClient:
     def vdsm(self) -> VdsmFacade:
         """The wrapped VDSM Python-API form of the same calls."""
         return VdsmFacade(self)
+
+    def abandon(self) -> None:
+        """From another thread: a call waiting for its reply (a watch failing over, say) gives up
+        with ``ShutdownRequested`` within a second, rather than at its deadline."""
+        self._abandoned.set()
 
     def close(self) -> None:
         self.connection.close()

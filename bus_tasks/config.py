@@ -20,7 +20,8 @@ from pydantic_settings import (
 
 from bus_tasks.authorization import AuthorizationMode, Roles
 from bus_tasks.broker_login import BrokerLogin, LoginMethod, certificate_common_name
-from bus_tasks.core.model import SUBSYSTEM_PATTERN, describe_validation
+from bus_tasks.config_explain import did_you_mean, explain
+from bus_tasks.core.model import SUBSYSTEM_PATTERN
 from bus_tasks.errors import ConfigError
 from bus_tasks.identity import IDENTITY_PATTERN, IdentityMode, TrustPolicy
 
@@ -337,7 +338,6 @@ def load_settings(*, with_store: bool = True, **overrides: object) -> Settings:
         source = config_file()
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
-    where = f"config file {source}, " if source is not None else ""
     try:
         # Given to the constructor, these outrank the file and the environment, whose values
         # for them are then never validated.
@@ -346,8 +346,10 @@ def load_settings(*, with_store: bool = True, **overrides: object) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {source}: {exc}") from None
     except ValidationError as exc:
+        given = {name for name, value in overrides.items() if value is not None}
+        fields = Settings.model_fields
         raise ConfigError(
-            f"{describe_validation(exc, limit=20)} (from {where}{ENV_PREFIX}* env vars or options)"
+            explain(exc, fields=fields, source=source, env_prefix=ENV_PREFIX, options=given)
         ) from None
     except SettingsError as exc:  # e.g. BUS_TASKS_ADMINS=alice: a list in the environment is JSON
         raise ConfigError(
@@ -384,7 +386,8 @@ def _check_environment(fields: set[str]) -> None:
     known = {f"{ENV_PREFIX}{name}".upper() for name in fields} | {CONFIG_ENV}
     unknown = sorted(n for n in os.environ if n.upper().startswith(ENV_PREFIX) and n.upper() not in known)
     if unknown:
-        raise ConfigError(f"unknown setting in the environment: {', '.join(unknown)}")
+        hints = "".join(did_you_mean(name.upper(), known) for name in unknown)
+        raise ConfigError(f"unknown setting in the environment: {', '.join(unknown)}{hints}")
 
 
 def redact_url(url: str) -> str:

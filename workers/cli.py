@@ -10,17 +10,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import select
 import sys
 from collections.abc import Sequence
 
 from bus_tasks.client import TasksClient
-from bus_tasks.config import CONFIG_ENV, CONFIG_FILE_NAME, ENV_PREFIX, Settings, load_settings, redact_url
+from bus_tasks.config import CONFIG_ENV, CONFIG_FILE_NAME, ENV_PREFIX, load_settings
 from bus_tasks.core.model import State
-from bus_tasks.errors import BusTasksError, ConfigError, GeneralError
+from bus_tasks.errors import BusTasksError, ConfigError
 from bus_tasks.plugins import installed as installed_plugins
 from bus_tasks.protocol.methods import MethodName
-from workers import broker_setup, commands, health, options, plugins, render
+from workers import EXIT_INTERRUPTED, broker_setup, commands, health, options, outcome, plugins
 from workers import serve as serving
 from workers.commands import EXIT_ERROR, EXIT_USAGE, Command
 from workers.demo import STORAGE_TASKS
@@ -33,8 +32,10 @@ log = logging.getLogger("bus_tasks.cli")
 EXIT_BROKEN_PIPE = 141
 # The only command that keeps the view, and so the only one that reads the store settings.
 STORE_COMMANDS = frozenset({"serve"})
-# Errors of these libraries reaching main() mean the broker (or the Redis store) is unusable.
-_BROKER_LIBRARIES = frozenset({"kombu", "amqp", "redis"})
+# What memory:// serves: the whole system in one process (anything else has no peer on it).
+ONE_PROCESS_COMMANDS = frozenset({"serve", "demo"})
+# Processes that run for long, under a supervisor: they say at start where their settings came from.
+SERVICE_COMMANDS = frozenset({"serve", "stomp", "simulate", "gluster"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="tasks per round (default: %(default)s)",
     )
     simulate.add_argument(
-        "--interval",
+        "--interval-s",
+        "--interval",  # its first name; --interval-s as gluster's, with the unit in it
+        dest="interval",
         type=options.seconds,
         default=INTERVAL_S,
         metavar="S",
@@ -320,6 +323,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C at any point: the shell's status, no traceback
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of stdout went away (`bus-tasks tasks | head -1`): stop without a word,
         # as cat or grep do. The status is theirs too, 128 + SIGPIPE: a pipeline reports head's
@@ -342,59 +347,44 @@ def _main(argv: Sequence[str] | None) -> int:
             log_level=log_level,
         )
     except ConfigError as exc:
-        _report(args, exc.code, f"bad configuration: {exc}", f"bus-tasks: bad configuration: {exc}")
+        outcome.report(args, exc.code, f"bad configuration: {exc}", f"bus-tasks: bad configuration: {exc}")
+        return EXIT_USAGE
+    if settings.broker.lower().startswith("memory://") and args.command not in ONE_PROCESS_COMMANDS:
+        message = (
+            f"bad configuration: memory:// lives inside one process: no other process can answer"
+            f" {args.command} over it (give a RabbitMQ or Redis URL, or try bus-tasks demo)"
+        )
+        outcome.report(args, ConfigError.code, message, f"bus-tasks {args.command}: {message}")
         return EXIT_USAGE
     # The demo prints tables on stdout; its log stays quiet unless asked for.
     level = log_level or ("WARNING" if args.command == "demo" else settings.log_level.upper())
+    if getattr(args, "json", False) and not log_level:
+        level = "ERROR"  # stderr is for the one JSON error a script parses (--log-level to see more)
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.command in SERVICE_COMMANDS:
+        outcome.say_settings_source()
     command: Command = args.func
     try:
         status = command(args, settings)
         sys.stdout.flush()  # a closed pipe is found here, not at exit
         return status
     except BrokenPipeError as exc:
-        if _stdout_closed():
+        if outcome.stdout_closed():
             raise  # main() ends quietly
-        return _trouble(args, settings, exc)  # a socket's peer went away, not stdout's reader
+        return outcome.trouble(args, settings, exc)  # a socket's peer went away, not stdout's reader
+    except ConfigError as exc:  # found only once a command looks at its settings (serve's HTTP)
+        message = f"bad configuration: {exc}"
+        outcome.report(args, exc.code, message, f"bus-tasks {args.command}: {message}")
+        return EXIT_USAGE
     except BusTasksError as exc:
-        _report(args, exc.code, exc.message, f"bus-tasks {args.command}: error {exc.code}: {exc.message}")
+        outcome.report(args, exc.code, exc.message, outcome.error_line(args.command, exc))
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
     except Exception as exc:
         library = type(exc).__module__.partition(".")[0]
-        if not (isinstance(exc, OSError) or library in _BROKER_LIBRARIES):
+        if not (isinstance(exc, OSError) or library in outcome.BROKER_LIBRARIES):
             raise
-        return _trouble(args, settings, exc)
-
-
-def _trouble(args: argparse.Namespace, settings: Settings, exc: Exception) -> int:
-    """Expected trouble of the surroundings (broker or store unreachable, refused, a data
-    directory that cannot be written) in one line; anything else keeps its traceback."""
-    log.debug("%s failed", args.command, exc_info=True)
-    library = type(exc).__module__.partition(".")[0]
-    where = f" (broker {redact_url(settings.broker)})" if library in ("kombu", "amqp") else ""
-    message = f"{type(exc).__name__}: {exc}{where}"
-    _report(args, GeneralError.code, message, f"bus-tasks {args.command}: {message}")
-    return EXIT_ERROR
-
-
-def _stdout_closed() -> bool:
-    """Whether stdout is a pipe whose reader is gone (poll says POLLERR), rather than a
-    connection of ours that broke with the same error."""
-    poller = select.poll()
-    poller.register(sys.stdout.fileno(), select.POLLOUT)
-    return any(events & select.POLLERR for _, events in poller.poll(0))
-
-
-def _report(args: argparse.Namespace, code: int, message: str, text: str) -> None:
-    """An error on stderr: ``text``, escaped (messages come from outside), or with ``--json``
-    ``{"error": {"code": code, "message": message}}`` on one line."""
-    if getattr(args, "json", False):
-        print(render.to_json({"error": {"code": code, "message": message}}, pretty=False), file=sys.stderr)
-    else:
-        print(render.escape(text), file=sys.stderr)
+        return outcome.trouble(args, settings, exc)

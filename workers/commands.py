@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 from collections.abc import Callable
@@ -13,14 +14,16 @@ from pydantic import ValidationError
 from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings
 from bus_tasks.core.model import describe_validation
-from bus_tasks.errors import ConfigError
+from bus_tasks.errors import ConfigError, DeadlineExceeded, NoAggregator
 from bus_tasks.subsystem.publisher import TaskPublisher
-from workers import render, watch_view, wiring
+from workers import EXIT_INTERRUPTED, render, watch_view, wiring
 from workers.demo import run_demo
 from workers.simulate import simulate
 from workers.stomp import StompOptions, run_stomp
 
 Command = Callable[[argparse.Namespace, Settings], int]
+
+log = logging.getLogger("bus_tasks.cli")
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -87,15 +90,10 @@ def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 print(render.statuses_table(statuses, width=width))
         elif args.watch:
-            watch = client.watch(args.tag, match=args.match)
             try:
-                if sys.stdout.isatty() and not args.json:
-                    title = f"tasks tagged {' '.join(args.tag)} ({args.match})" if args.tag else "all tasks"
-                    watch_view.follow_screen(watch, sys.stdout, title=title)
-                else:
-                    watch_view.follow_lines(watch, sys.stdout, as_json=args.json)
+                _follow(client, args)
             except KeyboardInterrupt:
-                watch.close()
+                return EXIT_INTERRUPTED  # the README's status for Ctrl-C, the way a watch ends
         else:
             options = {"match": args.match} if args.match != "any" else None
             tasks = client.get_all_tasks(args.tag, options)
@@ -104,6 +102,29 @@ def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 print(render.tasks_table(tasks, width=width))
     return 0
+
+
+def _follow(client: TasksClient, args: argparse.Namespace) -> None:
+    """``tasks --watch`` until Ctrl-C. When the aggregator it follows goes and none answers (a
+    restart), it waits for one and lists again rather than end; with none at the start, it ends."""
+    followed = False
+    while True:
+        watch = client.watch(args.tag, match=args.match)
+        try:
+            if sys.stdout.isatty() and not args.json:
+                title = f"tasks tagged {' '.join(args.tag)} ({args.match})" if args.tag else "all tasks"
+                watch_view.follow_screen(watch, sys.stdout, title=title)
+            else:
+                watch_view.follow_lines(watch, sys.stdout, as_json=args.json)
+            return
+        except (NoAggregator, DeadlineExceeded) as exc:
+            followed = followed or watch.state.following is not None
+            if not followed:
+                raise
+            log.warning("%s; waiting for an aggregator, to list again (Ctrl-C to stop)", exc.message)
+            client.wait_for_aggregator = True  # each listing now waits its whole deadline for one
+        finally:
+            watch.close()
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -122,8 +143,17 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(details)
     else:
-        print(render.record(details))
+        print(render.record(_one_of_each(details)))
     return 0
+
+
+def _one_of_each(details: dict[str, Any]) -> dict[str, Any]:
+    """TaskDetails for a person: VDSM's copies (``taskID``, ``tag``) left out, the engine's
+    state beside the internal one (``--json`` keeps every field)."""
+    engine = "/".join(part for part in (details["taskState"], details["taskResult"]) if part)
+    shown = {k: v for k, v in details.items() if k not in ("taskID", "tag", "taskState", "taskResult")}
+    shown["state"] = f"{details['state']} (engine: {engine})"
+    return shown
 
 
 def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
@@ -165,7 +195,7 @@ def cmd_retag(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(tags)
     else:
-        print(f"{args.task_id}: tags {tags}")
+        print(f"{args.task_id}: tags {','.join(tags)}")  # as the TAGS column shows them
     return 0
 
 

@@ -127,14 +127,16 @@ def global_options(parser: argparse.ArgumentParser, *, broker: bool) -> None:
         metavar="LEVEL",
         help=f"{', '.join(LOG_LEVELS)} (default: {from_setting('log_level')}; demo: WARNING)",
     )
-    if broker:
-        parser.add_argument(
-            "--broker",
-            default=argparse.SUPPRESS,
-            metavar="URL",
-            help="broker URL: amqp://user:pass@host:5672/vhost, redis://host:6379/0 or memory:// "
-            f"(default: {from_setting('broker_url')})",
-        )
+    parser.add_argument(
+        "--broker",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        # Taken, unlisted, by a command that has its own: refused with a word, not "unrecognized".
+        help="broker URL: amqp://user:pass@host:5672/vhost, redis://host:6379/0 or memory:// "
+        f"(default: {from_setting('broker_url')})"
+        if broker
+        else argparse.SUPPRESS,
+    )
 
 
 def client_options(parser: argparse.ArgumentParser) -> None:

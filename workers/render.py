@@ -75,11 +75,12 @@ def table(
     *,
     width: int | None = None,
     whole: Collection[str] = (_TASK_ID,),
+    kept: dict[str, int] | None = None,
 ) -> str:
     """Left-aligned columns separated by two spaces, ``-`` for empty cells, one line per row.
 
     With ``width``, the widest cells are cut (ellipsis) until a line fits, except in the columns
-    named in ``whole`` and never below a column's header.
+    named in ``whole``, never below a column's header nor below the columns ``kept`` names.
     """
     cells = [[escape(_cell(v)) for v in row] for row in rows]
     natural = [display_width(h) for h in headers]
@@ -87,7 +88,11 @@ def table(
         natural = [max(w, display_width(c)) for w, c in zip(natural, row, strict=True)]
     widths = natural
     if width is not None:
-        floors = [n if h in whole else display_width(h) for h, n in zip(headers, natural, strict=True)]
+        kept = kept or {}
+        floors = [
+            n if h in whole else max(display_width(h), min(n, kept.get(h, 0)))
+            for h, n in zip(headers, natural, strict=True)
+        ]
         widths = _fit(natural, floors, width - len(SEPARATOR) * (len(headers) - 1))
     lines = [_line(headers, widths)]
     lines += [_line([truncate(c, w) for c, w in zip(row, widths, strict=True)], widths) for row in cells]
@@ -136,6 +141,8 @@ def _footer(count: int) -> str:
 
 # Cells of a few known words: cut, they would mislead ("runn…"); the free text is cut instead.
 _TASK_WHOLE = (_TASK_ID, "STATE", "ENGINE STATE", "PROGRESS", "CODE")
+# Names are cut last: a verb or subsystem keeps this many columns while the message and tags give theirs.
+_TASK_KEPT = {"VERB": 16, "SUBSYSTEM": 10}
 _STATUS_WHOLE = (_TASK_ID, "TASK STATE", "TASK RESULT", "CODE")
 TASK_HEADERS = (_TASK_ID, "SUBSYSTEM", "VERB", "TAGS", "STATE", "ENGINE STATE", "PROGRESS", "CODE", "MESSAGE")
 
@@ -156,7 +163,8 @@ def tasks_table(tasks: dict[str, dict[str, Any]], *, width: int | None = None) -
         )
         for t in _sorted(tasks, "createdAt")
     ]
-    return f"{table(TASK_HEADERS, rows, width=width, whole=_TASK_WHOLE)}\n{_footer(len(rows))}"
+    text = table(TASK_HEADERS, rows, width=width, whole=_TASK_WHOLE, kept=_TASK_KEPT)
+    return f"{text}\n{_footer(len(rows))}"
 
 
 def info_table(info: dict[str, dict[str, Any]], *, width: int | None = None) -> str:

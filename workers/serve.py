@@ -4,10 +4,12 @@ settings and run it."""
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import logging
 import threading
 
+from prometheus_client import disable_created_metrics
 from pydantic import ValidationError
 
 from bus_tasks.config import Settings
@@ -20,6 +22,11 @@ from workers.options import parse_listen
 log = logging.getLogger("bus_tasks.serve")
 
 MIN_TOKEN_CHARS = 16
+# Why a data directory cannot be locked, when only the operator can change it.
+_UNUSABLE = frozenset(
+    {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.EISDIR, errno.ELOOP,
+     errno.ENAMETOOLONG}
+)  # fmt: skip
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -47,6 +54,8 @@ def serve(settings: Settings) -> int:
         ConfigError: when the HTTP settings cannot be served (see :func:`check_http`).
     """
     check_http(settings)
+    # A counter's creation time is a series of its own (128 of 612 lines); nothing here reads them.
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
     wiring.warn_if_identity_off(settings, log)
     wiring.warn_if_authorization_off(settings, log)
     stop = wiring.stop_on_signals(log)
@@ -68,6 +77,9 @@ def serve(settings: Settings) -> int:
         try:
             aggregator.run(stop)
         finally:
+            # The store is closed: the next serve may have the directory while this one's HTTP
+            # door ends its streams (systemd restarts it at once, not when the door is done).
+            lock.release()
             if http is not None:
                 http.stop()
     finally:
@@ -113,6 +125,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _unusable(exc: StoreUnavailable) -> bool:
+    """Whether the lock failed for a reason only the operator can fix (a path that is a file, not
+    writable by this user, under /proc), not one that passes (a full disk, remounted read-only)."""
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in _UNUSABLE
+
+
 def listen_address(text: str) -> str:
     """``--http``'s value: ``HOST:PORT`` (IPv6 in brackets), kept as given."""
     try:
@@ -123,11 +142,12 @@ def listen_address(text: str) -> str:
 
 
 def _lock(lock: DataDirLock, stop: threading.Event) -> bool:
-    """Take the data directory's lock, waiting (with back-off) while it cannot be made; False if
-    stopped first.
+    """Take the data directory's lock, waiting (with back-off) while it cannot be made (a full or
+    read-only disk); False if stopped first.
 
     Raises:
         DataDirInUse: when another process holds it.
+        ConfigError: when the directory can never be used as it is (waiting would be forever).
     """
     delay_s = 0.5
     warned = False
@@ -138,6 +158,11 @@ def _lock(lock: DataDirLock, stop: threading.Event) -> bool:
                 log.warning("data directory %s can be locked again", lock.path.parent)
             return True
         except StoreUnavailable as exc:
+            if _unusable(exc):
+                raise ConfigError(
+                    f"data_dir {str(lock.path.parent)!r} cannot be used: {exc.__cause__}"
+                    " (give --data-dir, or data_dir, a directory this user may write)"
+                ) from None
             if not warned:
                 log.warning("%s; retrying", exc)
                 warned = True

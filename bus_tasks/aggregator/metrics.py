@@ -162,6 +162,7 @@ class Metrics(CallPolicy):
         )
         self._task_series: dict[tuple[str, State], Gauge] = {}
         self._subsystems: set[str] = set()
+        self._pinned = frozenset(subsystems)  # listed always, tasks or not
         for subsystem in subsystems:
             self._add_subsystem(subsystem)
         self._tombstones = Gauge("bus_tasks_tombstones", "Cleared tasks remembered.", registry=registry)
@@ -231,12 +232,13 @@ class Metrics(CallPolicy):
             self._reconnects_synced = reconnects
         view = self._view
         by_state = view.tasks_by_state
-        for subsystem, _ in by_state:
-            if subsystem not in self._subsystems:
-                self._add_subsystem(subsystem)
-        for subsystem in self._liveness.seen:
-            if subsystem not in self._subsystems:
-                self._add_subsystem(subsystem)
+        # A subsystem's series live while it has tasks or beats: one long gone leaves /metrics.
+        alive = {s for s in self._liveness.seen if self._liveness.state(s) == "alive"}
+        keep = {subsystem for subsystem, _ in by_state} | alive | self._pinned
+        for subsystem in keep - self._subsystems:
+            self._add_subsystem(subsystem)
+        for subsystem in self._subsystems - keep:
+            self._drop_subsystem(subsystem)
         for series, gauge in self._task_series.items():
             gauge.set(by_state.get(series, 0))
         self._tombstones.set(len(view.tombstones))
@@ -248,6 +250,12 @@ class Metrics(CallPolicy):
         self._subsystems.add(subsystem)
         for state in State:
             self._task_series[subsystem, state] = self._tasks.labels(subsystem, state.value)
+
+    def _drop_subsystem(self, subsystem: str) -> None:
+        self._subsystems.discard(subsystem)
+        for state in State:
+            del self._task_series[subsystem, state]
+            self._tasks.remove(subsystem, state.value)
 
     def _sync_lag(self, revision: int) -> None:
         # The rows of Host.getAggregators: serving, heard recently; this one first.

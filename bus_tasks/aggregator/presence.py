@@ -12,7 +12,7 @@ from collections import Counter
 from bus_tasks import names
 from bus_tasks.aggregator.liveness import Liveness
 from bus_tasks.aggregator.replicas import Replicas
-from bus_tasks.core.model import decode_heartbeat, decode_replica_beat
+from bus_tasks.core.model import ReplicaBeat, decode_heartbeat, decode_replica_beat
 from bus_tasks.core.view import TaskView
 from bus_tasks.errors import EventRejected
 from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
@@ -47,12 +47,26 @@ class Presence:
             if delivery.routing_key.startswith(_AGGREGATOR_PREFIX):
                 beat = decode_replica_beat(delivery.body)
                 self._believe(Speech.PRESENCE, None, delivery)
+                self._same_name(beat)
                 self.replicas.hear(beat)
             else:
                 self._subsystem(delivery)
         except EventRejected as exc:
             self.counts["heartbeats_rejected"] += 1
             log.warning("heartbeat rejected key=%r: %r", delivery.routing_key, exc.reason)
+
+    def _same_name(self, beat: ReplicaBeat) -> None:
+        """Two aggregators of one name are listed alike (``bus-tasks aggregators``): say so once."""
+        mine = self.replicas
+        other = beat.instance != mine.instance and beat.instance not in mine.heard
+        if other and beat.name == mine.name and beat.state != "stopped":
+            log.warning(
+                "another aggregator serves as %r (instance %s, started %s): both are listed"
+                " under that name; give each its own aggregator_name",
+                beat.name,
+                beat.instance,
+                beat.started_at.isoformat(timespec="seconds"),
+            )
 
     def _believe(self, speech: Speech, subsystem: str | None, delivery: Delivery) -> None:
         reason = refusal(self.trust, speech, subsystem, delivery.user_id)

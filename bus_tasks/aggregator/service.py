@@ -325,7 +325,8 @@ class Aggregator:
             self.store.close()
             self.connection.close()
         self.metrics.sync()  # the last figures, for a scrape after the stop
-        log.info("aggregator stopped: %s", dict(self.counts))
+        handled = ", ".join(f"{what} {n}" for what, n in sorted(self.counts.items()) if n)
+        log.info("aggregator stopped: %s", handled or "nothing was received")
 
     def step(self, timeout_s: float = 0.2) -> None:
         """Process what arrives within ``timeout_s``; flush acks when the queue is idle."""

@@ -453,3 +453,74 @@ def test_the_page_reconnects_by_itself_after_serve_restarts_and_shows_what_chang
         assert page.evaluate("window.busTasksMarker") == "still the same page"
     # While serve was down the browser logged its refused reconnections, nothing else.
     assert [e for e in web.errors if "ERR_CONNECTION_REFUSED" not in e] == []
+
+
+def _chips_whole(web: WebPage, task_id: str) -> dict[str, bool]:
+    """Each tag chip of a row: whether its whole text shows (not cut to "gl…")."""
+    return dict(
+        web.row(task_id)
+        .locator(".chip")
+        .evaluate_all("chips => chips.map(c => [c.dataset.tag, c.scrollWidth <= c.clientWidth])")
+    )
+
+
+def test_with_the_details_open_the_tag_chips_stay_whole_and_at_800_px_the_id_column_stays(
+    web: WebPage, served: Served, tmp_path: Path
+) -> None:
+    expect = _expect()
+    gluster = served.publisher("gluster")
+    rebalance = gluster.create("rebalance", ["gluster", "volume:gv-backups-01"], state="running", progress=40)
+    gluster.flush(10)
+    page = web.page
+    page.goto(served.base_url + "/")
+    expect(web.rows()).to_have_count(1, timeout=LIVE_TIMEOUT_MS)
+    web.open_details(rebalance.id)
+    expect(page.locator("#details")).to_be_visible()
+    assert _chips_whole(web, rebalance.id) == {"gluster": True, "volume:gv-backups-01": True}
+    _screenshot(web, tmp_path, "details-open-chips.png")
+
+    page.set_viewport_size({"width": 800, "height": 800})
+    page.locator("#details-close").click()
+    id_cell = web.row(rebalance.id).locator(".c-id")
+    expect(id_cell).to_be_visible()
+    assert id_cell.inner_text().strip() == rebalance.id[:8]
+    assert page.locator(".head .c-id").is_visible()
+    _screenshot(web, tmp_path, "narrow-800.png")
+    assert web.errors == []
+
+
+def test_a_state_chip_says_which_states_it_counts_and_filters_and_the_subsystem_choice_filters(
+    web: WebPage, served: Served, tmp_path: Path
+) -> None:
+    expect = _expect()
+    vdsm, gluster = served.publisher("vdsm"), served.publisher("gluster")
+    copy = vdsm.create("copyImage", ["spm"], state="acquiring")
+    download = vdsm.create("downloadImage", ["hsm"], state="finished")
+    rebalance = gluster.create("rebalance", ["gluster", "volume:gv1"], state="running")
+    vdsm.flush(10)
+    gluster.flush(10)
+    page = web.page
+    page.goto(served.base_url + "/")
+    expect(web.rows()).to_have_count(3, timeout=LIVE_TIMEOUT_MS)
+
+    running = page.locator('#state-counts button[data-group="running"]')
+    expect(running).to_have_text("running 2")  # acquiring is the engine's "running" (SPEC 3)
+    assert "acquiring" in (running.get_attribute("title") or "")
+    running.click()
+    expect(web.rows()).to_have_count(2)
+    assert web.shown_ids() == {copy.id, rebalance.id}
+    assert running.get_attribute("aria-pressed") == "true"
+    assert "state=running" in page.url
+    running.click()
+    expect(web.rows()).to_have_count(3)
+
+    choice = page.locator("#subsystem-select")
+    expect(choice.locator("option")).to_have_text(["all", "gluster", "vdsm"])
+    choice.select_option("vdsm")
+    expect(web.rows()).to_have_count(2)
+    assert web.shown_ids() == {copy.id, download.id}
+    assert "subsystem=vdsm" in page.url
+    page.locator("#clear-filter").click()
+    expect(web.rows()).to_have_count(3)
+    _screenshot(web, tmp_path, "state-and-subsystem-filters.png")
+    assert web.errors == []

@@ -194,7 +194,7 @@ def test_load_settings_names_the_config_file_of_a_bad_value_without_showing_it(
         load_settings()
     assert str(caught.value) == (
         "broker_url: broker URL scheme 'foo' is not supported: use one of amqp://, amqps://, pyamqp://, "
-        f"redis://, rediss://, memory:// (from config file {path}, BUS_TASKS_* env vars or options)"
+        f"redis://, rediss://, memory:// (from config file {path})"
     )
 
 

@@ -33,7 +33,7 @@ def serve(tmp_path: Path, *args: str, **env: str) -> tuple[int, str]:
 @pytest.mark.parametrize("address", ["0.0.0.0:8080", ":8080", "192.0.2.7:8080", "example.com:80", "[::]:0"])
 def test_serve_refuses_an_http_address_that_is_not_loopback_unless_told(tmp_path: Path, address: str) -> None:
     status, stderr = serve(tmp_path, "--http", address)
-    assert status == 1
+    assert status == 2
     assert "is not a loopback address" in stderr
     assert "--http-allow-remote" in stderr
     assert not (tmp_path / "data").exists()  # refused before anything was opened
@@ -42,7 +42,8 @@ def test_serve_refuses_an_http_address_that_is_not_loopback_unless_told(tmp_path
 def test_serve_refuses_http_control_without_a_token_or_with_a_short_one(tmp_path: Path) -> None:
     for env in ({}, {"BUS_TASKS_HTTP_TOKEN": "short"}):
         status, stderr = serve(tmp_path, "--http", "127.0.0.1:0", "--http-control", **env)
-        assert status == 1
+        assert status == 2  # a configuration error, as the README says
+        assert "bus-tasks serve: bad configuration: " in stderr
         assert "needs http_token, at least 16 characters" in stderr
         assert "short" not in stderr
 
@@ -59,7 +60,7 @@ def test_a_malformed_http_address_is_a_usage_error(tmp_path: Path, address: str,
 
 def test_a_port_past_65535_is_refused(tmp_path: Path) -> None:
     status, stderr = serve(tmp_path, "--http", "127.0.0.1:70000")
-    assert (status, "the port is more than 65535" in stderr) == (1, True)
+    assert (status, "the port is more than 65535" in stderr) == (2, True)
 
 
 def test_a_malformed_http_listen_setting_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

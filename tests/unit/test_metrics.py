@@ -385,3 +385,29 @@ def test_scrapes_from_another_thread_while_the_loop_applies_and_syncs_never_fail
     assert (
         sum(value(scraped, "bus_tasks_tasks", subsystem=f"s{i}", state="running") for i in range(50)) == 3000
     )
+
+
+def test_a_subsystem_long_gone_without_tasks_leaves_the_scrape_and_comes_back_when_heard() -> None:
+    parts = Parts(subsystems=("bus-tasks-test",))
+
+    def beat() -> None:
+        parts.liveness.beat(
+            Heartbeat(
+                schema_version=SCHEMA_VERSION,
+                event="heartbeat",
+                subsystem="gluster",
+                instance="i1",
+                interval_s=5.0,
+                sent_at=datetime(2024, 5, 1, tzinfo=UTC),
+            )
+        )
+
+    beat()
+    parts.metrics.sync()
+    assert labels_of(samples(parts.metrics), "bus_tasks_tasks", "subsystem") == {"gluster", "bus-tasks-test"}
+    parts.now += 60.0  # twelve beats missed, and it never had a task
+    parts.metrics.sync()
+    assert labels_of(samples(parts.metrics), "bus_tasks_tasks", "subsystem") == {"bus-tasks-test"}
+    beat()
+    parts.metrics.sync()
+    assert labels_of(samples(parts.metrics), "bus_tasks_tasks", "subsystem") == {"gluster", "bus-tasks-test"}

@@ -186,3 +186,11 @@ def test_to_json_escapes_terminal_characters_and_still_means_the_same(pretty: bo
     assert json.loads(text) == value
     assert not any(char in text for char in "\x1b\x9b\u202e\u2028")
     assert (len(text.splitlines()) > 1) is pretty
+
+
+def test_at_120_columns_a_verb_stays_whole_while_the_message_and_tags_are_cut() -> None:
+    tasks = {TASK_ID: task(verb="downloadImage", message="m" * 300, tags=["gluster", "volume:" + "v" * 40])}
+    _, row, _ = render.tasks_table(tasks, width=120).splitlines()
+    assert render.display_width(row) <= 120
+    assert "  downloadImage  " in row
+    assert row.endswith("m\N{HORIZONTAL ELLIPSIS}")

@@ -89,6 +89,7 @@ class MirrorFeed:
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._watch: Watch | None = None
+        self._client: TasksClient | None = None
         self._thread = threading.Thread(target=self._run, name="http-mirror", daemon=True)
 
     def start(self) -> None:
@@ -98,10 +99,14 @@ class MirrorFeed:
         """Stop watching (the watch ends at its next turn); waits at most ``timeout_s``."""
         self._closing.set()
         with self._lock:
-            watch = self._watch
+            watch, client = self._watch, self._client
         if watch is not None:
             watch.close()
+        if client is not None:
+            client.abandon()  # a watch failing over waits in a call: it gives up at once
         self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.warning("http mirror: the watch did not end within %gs", timeout_s)
 
     def _run(self) -> None:
         # Asked before the aggregator serves, the first listing would wait for its deadline.
@@ -115,9 +120,10 @@ class MirrorFeed:
                 client = self._new_client()
                 watch = client.watch()
                 with self._lock:
-                    self._watch = watch
+                    self._watch, self._client = watch, client
                 if self._closing.is_set():
                     watch.close()
+                    client.abandon()
                 batch: int | None = None
                 for event in watch:
                     # The watch hands out each message's events at once, after moving its revision

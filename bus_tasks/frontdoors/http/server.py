@@ -25,7 +25,7 @@ from bus_tasks.config import (
     DEFAULT_HTTP_MAX_BODY_BYTES,
     DEFAULT_HTTP_MAX_WATCHERS,
 )
-from bus_tasks.errors import BusTasksError, PermissionDenied, ReplyTooLarge
+from bus_tasks.errors import BusTasksError, GeneralError, PermissionDenied, ReplyTooLarge
 from bus_tasks.frontdoors.http import openapi as http_openapi
 from bus_tasks.frontdoors.http import sse as http_sse
 from bus_tasks.frontdoors.http.access import HttpAccess
@@ -80,6 +80,11 @@ class HttpOptions:
     access: HttpAccess | None = None
 
 
+def _level(status: int) -> int:
+    """A caller's mistake (4xx) is theirs to see: INFO; refused credentials and our failures: WARNING."""
+    return logging.INFO if status < 500 and status not in (401, 403) else logging.WARNING
+
+
 class HttpFrontDoor:
     """The routes; :meth:`application` is served by ``running.HttpServer``."""
 
@@ -125,11 +130,32 @@ class HttpFrontDoor:
             self._check_size(request)
             response: web.StreamResponse = await handler(request)
         except Refused as exc:
-            log.warning("http %s %s refused: %d %s", request.method, request.path, exc.status, exc)
+            log.log(
+                _level(exc.status), "http %s %s refused: %d %s", request.method, request.path, exc.status, exc
+            )
             return json_response(exc.error.to_wire(), exc.status, exc.headers)
         except BusTasksError as exc:
-            log.warning("http %s %s failed: %d %s", request.method, request.path, exc.code, exc.message)
-            return error_response(exc)
+            answer = error_response(exc)
+            log.log(
+                _level(answer.status),
+                "http %s %s failed: %d %s",
+                request.method,
+                request.path,
+                exc.code,
+                exc.message,
+            )
+            return answer
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise  # a redirect is no error
+            # The router's own 404 and 405 speak JSON too, as every other answer of the API does.
+            log.info("http %s %s: %d %s", request.method, request.path, exc.status, exc.reason)
+            error = GeneralError(message=f"General Exception: {exc.reason}: {request.method} {request.path}")
+            return json_response(
+                error.to_wire(),
+                exc.status,
+                {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None,
+            )
         return response
 
     def _check_size(self, request: web.Request) -> None:

@@ -376,7 +376,11 @@ class BusConnection:
             self._live.clear()
             self._subscriptions.clear()
             self._inbox.clear()
-            self._release_claims()
+            if self._claims.held:
+                try:
+                    self._claims.release(self._link.channel if self._claims.kind == "redis" else None)
+                except self.errors:  # Redis away: the lease runs out on its own
+                    log.debug("releasing exclusive claims failed", exc_info=True)
             if self.pending and self._link.refused is None:  # refused: said once already
                 self.flush(flush_timeout_s)
             self._sender.report_returned(raise_=False)
@@ -385,14 +389,6 @@ class BusConnection:
         finally:
             self._inbox.clear()
             self._link.release()
-
-    def _release_claims(self) -> None:
-        if not self._claims.held:
-            return
-        try:
-            self._claims.release(self._link.channel if self._claims.kind == "redis" else None)
-        except self.errors:  # Redis away: the lease runs out on its own
-            log.debug("releasing exclusive claims failed", exc_info=True)
 
     def __enter__(self) -> BusConnection:
         return self

@@ -5,7 +5,7 @@
 // so 10,000 tasks cost what 40 do. Events change the Map at once; the sorted array and the DOM
 // catch up once per animation frame.
 
-import { DONE_STATES, GROUP_ORDER, Selection, TAG_PATTERN, comparator, entry, formatAge, parseTags } from "./model.js";
+import { DONE_STATES, GROUP_ORDER, GROUP_STATES, Selection, TAG_PATTERN, comparator, entry, formatAge, parseTags } from "./model.js";
 
 const OVERSCAN_ROWS = 8;
 // Past this many changed tasks in one frame, filtering and sorting anew beats moving each.
@@ -22,6 +22,7 @@ const el = {
   tagInput: $("tag-input"),
   filterForm: $("filter-form"),
   clearFilter: $("clear-filter"),
+  subsystem: $("subsystem-select"),
   tokenBox: $("token-box"),
   tokenInput: $("token-input"),
   tokenLabel: $("token-label"),
@@ -51,8 +52,9 @@ const view = {
   direction: 1,
   selection: new Selection({ tags: [], match: "any" }, comparator("age", 1)),
   selected: null, // the id whose details are open
+  group: "", // the state group a count chip filters by ("" : every state)
 };
-const pending = { rebuild: true, ids: new Set(), frame: 0 };
+const pending = { rebuild: true, subsystems: true, ids: new Set(), frame: 0 };
 // authorized: the server decides who may call what (authorization = "on"), and says so in
 // /api/whoami; then every read needs the token too (the watch sends it as a cookie).
 const control = { enabled: false, authorized: false };
@@ -80,8 +82,10 @@ function flush() {
   const refilter = pending.rebuild;
   const detailsChanged = view.selected !== null && (refilter || pending.ids.has(view.selected));
   pending.rebuild = false;
+  pending.subsystems = false;
   pending.ids.clear();
   renderRevision();
+  if (refilter || pending.subsystems) renderSubsystems();
   renderSummary();
   // After a new filter every row is filled again (its chips show which tags are active).
   renderRows(refilter);
@@ -103,8 +107,10 @@ function applySnapshot(data) {
 }
 
 function applyChange(data) {
+  const before = store.tasks.get(data.id)?.details.subsystem;
   if (data.task === null) store.tasks.delete(data.id);
   else store.tasks.set(data.id, entry(data.task));
+  if (before !== data.task?.subsystem) pending.subsystems = true;
   setRevision(data.revision);
   changed(data.id);
 }
@@ -184,7 +190,7 @@ function renderSummary() {
   el.totalCount.textContent = String(store.tasks.size);
   el.totalCount.dataset.totalCount = String(store.tasks.size);
   const shownGroups = GROUP_ORDER.filter((group) => counts.get(group));
-  const key = shownGroups.map((group) => `${group}:${counts.get(group)}`).join(" ");
+  const key = `${view.group}|${shownGroups.map((group) => `${group}:${counts.get(group)}`).join(" ")}`;
   if (key !== el.stateCounts.dataset.counts) {
     el.stateCounts.dataset.counts = key;
     el.stateCounts.replaceChildren(...shownGroups.map((group) => countItem(group, counts.get(group))));
@@ -196,11 +202,32 @@ function renderSummary() {
 
 function countItem(group, count) {
   const li = document.createElement("li");
-  li.className = "badge";
-  li.dataset.group = group;
-  li.dataset.count = String(count);
-  li.textContent = `${group} ${count}`;
+  const chip = document.createElement("button");
+  chip.type = "button";
+  chip.className = "badge";
+  chip.dataset.group = group;
+  chip.dataset.count = String(count);
+  chip.textContent = `${group} ${count}`;
+  const on = view.group === group;
+  chip.setAttribute("aria-pressed", String(on));
+  const states = GROUP_STATES[group] ?? [group];
+  const counted = states.length > 1 ? ` (states ${states.join(", ")})` : "";
+  chip.title = `${count} ${group}${counted}: ${on ? "show every state again" : "show only these"}`;
+  li.append(chip);
   return li;
+}
+
+/** The subsystem filter's choices: every subsystem with tasks, and the one chosen. */
+function renderSubsystems() {
+  const names = [...new Set([...store.tasks.values()].map((e) => e.details.subsystem))].sort();
+  const chosen = view.selection.filter.subsystem ?? "";
+  if (chosen && !names.includes(chosen)) names.push(chosen);
+  const key = names.join(" ");
+  if (el.subsystem.dataset.names === key) return;
+  el.subsystem.dataset.names = key;
+  const all = new Option("all", "");
+  el.subsystem.replaceChildren(all, ...names.map((name) => new Option(name, name)));
+  el.subsystem.value = chosen;
 }
 
 const rows = { byId: new Map(), pool: [] };
@@ -489,10 +516,13 @@ function applyFilter() {
   el.tagInput.setAttribute("aria-invalid", String(invalid.length > 0));
   el.tagInput.title = invalid.length ? `not a tag: ${invalid.join(" ")}` : "";
   const match = matchValue();
-  view.selection.filter = { tags, match };
+  const subsystem = el.subsystem.value;
+  view.selection.filter = { tags, match, subsystem, group: view.group };
   const hash = new URLSearchParams();
   for (const tag of tags) hash.append("tag", tag);
   if (match === "all") hash.set("match", "all");
+  if (subsystem) hash.set("subsystem", subsystem);
+  if (view.group) hash.set("state", view.group);
   const query = hash.toString();
   const wanted = query ? `#${query}` : "";
   if (location.hash !== wanted) history.replaceState(null, "", `${location.pathname}${location.search}${wanted}`);
@@ -504,6 +534,17 @@ function filterFromAddress() {
   const params = new URLSearchParams(location.hash.slice(1));
   el.tagInput.value = params.getAll("tag").join(" ");
   el.filterForm.elements.match.value = params.get("match") === "all" ? "all" : "any";
+  const subsystem = params.get("subsystem") ?? "";
+  if (subsystem && ![...el.subsystem.options].some((o) => o.value === subsystem)) {
+    el.subsystem.append(new Option(subsystem, subsystem));
+  }
+  el.subsystem.value = subsystem;
+  view.group = GROUP_ORDER.includes(params.get("state")) ? params.get("state") : "";
+  applyFilter();
+}
+
+function toggleGroup(group) {
+  view.group = view.group === group ? "" : group;
   applyFilter();
 }
 
@@ -551,11 +592,17 @@ function start() {
     applyFilter();
   });
   el.filterForm.addEventListener("change", (event) => {
-    if (event.target.name === "match") applyFilter();
+    if (event.target.name === "match" || event.target.name === "subsystem") applyFilter();
   });
   el.clearFilter.addEventListener("click", () => {
     el.tagInput.value = "";
+    el.subsystem.value = "";
+    view.group = "";
     applyFilter();
+  });
+  el.stateCounts.addEventListener("click", (event) => {
+    const chip = event.target.closest("[data-group]");
+    if (chip) toggleGroup(chip.dataset.group);
   });
   window.addEventListener("hashchange", filterFromAddress);
 

@@ -19,6 +19,11 @@ const STATE_GROUP = {
   recovered: "recovered",
   failed: "failed",
 };
+// Each group's states, for the count chips' titles ("running" counts acquiring too: SPEC 3).
+export const GROUP_STATES = Object.entries(STATE_GROUP).reduce((groups, [state, group]) => {
+  (groups[group] ??= []).push(state);
+  return groups;
+}, {});
 export const GROUP_ORDER = ["running", "pending", "aborting", "cleaning", "failed", "recovered", "finished", "unknown"];
 export const DONE_STATES = new Set(["finished", "recovered", "failed"]);
 
@@ -81,8 +86,11 @@ export function lowerBound(sorted, item, compare) {
   return lo;
 }
 
-/** Whether a filter ``{tags, match: "any" | "all"}`` selects a task (no tags: every task). */
+/** Whether a filter ``{tags, match: "any" | "all", subsystem?, group?}`` selects a task (no tags:
+ * every task of the subsystem and state group, when they are given). */
 export function selects(filter, details) {
+  if (filter.subsystem && details.subsystem !== filter.subsystem) return false;
+  if (filter.group && (STATE_GROUP[details.state] ?? "unknown") !== filter.group) return false;
   if (filter.tags.length === 0) return true;
   const tags = details.tags;
   return filter.match === "all"
