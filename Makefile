@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The locks (make lock): every version pinned and hashed. make installs LOCK (the runtime and the
-# extras LOCKED_EXTRAS), the Dockerfile RUNTIME_LOCK; both pin the same versions.
+# extras LOCKED_EXTRAS), make soak SOAK_LOCK (those and the soak extra), the Dockerfile
+# RUNTIME_LOCK; all three pin the same versions.
 LOCK := requirements/dev.txt
+SOAK_LOCK := requirements/soak.txt
 RUNTIME_LOCK := requirements/runtime.txt
 LOCKED_EXTRAS := test bench
 # pytest-xdist: the suite's tests isolate themselves (tests/support/parallel.py). Four workers on
@@ -30,14 +32,16 @@ $(STAMP): pyproject.toml $(LOCK)
 	touch $(STAMP)
 
 # Regenerate both locks from pyproject.toml, keeping every pin that still fits (UPGRADE=1: the newest
-# versions allowed). The runtime lock starts from the dev lock's pins so that the two agree.
+# versions allowed). Each smaller lock starts from the larger one's pins so that they agree.
 PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
 	--strip-extras --no-emit-index-url --no-emit-find-links
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c 'import piptools' 2>/dev/null || $(BIN)/python -m pip install --quiet 'pip-tools>=7.4'
 	mkdir -p requirements
-	$(PIP_COMPILE) $(if $(UPGRADE),--upgrade) $(addprefix --extra ,$(LOCKED_EXTRAS)) --output-file $(LOCK) pyproject.toml
+	$(PIP_COMPILE) $(if $(UPGRADE),--upgrade) $(addprefix --extra ,$(LOCKED_EXTRAS) soak) --output-file $(SOAK_LOCK) pyproject.toml
+	cp $(SOAK_LOCK) $(LOCK)
+	$(PIP_COMPILE) $(addprefix --extra ,$(LOCKED_EXTRAS)) --output-file $(LOCK) pyproject.toml
 	cp $(LOCK) $(RUNTIME_LOCK)
 	$(PIP_COMPILE) --output-file $(RUNTIME_LOCK) pyproject.toml
 
@@ -69,7 +73,7 @@ fuzz: $(STAMP)
 # connections; fails when a task ends wrong or anything grows (docs/soak.md).
 SOAK_S ?= 120
 soak: $(STAMP)
-	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[test,bench,soak]'
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet --require-hashes -r $(SOAK_LOCK)
 	cd tests && ../$(BIN)/python -m soak --seconds $(SOAK_S) --plot $(CURDIR)/$(or $(SOAK_PLOT),soak.png)
 
 clean:
