@@ -88,7 +88,7 @@ def test_the_topology_is_the_one_the_processes_declare() -> None:
     assert document["queues"] == [
         {"name": names.EVENT_LOG, **queue, "arguments": {"x-queue-type": "stream", "x-max-age": "7D"}},
         {"name": names.RPC_QUEUE, **queue, "arguments": {"x-queue-type": "quorum"}},
-        {"name": names.DEAD_QUEUE, **queue, "arguments": {}},
+        {"name": names.DEAD_QUEUE, **queue, "arguments": {"x-queue-type": "quorum"}},
         {"name": "bus_tasks.control.vdsm", **queue, "arguments": {}},
         {"name": "bus_tasks.control.test", **queue, "arguments": {}},
     ]

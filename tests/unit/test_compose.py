@@ -83,7 +83,9 @@ def _parse(args: list[str]) -> Any:
 
 
 def test_compose_has_the_services_of_the_system() -> None:
-    assert set(SERVICES) == {"rabbitmq", "redis", "aggregator", "aggregator-2", "storage", "gluster", "stomp"}
+    rabbits = {"rabbitmq", "rabbitmq-2", "rabbitmq-3"}
+    assert set(SERVICES) == {*rabbits, "redis", "aggregator", "aggregator-2", "storage", "gluster", "stomp"}
+    assert len({SERVICES[name]["image"] for name in rabbits}) == 1  # one version in a cluster
     assert SERVICES["rabbitmq"]["image"].startswith("rabbitmq:3.")
     assert SERVICES["redis"]["image"].startswith("redis:7.")
     assert {name: args[0] for name, args in BUS_TASKS_SERVICES.items()} == {
@@ -245,3 +247,15 @@ def test_dockerignore_keeps_the_virtualenv_and_git_out_but_lets_the_sources_in()
     }
     assert copied <= allowed, "the Dockerfile copies files the build context leaves out"
     assert not {".venv", ".git", "data", "tests"} & allowed
+
+
+def test_the_three_rabbitmq_nodes_share_a_cookie_and_a_cluster_config_naming_each_of_them() -> None:
+    rabbits = [SERVICES[name] for name in ("rabbitmq", "rabbitmq-2", "rabbitmq-3")]
+    assert len({_environment(node)["RABBITMQ_ERLANG_COOKIE"] for node in rabbits}) == 1
+    assert all(
+        {"source": "rabbitmq-cluster-conf", "target": "/etc/rabbitmq/conf.d/91-cluster.conf"}
+        in node["configs"]
+        for node in rabbits
+    )
+    config = (ROOT / COMPOSE["configs"]["rabbitmq-cluster-conf"]["file"]).read_text()
+    assert all(f"= rabbit@{node['hostname']}" in config for node in rabbits)
