@@ -216,12 +216,18 @@ def test_bus_tasks_services_are_built_from_the_dockerfile() -> None:
         assert (ROOT / context / dockerfile).resolve() == ROOT / "Dockerfile"
 
 
-def test_dockerfile_installs_the_package_on_python_311_slim_and_runs_bus_tasks_as_a_non_root_user() -> None:
+def test_dockerfile_installs_the_locked_dependencies_then_the_package_on_python_311_slim() -> None:
     instructions = _dockerfile()
     keyword, image = instructions[0]
     assert keyword == "FROM"
     assert re.fullmatch(r"python:3\.11\.\d+-slim(@sha256:[0-9a-f]{64})?", image), image
-    assert any(k == "RUN" and "pip install ." in rest for k, rest in instructions)
+    runs = [rest for k, rest in instructions if k == "RUN"]
+    locked = [
+        i for i, rest in enumerate(runs) if "pip install --require-hashes -r requirements/runtime.txt" in rest
+    ]
+    package = [i for i, rest in enumerate(runs) if "pip install --no-deps ." in rest]
+    assert len(locked) == len(package) == 1, runs
+    assert locked[0] < package[0], "the package goes in after the dependencies the lock pins"
     users = [rest for keyword, rest in instructions if keyword == "USER"]
     assert users, "the image runs as root"
     assert users[-1].split(":")[0] not in ("root", "0")
