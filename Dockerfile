@@ -14,7 +14,6 @@ RUN pip install --require-hashes -r requirements/runtime.txt
 # README.md* : the readme pyproject.toml names, when there is one; LICENSE: its license-files.
 COPY pyproject.toml README.md* LICENSE ./
 COPY bus_tasks ./bus_tasks
-COPY workers ./workers
 RUN pip install --no-deps . && pip check && rm -rf /src
 
 # The aggregator's view lives in /var/lib/bus_tasks (BUS_TASKS_DATA_DIR); the directory is

@@ -49,8 +49,8 @@ run: $(STAMP)
 	$(BIN)/bus-tasks demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check bus_tasks workers tests bench
-	$(BIN)/mypy bus_tasks workers bench tests
+	$(BIN)/ruff check bus_tasks tests bench
+	$(BIN)/mypy bus_tasks bench tests
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL)

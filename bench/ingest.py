@@ -49,7 +49,7 @@ from bus_tasks.testing import RunningAggregator
 from bus_tasks.transport import BusOptions
 from bus_tasks.transport.kombu.entities import queue as kombu_queue
 from bus_tasks.transport.topology import event_log
-from workers import wiring
+from bus_tasks.workers import wiring
 
 TASKS = Sizes(full=4_000, quick=300)  # three events each
 REPS = Sizes(full=9, quick=2)  # the most load-sensitive figure: 5 gave medians 0.78..0.98

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a build needs, as the Dockerfile copies it: nothing else of the checkout reaches the wheel.
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "bus_tasks", "workers")
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "bus_tasks")
 WEB = "bus_tasks/frontdoors/http/web"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 DIST_INFO = f"bus_tasks-{VERSION}.dist-info"
@@ -140,9 +140,6 @@ def test_the_wheel_ships_the_package_its_web_view_and_its_license_and_nothing_of
     assert not [name for name in names if name.startswith(("tests/", "bench/", "deploy/", "config/"))]
 
 
-@pytest.mark.xfail(
-    reason="workers/ moves into bus_tasks/ at the end of issue 27 (the lead's step)", strict=True
-)
 def test_the_wheel_installs_no_top_level_package_but_bus_tasks(installed: Installed) -> None:
     with zipfile.ZipFile(installed.wheel) as wheel:
         tops = {name.split("/", 1)[0] for name in wheel.namelist()}

@@ -12,8 +12,8 @@ import pytest
 
 from bus_tasks import names
 from bus_tasks.broker_setup import Deployment, SetupError, definitions, password_hash
-from workers.broker_setup import vhost_of
-from workers.cli import main
+from bus_tasks.workers.broker_setup import vhost_of
+from bus_tasks.workers.cli import main
 
 DEPLOYMENT = Deployment(
     subsystems=("vdsm", "gluster", "a"),

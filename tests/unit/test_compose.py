@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from bus_tasks.config import CONFIG_ENV, Settings
-from workers.cli import build_parser
+from bus_tasks.workers.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

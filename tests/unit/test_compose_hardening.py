@@ -26,7 +26,7 @@ from test_compose import (
 )
 
 from bus_tasks.config import CONFIG_ENV, Settings
-from workers.simulate import SUBSYSTEMS
+from bus_tasks.workers.simulate import SUBSYSTEMS
 
 MAKE_SECRETS = ROOT / "deploy" / "compose" / "make_secrets.py"
 SECRETS_ENV = "${BUS_TASKS_SECRETS_DIR:-./deploy/compose/secrets}/"

@@ -19,7 +19,7 @@ from bus_tasks.config import (
     redact_url,
 )
 from bus_tasks.errors import ConfigError
-from workers.wiring import aggregator_policy
+from bus_tasks.workers.wiring import aggregator_policy
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config" / "bus_tasks.toml"
 
