@@ -31,6 +31,7 @@ def warnings_about_another_aggregator(caplog: pytest.LogCaptureFixture) -> list[
         if r.name.startswith("bus_tasks.aggregator")
         and r.levelno == logging.WARNING
         and "another aggregator" in r.getMessage()
+        and "already reads" in r.getMessage()  # not presence's "serves as" (the name's own warning)
     ]
 
 
