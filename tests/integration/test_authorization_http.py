@@ -103,6 +103,7 @@ def test_each_identity_reads_and_controls_as_its_role_allows(
     running, done = tasks(vdsm)
     stop_control = served.broker.connection()
     stopping = threading.Event()
+    vdsm.listen(stop_control)  # its control queue is there before the first stop is forwarded
     thread = threading.Thread(target=vdsm.serve_control, args=(stop_control, stopping), daemon=True)
     thread.start()
     try:

@@ -82,6 +82,7 @@ def vdsm(rabbit: TlsRabbit) -> Iterator[TaskPublisher]:
     publisher.control.trust = settings.trust
     stop = threading.Event()
     control = wiring.connect(settings, confirm_publish=True)
+    publisher.listen(control)  # its control queue is there before the first stop is forwarded
     thread = threading.Thread(target=publisher.serve_control, args=(control, stop), daemon=True)
     thread.start()
     try:
