@@ -33,9 +33,9 @@ class Plugin:
         self.poller = self.gluster.poller
 
     def start(self) -> None:
-        """The first poll, then control commands (which announce what the first poll found)."""
+        """The first poll, then the announce of what it found (the name was claimed at open)."""
         self.gluster.turn()
-        assert self.runner.serving, "the first poll did not succeed"
+        assert self.runner.announced, "the first poll did not succeed"
 
     def close(self) -> None:
         stopped = self.runner.close()  # gives up the claim on the subsystem name
