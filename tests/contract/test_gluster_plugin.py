@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.brokers import System
+from support.brokers import System, admin_of
 from support.gluster import FakeGluster, Node, Task, failed_xml, migration_xml
 
 from bus_tasks import names
@@ -21,7 +21,6 @@ from bus_tasks.plugins.gluster.plugin import GlusterOptions, GlusterPlugin, Glus
 from bus_tasks.protocol.shapes import record_from_details
 from bus_tasks.subsystem.runner import SubsystemRunner
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import admin
 
 REBALANCE_ID = "1bea87af-d176-4044-b4a2-46724ab0f070"
 OTHER_ID = "2bea87af-d176-4044-b4a2-46724ab0f071"
@@ -231,7 +230,7 @@ def test_a_second_plugin_is_refused_before_it_asks_the_aggregator_runs_gluster_o
     with pytest.raises(SubsystemTaken, match="'gluster' is already owned by a live process"):
         GlusterPlugin().run(GlusterOptions(gluster_bin=str(fake.binary), interval_s=0.1), host)
 
-    assert admin(memory_system.broker.connection()).queue_size(tap) == 0
+    assert admin_of(memory_system.broker.connection()).queue_size(tap) == 0
     assert memory_system.client().get_all_tasks() == {REBALANCE_ID: before}
     assert not host.ready.is_set()
     assert fake.calls[calls:] == []  # the second never ran gluster (the owner here takes no turns)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support.brokers import System
+from support.brokers import System, admin_of
 
 from bus_tasks import names
 from bus_tasks.core.model import State
@@ -16,7 +16,6 @@ from bus_tasks.protocol import control
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.subsystem.runner import SubsystemRunner
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import admin
 
 TIMEOUT_S = 10.0
 
@@ -83,7 +82,7 @@ def test_a_second_open_of_a_live_name_is_refused_before_it_publishes_anything_an
         open_runner(system, runners)
 
     # A refused open closed its publisher (flushed): anything it had published would be here.
-    assert admin(system.broker.connection()).queue_size(tap) == 0
+    assert admin_of(system.broker.connection()).queue_size(tap) == 0
     assert client.get_all_tasks() == {task: before}
     assert client.stop_task(task) is True
     assert (stopped, owner.publisher.get(task).state) == ([task], State.ABORTING)
@@ -114,11 +113,11 @@ def test_before_the_announce_a_resync_announces_nothing_and_a_stop_is_refused_as
         100,
         f"General Exception: vdsm is starting, its tasks not known yet: stop {task}",
     )
-    assert admin(system.broker.connection()).queue_size(tap) == 0
+    assert admin_of(system.broker.connection()).queue_size(tap) == 0
     assert (client.get_all_tasks(), stopped) == ({task: before}, [])
     runner.publisher.adopt(gone.get(task))
     runner.announce()
-    taps = admin(system.broker.connection())
+    taps = admin_of(system.broker.connection())
     wait_until(lambda: taps.queue_size(tap) == 2, timeout_s=TIMEOUT_S, what="the task and the marker")
     assert client.stop_task(task) is True
     assert stopped == [task]

@@ -15,7 +15,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
-from support.brokers import Broker
+from support.brokers import Broker, admin_of
 from support.gluster import FakeGluster, Glusterd, Volume, Volumes, gluster, glusterd_session
 from support.processes import Process, start_serve
 
@@ -24,7 +24,6 @@ from bus_tasks.client import TasksClient
 from bus_tasks.core.model import State
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import admin
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -225,5 +224,5 @@ def test_a_second_plugin_exits_1_with_one_line_saying_the_name_is_taken_and_publ
         "bus-tasks gluster: General Exception: subsystem 'gluster' is already owned by a live process "
         "(it consumes the control queue bus_tasks.control.gluster): run one publisher process per subsystem name"
     ]
-    assert admin(rabbitmq_broker.connection()).queue_size(tap) == 0
+    assert admin_of(rabbitmq_broker.connection()).queue_size(tap) == 0
     assert client.get_all_tasks(["gluster"])[task_id] == before
