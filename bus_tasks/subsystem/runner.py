@@ -94,7 +94,7 @@ class SubsystemRunner:
     def claim(self, *, announce: bool = True) -> None:
         """Claim the subsystem name here and now, then answer control commands and send
         heartbeats on a thread until the stop. ``announce``: announce every live task at once;
-        without, :meth:`announce` follows (commands for tasks wait for it, refused meanwhile).
+        without, :meth:`announce` follows (stop, revert and retag are refused until then).
 
         Raises:
             SubsystemTaken: when a live process owns the name (nothing is served then).
