@@ -7,11 +7,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-# README.md* : the readme pyproject.toml names, when there is one.
-COPY pyproject.toml README.md* ./
+# The dependencies first, as the lock pins and hashes them (make lock): a layer that a change of
+# the sources alone does not rebuild.
+COPY requirements/runtime.txt ./requirements/
+RUN pip install --require-hashes -r requirements/runtime.txt
+# README.md* : the readme pyproject.toml names, when there is one; LICENSE: its license-files.
+COPY pyproject.toml README.md* LICENSE ./
 COPY bus_tasks ./bus_tasks
-COPY workers ./workers
-RUN pip install . && rm -rf /src
+RUN pip install --no-deps . && pip check && rm -rf /src
 
 # The aggregator's view lives in /var/lib/bus_tasks (BUS_TASKS_DATA_DIR); the directory is
 # created here, owned by the service user, so that a named volume mounted on it is writable.

@@ -3,6 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The locks (make lock): every version pinned and hashed. make installs LOCK (the runtime and the
+# extras LOCKED_EXTRAS), make soak SOAK_LOCK (those and the soak extra), the Dockerfile
+# RUNTIME_LOCK; all three pin the same versions.
+LOCK := requirements/dev.txt
+SOAK_LOCK := requirements/soak.txt
+RUNTIME_LOCK := requirements/runtime.txt
+LOCKED_EXTRAS := test bench
 # pytest-xdist: the suite's tests isolate themselves (tests/support/parallel.py). Four workers on
 # two cores win because the integration tests mostly wait on brokers and subprocesses; loadfile
 # runs a module whole on one worker (one glusterd, one browser), in the order tests/conftest.py
@@ -10,22 +17,40 @@ STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 4
 PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: run test lint unit bench fuzz soak clean venv
+.PHONY: run test lint unit bench fuzz soak clean venv lock
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The package itself goes in without its dependencies (the lock brought them); pip check fails
+# when pyproject.toml asks for something the lock lacks: run make lock then.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
+
+# Regenerate both locks from pyproject.toml, keeping every pin that still fits (UPGRADE=1: the newest
+# versions allowed). Each smaller lock starts from the larger one's pins so that they agree.
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
+	--strip-extras --no-emit-index-url --no-emit-find-links
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c 'import piptools' 2>/dev/null || $(BIN)/python -m pip install --quiet 'pip-tools>=7.4'
+	mkdir -p requirements
+	$(PIP_COMPILE) $(if $(UPGRADE),--upgrade) $(addprefix --extra ,$(LOCKED_EXTRAS) soak) --output-file $(SOAK_LOCK) pyproject.toml
+	cp $(SOAK_LOCK) $(LOCK)
+	$(PIP_COMPILE) $(addprefix --extra ,$(LOCKED_EXTRAS)) --output-file $(LOCK) pyproject.toml
+	cp $(LOCK) $(RUNTIME_LOCK)
+	$(PIP_COMPILE) --output-file $(RUNTIME_LOCK) pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/bus-tasks demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check bus_tasks workers tests bench
-	$(BIN)/mypy bus_tasks workers bench tests
+	$(BIN)/ruff check bus_tasks tests bench
+	$(BIN)/mypy bus_tasks bench tests
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
@@ -48,7 +73,7 @@ fuzz: $(STAMP)
 # connections; fails when a task ends wrong or anything grows (docs/soak.md).
 SOAK_S ?= 120
 soak: $(STAMP)
-	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[test,bench,soak]'
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet --require-hashes -r $(SOAK_LOCK)
 	cd tests && ../$(BIN)/python -m soak --seconds $(SOAK_S) --plot $(CURDIR)/$(or $(SOAK_PLOT),soak.png)
 
 clean:

@@ -37,6 +37,7 @@ FIGURES = {
     "clients": "bench.clients",
     "restart": "bench.restart",
     "authz": "bench.authz",
+    "tls_ingest": "bench.tls_ingest",
 }
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from kombu.connection import Connection
 from kombu.entity import Queue
@@ -48,6 +49,7 @@ from bus_tasks.testing import RunningAggregator
 from bus_tasks.transport import BusOptions
 from bus_tasks.transport.kombu.entities import queue as kombu_queue
 from bus_tasks.transport.topology import event_log
+from bus_tasks.workers import wiring
 
 TASKS = Sizes(full=4_000, quick=300)  # three events each
 REPS = Sizes(full=9, quick=2)  # the most load-sensitive figure: 5 gave medians 0.78..0.98
@@ -120,10 +122,17 @@ def new_log(url: str) -> None:
         check(setup.topology.uses_stream, "the default event log is not a stream on RabbitMQ")
 
 
-def fill(url: str, bodies: list[tuple[str, bytes]]) -> int:
+def fill(url: str, bodies: list[tuple[str, bytes]], *, settings: Settings | None = None) -> int:
     """Publish ``bodies`` as persistent messages to the events exchange, publisher-confirmed (so
-    all are in the log on return); returns the log's end (its last offset + 1, a fresh log)."""
-    with transport.open(url, BusOptions(confirm_publish=True)) as conn:
+    all are in the log on return); returns the log's end (its last offset + 1, a fresh log).
+
+    ``settings``: publish as the process they describe (their broker, TLS login, identity)."""
+    bus = (
+        transport.open(url, BusOptions(confirm_publish=True))
+        if settings is None
+        else wiring.connect(settings, confirm_publish=True)
+    )
+    with bus as conn:
         for key, body in bodies:
             conn.publish(body, exchange=names.EVENTS_EXCHANGE, routing_key=key)
         conn.flush(timeout_s=120.0)
@@ -150,23 +159,35 @@ class Read:
 
 
 def through_aggregator(
-    url: str, end: int, prefetch: int, *, name: str = "", from_start: bool = False
+    url: str,
+    end: int,
+    prefetch: int,
+    *,
+    name: str = "",
+    from_start: bool = False,
+    settings: Settings | None = None,
 ) -> Read:
     """A new aggregator (empty default store) reads the log until its revision is ``end``.
 
     Timed from its first event to the commit that reaches ``end``; with ``from_start``, from
     before it is made (store opened, connected, declared: what a new replica takes to catch up).
+    ``settings``: the aggregator of ``bus-tasks serve`` instead (``wiring.aggregator``: their
+    broker, TLS login, identity, confirms, policy), whose prefetch must be ``prefetch``.
     """
     with tempfile.TemporaryDirectory(prefix="bus_tasks_bench_") as data_dir:
         inner, described = default_store(Path(data_dir))
         aggregator: Aggregator
         store = CountingStore(inner, lambda: aggregator.view.revision, end)
         started_at = time.perf_counter()
-        aggregator = Aggregator(
-            transport.open(url),
-            store=store,
-            policy=AggregatorPolicy(prefetch_count=prefetch, name=name),
-        )
+        if settings is None:
+            aggregator = Aggregator(
+                transport.open(url),
+                store=store,
+                policy=AggregatorPolicy(prefetch_count=prefetch, name=name),
+            )
+        else:
+            aggregator = wiring.aggregator(settings, store=store)
+            check(aggregator.policy.prefetch_count == prefetch, "the prefetch differs from the raw side's")
         with RunningAggregator(aggregator) as running:
             if not store.done.wait(DRAIN_TIMEOUT_S):
                 raise TimeoutError(f"the aggregator reached revision {aggregator.view.revision} of {end}")
@@ -178,10 +199,21 @@ def through_aggregator(
     return Read(rate(end, store.done_at - first_at), first_at, store.done_at, described)
 
 
-def through_raw_consumer(url: str, end: int, prefetch: int, *, from_start: bool = False) -> Read:
+def through_raw_consumer(
+    url: str,
+    end: int,
+    prefetch: int,
+    *,
+    from_start: bool = False,
+    settings: Settings | None = None,
+    ack_batch: int = 1,
+) -> Read:
     """A kombu consumer of the log from ``"first"`` that acks each message and does nothing else.
 
     Timed from its first message to its last ack; with ``from_start``, from before it connects.
+    ``settings``: connect with their TLS files and login method to their broker, declaring
+    nothing where the topology is predeclared (a least-privilege user may not). ``ack_batch``:
+    ack every so many messages at once (``multiple=True``), and the last.
     """
     acked = 0
     first_at = 0.0
@@ -192,16 +224,27 @@ def through_raw_consumer(url: str, end: int, prefetch: int, *, from_start: bool 
         nonlocal acked, first_at, last_offset
         if not first_at:
             first_at = time.perf_counter()
-        message.ack()
         acked += 1
+        if acked % ack_batch == 0 or acked >= end:
+            message.ack(multiple=ack_batch > 1)
         if acked >= end:
             last_offset = int(message.headers[names.HEADER_STREAM_OFFSET])
             done.set()
 
+    options: dict[str, Any] = {}
+    declare = True
+    if settings is not None:
+        url = settings.broker
+        login = settings.broker_login
+        tls = login.ssl_options()
+        options = {"login_method": login.method, **({"ssl": tls} if tls is not None else {})}
+        declare = not wiring.topology_options(settings).predeclared
     started_at = time.perf_counter()
-    with Connection(url) as conn:
+    with Connection(url, **options) as conn:
         channel = conn.channel()
-        with Consumer(channel, [from_first()], on_message=on_message, prefetch_count=prefetch):
+        with Consumer(
+            channel, [from_first()], on_message=on_message, prefetch_count=prefetch, auto_declare=declare
+        ):
             deadline = time.monotonic() + DRAIN_TIMEOUT_S
             while not done.is_set():
                 if time.monotonic() >= deadline:

@@ -116,7 +116,7 @@ def definitions(deployment: Deployment, passwords: Mapping[str, str] | None = No
         for spec in (
             topology.event_log(options),
             topology.rpc_queue(deployment.queue_type),
-            topology.dead_queue(),
+            topology.dead_queue(deployment.queue_type),
             *(topology.control_queue(name) for name in controlled),
         )
     ]

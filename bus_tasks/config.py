@@ -7,7 +7,7 @@ import tomllib
 from importlib.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -24,6 +24,8 @@ from bus_tasks.config_explain import did_you_mean, explain
 from bus_tasks.core.model import SUBSYSTEM_PATTERN
 from bus_tasks.errors import ConfigError
 from bus_tasks.identity import IDENTITY_PATTERN, IdentityMode, TrustPolicy
+from bus_tasks.urls import broker_urls
+from bus_tasks.urls import redact_url as redact_url  # noqa: PLC0414 - re-exported: bus_tasks imports it here
 
 ENV_PREFIX = "BUS_TASKS_"
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "memory")
@@ -372,8 +374,12 @@ def check_broker_url(url: str) -> None:
         raise ConfigError(f"broker URL has no scheme: use one of {schemes}")
     if scheme.lower() not in BROKER_SCHEMES:
         raise ConfigError(f"broker URL scheme {scheme!r} is not supported: use one of {schemes}")
+    nodes = broker_urls(url)
+    if len({node.partition("://")[0].lower() for node in nodes}) > 1:
+        raise ConfigError("broker URL names nodes of different schemes: one broker, one scheme")
     try:
-        urlsplit(url).port  # noqa: B018 - parsing is the check
+        for node in nodes:
+            urlsplit(node).port  # noqa: B018 - parsing is the check
     except ValueError:
         # The parser's message may quote a password (amqp://user:secret/ has no host): not shown.
         raise ConfigError(
@@ -388,13 +394,3 @@ def _check_environment(fields: set[str]) -> None:
     if unknown:
         hints = "".join(did_you_mean(name.upper(), known) for name in unknown)
         raise ConfigError(f"unknown setting in the environment: {', '.join(unknown)}{hints}")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]  # keeps an IPv6 host's brackets
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -27,8 +27,8 @@ class TopologyOptions:
       ``queue``.
     - ``log_max_age``, ``log_max_bytes``: the log's retention, when this process creates it
       (an existing log keeps its own; change it with a RabbitMQ policy).
-    - ``queue_type``: ``classic`` or ``quorum`` (replicated) for the RPC queue (control queues
-      stay classic: see :func:`control_queue`).
+    - ``queue_type``: ``classic`` or ``quorum`` (replicated) for the RPC and dead-letter queues
+      (control queues stay classic: see :func:`control_queue`).
     - ``replica``: this aggregator's name; off the stream, its events queue is named after it.
     - ``predeclared``: on RabbitMQ, the shared exchanges and queues exist (``bus-tasks
       broker-setup``): they are checked, never declared, so no configure permission is needed.
@@ -115,8 +115,10 @@ def rpc_queue(queue_type: QueueType = "classic") -> QueueSpec:
     return QueueSpec(names.RPC_QUEUE, replicated=queue_type == "quorum")
 
 
-def dead_queue() -> QueueSpec:
-    return QueueSpec(names.DEAD_QUEUE)
+def dead_queue(queue_type: QueueType = "classic") -> QueueSpec:
+    """Poison messages, kept for a person to look at; replicated with ``queue_type = "quorum"``:
+    a durable classic queue whose node is down cannot be declared again on another (3.10)."""
+    return QueueSpec(names.DEAD_QUEUE, replicated=queue_type == "quorum")
 
 
 def control_queue(subsystem: str) -> QueueSpec:
@@ -180,7 +182,7 @@ def well_known(queue: str, options: TopologyOptions = DEFAULT_OPTIONS) -> QueueS
     if queue == names.RPC_QUEUE:
         return rpc_queue(options.queue_type)
     if queue == names.DEAD_QUEUE:
-        return dead_queue()
+        return dead_queue(options.queue_type)
     if queue == names.EVENTS_QUEUE or queue.startswith(names.EVENTS_QUEUE + "."):
         return events_queue(queue[len(names.EVENTS_QUEUE) + 1 :])
     if queue.startswith(_CONTROL_PREFIX) and not queue.startswith(names.CONTROL_REPLY_PREFIX):
@@ -242,7 +244,7 @@ class Topology:
         """
         self.declare_exchanges()
         self.declare_events()
-        self._bus.declare(rpc_queue(self.options.queue_type), dead_queue())
+        self._bus.declare(rpc_queue(self.options.queue_type), dead_queue(self.options.queue_type))
 
     def declare_queue(self, queue: str) -> None:
         """Declare a queue of :mod:`bus_tasks.names` (events, RPC, dead letters, a control queue)."""

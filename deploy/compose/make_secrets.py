@@ -36,14 +36,19 @@ SUBSYSTEMS = ("vdsm", "gluster")  # `simulate storage` publishes as vdsm, `simul
 FRONT_DOORS = ("stomp",)
 ADMINS = ("ops",)  # the CLI of an operator with the dead letters and inject
 BROKER_ADMIN = "admin"  # RabbitMQ's own administrator (management UI), not a bus_tasks identity
-BROKER_HOST = "rabbitmq:5672"
+BROKER_HOSTS = ("rabbitmq:5672", "rabbitmq-2:5672", "rabbitmq-3:5672")  # one cluster: each URL names all
 
 
 def make(out: Path) -> None:
     """Write every secret into ``out`` (a new directory)."""
     out.mkdir(mode=0o700, parents=True)
     deployment = Deployment(
-        subsystems=SUBSYSTEMS, aggregators=AGGREGATORS, admins=ADMINS, front_doors=FRONT_DOORS, vhost=VHOST
+        subsystems=SUBSYSTEMS,
+        aggregators=AGGREGATORS,
+        admins=ADMINS,
+        front_doors=FRONT_DOORS,
+        vhost=VHOST,
+        queue_type="quorum",  # the RPC and dead-letter queues survive the loss of a node
     )
     passwords = new_passwords(deployment.roles())
     document = definitions(deployment, passwords)
@@ -61,13 +66,15 @@ def make(out: Path) -> None:
     )
     _write(out / "rabbitmq-definitions.json", json.dumps(document, indent=2) + "\n")
     for name, password in passwords.items():
-        url = f"amqp://{quote(name, safe='')}:{quote(password, safe='')}@{BROKER_HOST}/{VHOST}"
+        login = f"{quote(name, safe='')}:{quote(password, safe='')}"
+        url = ";".join(f"amqp://{login}@{host}/{VHOST}" for host in BROKER_HOSTS)
         aggregators = ", ".join(json.dumps(a) for a in AGGREGATORS)
         _write(
             out / f"{name}.toml",
             f"# bus_tasks settings of {name} (made by deploy/compose/make_secrets.py)\n"
             f"broker_url = {json.dumps(url)}\n"
             'identity = "broker"\n'
+            'queue_type = "quorum"\n'
             f"aggregators = [{aggregators}]\n",
         )
     redis_password = secrets.token_urlsafe(24)

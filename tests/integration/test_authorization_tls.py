@@ -27,7 +27,7 @@ from bus_tasks.protocol.methods import MethodName
 from bus_tasks.store import NullStore
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
-from workers import wiring
+from bus_tasks.workers import wiring
 
 pytestmark = pytest.mark.integration
 

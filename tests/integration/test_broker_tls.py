@@ -22,7 +22,7 @@ from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
 from bus_tasks.transport import Delivery
 from bus_tasks.transport.kombu import BusConnection
-from workers import wiring
+from bus_tasks.workers import wiring
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,8 @@ from support.cli_helpers import (
 
 from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.testing import wait_until
-from workers import render
-from workers.cli import build_parser, summaries
+from bus_tasks.workers import render
+from bus_tasks.workers.cli import build_parser, summaries
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 SCHEMES = "amqp://, amqps://, pyamqp://, redis://, rediss://, memory://"

@@ -13,7 +13,7 @@ from support.brokers import Broker
 from support.gluster import FakeGluster
 from support.processes import BIN, Process, start_serve
 
-from workers import systemd
+from bus_tasks.workers import systemd
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

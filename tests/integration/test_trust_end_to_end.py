@@ -31,7 +31,7 @@ from bus_tasks.protocol.changes import encode_change, feed_message
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import RunningAggregator, wait_until
 from bus_tasks.transport import Delivery
-from workers import wiring
+from bus_tasks.workers import wiring
 
 pytestmark = pytest.mark.integration
 

@@ -100,7 +100,7 @@ def run_cli_on_terminal(
 
 
 def parse_table(text: str) -> tuple[list[dict[str, str]], int]:
-    """The rows of a ``workers.render`` table (header -> cell) and the count of its footer."""
+    """The rows of a ``bus_tasks.workers.render`` table (header -> cell) and the count of its footer."""
     lines = text.rstrip("\n").splitlines()
     footer = _FOOTER.match(lines[-1])
     assert footer is not None, f"no '(N tasks)' or '(1 task)' footer in:\n{text}"

@@ -30,9 +30,12 @@ def available() -> bool:
 class OwnRabbit:
     """One throwaway node under ``base`` (its home, data, logs and config), stopped by :meth:`stop`."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, prefix: str = "bt-own", cookie: str = "") -> None:
+        """``cookie``: the Erlang cookie the node shares with the nodes of its cluster (none of
+        its own: Erlang makes one)."""
         self.base = base
-        self.name = f"bt-own-{os.getpid()}-{free_port()}@localhost"
+        self.name = f"{prefix}-{os.getpid()}-{free_port()}@localhost"
+        self.cookie = cookie
         self.port = free_port()  # plain AMQP
         self.tls_port = free_port()  # AMQP over TLS, when the config listens there
         self.dist_port = free_port()
@@ -59,19 +62,41 @@ class OwnRabbit:
     def start(self, *, config: str = "", plugins: tuple[str, ...] = ()) -> None:
         """Start the node with ``config`` (rabbitmq.conf text: ``{port}`` and ``{tls_port}`` are
         filled in) and ``plugins`` enabled; returns once it answers rabbitmqctl."""
+        self.launch(config=config, plugins=plugins)
+        self.await_started()
+
+    def launch(self, *, config: str = "", plugins: tuple[str, ...] = ()) -> None:
+        """Start the node's server process and return at once (see :meth:`await_started`)."""
         for sub in ("home", "mnesia", "log"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
+        if self.cookie:
+            cookie = self.base / "home" / ".erlang.cookie"
+            cookie.write_text(self.cookie)
+            cookie.chmod(0o400)
         (self.base / "rabbitmq-env.conf").write_text("")
         (self.base / "rabbitmq.conf").write_text(
             f"listeners.tcp.1 = 127.0.0.1:{self.port}\nloopback_users = none\n"
             + config.format(port=self.port, tls_port=self.tls_port)
         )
         (self.base / "enabled_plugins").write_text(f"[{','.join(plugins)}].\n")
-        output = (self.base / "server.out").open("wb")
+        self.relaunch()
+
+    def relaunch(self) -> None:
+        """Start the server process again, on the node's files as they are (after :meth:`kill`)."""
+        output = (self.base / "server.out").open("ab")
         self._process = subprocess.Popen(
             [str(SERVER)], env=self.env(), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
         output.close()
+
+    def await_started(self) -> None:
+        """Return once the node answers rabbitmqctl (its applications running).
+
+        Raises:
+            RuntimeError: when the server process exited.
+            TimeoutError: when it is not up within ``START_TIMEOUT_S`` (it is stopped).
+        """
+        assert self._process is not None, "launch() first"
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self._process.poll() is not None:
@@ -123,6 +148,18 @@ class OwnRabbit:
                     f"definitions not imported in {CTL_TIMEOUT_S} s: permissions of {sorted(listed)}"
                 )
             time.sleep(0.2)  # polling rabbitmqctl, within the deadline
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def kill(self) -> None:
+        """kill -9 of the node (its whole process group: the Erlang VM with it), as a crash."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, 9)
+        process.wait(timeout=30)
 
     def stop(self) -> None:
         """Stop the node (politely, then for good) and wait for it."""

@@ -1,9 +1,11 @@
 """A RabbitMQ node of a test's own with a TLS listener and certificate login (SPEC 15), and the
-client certificates and settings of each identity that connects to it."""
+client certificates and settings of each identity that connects to it. Tests start it with
+:func:`start_tls_rabbit` in a fixture; ``bench/tls_ingest.py`` with :func:`tls_rabbit`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,24 @@ class TlsRabbit:
         )
 
 
+@contextmanager
+def tls_rabbit(files: Path, base: Path, vhost: str) -> Iterator[TlsRabbit]:
+    """The node started under ``base`` (its certificates and its clients' in ``files``), and
+    stopped after (also on failure)."""
+    ca = trustme.CA()
+    server = ca.issue_cert("localhost", "127.0.0.1")
+    ca.cert_pem.write_to_path(files / "ca.pem")
+    server.cert_chain_pems[0].write_to_path(files / "server.pem")
+    server.private_key_pem.write_to_path(files / "server.key")
+    node = OwnRabbit(base)
+    config = TLS_CONFIG.format(ca=files / "ca.pem", cert=files / "server.pem", key=files / "server.key")
+    node.start(config=config, plugins=("rabbitmq_auth_mechanism_ssl",))
+    try:
+        yield TlsRabbit(node, ca, files, vhost)
+    finally:
+        node.stop()
+
+
 def start_tls_rabbit(tmp_path_factory: pytest.TempPathFactory, vhost: str) -> Iterator[TlsRabbit]:
     """For a fixture: the node started (skipped without RabbitMQ installed, failed under CI), and
     stopped after."""
@@ -73,16 +93,5 @@ def start_tls_rabbit(tmp_path_factory: pytest.TempPathFactory, vhost: str) -> It
         if CI:
             pytest.fail(f"{message} (CI is set: real-service tests must run)")
         pytest.skip(message)
-    files = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    server = ca.issue_cert("localhost", "127.0.0.1")
-    ca.cert_pem.write_to_path(files / "ca.pem")
-    server.cert_chain_pems[0].write_to_path(files / "server.pem")
-    server.private_key_pem.write_to_path(files / "server.key")
-    node = OwnRabbit(tmp_path_factory.mktemp("rabbit"))
-    config = TLS_CONFIG.format(ca=files / "ca.pem", cert=files / "server.pem", key=files / "server.key")
-    node.start(config=config, plugins=("rabbitmq_auth_mechanism_ssl",))
-    try:
-        yield TlsRabbit(node, ca, files, vhost)
-    finally:
-        node.stop()
+    with tls_rabbit(tmp_path_factory.mktemp("tls"), tmp_path_factory.mktemp("rabbit"), vhost) as rabbit:
+        yield rabbit

@@ -12,8 +12,8 @@ import pytest
 
 from bus_tasks import names
 from bus_tasks.broker_setup import Deployment, SetupError, definitions, password_hash
-from workers.broker_setup import vhost_of
-from workers.cli import main
+from bus_tasks.workers.broker_setup import vhost_of
+from bus_tasks.workers.cli import main
 
 DEPLOYMENT = Deployment(
     subsystems=("vdsm", "gluster", "a"),
@@ -88,7 +88,7 @@ def test_the_topology_is_the_one_the_processes_declare() -> None:
     assert document["queues"] == [
         {"name": names.EVENT_LOG, **queue, "arguments": {"x-queue-type": "stream", "x-max-age": "7D"}},
         {"name": names.RPC_QUEUE, **queue, "arguments": {"x-queue-type": "quorum"}},
-        {"name": names.DEAD_QUEUE, **queue, "arguments": {}},
+        {"name": names.DEAD_QUEUE, **queue, "arguments": {"x-queue-type": "quorum"}},
         {"name": "bus_tasks.control.vdsm", **queue, "arguments": {}},
         {"name": "bus_tasks.control.test", **queue, "arguments": {}},
     ]
@@ -259,7 +259,7 @@ def test_the_command_prints_the_document_and_the_passwords_apart(capsys: pytest.
 
 
 def test_the_command_refuses_one_identity_in_two_roles(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["broker-setup", "--subsystem", "vdsm", "--reader", "vdsm"]) == 1
+    assert main(["broker-setup", "--subsystem", "vdsm", "--reader", "vdsm"]) == 2  # a usage error
     out, err = capsys.readouterr()
     assert out == ""
     assert "'vdsm' is given as subsystem and as reader: one role per identity" in err

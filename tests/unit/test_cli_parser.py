@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.cli import build_parser, main, summaries
+from bus_tasks.workers.cli import build_parser, main, summaries
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 TAG_RULE = "a tag matches [A-Za-z0-9_.:/-]{1,64}; repeat --tag for each tag"

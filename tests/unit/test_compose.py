@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from bus_tasks.config import CONFIG_ENV, Settings
-from workers.cli import build_parser
+from bus_tasks.workers.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -83,7 +83,9 @@ def _parse(args: list[str]) -> Any:
 
 
 def test_compose_has_the_services_of_the_system() -> None:
-    assert set(SERVICES) == {"rabbitmq", "redis", "aggregator", "aggregator-2", "storage", "gluster", "stomp"}
+    rabbits = {"rabbitmq", "rabbitmq-2", "rabbitmq-3"}
+    assert set(SERVICES) == {*rabbits, "redis", "aggregator", "aggregator-2", "storage", "gluster", "stomp"}
+    assert len({SERVICES[name]["image"] for name in rabbits}) == 1  # one version in a cluster
     assert SERVICES["rabbitmq"]["image"].startswith("rabbitmq:3.")
     assert SERVICES["redis"]["image"].startswith("redis:7.")
     assert {name: args[0] for name, args in BUS_TASKS_SERVICES.items()} == {
@@ -214,12 +216,18 @@ def test_bus_tasks_services_are_built_from_the_dockerfile() -> None:
         assert (ROOT / context / dockerfile).resolve() == ROOT / "Dockerfile"
 
 
-def test_dockerfile_installs_the_package_on_python_311_slim_and_runs_bus_tasks_as_a_non_root_user() -> None:
+def test_dockerfile_installs_the_locked_dependencies_then_the_package_on_python_311_slim() -> None:
     instructions = _dockerfile()
     keyword, image = instructions[0]
     assert keyword == "FROM"
     assert re.fullmatch(r"python:3\.11\.\d+-slim(@sha256:[0-9a-f]{64})?", image), image
-    assert any(k == "RUN" and "pip install ." in rest for k, rest in instructions)
+    runs = [rest for k, rest in instructions if k == "RUN"]
+    locked = [
+        i for i, rest in enumerate(runs) if "pip install --require-hashes -r requirements/runtime.txt" in rest
+    ]
+    package = [i for i, rest in enumerate(runs) if "pip install --no-deps ." in rest]
+    assert len(locked) == len(package) == 1, runs
+    assert locked[0] < package[0], "the package goes in after the dependencies the lock pins"
     users = [rest for keyword, rest in instructions if keyword == "USER"]
     assert users, "the image runs as root"
     assert users[-1].split(":")[0] not in ("root", "0")
@@ -239,3 +247,15 @@ def test_dockerignore_keeps_the_virtualenv_and_git_out_but_lets_the_sources_in()
     }
     assert copied <= allowed, "the Dockerfile copies files the build context leaves out"
     assert not {".venv", ".git", "data", "tests"} & allowed
+
+
+def test_the_three_rabbitmq_nodes_share_a_cookie_and_a_cluster_config_naming_each_of_them() -> None:
+    rabbits = [SERVICES[name] for name in ("rabbitmq", "rabbitmq-2", "rabbitmq-3")]
+    assert len({_environment(node)["RABBITMQ_ERLANG_COOKIE"] for node in rabbits}) == 1
+    assert all(
+        {"source": "rabbitmq-cluster-conf", "target": "/etc/rabbitmq/conf.d/91-cluster.conf"}
+        in node["configs"]
+        for node in rabbits
+    )
+    config = (ROOT / COMPOSE["configs"]["rabbitmq-cluster-conf"]["file"]).read_text()
+    assert all(f"= rabbit@{node['hostname']}" in config for node in rabbits)

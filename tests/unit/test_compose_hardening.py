@@ -26,7 +26,7 @@ from test_compose import (
 )
 
 from bus_tasks.config import CONFIG_ENV, Settings
-from workers.simulate import SUBSYSTEMS
+from bus_tasks.workers.simulate import SUBSYSTEMS
 
 MAKE_SECRETS = ROOT / "deploy" / "compose" / "make_secrets.py"
 SECRETS_ENV = "${BUS_TASKS_SECRETS_DIR:-./deploy/compose/secrets}/"
@@ -113,7 +113,7 @@ def test_stomp_serves_tls_with_a_certificate_and_key_from_secrets() -> None:
 
 def test_rabbitmq_loads_the_definitions_secret_at_boot(made: Path) -> None:
     rabbitmq = SERVICES["rabbitmq"]
-    (config,) = rabbitmq["configs"]
+    (config,) = [c for c in rabbitmq["configs"] if c["source"] == "rabbitmq-conf"]  # and the cluster's
     conf = (ROOT / COMPOSE["configs"][config["source"]]["file"]).read_text()
     settings = dict(line.split(" = ", 1) for line in conf.splitlines() if line and not line.startswith("#"))
     assert _secrets_of(rabbitmq) == {settings["load_definitions"]: "rabbitmq-definitions.json"}
@@ -143,11 +143,16 @@ def test_each_process_logs_in_as_its_own_least_privilege_user_with_identity_chec
     made: Path, service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = _settings_of(made, service, monkeypatch)
-    url = urlsplit(settings.broker)
+    nodes = [urlsplit(node) for node in settings.broker.split(";")]  # one URL per node of the cluster
+    url = nodes[0]
     user = unquote(url.username or "")
     document = json.loads((made / "rabbitmq-definitions.json").read_text())
     users = {u["name"]: u for u in document["users"]}
-    assert (url.hostname, url.port, url.path) == ("rabbitmq", 5672, "/bus")
+    assert [(n.hostname, n.port, n.path) for n in nodes] == [
+        (host, 5672, "/bus") for host in ("rabbitmq", "rabbitmq-2", "rabbitmq-3")
+    ]
+    assert {(n.username, n.password) for n in nodes} == {(url.username, url.password)}
+    assert settings.queue_type == "quorum"
     assert settings.identity == "broker"
     assert settings.aggregators == ["aggregator-1", "aggregator-2"]
     assert users[user]["tags"] == []  # no management, no administrator

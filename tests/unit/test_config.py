@@ -13,12 +13,13 @@ from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.config import (
     DEFAULT_CONFIG_FILE,
     Settings,
+    check_broker_url,
     config_file,
     load_settings,
     redact_url,
 )
 from bus_tasks.errors import ConfigError
-from workers.wiring import aggregator_policy
+from bus_tasks.workers.wiring import aggregator_policy
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config" / "bus_tasks.toml"
 
@@ -278,6 +279,25 @@ def test_redact_url_replaces_the_password(url: str, redacted: str) -> None:
 def test_redact_url_keeps_the_brackets_of_an_ipv6_host() -> None:
     # Without them the redacted URL no longer parses: "::1:5672" is not a host and a port.
     assert redact_url("amqp://svc:s3cr3t-pw@[::1]:5672/prod") == "amqp://svc:***@[::1]:5672/prod"
+
+
+def test_redact_url_replaces_the_password_of_every_node_of_a_cluster() -> None:
+    url = "amqp://svc:pw-one@r1:5672/prod;amqp://svc:pw-two@r2:5672/prod;amqp://svc:pw-three@r3/prod"
+    assert redact_url(url) == (
+        "amqp://svc:***@r1:5672/prod;amqp://svc:***@r2:5672/prod;amqp://svc:***@r3/prod"
+    )
+
+
+def test_a_cluster_url_whose_nodes_mix_schemes_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigError, match="different schemes") as caught:
+        check_broker_url("amqp://svc:pw-one@r1/;redis://:pw-two@r2/0")
+    assert "pw-" not in str(caught.value)
+
+
+def test_a_cluster_url_with_a_malformed_second_node_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigError, match="malformed") as caught:
+        check_broker_url("amqp://svc:pw-one@r1/;amqp://svc:pw-two@r2:notaport/")
+    assert "pw-" not in str(caught.value)
 
 
 @pytest.mark.parametrize("url", ["memory://", "redis://cache:6379/0", "amqp://svc@rabbit/"])

@@ -13,7 +13,7 @@ from support.environment import without_settings
 from bus_tasks.config import Settings, load_settings
 from bus_tasks.errors import ConfigError
 from bus_tasks.identity import OFF, TrustPolicy
-from workers.wiring import warn_if_identity_off
+from bus_tasks.workers.wiring import warn_if_identity_off
 
 TLS_URL = "amqps://broker.example:5671/bus"
 

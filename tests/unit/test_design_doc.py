@@ -15,10 +15,10 @@ PACKAGE = ROOT / "bus_tasks"
 DESIGN = ROOT / "docs" / "design.md"
 
 # Paths under these start at the project root; every other path starts at bus_tasks/.
-ROOT_FOLDERS = ("bus_tasks/", "workers/", "bench/", "tests/", "docs/")
+ROOT_FOLDERS = ("bus_tasks/", "bench/", "tests/", "docs/", "deploy/", "config/")
 
 # A table row whose first cell is one backticked path: `core/view.py`, `frontdoors/http/web/`.
-ROW = re.compile(r"^\|\s*`([\w./]*(?:/|\.\w+))`\s*\|", re.MULTILINE)
+ROW = re.compile(r"^\|\s*`([\w./]*(?:/|\.py))`\s*\|", re.MULTILINE)  # a module's or folder's row
 # A module path (`aggregator/ingest.py`) or a folder (`transport/kombu/`), anywhere in the doc.
 FILE = re.compile(r"(?<![\w./<-])((?:\w+/)*\w+\.py)\b")
 FOLDER = re.compile(r"(?<![\w./<-])((?:[a-z_]+/)+)(?![\w.<])")
@@ -132,7 +132,7 @@ def package(tmp_path: Path) -> Path:
         "pkg/plugins/__init__.py": "def installed() -> None:\n    pass\n",
         "pkg/names.py": 'RPC = "rpc"\n',
         "pkg/web/index.html": "<html></html>\n",
-        "workers/cli.py": "",
+        "bench/cli.py": "",
     }
     for name, content in files.items():
         path = tmp_path / name
@@ -149,7 +149,7 @@ def test_a_module_without_a_row_is_named(package: Path) -> None:
 def test_re_exporting_packages_and_root_paths_need_no_row(package: Path) -> None:
     doc = (
         "| `core/view.py` | x |\n| `names.py` | x |\n| `plugins/__init__.py` | x |\n| `web/` | x |\n"
-        "| `workers/cli.py` | x |\n"
+        "| `bench/cli.py` | x |\n"
     )
     assert missing_rows(doc, package) == []
     assert gone_paths(doc, package.parent, package) == []
@@ -162,12 +162,12 @@ def test_a_module_listed_twice_is_named() -> None:
 def test_a_path_a_folder_or_a_name_that_is_gone_is_named(package: Path) -> None:
     doc = (
         "`core/model.py` holds it; see `store/`; ``core/view.View`` and ``core/view.Gone``;\n"
-        "```\n core/paging.Pager ─▶ names.py, workers/gone.py, `docs/design.md`\n```\n"
+        "```\n core/paging.Pager ─▶ names.py, tests/gone.py, `docs/design.md`\n```\n"
     )
     assert gone_paths(doc, package.parent, package) == [
         "core/model.py",
         "core/paging.py",
         "core/view.Gone",
         "store/",
-        "workers/gone.py",
+        "tests/gone.py",
     ]

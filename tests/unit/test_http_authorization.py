@@ -25,7 +25,7 @@ from bus_tasks.errors import ConfigError
 from bus_tasks.frontdoors.http.access import TOKEN_COOKIE, HttpAccess
 from bus_tasks.frontdoors.http.server import HttpOptions
 from bus_tasks.identity import Speech, refusal
-from workers import wiring
+from bus_tasks.workers import wiring
 
 ROLES = Roles.of(readers=["rita"], operators=["otto"])
 TOKENS = {"rita": "rita-token-0123456789", "otto": "otto-token-0123456789", "mallory": "mallory-token-01234"}

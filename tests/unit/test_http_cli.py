@@ -12,7 +12,7 @@ from support.environment import without_settings
 
 from bus_tasks.config import Settings, load_settings
 from bus_tasks.errors import ConfigError
-from workers.serve import check_http, is_loopback
+from bus_tasks.workers.serve import check_http, is_loopback
 
 TOKEN = "a-long-enough-token-0123456789"
 

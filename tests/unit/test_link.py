@@ -12,6 +12,7 @@ from support.ports import free_port
 from support.timing import Stopwatch, assert_ended_at, assert_ended_by
 
 from bus_tasks import transport
+from bus_tasks.config import redact_url
 from bus_tasks.errors import PublishUnreachable
 from bus_tasks.transport import BusOptions
 from bus_tasks.transport.backoff import Backoff
@@ -141,3 +142,39 @@ def test_a_publisher_out_of_retries_keeps_its_messages_and_its_flush_fails_at_on
         connection.flush(30.0)
     assert time.monotonic() - started < 2.0  # not the 30 s of the flush: the retries are spent
     connection.close(flush_timeout_s=0.5)
+
+
+# -- a cluster: several nodes in one URL -------------------------------------------------------
+
+
+def cluster_of_closed_ports(count: int) -> list[str]:
+    return [f"amqp://guest:pw-node{n}@127.0.0.1:{free_port()}//" for n in range(count)]
+
+
+def test_each_failed_attempt_moves_to_the_next_node_round_robin_and_no_password_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bus_tasks.transport")
+    nodes = cluster_of_closed_ports(3)
+    connection = transport.open(";".join(nodes), BusOptions(connect_retries=5))
+    with pytest.raises(ConnectionRefusedError):
+        connection.connect()  # six attempts
+    lines = [r.getMessage() for r in caplog.records if r.name == "bus_tasks.transport"]
+    moves = [line for line in lines if line.startswith("broker link moves")]
+    shown = [redact_url(node) for node in nodes]
+    hops = [(shown[n % 3], shown[(n + 1) % 3]) for n in range(6)]  # each node twice, in turn
+    assert moves == [f"broker link moves from {a} to {b}" for a, b in hops]
+    assert all("pw-node" not in line for line in lines), lines
+    assert "pw-node" not in repr(connection)
+    connection.close()
+
+
+@pytest.mark.integration
+def test_a_link_whose_first_node_is_down_connects_to_the_next(rabbitmq_vhost: str) -> None:
+    live = f"amqp://guest:guest@127.0.0.1:5672/{rabbitmq_vhost}"
+    connection = transport.open(f"{closed_port_url()};{live}", BusOptions(connect_retries=3))
+    with Stopwatch() as watch:
+        connection.connect()
+    assert_ended_by(watch, 1.0)  # one refused attempt, 0.1 s of back-off, then the live node
+    assert connection.link.node_url == live  # type: ignore[attr-defined]  # the kombu bus's link
+    connection.close()

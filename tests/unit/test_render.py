@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from workers import render
+from bus_tasks.workers import render
 
 TASK_ID = "6f1c2a4e-8b3d-4c1e-9a7f-2d5b8e0c1a3f"
 OTHER_ID = "0b9e4d2c-1a3f-4e5d-8c7b-6a5f4e3d2c1b"

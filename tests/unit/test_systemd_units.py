@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support.tools import require_tool
 
-from workers.cli import build_parser
+from bus_tasks.workers.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "deploy" / "systemd"

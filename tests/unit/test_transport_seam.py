@@ -78,7 +78,7 @@ def test_on_a_bus_that_replays_the_aggregator_reads_the_stream_and_declares_it_a
         names.RPC_QUEUE,
         True,
         names.DEAD_QUEUE,
-        False,
+        True,  # a durable classic queue on a node that is down cannot be declared again elsewhere
     )
 
 

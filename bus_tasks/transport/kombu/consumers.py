@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from amqp.exceptions import AccessRefused
+from amqp.exceptions import AccessRefused, ChannelError
 from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
@@ -19,6 +19,7 @@ from bus_tasks.errors import QueueInUse
 from bus_tasks.transport.bus import Delivery, Handler, Position, ReentrantDrain
 from bus_tasks.transport.kombu.exclusive import Claims
 from bus_tasks.transport.kombu.link import Link
+from bus_tasks.transport.kombu.readiness import when_ready
 
 EXCLUSIVE_RETRY_S = 0.5  # between attempts to take back an exclusive queue after a reconnect
 
@@ -202,21 +203,30 @@ def start_claimed(
     declare: bool = True,
 ) -> Consumer:
     """Claim the queue if ``subscription`` is exclusive, then consume it on a channel of its own;
-    an exclusive queue in use is tried again for ``patience_s``.
+    an exclusive queue in use is tried again for ``patience_s``, a queue not ready yet (see
+    :mod:`.readiness`) until it is.
 
     Raises:
         QueueInUse: when it stays taken (another connection consumes it exclusively).
     """
     give_up_at = time.monotonic() + patience_s
+
+    def consume() -> Consumer:
+        channel = link.new_channel()
+        try:
+            return start_consumer(channel, subscription, on_message, amqp=link.is_amqp, declare=declare)
+        except ChannelError:  # the broker closed the channel (py-amqp reopened it): of no more use
+            with contextlib.suppress(Exception):
+                channel.close()
+            raise
+
     while True:
         try:
             if subscription.exclusive:
                 amqp = claims.kind == "amqp"  # its lock is refused on a channel of its own
                 channel = link.new_channel() if amqp else link.channel
                 claims.claim(channel, str(subscription.queue.name))
-            return start_consumer(
-                link.new_channel(), subscription, on_message, amqp=link.is_amqp, declare=declare
-            )
+            return when_ready(link, f"queue {subscription.queue.name}", consume)
         except QueueInUse:
             left_s = give_up_at - time.monotonic()
             if left_s <= 0 or link.past_deadline():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from functools import partial
 from typing import Protocol
 
 from amqp.exceptions import NotFound, PreconditionFailed
@@ -10,7 +12,10 @@ from kombu.entity import Exchange, Queue
 from bus_tasks.errors import TopologyMismatch, TopologyMissing
 from bus_tasks.transport.kombu import admin, entities
 from bus_tasks.transport.kombu.link import Link
+from bus_tasks.transport.kombu.readiness import HOME_NODE_DOWN, not_ready, when_ready
 from bus_tasks.transport.topology import ExchangeSpec, Spec, TopologyOptions, well_known
+
+log = logging.getLogger("bus_tasks.transport")
 
 
 class _Connecting(Protocol):
@@ -26,6 +31,7 @@ class Declarations:
         self._options = options
         self._declared: list[Queue | Exchange] = []
         self._queues: dict[str, Queue] = {}  # name -> entity, for queues declared here
+        self._adoptable: set[str] = set()  # queues others declare too (a subsystem's control queue)
 
     def declare(self, *specs: Spec) -> None:
         """Declare exchanges and queues (a queue with its bindings' exchanges). A queue marked
@@ -39,6 +45,8 @@ class Declarations:
                 self._declare(entities.exchange(spec))
                 continue
             entity = entities.queue(spec)
+            if spec.adopt:
+                self._adoptable.add(spec.name)
             if spec.adopt and self._link.is_amqp:
                 self._owner.connect()
                 if admin.queue_exists(self._link.new_channel(), spec.name):
@@ -52,9 +60,16 @@ class Declarations:
         for entity in declared:
             # bind() makes a bound copy: the shared entities stay unbound.
             try:
-                self._declare_one(entity.bind(channel))
+                when_ready(
+                    self._link,
+                    f"{type(entity).__name__.lower()} {entity.name}",
+                    partial(self._declare_one, entity.bind(channel)),
+                )
             except PreconditionFailed as exc:
                 raise TopologyMismatch(str(entity.name), exc.reply_text or str(exc)) from exc
+            except NotFound as exc:
+                if not self._left_to_its_node(entity, exc):
+                    raise
             if entity not in self._declared:
                 self._declared.append(entity)
             if isinstance(entity, Queue):
@@ -65,11 +80,28 @@ class Declarations:
         entity = self._queues.get(queue)
         return entity if entity is not None else entities.queue(well_known(queue, self._options))
 
+    def _left_to_its_node(self, entity: Queue | Exchange, exc: NotFound) -> bool:
+        """True (and said) when ``entity`` is a queue others declare too (a subsystem's control
+        queue, which this connection only publishes to) that exists on a node that is down: it
+        comes back with its node, and waiting for it would stop everything else this
+        connection does."""
+        if entity.name not in self._adoptable or HOME_NODE_DOWN not in str(exc.reply_text or ""):
+            return False
+        log.warning("queue %s not declared on this node: %s", entity.name, not_ready(exc))
+        return True
+
     def restore(self) -> None:
-        """Declare everything again on the link's new connection."""
+        """Declare everything again on the link's new connection.
+
+        A queue others declare too whose node is down is left to come back with it.
+        """
         channel = self._link.channel
         for entity in self._declared:
-            self._declare_one(entity.bind(channel))
+            try:
+                self._declare_one(entity.bind(channel))
+            except NotFound as exc:
+                if not self._left_to_its_node(entity, exc):
+                    raise
 
     def _declare_one(self, bound: Queue | Exchange) -> None:
         if self._link.is_amqp and self._options.predeclared:
@@ -97,5 +129,7 @@ def declare_on_predeclared(bound: Queue | Exchange) -> None:
                 bound.queue_bind()
             for item in bound.bindings or ():
                 bound.bind_to(item.exchange, item.routing_key, item.arguments)
-    except NotFound:
+    except NotFound as exc:
+        if not_ready(exc) is not None:  # it exists, on a node that is down: waited for
+            raise
         raise TopologyMissing(f"{type(bound).__name__.lower()} {bound.name}") from None

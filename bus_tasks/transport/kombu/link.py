@@ -4,6 +4,11 @@ Every attempt of one link, whoever makes it (a connect, a reconnect, a publish t
 connection lost), shares one :class:`~bus_tasks.transport.backoff.Backoff`: attempts come 0.1 s
 doubling to ``reconnect_max_s`` apart, and an outage logs a bounded number of lines. A broker
 that refuses the login or the vhost raises ``BrokerRefused`` at once: retrying would not help.
+
+A URL may name several nodes of one cluster (``amqp://a;amqp://b;amqp://c``): each failed
+attempt, and each connection lost, moves the link to the next node (round robin). The link keeps
+the list itself and makes a connection to one node at a time: kombu's own failover moves on only
+inside its retry loop, which the shared back-off replaces.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
 from bus_tasks.broker_login import NO_LOGIN, BrokerLogin
-from bus_tasks.config import redact_url
 from bus_tasks.errors import BrokerRefused, ShutdownRequested
 from bus_tasks.transport.backoff import Backoff
+from bus_tasks.urls import broker_urls, redact_url
 
 log = logging.getLogger("bus_tasks.transport")
 
@@ -74,7 +79,8 @@ def describe(exc: BaseException | None) -> str:
 
 
 class Link:
-    """One kombu connection, replaced by a fresh clone after it is lost (:meth:`renew`)."""
+    """One kombu connection to one node of the URL, replaced by one to the next node after it is
+    lost or an attempt failed (:meth:`renew`)."""
 
     def __init__(
         self,
@@ -89,18 +95,19 @@ class Link:
         login: BrokerLogin = NO_LOGIN,
     ) -> None:
         self.url = url
+        self.nodes = broker_urls(url) or [url]
+        self.node = 0  # the index in nodes of the one connected to, or tried next
         self.scheme = url.split("://", 1)[0]
         self.is_amqp = self.scheme in ("amqp", "amqps", "pyamqp")
         tls = login.ssl_options() if self.is_amqp else None
-        self.conn = Connection(
-            url,
-            heartbeat=heartbeat_s if self.is_amqp else 0,
-            connect_timeout=connect_timeout_s,
-            transport_options=transport_options(url, redis_key_prefix=redis_key_prefix),
-            transport=_transport_class(self.scheme),
-            login_method=login.method if self.is_amqp else None,
+        self._connection_options: dict[str, Any] = {
+            "heartbeat": heartbeat_s if self.is_amqp else 0,
+            "transport_options": transport_options(url, redis_key_prefix=redis_key_prefix),
+            "transport": _transport_class(self.scheme),
+            "login_method": login.method if self.is_amqp else None,
             **({"ssl": tls} if tls is not None else {}),
-        )
+        }
+        self.conn = self._connection(connect_timeout_s)
         self.heartbeat_s = heartbeat_s
         self.connect_retries = connect_retries
         self.connect_timeout_s = connect_timeout_s
@@ -116,6 +123,14 @@ class Link:
 
     def __repr__(self) -> str:
         return redact_url(self.url)
+
+    @property
+    def node_url(self) -> str:
+        """The URL of the node connected to, or tried next."""
+        return self.nodes[self.node]
+
+    def _connection(self, connect_timeout_s: float) -> Connection:
+        return Connection(self.node_url, connect_timeout=connect_timeout_s, **self._connection_options)
 
     @property
     def errors(self) -> tuple[type[BaseException], ...]:
@@ -236,19 +251,19 @@ class Link:
         if retries is not None and backoff.failures == retries + 1 > 1:  # the attempt that spent them
             log.warning(
                 "broker %s unreachable after %d attempts in %.1fs: %s; giving up",
-                redact_url(self.url), backoff.failures, backoff.outage_s(now), describe(exc),
+                redact_url(self.node_url), backoff.failures, backoff.outage_s(now), describe(exc),
             )  # fmt: skip
         elif not due:
             return
         elif backoff.failures == 1:
             log.warning(
                 "broker %s unreachable: %s; retrying %.1fs doubling to %gs apart",
-                redact_url(self.url), describe(exc), backoff.delay_s, backoff.max_s,
+                redact_url(self.node_url), describe(exc), backoff.delay_s, backoff.max_s,
             )  # fmt: skip
         else:
             log.warning(
                 "broker %s still unreachable after %d attempts in %.0fs: %s; next in %.1fs",
-                redact_url(self.url), backoff.failures, backoff.outage_s(now), describe(exc),
+                redact_url(self.node_url), backoff.failures, backoff.outage_s(now), describe(exc),
                 backoff.delay_s,
             )  # fmt: skip
 
@@ -257,15 +272,27 @@ class Link:
         self.last_error = None
         self.ever_connected = True
         if failures:
-            log.info("broker %s reachable again after %d failed attempts", redact_url(self.url), failures)
+            log.info(
+                "broker %s reachable again after %d failed attempts", redact_url(self.node_url), failures
+            )
 
     def renew(self) -> None:
-        """Drop the lost connection and make a fresh one (not yet connected)."""
+        """Drop the lost connection and make a fresh one (not yet connected) to the next node.
+
+        Called after a failed attempt and when a connection was lost: with one node, the same
+        node again; with several, the next (the lost one may be down for as long as it takes).
+        """
         try:
             self.conn.collect()
         except Exception:  # the old connection is gone either way
             log.debug("collecting the old connection failed", exc_info=True)
-        self.conn = self.conn.clone()
+        previous = self.node
+        self.node = (self.node + 1) % len(self.nodes)
+        if self.node != previous:
+            log.debug(
+                "broker link moves from %s to %s", redact_url(self.nodes[previous]), redact_url(self.node_url)
+            )
+        self.conn = self._connection(self.connect_timeout_s)
 
     @property
     def channel(self) -> Any:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from bus_tasks.watching import Watch, WatchEvent
-from workers import render
+from bus_tasks.workers import render
 
 REDRAW_S = 0.2
 _HOME_CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear the screen

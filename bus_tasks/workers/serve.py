@@ -16,8 +16,8 @@ from bus_tasks.config import Settings
 from bus_tasks.core.model import describe_validation
 from bus_tasks.errors import ConfigError, StoreUnavailable
 from bus_tasks.store import DataDirLock
-from workers import systemd, wiring
-from workers.options import parse_listen
+from bus_tasks.workers import systemd, wiring
+from bus_tasks.workers.options import parse_listen
 
 log = logging.getLogger("bus_tasks.serve")
 

@@ -10,7 +10,7 @@ import sys
 from bus_tasks.client import TasksClient
 from bus_tasks.config import Settings
 from bus_tasks.protocol.methods import MethodName
-from workers import wiring
+from bus_tasks.workers import wiring
 
 SUMMARY = "exit 0 if the aggregator NAME answers on its own RPC queue (a per-replica health check)"
 EXIT_UNHEALTHY = 1

@@ -19,12 +19,12 @@ from bus_tasks.core.model import State
 from bus_tasks.errors import BusTasksError, ConfigError
 from bus_tasks.plugins import installed as installed_plugins
 from bus_tasks.protocol.methods import MethodName
-from workers import EXIT_INTERRUPTED, broker_setup, commands, health, options, outcome, plugins
-from workers import serve as serving
-from workers.commands import EXIT_ERROR, EXIT_USAGE, Command
-from workers.demo import STORAGE_TASKS
-from workers.simulate import INTERVAL_S, KEEP_ROUNDS, SUBSYSTEMS, TASKS_PER_ROUND
-from workers.stomp import DEFAULT_LISTEN
+from bus_tasks.workers import EXIT_INTERRUPTED, broker_setup, commands, health, options, outcome, plugins
+from bus_tasks.workers import serve as serving
+from bus_tasks.workers.commands import EXIT_ERROR, EXIT_USAGE, Command
+from bus_tasks.workers.demo import STORAGE_TASKS
+from bus_tasks.workers.simulate import INTERVAL_S, KEEP_ROUNDS, SUBSYSTEMS, TASKS_PER_ROUND
+from bus_tasks.workers.stomp import DEFAULT_LISTEN
 
 log = logging.getLogger("bus_tasks.cli")
 

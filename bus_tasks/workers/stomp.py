@@ -12,7 +12,7 @@ from bus_tasks.config import Settings
 from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
 from bus_tasks.frontdoors.stomp.server import StompLimits
 from bus_tasks.frontdoors.stomp.tls import server_context
-from workers import systemd, wiring
+from bus_tasks.workers import systemd, wiring
 
 log = logging.getLogger("bus_tasks.stomp")
 

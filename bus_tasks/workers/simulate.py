@@ -11,7 +11,7 @@ from bus_tasks.errors import UnknownTask
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.subsystem.runner import SubsystemRunner
 from bus_tasks.subsystem.simulated import SimulatedSubsystem, start_gluster_tasks, start_storage_tasks
-from workers import wiring
+from bus_tasks.workers import wiring
 
 log = logging.getLogger("bus_tasks.simulate")
 

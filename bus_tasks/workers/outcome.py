@@ -11,8 +11,8 @@ from pathlib import Path
 
 from bus_tasks.config import CONFIG_ENV, CONFIG_FILE_NAME, ENV_PREFIX, Settings, config_file, redact_url
 from bus_tasks.errors import BusTasksError, GeneralError, RemoteError, TooManyRequests
-from workers import render
-from workers.commands import EXIT_ERROR
+from bus_tasks.workers import render
+from bus_tasks.workers.commands import EXIT_ERROR
 
 log = logging.getLogger("bus_tasks.cli")
 

@@ -16,7 +16,7 @@ from bus_tasks.errors import TaskStateError
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.subsystem.simulated import SimulatedSubsystem, start_gluster_tasks, start_storage_tasks
 from bus_tasks.testing import RunningAggregator, wait_until
-from workers import render
+from bus_tasks.workers import render
 
 URL = "memory://"
 STORAGE_TASKS = 8

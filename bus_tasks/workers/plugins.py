@@ -15,8 +15,8 @@ from bus_tasks.config import Settings
 from bus_tasks.core.model import describe_validation
 from bus_tasks.errors import SubsystemTaken
 from bus_tasks.plugins import Plugin, PluginHost, PluginOptions
-from workers import options, systemd, wiring
-from workers.commands import EXIT_ERROR, EXIT_USAGE, Command
+from bus_tasks.workers import options, systemd, wiring
+from bus_tasks.workers.commands import EXIT_ERROR, EXIT_USAGE, Command
 
 
 def add_options(parser: argparse.ArgumentParser, model: type[PluginOptions]) -> None:

@@ -17,8 +17,8 @@ from bus_tasks.identity import off_warning
 from bus_tasks.store import Store, open_store
 from bus_tasks.subsystem.runner import Connect
 from bus_tasks.transport import Bus, BusOptions, TopologyOptions
-from workers import systemd
-from workers.options import parse_listen
+from bus_tasks.workers import systemd
+from bus_tasks.workers.options import parse_listen
 
 if TYPE_CHECKING:
     from bus_tasks.frontdoors.http.running import HttpServer

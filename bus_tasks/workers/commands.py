@@ -16,10 +16,10 @@ from bus_tasks.config import Settings
 from bus_tasks.core.model import describe_validation
 from bus_tasks.errors import ConfigError, DeadlineExceeded, NoAggregator
 from bus_tasks.subsystem.publisher import TaskPublisher
-from workers import EXIT_INTERRUPTED, render, watch_view, wiring
-from workers.demo import run_demo
-from workers.simulate import simulate
-from workers.stomp import StompOptions, run_stomp
+from bus_tasks.workers import EXIT_INTERRUPTED, render, watch_view, wiring
+from bus_tasks.workers.demo import run_demo
+from bus_tasks.workers.simulate import simulate
+from bus_tasks.workers.stomp import StompOptions, run_stomp
 
 Command = Callable[[argparse.Namespace, Settings], int]
 

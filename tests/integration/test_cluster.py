@@ -1,0 +1,272 @@
+"""SPEC 17: lose any node of a three-node RabbitMQ cluster under load and lose nothing.
+
+The cluster is this module's own (tests/support/own_cluster.py), started once for the module
+(all cluster tests live here: under ``--dist loadfile`` a module runs whole on one worker) and
+stopped after it. Each kill is kill -9, triggered by an observed condition and checked; every
+wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.brokers import CI, Broker, SystemFactory
+from support.own_cluster import OwnCluster
+from support.own_rabbit import OwnRabbit, available
+
+from bus_tasks import names, transport
+from bus_tasks.aggregator import AggregatorPolicy
+from bus_tasks.client import TasksClient
+from bus_tasks.errors import BusTasksError
+from bus_tasks.subsystem.publisher import TaskPublisher
+from bus_tasks.testing import wait_until
+from bus_tasks.transport import Bus, BusOptions, Delivery, TopologyOptions
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 3_000
+ROUTING_KEY = "task.vdsm.created"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnCluster]:
+    if not available():
+        message = "no rabbitmq-server on this machine to start a cluster of the tests' own"
+        if CI:
+            pytest.fail(f"{message} (CI is set: real-service tests must run)")
+        pytest.skip(message)
+    own = OwnCluster(Path(tmp_path_factory.mktemp("cluster")))
+    own.start()
+    try:
+        yield own
+    finally:
+        own.stop()
+
+
+@pytest.fixture
+def vhost(cluster: OwnCluster) -> Iterator[str]:
+    name = f"bt_cluster_{uuid.uuid4().hex[:8]}"
+    cluster.add_vhost(name)
+    yield name
+    for node in cluster.nodes:  # every node back (a test that failed half-way may leave one down)
+        if not node.running:
+            cluster.restart(node)
+    cluster.nodes[0].ctl("delete_vhost", name)
+
+
+def open_bus(url: str, *, confirm: bool = True, queue_type: str = "classic") -> Bus:
+    options = BusOptions(
+        confirm_publish=confirm,
+        heartbeat_s=2.0,
+        connect_timeout_s=2.0,
+        reconnect_max_s=1.0,
+        topology=TopologyOptions(queue_type=queue_type),  # type: ignore[arg-type]
+    )
+    return transport.open(url, options)
+
+
+def node_of(cluster: OwnCluster, bus: Bus) -> OwnRabbit:
+    return cluster.node_at(bus.link.node_url)  # type: ignore[attr-defined]  # the kombu bus's link
+
+
+def stream_leader(cluster: OwnCluster, vhost: str) -> OwnRabbit:
+    leader = cluster.queue_info(vhost, "leader")[names.EVENT_LOG][0]
+    return next(node for node in cluster.nodes if node.name == leader)
+
+
+class ConfirmedPublisher(threading.Thread):
+    """Publishes ``count`` numbered events with confirms; remembers which the broker confirmed:
+    every one published before a flush that returned (a confirm callback of a message re-sent
+    after a lost connection is dropped by design: it belonged to that connection)."""
+
+    def __init__(self, url: str, first: int, count: int) -> None:
+        super().__init__(daemon=True)
+        self.bus = open_bus(url)
+        self.first = first
+        self.count = count
+        self.confirmed: set[int] = set()
+        self.started = threading.Event()  # the log exists (the first event is confirmed)
+        self.halfway = threading.Event()  # half the events published, a window of them unconfirmed
+        self.resume = threading.Event()  # the test killed a node: go on
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        bus = self.bus
+        try:
+            bus.topology.declare_exchanges()
+            bus.topology.declare_events()
+            for n in range(self.first, self.first + self.count):
+                body = json.dumps({"n": n}).encode()
+                bus.publish(
+                    body,
+                    exchange=names.EVENTS_EXCHANGE,
+                    routing_key=ROUTING_KEY,
+                )
+                if n == self.first + self.count // 2:  # mid-stream: this window is sent, not yet confirmed
+                    self.halfway.set()
+                    self.resume.wait(60.0)
+                if n % 10 == 0:  # in windows of 10: a stream of events, not a burst
+                    bus.flush(60.0)
+                    self.confirmed.update(range(self.first, n + 1))
+                    self._drain()
+                    self.started.set()
+            bus.flush(60.0)
+            self.confirmed.update(range(self.first, self.first + self.count))
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            self.error = exc
+
+    def _drain(self) -> None:
+        try:
+            self.bus.drain(0)
+        except self.bus.errors:
+            self.bus.recover()
+
+
+def read_log(url: str, expected: set[int], *, timeout_s: float) -> set[int]:
+    """The event numbers in the log, read from its start on ``url``'s node, once ``expected``
+    are all there or at the deadline."""
+    seen: set[int] = set()
+    bus = open_bus(url, confirm=False)
+
+    def on_event(delivery: Delivery) -> None:
+        seen.add(int(json.loads(delivery.body)["n"]))
+        delivery.ack()
+
+    try:
+        bus.declare(transport.topology.event_log())
+        bus.consume(names.EVENT_LOG, on_event, prefetch=500, replay_from=lambda: "first")
+        deadline = time.monotonic() + timeout_s
+        while not expected <= seen and time.monotonic() < deadline:
+            try:
+                bus.drain(0.2)
+            except bus.errors:
+                bus.recover()
+    finally:
+        bus.close()
+    return seen
+
+
+def lose_the_leader_mid_stream(cluster: OwnCluster, vhost: str, first: int) -> tuple[OwnRabbit, set[int]]:
+    """Publish events ``first``.. with confirms, kill -9 the stream's leader when half of them are
+    published and a window is in flight; check that every confirmed one is in the log, read on
+    the nodes left. Returns the node killed and the events confirmed."""
+    publisher = ConfirmedPublisher(cluster.url(vhost), first, EVENTS)
+    publisher.start()
+    try:
+        assert publisher.started.wait(60.0)
+        leader = stream_leader(cluster, vhost)
+        assert publisher.halfway.wait(60.0)
+        assert len(publisher.confirmed) < EVENTS // 2 + 1, "the publisher was not mid-stream"
+        cluster.kill(leader)
+        publisher.resume.set()
+        publisher.join(120.0)
+    finally:
+        publisher.bus.close(flush_timeout_s=1.0)
+    assert not publisher.is_alive()
+    assert publisher.error is None, publisher.error
+    assert publisher.confirmed == set(range(first, first + EVENTS))
+    survivors = [node for node in cluster.nodes if node is not leader]
+    assert stream_leader(cluster, vhost) in survivors  # a new leader was elected
+    logged = read_log(cluster.url(vhost, survivors), publisher.confirmed, timeout_s=60.0)
+    assert publisher.confirmed <= logged  # no confirmed event lost
+    return leader, publisher.confirmed
+
+
+def test_kill_of_the_stream_leader_mid_stream_loses_no_confirmed_event_and_it_rejoins_and_catches_up(
+    cluster: OwnCluster, vhost: str
+) -> None:
+    killed, confirmed = lose_the_leader_mid_stream(cluster, vhost, first=0)
+    cluster.restart(killed)
+    # Read on the node that came back alone: its replica of the log caught up.
+    assert confirmed <= read_log(cluster.url(vhost, [killed]), confirmed, timeout_s=60.0)
+
+    # Then a second node (the new leader) after the first came back.
+    second, more = lose_the_leader_mid_stream(cluster, vhost, first=EVENTS)
+    assert second is not killed
+    cluster.restart(second)
+    everything = confirmed | more
+    assert everything <= read_log(cluster.url(vhost, [second]), everything, timeout_s=60.0)
+
+
+class LoopingClient(threading.Thread):
+    """Calls getAllTasks in a loop, each call with a deadline of ``timeout_s``; records outcomes."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        super().__init__(daemon=True)
+        self.client = TasksClient(open_bus(url, confirm=False), timeout_s=timeout_s, wait_for_aggregator=True)
+        self.successes: list[float] = []  # when each call returned (time.monotonic())
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.client.get_all_tasks()
+                self.successes.append(time.monotonic())
+            except BusTasksError as exc:
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+
+    def succeeded_after(self, moment: float) -> int:
+        return sum(1 for at in self.successes if at > moment)
+
+
+def test_kill_of_the_aggregators_node_under_a_looping_client_fails_no_call_and_stop_works_again(
+    cluster: OwnCluster, vhost: str, start_system: SystemFactory
+) -> None:
+    n1, n2, n3 = cluster.nodes
+    # Each process on a node of its own: the aggregator on n1, the client on n2, the subsystem on n3.
+    # No test subsystem: its control queue is a classic one on the aggregator's node, which the
+    # aggregator would wait for until that node is back (see docs/design.md, on a cluster).
+    system = start_system(
+        Broker("rabbitmq", cluster.url(vhost)),
+        options=TopologyOptions(queue_type="quorum"),
+        policy=AggregatorPolicy(test_subsystem=""),
+    )
+    aggregator_node = node_of(cluster, system.aggregator.connection)
+    subsystem_url = cluster.url(vhost, [n3, n1, n2])
+    publisher = TaskPublisher(open_bus(subsystem_url), "vdsm")
+    stopped: list[str] = []
+    publisher.on_stop(stopped.append)
+    control = open_bus(subsystem_url, confirm=False)
+    system.serve(publisher, control)
+    looping = LoopingClient(cluster.url(vhost, [n2, n3, n1]), timeout_s=10.0)
+    caller = TasksClient(open_bus(cluster.url(vhost, [n2, n3, n1]), confirm=False), timeout_s=10.0)
+    try:
+        first = publisher.create("copyImage", task_id=str(uuid.uuid4()), state="running")
+        publisher.flush(10.0)
+        wait_until(lambda: first.id in caller.get_all_tasks(), timeout_s=30.0)
+        looping.start()
+        wait_until(lambda: len(looping.successes) >= 20, timeout_s=30.0)
+        assert (aggregator_node, cluster.queue_info(vhost, "type")[names.RPC_QUEUE]) == (n1, ["quorum"])
+
+        killed_at = time.monotonic()
+        cluster.kill(aggregator_node)
+        wait_until(lambda: looping.succeeded_after(killed_at) >= 20, timeout_s=60.0)
+        assert looping.failures == []  # every call had 10 s: none failed
+        assert node_of(cluster, system.aggregator.connection) is not aggregator_node
+
+        second = publisher.create("copyImage", task_id=str(uuid.uuid4()), state="running")
+        publisher.flush(10.0)
+        wait_until(lambda: second.id in caller.get_all_tasks(), timeout_s=10.0)
+        assert caller.stop_task(second.id) is True
+        wait_until(lambda: second.id in stopped, timeout_s=10.0)
+
+        cluster.restart(aggregator_node)
+        assert {n.name for n in cluster.nodes} <= cluster.running_nodes(aggregator_node)
+        back_at = time.monotonic()
+        wait_until(lambda: looping.succeeded_after(back_at) >= 5, timeout_s=30.0)
+        assert looping.failures == []
+    finally:
+        looping.stop.set()
+        looping.join(15.0)
+        caller.close()
+        looping.client.close()
+        system.stop_threads()  # the subsystem's thread, before its connection is closed
+        control.close()
+        publisher.close()
