@@ -65,9 +65,13 @@ class SubsystemControl:
         self.on_stop: ControlHandler | None = None
         self.on_revert: ControlHandler | None = None
         self._listening: Bus | None = None
+        # Set by the first announce: until then the owner's tasks are not all known here, so a
+        # resync waits for it and stop, revert and retag are refused (nothing is published).
+        self.announced = threading.Event()
 
-    def listen(self, connection: Bus) -> None:
-        """Claim the control queue on ``connection`` and consume it; then announce every live task.
+    def listen(self, connection: Bus, *, announce: bool = True) -> None:
+        """Claim the control queue on ``connection`` and consume it; then, with ``announce``,
+        announce every live task (without, :meth:`announce` follows once the owner is ready).
 
         Raises:
             SubsystemTaken: when another live process consumes the queue.
@@ -81,8 +85,17 @@ class SubsystemControl:
         except QueueInUse:
             raise SubsystemTaken(subsystem, f"it consumes the control queue {queue}") from None
         self._listening = connection
+        if announce:
+            announced = self.announce()
+            log.info("%s listening for control commands; announced %d tasks", subsystem, announced)
+        else:
+            log.info("%s claimed: control commands are queued for it", subsystem)
+
+    def announce(self) -> int:
+        """Announce every live task (resync); from now on commands are carried out."""
         announced = self.publisher.announce()
-        log.info("%s listening for control commands; announced %d tasks", subsystem, announced)
+        self.announced.set()
+        return announced
 
     def serve(self, connection: Bus, stop: threading.Event) -> None:
         """Answer control commands on ``connection`` and send heartbeats until ``stop`` is set.
@@ -161,13 +174,13 @@ class SubsystemControl:
             GeneralError: for an unknown command, or one this subsystem has no handler for.
         """
         publisher = self.publisher
+        if not self.announced.is_set():
+            return self._before_announce(method, task_id)
         if method == "resync":
             log.info("resync requested: announced %d tasks", publisher.announce())
             return True
         if method == "clear":
-            dropped = publisher.forget(task_id)
-            log.info("task %s cleared by the aggregator (%s)", task_id, "dropped" if dropped else "unknown")
-            return True
+            return self._clear(task_id)
         if method == "retag":
             if tags is None:
                 raise InvalidParameter("tags", None, message="Invalid parameter: retag needs tags")
@@ -193,3 +206,21 @@ class SubsystemControl:
         log.info("control %s task=%s", method, record.id)
         handler(record.id)
         return True
+
+    def _clear(self, task_id: str) -> bool:
+        """The aggregator cleared a done task: drop this subsystem's copy."""
+        dropped = self.publisher.forget(task_id)
+        log.info("task %s cleared by the aggregator (%s)", task_id, "dropped" if dropped else "unknown")
+        return True
+
+    def _before_announce(self, method: str, task_id: str) -> Any:
+        """A command that came between the claim and the first announce."""
+        subsystem = self.publisher.subsystem
+        if method == "resync":  # an announce of a half-known set would bury the rest
+            log.info("resync requested before %s announced: its announce comes when it is ready", subsystem)
+            return True
+        if method == "clear":
+            return self._clear(task_id)
+        raise GeneralError(
+            message=f"General Exception: {subsystem} is starting, its tasks not known yet: {method} {task_id}"
+        )

@@ -1,9 +1,12 @@
 """A subsystem process, written once: the simulator, every plugin and the tests run it.
 
 Two connections: the publisher's (confirmed) and the control one, on which the subsystem name is
-claimed and control commands are answered, with heartbeats, on a thread of their own. The
-process's own work runs in turns until the stop; closing says goodbye (the last heartbeat), gives
-up the name and closes both connections.
+claimed and control commands are answered, with heartbeats, on a thread of their own. The name
+is claimed when the runner opens, before the process does any work or publishes anything: a
+second process of the name is refused there and then. The first announce (every live task and
+the marker listing them) waits until the process knows its tasks: an announce of a half-known
+set would bury the rest. The process's own work runs in turns until the stop; closing says
+goodbye (the last heartbeat), gives up the name and closes both connections.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ class Connect(Protocol):
 
 
 class SubsystemRunner:
-    """Runs one subsystem: ``with SubsystemRunner.open(name, connect) as runner:`` then
-    :meth:`claim` (or :meth:`serve_control`), then :meth:`run` the work until the stop.
+    """Runs one subsystem: ``with SubsystemRunner.open(name, connect) as runner:`` (the name
+    claimed), then :meth:`announce` once its tasks are known, and :meth:`run` the work until the
+    stop. A runner built on a publisher directly claims with :meth:`claim` or :meth:`serve_control`.
 
     ``stop``: the process's stop (a signal sets it); the connections ``connect`` makes should
     see it too, so that waiting for the broker ends with it.
@@ -59,20 +63,38 @@ class SubsystemRunner:
         heartbeat_s: float = DEFAULT_HEARTBEAT_S,
         trust: TrustPolicy = OFF,
     ) -> SubsystemRunner:
-        """A runner with a publisher of ``subsystem`` on a confirmed connection of its own;
-        ``trust``: whose control commands it carries out (SPEC 15)."""
+        """A runner with a publisher of ``subsystem`` on a confirmed connection of its own, the
+        name claimed (nothing announced yet), control served with heartbeats on a thread;
+        ``trust``: whose control commands it carries out (SPEC 15).
+
+        Raises:
+            SubsystemTaken: when a live process owns the name (nothing was published then).
+            ShutdownRequested: when the stop came while the broker was away.
+        """
         publisher = TaskPublisher(connect(confirm_publish=True), subsystem, heartbeat_s=heartbeat_s)
         publisher.control.trust = trust
-        return cls(publisher, connect, stop=stop)
+        runner = cls(publisher, connect, stop=stop)
+        try:
+            runner.claim(announce=False)
+        except BaseException:
+            publisher.close()
+            raise
+        return runner
 
     @property
     def serving(self) -> bool:
         """Control commands are answered (from :meth:`claim` or :meth:`serve_control` on)."""
         return self._thread is not None
 
-    def claim(self) -> None:
-        """Claim the subsystem name here and now (announcing every live task), then answer
-        control commands and send heartbeats on a thread until the stop.
+    @property
+    def announced(self) -> bool:
+        """The live tasks were announced: resyncs announce them, commands are carried out."""
+        return self.publisher.control.announced.is_set()
+
+    def claim(self, *, announce: bool = True) -> None:
+        """Claim the subsystem name here and now, then answer control commands and send
+        heartbeats on a thread until the stop. ``announce``: announce every live task at once;
+        without, :meth:`announce` follows (stop, revert and retag are refused until then).
 
         Raises:
             SubsystemTaken: when a live process owns the name (nothing is served then).
@@ -80,12 +102,22 @@ class SubsystemRunner:
         """
         connection = self._connect()
         try:
-            self.publisher.listen(connection)
+            self.publisher.control.listen(connection, announce=announce)
         except BaseException:
             connection.close()
             raise
         self._control = connection
         self._serve(connection)
+
+    def announce(self) -> int:
+        """Announce every live task (the process knows them all now); returns how many.
+
+        Raises:
+            BrokerUnavailable: when the announce cannot be published (call it again).
+        """
+        announced = self.publisher.control.announce()
+        log.info("%s listening for control commands; announced %d tasks", self.publisher.subsystem, announced)
+        return announced
 
     def serve_control(self, connection: Bus | None = None) -> None:
         """Answer control commands and send heartbeats on a thread until the stop; the name is

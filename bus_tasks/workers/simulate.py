@@ -39,12 +39,13 @@ def simulate(
     wiring.warn_if_identity_off(settings, log)
     stop = wiring.stop_on_signals(log)
     name = subsystem or SUBSYSTEMS[kind]
+    # A second simulator of the name is refused at open; main() prints it in one line.
     with SubsystemRunner.open(
         name, wiring.connector(settings, stop), stop=stop, trust=settings.trust
     ) as runner:
         publisher = runner.publisher
         sim = SimulatedSubsystem(publisher)
-        runner.claim()  # a second simulator of the name stops here; main() prints it in one line
+        runner.announce()
         log.info(
             "simulating %s as subsystem %s: %d tasks per round, a step every %gs",
             kind,

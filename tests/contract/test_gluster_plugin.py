@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.brokers import System
+from support.brokers import System, admin_of
 from support.gluster import FakeGluster, Node, Task, failed_xml, migration_xml
 
+from bus_tasks import names
+from bus_tasks.config import Settings
 from bus_tasks.core.model import State, TaskRecord
-from bus_tasks.errors import BusTasksError
+from bus_tasks.errors import BusTasksError, SubsystemTaken
+from bus_tasks.plugins import PluginHost
 from bus_tasks.plugins.gluster.cli import GlusterCli
-from bus_tasks.plugins.gluster.plugin import GlusterSubsystem
+from bus_tasks.plugins.gluster.plugin import GlusterOptions, GlusterPlugin, GlusterSubsystem
 from bus_tasks.protocol.shapes import record_from_details
 from bus_tasks.subsystem.runner import SubsystemRunner
 from bus_tasks.testing import wait_until
@@ -33,9 +37,9 @@ class Plugin:
         self.poller = self.gluster.poller
 
     def start(self) -> None:
-        """The first poll, then control commands (which announce what the first poll found)."""
+        """The first poll, then the announce of what it found (the name was claimed at open)."""
         self.gluster.turn()
-        assert self.runner.serving, "the first poll did not succeed"
+        assert self.runner.announced, "the first poll did not succeed"
 
     def close(self) -> None:
         stopped = self.runner.close()  # gives up the claim on the subsystem name
@@ -208,3 +212,25 @@ def test_after_a_restart_the_plugin_adopts_the_aggregator_s_records_and_its_resy
         what="the view holding exactly what gluster lists",
     )
     assert client.get_all_tasks()[REBALANCE_ID]["createdAt"] == created["createdAt"]
+
+
+def test_a_second_plugin_is_refused_before_it_asks_the_aggregator_runs_gluster_or_publishes_anything(
+    memory_system: System, fake: FakeGluster, make_plugin: MakePlugin
+) -> None:
+    fake.listing([Task("gv1", "Rebalance", REBALANCE_ID, "in progress")])
+    _rebalance(fake, "gv1", REBALANCE_ID, "in progress", 1)
+    make_plugin().start()
+    before = _wait_state(memory_system, REBALANCE_ID, "running")
+    tap = names.events_queue("tap")
+    memory_system.broker.connection().topology.declare_queue(tap)
+    fake.forget("volume status all tasks --xml")  # the second's gluster is down: no claim waits for it
+    calls = len(fake.calls)
+    host = PluginHost(settings=Settings(), stop=threading.Event(), connect=memory_system.broker.connect)
+
+    with pytest.raises(SubsystemTaken, match="'gluster' is already owned by a live process"):
+        GlusterPlugin().run(GlusterOptions(gluster_bin=str(fake.binary), interval_s=0.1), host)
+
+    assert admin_of(memory_system.broker.connection()).queue_size(tap) == 0
+    assert memory_system.client().get_all_tasks() == {REBALANCE_ID: before}
+    assert not host.ready.is_set()
+    assert fake.calls[calls:] == []  # the second never ran gluster (the owner here takes no turns)

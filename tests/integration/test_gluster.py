@@ -15,11 +15,14 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
-from support.brokers import Broker
-from support.gluster import Glusterd, Volume, Volumes, gluster, glusterd_session
+from support.brokers import Broker, admin_of
+from support.gluster import FakeGluster, Glusterd, Volume, Volumes, gluster, glusterd_session
 from support.processes import Process, start_serve
 
+from bus_tasks import names
 from bus_tasks.client import TasksClient
+from bus_tasks.core.model import State
+from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
@@ -182,11 +185,32 @@ def test_glusterd_killed_and_restarted_mid_way_the_plugin_survives_and_catches_u
     assert len(failures) == 1, failures  # one line per failure state change, not per poll
 
 
-def test_a_second_plugin_on_the_same_broker_exits_1_with_one_line_saying_the_name_is_taken(
-    rabbitmq_broker: Broker, plugin: tuple[Process, TasksClient]
+@pytest.mark.parametrize("second_gluster", ["glusterd answers", "gluster CLI fails"])
+def test_a_second_plugin_exits_1_with_one_line_saying_the_name_is_taken_and_publishes_nothing(
+    rabbitmq_broker: Broker, plugin: tuple[Process, TasksClient], tmp_path: Path, second_gluster: str
 ) -> None:
+    _, client = plugin
+    # A task of the owner that gluster does not list (a second plugin that polled before its
+    # claim published such tasks as "no longer listed: failed": issue 27).
+    injected = TaskPublisher(rabbitmq_broker.connection(), "gluster")
+    task_id = injected.create(
+        "rebalance", ["gluster", "volume:gone"], state=State.RUNNING, data={"volume": "gone"}
+    ).id
+    injected.close()
+    before = _wait_task(client, task_id, "running", 30.0)
+    tap = names.events_queue("tap")  # every task event and marker from now on, read by nobody
+    rabbitmq_broker.connection().topology.declare_queue(tap)
+    down = ["--gluster-bin", str(FakeGluster(tmp_path / "down").binary)]  # answers as a down glusterd
     second = Process(
-        [str(BUS_TASKS), "gluster", "--broker", rabbitmq_broker.url, "--interval-s", str(INTERVAL_S)],
+        [
+            str(BUS_TASKS),
+            "gluster",
+            "--broker",
+            rabbitmq_broker.url,
+            "--interval-s",
+            str(INTERVAL_S),
+            *(down if second_gluster == "gluster CLI fails" else []),
+        ],
         env={**os.environ, "BUS_TASKS_LOG_LEVEL": "WARNING"},
     )
     try:
@@ -200,3 +224,5 @@ def test_a_second_plugin_on_the_same_broker_exits_1_with_one_line_saying_the_nam
         "bus-tasks gluster: General Exception: subsystem 'gluster' is already owned by a live process "
         "(it consumes the control queue bus_tasks.control.gluster): run one publisher process per subsystem name"
     ]
+    assert admin_of(rabbitmq_broker.connection()).queue_size(tap) == 0
+    assert client.get_all_tasks(["gluster"])[task_id] == before

@@ -50,9 +50,9 @@ class GlusterOptions(PluginOptions):
 
 
 class GlusterSubsystem:
-    """Subsystem ``gluster`` on ``runner``: each :meth:`turn` polls gluster and publishes what
-    changed; the name is claimed (control commands, the announce) once the publisher holds what
-    gluster lists."""
+    """Subsystem ``gluster`` on ``runner`` (which holds the name): each :meth:`turn` polls gluster
+    and publishes what changed; the announce (and with it stop and revert) waits until the
+    publisher holds what gluster lists."""
 
     def __init__(
         self,
@@ -69,13 +69,13 @@ class GlusterSubsystem:
         runner.publisher.on_revert(self.poller.revert_task)
 
     def turn(self) -> None:
-        """One poll; the first that succeeds claims the name.
-
-        Raises:
-            SubsystemTaken: when a live process owns the name.
-        """
-        if self._poll() and not self.runner.serving:
-            self.runner.claim()
+        """One poll; the first that succeeds announces what it found."""
+        if self._poll() and not self.runner.announced:
+            try:
+                self.runner.announce()
+            except BusTasksError as exc:  # the broker is away: the next turn announces
+                log.warning("gluster tasks not announced: %s", exc)
+                return
             log.info("gluster plugin ready: its tasks are published, control commands served")
             self.ready.set()
 
@@ -95,10 +95,11 @@ class GlusterPlugin:
 
     def run(self, options: GlusterOptions, host: PluginHost) -> int:
         cli = GlusterCli(options.gluster_bin, timeout_s=options.timeout_s, stop=host.stop)
-        restored = known_tasks(host.connect)
+        # The name first: a second plugin is refused before it asks, polls or publishes anything.
         with SubsystemRunner.open(
             SUBSYSTEM, host.connect, stop=host.stop, trust=host.settings.trust
         ) as runner:
+            restored = known_tasks(host.connect)
             gluster = GlusterSubsystem(runner, cli, restored=restored, ready=host.ready)
             log.info(
                 "polling %s every %gs (each call killed after %gs)",
