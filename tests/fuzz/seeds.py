@@ -131,6 +131,8 @@ _QUERIES = [
     b"tag=volume%3Agv1&match=any",
     b"since=0\n",
     b"tag=a+b&tag=%ZZ&match=none\nabc",
+    b"tag=spm&limit=100&continue=eyJsYXN0IjoiYSJ9",
+    b"limit=-1&limit=2&continue=",
 ]
 
 
@@ -202,7 +204,7 @@ def dictionary(target: str) -> list[bytes]:
             "1979-05-27T07:32:00Z",
         ]
     elif target == "http_query":
-        words = ["tag=", "match=", "since=", "match=all", "match=any", "&", "%3A", "%00", "+", "\n"]
+        words = ["tag=", "match=", "since=", "limit=", "continue=", "match=all", "match=any", "&", "%3A", "%00", "+", "\n"]
     else:
         raise KeyError(target)
     return [word.encode() for word in words]

@@ -35,7 +35,7 @@ from bus_tasks.core.model import (
 )
 from bus_tasks.core.view import TaskView
 from bus_tasks.errors import BusTasksError, ConfigError, EventRejected
-from bus_tasks.frontdoors.http.answers import revision_of, selection_of
+from bus_tasks.frontdoors.http.answers import page_of, revision_of, selection_of
 from bus_tasks.frontdoors.stomp.frames import Frame, FrameError, FrameParser, encode
 from bus_tasks.plugins.gluster.xml import OperationFailed, OutputError, parse_migration, parse_tasks
 from bus_tasks.protocol import jsonrpc
@@ -306,7 +306,7 @@ WATCH_QUERY = frozenset({"tag", "match", "since"})
 
 def http_query(data: bytes) -> None:
     """The query string of ``/api/tasks`` and ``/api/watch`` (parsed as aiohttp parses it), then,
-    after a newline, a ``Last-Event-ID`` header: the selection and the revision, or
+    after a newline, a ``Last-Event-ID`` header: the selection, the page and the revision, or
     InvalidParameter / InvalidParams.
 
     Laws: a selection accepted holds the query's tags, in order, each a valid tag; an error can be
@@ -339,6 +339,15 @@ def http_query(data: bytes) -> None:
             continue
         if revision is not None and revision < 0:
             raise ContractBroken(f"revision {revision} from {text!r}")
+    try:  # the paging of /api/tasks (SPEC 14): the RPC checks the limit's range and the token
+        page = page_of(query)
+    except BusTasksError as exc:
+        codec.dumps(exc.to_wire())
+        return
+    if "limit" in page and not (isinstance(page["limit"], int) and page["limit"] >= 0):
+        raise ContractBroken(f"limit {page['limit']!r} of the query {query}")
+    if page.get("continue", "") != query.get("continue", ""):
+        raise ContractBroken(f"continue {page.get('continue')!r} of the query {query}")
 
 
 TARGETS: dict[str, Target] = {

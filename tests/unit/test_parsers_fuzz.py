@@ -402,7 +402,7 @@ _tags = st.text(string.ascii_letters + string.digits + "_.:/-", min_size=1, max_
 
 
 @FUZZ
-@given(pairs=st.lists(st.tuples(st.sampled_from(["tag", "tag", "match", "since"]) | st.text(max_size=5), _tags | st.text(max_size=8)), max_size=6),
+@given(pairs=st.lists(st.tuples(st.sampled_from(["tag", "tag", "match", "since", "limit", "continue"]) | st.text(max_size=5), _tags | st.text(max_size=8)), max_size=6),
        header=st.text(string.digits, max_size=25) | st.text(max_size=8))  # fmt: skip
 def test_any_query_gets_a_selection_or_invalid_parameter(pairs: list[tuple[str, str]], header: str) -> None:
     http_query(urlencode(pairs).encode() + b"\n" + header.encode())
