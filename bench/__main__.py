@@ -38,6 +38,7 @@ FIGURES = {
     "restart": "bench.restart",
     "authz": "bench.authz",
     "tls_ingest": "bench.tls_ingest",
+    "cluster": "bench.cluster",
 }
 
 
