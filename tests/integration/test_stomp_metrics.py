@@ -4,6 +4,7 @@ exactly what a test's clients did."""
 from __future__ import annotations
 
 import os
+import re
 import urllib.request
 
 import pytest
@@ -106,5 +107,20 @@ def test_metrics_are_off_unless_asked(rabbitmq_system: System) -> None:
     try:
         process.wait_for_line(f"stomp front door listening on 127.0.0.1:{port}", timeout_s=30)
         assert "stomp metrics on" not in process.log
+    finally:
+        assert process.terminate() == 0, process.log
+
+
+def test_the_setting_without_a_host_serves_on_loopback(rabbitmq_system: System) -> None:
+    port = free_port()
+    process = Process(
+        [str(BIN / "bus-tasks"), "stomp", "--broker", rabbitmq_system.broker.url, "--listen", f"127.0.0.1:{port}"],
+        env={**os.environ, "BUS_TASKS_LOG_LEVEL": "INFO", "BUS_TASKS_STOMP_METRICS": ":0"},
+    )  # fmt: skip
+    try:
+        line = process.lines[process.wait_for_line("stomp metrics on http://", timeout_s=30)]
+        match = re.search(r"stomp metrics on http://127\.0\.0\.1:(\d+)/metrics$", line)
+        assert match is not None, line
+        assert value(int(match.group(1)), "bus_tasks_stomp_connections") == 0
     finally:
         assert process.terminate() == 0, process.log
