@@ -192,6 +192,8 @@ class Settings(BaseSettings):
     stomp_max_connections: int = Field(default=DEFAULT_STOMP_MAX_CONNECTIONS, ge=1)
     stomp_max_pending: int = Field(default=DEFAULT_STOMP_MAX_PENDING, ge=1)
     stomp_max_outbuf_bytes: int = Field(default=DEFAULT_STOMP_MAX_OUTBUF_BYTES, ge=64 * 1024)
+    # `bus-tasks stomp`'s own /metrics on HOST:PORT (no HOST: loopback); "" : off.
+    stomp_metrics: str = Field(default="", pattern=r"^$|^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):[0-9]{1,5}$")
     # The HTTP front door's: /api/watch streams at once; a request body's bytes; how long a
     # connection may go without a whole request (from its start or its last answer), and a
     # write of the watch's events may wait for a client that does not read.

@@ -21,6 +21,7 @@ _PATTERN_WORDS = {
     "test_subsystem": f"must be empty or {NAME_WORDS}",
     "event_log_max_age": "must be a whole number and a unit (Y, M, D, h, m or s), e.g. 7D",
     "http_listen": "must be HOST:PORT (an IPv6 host in brackets), e.g. 127.0.0.1:8080",
+    "stomp_metrics": "must be HOST:PORT (an IPv6 host in brackets), e.g. 127.0.0.1:9464",
 }
 
 

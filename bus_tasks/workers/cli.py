@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     stomp.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     stomp.add_argument("--tls-ca", metavar="FILE", help="require client certificates signed by this CA")
     options.timeout_option(stomp, "deadline of each forwarded request")
+    metrics_help = "serve /metrics here, no HOST: loopback (default: setting stomp_metrics, else off)"
+    stomp.add_argument("--metrics", type=options.listen_text, metavar="HOST:PORT", help=metrics_help)
     for flag, metavar, kind, setting, what in (
         ("--connect-timeout", "S", options.seconds, "stomp_connect_timeout_s",
          "a client's TLS handshake and CONNECT must be done this long after it connected"),

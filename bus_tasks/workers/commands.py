@@ -61,6 +61,7 @@ def cmd_stomp(args: argparse.Namespace, settings: Settings) -> int:
             stomp_max_connections=args.max_connections,
             stomp_max_pending=args.max_pending,
             stomp_max_outbuf_bytes=args.max_outbuf_bytes,
+            stomp_metrics=args.metrics,
         )
     except ValidationError as exc:
         raise ConfigError(describe_validation(exc)) from None

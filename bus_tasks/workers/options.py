@@ -75,6 +75,12 @@ def listen(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def listen_text(text: str) -> str:
+    """``HOST:PORT`` checked, kept as written (for a setting)."""
+    listen(text)
+    return text
+
+
 def tag(text: str) -> str:
     if _TAG.fullmatch(text):
         return text

@@ -7,12 +7,17 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, start_http_server
 
 from bus_tasks.config import Settings
+from bus_tasks.frontdoors.stomp.metrics import StompDoorMetrics
 from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
 from bus_tasks.frontdoors.stomp.server import StompLimits
 from bus_tasks.frontdoors.stomp.tls import server_context
 from bus_tasks.workers import systemd, wiring
+from bus_tasks.workers.options import parse_listen
 
 log = logging.getLogger("bus_tasks.stomp")
 
@@ -69,6 +74,28 @@ async def _main(settings: Settings, options: StompOptions, stop: threading.Event
         trust=settings.trust,
         start_timeout_s=None,
     )
+    metrics = _serve_metrics(settings.stomp_metrics, StompDoorMetrics(running.door))
     systemd.notify_when_ready(running.listening, stop)  # at its "listening" line
-    await running.serve(stopping)
+    try:
+        await running.serve(stopping)
+    finally:
+        if metrics is not None:
+            metrics.shutdown()
+            metrics.server_close()
     return 0
+
+
+def _serve_metrics(listen: str, collector: StompDoorMetrics) -> WSGIServer | None:
+    """prometheus_client's own /metrics server on a thread of its own, at ``listen`` ("" : none;
+    no host: loopback). Reads are plain numbers the loop keeps, so no lock is needed."""
+    if not listen:
+        return None
+    host, port = parse_listen(listen)
+    if not listen.rpartition(":")[0]:
+        host = "127.0.0.1"
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(collector)
+    server, _ = start_http_server(port, host, registry=registry)
+    bound_host, bound_port = server.server_address[:2]
+    log.info("stomp metrics on http://%s:%s/metrics", bound_host, bound_port)
+    return server

@@ -1,6 +1,7 @@
 """Every series the dashboard and the alert rules read is one two real ``bus-tasks serve --http``
-replicas export: each name on ``/metrics``, each label matched on that series, each value matched
-with ``=`` among its values (a renamed metric or outcome fails here)."""
+replicas export (the STOMP front door's: a real ``bus-tasks stomp --metrics``): each name on
+``/metrics``, each label matched on that series, each value matched with ``=`` among its values
+(a renamed metric or outcome fails here)."""
 
 from __future__ import annotations
 
@@ -39,9 +40,19 @@ def _serve(url: str, data_dir: Path, name: str) -> tuple[Process, str]:
     return process, match.group(1)
 
 
+def _stomp(url: str) -> tuple[Process, str]:
+    argv = [str(BIN / "bus-tasks"), "stomp", "--broker", url, "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
+    process = Process(argv, env={**os.environ, "BUS_TASKS_LOG_LEVEL": "INFO"})
+    line = process.lines[process.wait_for_line("stomp metrics on http://", timeout_s=READY_S)]
+    match = re.search(r"stomp metrics on (http://127\.0\.0\.1:\d+)/metrics$", line)
+    assert match is not None, line
+    return process, match.group(1)
+
+
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[list[str]]:
-    """Two aggregators on a vhost of this test: the base URLs of their HTTP front doors."""
+    """Two aggregators on a vhost of this test, and a STOMP front door to them: the base URLs of
+    the aggregators' HTTP front doors, then the STOMP door's metrics."""
     require_service("RabbitMQ", RABBITMQ)
     vhost = f"bus_tasks_monitoring_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     rabbitmqctl("add_vhost", vhost)
@@ -54,7 +65,9 @@ def replicas(tmp_path: Path) -> Iterator[list[str]]:
             process, base = _serve(url, tmp_path / name, name)
             processes.append(process)
             bases.append(base)
-        yield bases
+        process, base = _stomp(url)
+        processes.append(process)
+        yield [*bases, base]
     finally:
         for process in processes:
             process.kill()
@@ -78,11 +91,11 @@ def _scrape(base: str) -> dict[str, dict[str, set[str]]]:
 def test_every_series_the_dashboard_and_the_rules_read_is_exported(replicas: list[str]) -> None:
     # Each lists the other (and its lag) once it heard the other's heartbeat.
     wait_until(
-        lambda: all(_scrape(base).get("bus_tasks_replica_lag") for base in replicas),
+        lambda: all(_scrape(base).get("bus_tasks_replica_lag") for base in replicas[:2]),
         timeout_s=READY_S,
         what="each replica's lag behind the other",
     )
-    exported = _scrape(replicas[0])
+    exported, stomp = _scrape(replicas[0]), _scrape(replicas[2])
     made = recorded()
     problems = []
     checked = 0
@@ -91,10 +104,11 @@ def test_every_series_the_dashboard_and_the_rules_read_is_exported(replicas: lis
             if selector.name in made or selector.name in SYNTHETIC:
                 continue
             checked += 1
-            if selector.name not in exported:
+            source = stomp if selector.name.startswith("bus_tasks_stomp_") else exported
+            if selector.name not in source:
                 problems.append(f"{where}: {selector.name} is not exported")
                 continue
-            labels = exported[selector.name]
+            labels = source[selector.name]
             for label, op, value in selector.matchers:
                 if label in PROMETHEUS_LABELS:
                     continue

@@ -129,6 +129,7 @@ def test_connections_without_connect_are_closed_by_the_connect_timeout_while_oth
     assert closed_within(silent, CONNECT_TIMEOUT_S + MARGIN_S - (time.monotonic() - opened))
     answers(good)
     wait_until(lambda: door.door.sessions == 1, timeout_s=MARGIN_S, what="only the good client left")
+    assert door.door.refusals == {"connect_timeout": 2}  # counted for its metrics
 
 
 def test_a_client_that_connects_in_time_stays_past_the_connect_timeout(
@@ -185,6 +186,7 @@ def test_tls_connections_without_a_handshake_or_a_connect_are_closed_by_the_conn
     assert f"TLS handshake failed: not done within {CONNECT_TIMEOUT_S:g}s" in line
     [line] = logged(caplog, peer(shaken))
     assert f"closed: no CONNECT within {CONNECT_TIMEOUT_S:g}s" in line
+    assert door.door.refusals == {"connect_timeout": 2}
 
 
 @pytest.mark.parametrize("issuer", ["none", "another-ca"])
@@ -208,6 +210,7 @@ def test_a_refused_client_certificate_is_one_log_line_with_the_peer_address(
     wait_until(lambda: logged(caplog, address), timeout_s=5.0, what="the refusal logged")
     [line] = logged(caplog, address)
     assert "TLS handshake failed" in line
+    assert door.door.refusals == {"tls_handshake": 1}
     answers(good)
 
 
@@ -230,6 +233,7 @@ def test_a_client_silent_past_twice_its_heart_beat_is_closed_and_one_that_beats_
         beating.send_raw(b"\n")
         assert not beating.closed_by_server(timeout_s=0.4)
     assert silent.closed_by_server(timeout_s=2.0 + MARGIN_S - (time.monotonic() - connected))
+    assert door.door.refusals == {"heartbeat": 1}
     answers(good)
     beating.timeout_s = ANSWER_S
     answers(beating)
@@ -257,6 +261,7 @@ def test_a_connection_over_the_cap_gets_an_error_frame_and_is_closed_and_its_slo
         {"message": "too many connections (at most 3)"},
     )
     assert closed_within(over, MARGIN_S)
+    assert door.door.refusals == {"connections": 1}
     answers(good)
     second.close()
     wait_until(lambda: door.door.sessions == 2, timeout_s=MARGIN_S, what="the second client gone")
@@ -297,6 +302,7 @@ def test_a_request_over_max_pending_is_answered_at_once_with_too_many_requests(
             "message": "Too many requests in flight: Host.getAllTasksStatuses not sent, at most 2 per connection",
         }
         answers(good)
+        assert door.door.over_pending == 1
     finally:
         release.set()
     busy.timeout_s = 10.0
@@ -348,6 +354,7 @@ def test_a_client_that_stops_reading_is_dropped_at_max_outbuf_bytes(
     wait_until(
         lambda: logged(caplog, peer(hostile), "bytes of replies wait unread"), timeout_s=30, what="dropped"
     )
+    assert door.door.refusals == {"outbuf": 1}
     answers(good)
     wait_until(lambda: door.door.sessions == 1, timeout_s=MARGIN_S, what="only the good client left")
     assert closed_within(hostile, 30.0)

@@ -185,8 +185,9 @@ def test_help_never_shows_the_default_broker_password() -> None:
         (["demo", "--storage-tasks", "-1"], "argument --storage-tasks: must be a whole number, 0 or more, not '-1'"),
         (["tasks", "--log-level", "loud"], "argument --log-level: 'loud' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
         (["stomp", "--listen", "nowhere"], "argument --listen: 'nowhere' is not HOST:PORT"),
+        (["stomp", "--metrics", "9464"], "argument --metrics: '9464' is not HOST:PORT"),
     ],
-    ids=["timeout-word", "timeout-negative", "timeout-nan", "interval-zero", "count-zero", "count-word", "tasks-fraction", "storage-tasks-negative", "log-level", "listen"],
+    ids=["timeout-word", "timeout-negative", "timeout-nan", "interval-zero", "count-zero", "count-word", "tasks-fraction", "storage-tasks-negative", "log-level", "listen", "metrics"],
 )  # fmt: skip
 def test_a_bad_value_is_refused_naming_the_option_and_what_it_takes(args: list[str], message: str) -> None:
     complaint = refusal(*args)

@@ -59,6 +59,7 @@ DEFAULTS = {
     "stomp_max_connections": 1000,
     "stomp_max_pending": 100,
     "stomp_max_outbuf_bytes": 16777216,
+    "stomp_metrics": "",
     "http_max_watchers": 1000,
     "http_max_body_bytes": 65536,
     "http_idle_timeout_s": 30.0,

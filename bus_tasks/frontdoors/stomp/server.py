@@ -8,6 +8,7 @@ import logging
 import ssl
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -65,6 +66,8 @@ class StompFrontDoor:
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.bridge: RpcBridge | None = None
+        self.refusals: Counter[str] = Counter()  # connections closed for a limit, by reason
+        self.over_pending = 0  # requests answered at once for being over max_pending
 
     @property
     def pending(self) -> int:
@@ -130,6 +133,9 @@ class StompFrontDoor:
         self._sessions.add(session)
         return admitted
 
+    def refused(self, reason: str) -> None:
+        self.refusals[reason] += 1
+
     def dropped(self, session: Session) -> None:
         self._sessions.discard(session)
         for correlation_id, pending in list(self._pending.items()):
@@ -150,6 +156,7 @@ class StompFrontDoor:
         limit = self.limits.max_pending
         if session.in_flight >= limit:
             session.over_pending += 1
+            self.over_pending += 1
             log.log(
                 logging.WARNING if session.over_pending == 1 else logging.DEBUG,  # one line, not a flood
                 "stomp client %d from %s: a request over %d in flight answered %d (%d so far)",

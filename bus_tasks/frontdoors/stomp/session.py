@@ -97,6 +97,10 @@ class Door(Protocol):
         """Bridge a SEND (raises BadClient when it cannot be)."""
         ...
 
+    def refused(self, reason: str) -> None:
+        """A connection closed for a limit (a ``REFUSALS`` reason of its metrics), counted."""
+        ...
+
 
 class Session(asyncio.BufferedProtocol):
     """One client connection: its subscriptions (id -> destination) and its heart-beat task.
@@ -203,6 +207,7 @@ class Session(asyncio.BufferedProtocol):
                 waiting,
                 self._limits.max_outbuf_bytes,
             )
+            self._door.refused("outbuf")
             self.close(abort=True)
 
     def close(self, *, abort: bool = False) -> None:
@@ -260,6 +265,7 @@ class Session(asyncio.BufferedProtocol):
                 log.warning(
                     "stomp client %d from %s: TLS handshake failed: %s", self.number, self.peer, reason
                 )
+                self._door.refused("tls_handshake")
                 self.close()
             return
         self.handshake = None
@@ -275,6 +281,7 @@ class Session(asyncio.BufferedProtocol):
     def _ready(self) -> None:
         """Connected (TLS: after the handshake): one too many gets ERROR and is closed."""
         if not self._admitted:
+            self._door.refused("connections")
             self._refuse(f"too many connections (at most {self._limits.max_connections})")
 
     def _connect_expired(self) -> None:
@@ -288,6 +295,7 @@ class Session(asyncio.BufferedProtocol):
             what,
             self._limits.connect_timeout_s,
         )
+        self._door.refused("connect_timeout")
         self.close(abort=True)
 
     def _watch_silence(self) -> None:
@@ -307,6 +315,7 @@ class Session(asyncio.BufferedProtocol):
                 quiet_s,
                 self._expect_s,
             )
+            self._door.refused("heartbeat")
             self.close(abort=True)
             return
         self._silence = asyncio.get_running_loop().call_later(allowed_s - quiet_s, self._watch_silence)
