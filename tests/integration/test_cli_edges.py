@@ -247,6 +247,7 @@ def test_tasks_watch_waits_through_a_restart_of_its_only_aggregator_and_lists_ag
     url = rabbitmq_broker.url
     serve_args = ("--broker", url, "--data-dir", str(tmp_path / "data"))
     out = tmp_path / "watch.out"
+    out.touch()  # read before the shell's redirection may have made it
     with contextlib.ExitStack() as cleanup:
         first = _serve(cleanup, *serve_args, cwd=tmp_path)
         first.wait_for_line(READY, timeout_s=30)

@@ -4,6 +4,7 @@ client certificates and settings of each identity that connects to it. Tests sta
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,8 +45,8 @@ class TlsRabbit:
     def client_files(self, common_name: str, ca: trustme.CA | None = None) -> dict[str, Path]:
         """A client certificate of ``common_name`` (signed by ``ca``, else the node's CA) as files."""
         cert = (ca or self.ca).issue_cert(f"{common_name}.client.example", common_name=common_name)
-        where = self.files / f"client-{common_name}-{id(cert)}"
-        where.mkdir()
+        # A directory of its own: id(cert) came back once a certificate was collected.
+        where = Path(tempfile.mkdtemp(prefix=f"client-{common_name}-", dir=self.files))
         paths = {"ca": where / "ca.pem", "cert": where / "cert.pem", "key": where / "key.pem"}
         self.ca.cert_pem.write_to_path(paths["ca"])
         cert.cert_chain_pems[0].write_to_path(paths["cert"])
