@@ -74,7 +74,7 @@ fuzz: $(STAMP)
 SOAK_S ?= 120
 soak: $(STAMP)
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet --require-hashes -r $(SOAK_LOCK)
-	cd tests && ../$(BIN)/python -m soak --seconds $(SOAK_S) --plot $(CURDIR)/$(or $(SOAK_PLOT),soak.png)
+	cd tests && ../$(BIN)/python -m soak --seconds $(SOAK_S) --plot $(abspath $(or $(SOAK_PLOT),soak.png))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -20,9 +20,6 @@ from statistics import median
 WARM_UP_SHARE = 0.35
 # A series needs this many samples in the window to be judged (fewer: reported, not judged).
 MIN_SAMPLES = 6
-# ... and must span this share of the window: a process killed or started meanwhile (the chaos)
-# is shown, not judged; its own start-up would look like growth when projected over the window.
-MIN_COVERAGE = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +72,16 @@ def judge(
     tolerance: Tolerance,
     *,
     window: tuple[float, float],
+    last_round: float,
 ) -> Verdict:
     """The verdict on ``points`` (``(t, value)``, t in seconds) within ``window`` = (start, end).
 
-    Only a series that spans ``MIN_COVERAGE`` of the window with ``MIN_SAMPLES`` is judged.
+    Judged is a series with ``MIN_SAMPLES`` in the window whose process lived through all of it:
+    sampled before the window began and in the run's last sampling round (at ``last_round``). A
+    process the chaos killed or started meanwhile is shown, not judged: its own start-up would
+    look like growth when projected over the window. Whole rounds count, not the share of the
+    window the samples span, so that a loaded machine sampling slowly still judges every series
+    that lived throughout.
     """
     start, end = window
     inside = sorted(p for p in points if start <= p[0] <= end)
@@ -99,5 +102,7 @@ def judge(
         projected=per_s * (end - start),
         rise=rise,
         tolerance=tolerance.of(level),
-        judged=len(inside) >= MIN_SAMPLES and inside[-1][0] - inside[0][0] >= MIN_COVERAGE * (end - start),
+        judged=len(inside) >= MIN_SAMPLES
+        and min(t for t, _ in points) < start
+        and inside[-1][0] >= last_round,
     )

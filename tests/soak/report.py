@@ -45,12 +45,16 @@ def metric(name: str) -> str:
 
 def verdicts(samples: Samples, seconds: float) -> list[Verdict]:
     """Every series sampled in ``[warm-up, seconds]``, judged unless it is informational or
-    does not span the window (a process the chaos restarted: see growth.MIN_COVERAGE)."""
+    did not live through the window (a process the chaos restarted: see growth.judge)."""
     window = (WARM_UP_SHARE * seconds, seconds)
+    snapshot = samples.snapshot()
+    # The last round within the window (sampling goes on while the soak checks the tasks after it).
+    last_round = max((t for points in snapshot.values() for t, _ in points if t <= seconds), default=0.0)
     out = []
-    for name, points in sorted(samples.snapshot().items()):
+    for name, points in sorted(snapshot.items()):
         kind = metric(name)
-        verdict = judge(name, points, TOLERANCES.get(kind, Tolerance(0.0, 0.0)), window=window)
+        tolerance = TOLERANCES.get(kind, Tolerance(0.0, 0.0))
+        verdict = judge(name, points, tolerance, window=window, last_round=last_round)
         if kind in INFORMATIONAL or kind not in TOLERANCES:
             verdict = dataclasses.replace(verdict, judged=False)
         if verdict.samples:

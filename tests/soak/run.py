@@ -18,6 +18,7 @@ from support.faultproxy import FaultProxy
 
 from soak import check, report, system
 from soak.clients import WATCHES
+from soak.growth import MIN_SAMPLES
 from soak.sampler import broker_sample, process_sample
 
 RABBITMQ = ("127.0.0.1", 5672)
@@ -186,6 +187,11 @@ class Soak:
             )
         self.problems += [f"{v.series} grows: {v.projected:+.1f} over the window (tolerance {v.tolerance:.1f})"
                           for v in rows if v.grows]  # fmt: skip
+        if not any(v.judged for v in rows):  # the growth check would pass vacuously
+            self.problems.append(
+                f"no series could be judged: fewer than {MIN_SAMPLES} sampling rounds after warm-up"
+                f" (sampling every {self.sample_s:g}s asked; rabbitmqctl slower on a loaded machine?)"
+            )
         for what in self.problems:
             print(f"FAIL {what}", flush=True)
         if self.problems:
