@@ -4,10 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The locks (make lock): every version pinned and hashed. make installs LOCK (the runtime and the
-# extras LOCKED_EXTRAS), make soak SOAK_LOCK (those and the soak extra), the Dockerfile
-# RUNTIME_LOCK; all three pin the same versions.
+# extras LOCKED_EXTRAS), make soak and make fuzz TOOLS_LOCK (those and the soak and fuzz extras),
+# the Dockerfile RUNTIME_LOCK; all three pin the same versions.
 LOCK := requirements/dev.txt
-SOAK_LOCK := requirements/soak.txt
+TOOLS_LOCK := requirements/tools.txt
 RUNTIME_LOCK := requirements/runtime.txt
 LOCKED_EXTRAS := test bench
 # pytest-xdist: the suite's tests isolate themselves (tests/support/parallel.py). Four workers on
@@ -39,8 +39,8 @@ lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c 'import piptools' 2>/dev/null || $(BIN)/python -m pip install --quiet 'pip-tools>=7.4'
 	mkdir -p requirements
-	$(PIP_COMPILE) $(if $(UPGRADE),--upgrade) $(addprefix --extra ,$(LOCKED_EXTRAS) soak) --output-file $(SOAK_LOCK) pyproject.toml
-	cp $(SOAK_LOCK) $(LOCK)
+	$(PIP_COMPILE) $(if $(UPGRADE),--upgrade) $(addprefix --extra ,$(LOCKED_EXTRAS) soak fuzz) --output-file $(TOOLS_LOCK) pyproject.toml
+	cp $(TOOLS_LOCK) $(LOCK)
 	$(PIP_COMPILE) $(addprefix --extra ,$(LOCKED_EXTRAS)) --output-file $(LOCK) pyproject.toml
 	cp $(LOCK) $(RUNTIME_LOCK)
 	$(PIP_COMPILE) --output-file $(RUNTIME_LOCK) pyproject.toml
@@ -66,14 +66,14 @@ bench: $(STAMP)
 FUZZ_S ?= 60
 FUZZ_TARGETS ?=
 fuzz: $(STAMP)
-	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[fuzz]'
+	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/python -m pip install --quiet --require-hashes -r $(TOOLS_LOCK)
 	PYTHONPATH=tests $(BIN)/python -m fuzz.run --seconds $(FUZZ_S) $(if $(FUZZ_TARGETS),--targets $(FUZZ_TARGETS))
 
 # The whole system on the local RabbitMQ for SOAK_S seconds under churn, kills and dropped
 # connections; fails when a task ends wrong or anything grows (docs/soak.md).
 SOAK_S ?= 120
 soak: $(STAMP)
-	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet --require-hashes -r $(SOAK_LOCK)
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet --require-hashes -r $(TOOLS_LOCK)
 	cd tests && ../$(BIN)/python -m soak --seconds $(SOAK_S) --plot $(abspath $(or $(SOAK_PLOT),soak.png))
 
 clean:

@@ -1,7 +1,7 @@
 """The locks (``make lock``) pin, with hashes, every dependency pyproject.toml asks for.
 
 ``make venv`` installs requirements/dev.txt (the runtime and the extras the Makefile's
-``LOCKED_EXTRAS`` names), ``make soak`` requirements/soak.txt (those and the soak extra), the
+``LOCKED_EXTRAS`` names), ``make soak`` and ``make fuzz`` requirements/tools.txt (those and the soak and fuzz extras), the
 Dockerfile requirements/runtime.txt; pip itself checks at install time that each lock is closed
 (``--require-hashes`` refuses an unpinned dependency).
 """
@@ -20,7 +20,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[2]
 DEV_LOCK = ROOT / "requirements" / "dev.txt"
 RUNTIME_LOCK = ROOT / "requirements" / "runtime.txt"
-SOAK_LOCK = ROOT / "requirements" / "soak.txt"
+TOOLS_LOCK = ROOT / "requirements" / "tools.txt"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)((?:\s+--hash=sha256:[0-9a-f]{64})*)$")
 
 
@@ -75,7 +75,7 @@ def test_the_dev_lock_covers_the_runtime_and_every_extra_make_installs() -> None
 
 
 def test_the_soak_lock_covers_what_the_dev_lock_covers_and_the_soak_extra() -> None:
-    assert uncovered(wanted([*locked_extras(), "soak"]), locked(SOAK_LOCK)) == []
+    assert uncovered(wanted([*locked_extras(), "soak", "fuzz"]), locked(TOOLS_LOCK)) == []
 
 
 def test_the_runtime_lock_covers_every_runtime_dependency_and_no_extra() -> None:
@@ -85,7 +85,9 @@ def test_the_runtime_lock_covers_every_runtime_dependency_and_no_extra() -> None
 
 
 @pytest.mark.parametrize(
-    ("smaller", "larger"), [(RUNTIME_LOCK, DEV_LOCK), (DEV_LOCK, SOAK_LOCK)], ids=["runtime-dev", "dev-soak"]
+    ("smaller", "larger"),
+    [(RUNTIME_LOCK, DEV_LOCK), (DEV_LOCK, TOOLS_LOCK)],
+    ids=["runtime-dev", "dev-tools"],
 )
 def test_a_smaller_lock_pins_the_versions_the_larger_one_pins(smaller: Path, larger: Path) -> None:
     small = locked(smaller)
@@ -94,7 +96,7 @@ def test_a_smaller_lock_pins_the_versions_the_larger_one_pins(smaller: Path, lar
     assert {name: pin[0] for name, pin in small.items()} == {name: large[name][0] for name in small}
 
 
-@pytest.mark.parametrize("lock", [DEV_LOCK, SOAK_LOCK, RUNTIME_LOCK], ids=lambda path: path.name)
+@pytest.mark.parametrize("lock", [DEV_LOCK, TOOLS_LOCK, RUNTIME_LOCK], ids=lambda path: path.name)
 def test_every_locked_version_carries_a_hash(lock: Path) -> None:
     pins = locked(lock)
     assert pins
