@@ -7,6 +7,8 @@
   for the management UI. RabbitMQ loads it at its first boot: no guest user is made.
 - ``<identity>.toml``: each process's settings (``BUS_TASKS_CONFIG``): its broker URL with its
   password, ``identity = "broker"``, the aggregators' names.
+- ``rabbitmq.env``: ``RABBITMQ_ERLANG_COOKIE``, the random cookie the three RabbitMQ nodes share
+  to form one cluster (whoever holds it controls the nodes); compose reads it on this host.
 - ``redis.conf``: Redis' password. ``stomp.pem``/``stomp.key``: a self-signed certificate for
   the STOMP front door's TLS (replace them with your own; see docs/operations.md).
 - ``passwords``: every ``NAME PASSWORD``, for you; not given to any container.
@@ -77,6 +79,9 @@ def make(out: Path) -> None:
             'queue_type = "quorum"\n'
             f"aggregators = [{aggregators}]\n",
         )
+    cookie = secrets.token_hex(32)
+    (out / "rabbitmq.env").write_text(f"RABBITMQ_ERLANG_COOKIE={cookie}\n")
+    (out / "rabbitmq.env").chmod(0o600)  # read by compose on this host, not mounted in a container
     redis_password = secrets.token_urlsafe(24)
     _write(out / "redis.conf", f"requirepass {redis_password}\n")
     _self_signed(out / "stomp.pem", out / "stomp.key")

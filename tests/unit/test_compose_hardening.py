@@ -30,7 +30,9 @@ from bus_tasks.workers.simulate import SUBSYSTEMS
 
 MAKE_SECRETS = ROOT / "deploy" / "compose" / "make_secrets.py"
 SECRETS_ENV = "${BUS_TASKS_SECRETS_DIR:-./deploy/compose/secrets}/"
-EXACT_TAG = re.compile(r"[a-z0-9./-]+:\d+\.\d+\.\d+[-.a-z0-9]*(@sha256:[0-9a-f]{64})?|[a-z0-9./-]+@sha256:[0-9a-f]{64}")
+EXACT_TAG = re.compile(
+    r"[a-z0-9./-]+:\d+\.\d+\.\d+[-.a-z0-9]*(@sha256:[0-9a-f]{64})?|[a-z0-9./-]+@sha256:[0-9a-f]{64}"
+)
 
 
 def _secrets_of(service: dict[str, Any]) -> dict[str, str]:
@@ -47,13 +49,19 @@ def _secrets_of(service: dict[str, Any]) -> dict[str, str]:
 def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("compose") / "secrets"
     done = subprocess.run(
-        [sys.executable, str(MAKE_SECRETS), "--out", str(out)], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, str(MAKE_SECRETS), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     return out
 
 
-@pytest.mark.parametrize("service", sorted(s for s in SERVICES if "image" in SERVICES[s] and "build" not in SERVICES[s]))
+@pytest.mark.parametrize(
+    "service", sorted(s for s in SERVICES if "image" in SERVICES[s] and "build" not in SERVICES[s])
+)
 def test_every_image_pulled_is_pinned_to_an_exact_version(service: str) -> None:
     assert EXACT_TAG.fullmatch(SERVICES[service]["image"]), SERVICES[service]["image"]
 
@@ -92,7 +100,9 @@ def test_each_bus_tasks_process_reads_its_settings_from_a_secret_of_its_own(serv
     assert _environment(SERVICES[service])[CONFIG_ENV] == "/run/secrets/bus_tasks.toml"
     assert "/run/secrets/bus_tasks.toml" in mounted
     own = mounted["/run/secrets/bus_tasks.toml"]
-    sharing = [s for s in BUS_TASKS_SERVICES if _secrets_of(SERVICES[s]).get("/run/secrets/bus_tasks.toml") == own]
+    sharing = [
+        s for s in BUS_TASKS_SERVICES if _secrets_of(SERVICES[s]).get("/run/secrets/bus_tasks.toml") == own
+    ]
     assert sharing == [service]
 
 
@@ -190,9 +200,33 @@ def test_the_made_secrets_are_kept_from_the_host_s_other_users(made: Path) -> No
     assert declared <= {path.name for path in made.iterdir()}
 
 
+def test_the_cluster_s_erlang_cookie_is_random_and_kept_from_other_users(made: Path, tmp_path: Path) -> None:
+    def cookie_of(out: Path) -> str:
+        key, _, value = (out / "rabbitmq.env").read_text().strip().partition("=")
+        assert key == "RABBITMQ_ERLANG_COOKIE"
+        return value
+
+    cookie = cookie_of(made)
+    assert re.fullmatch(r"[0-9a-f]{64}", cookie)
+    assert (made / "rabbitmq.env").stat().st_mode & 0o777 == 0o600
+    again = subprocess.run(
+        [sys.executable, str(MAKE_SECRETS), "--out", str(tmp_path / "again")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert cookie_of(tmp_path / "again") != cookie  # each deployment its own
+
+
 def test_make_secrets_leaves_an_existing_directory_alone(made: Path) -> None:
     before = (made / "passwords").read_text()
     done = subprocess.run(
-        [sys.executable, str(MAKE_SECRETS), "--out", str(made)], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, str(MAKE_SECRETS), "--out", str(made)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert (done.returncode, (made / "passwords").read_text()) == (1, before)
