@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shlex
 import subprocess
 import sys
@@ -60,6 +61,16 @@ def _service(path: Path) -> dict[str, list[str]]:
     return found
 
 
+# Units ours require that other packages install (any other unknown unit is verify's finding).
+PACKAGED_ELSEWHERE = {"glusterd.service": "glusterfs-server"}
+SYSTEM_UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
+
+
+def _required_units(text: str) -> list[str]:
+    """The units a unit file's ``Requires=`` lines name (targets and services alike)."""
+    return [name for line in text.splitlines() if line.startswith("Requires=") for name in line[9:].split()]
+
+
 def test_there_is_a_unit_for_serve_stomp_and_gluster() -> None:
     assert {path.name for path in UNITS.glob("*.service")} == set(NAMES)
 
@@ -71,8 +82,18 @@ def test_systemd_analyze_verify_finds_nothing_to_say_about_the_unit(unit: str, t
     text = (UNITS / unit).read_text()
     assert INSTALLED_BIN in text
     (tmp_path / unit).write_text(text.replace(INSTALLED_BIN, str(Path(sys.executable).parent / "bus-tasks")))
+    # A unit it requires that this machine lacks (glusterd.service comes with glusterfs-server,
+    # which .ci/run installs, a developer's machine may not): a stand-in on the search path.
+    for required in _required_units(text):
+        if required in PACKAGED_ELSEWHERE and not any((Path(d) / required).exists() for d in SYSTEM_UNIT_DIRS):
+            (tmp_path / required).write_text("[Service]\nExecStart=/bin/true\n")
     done = subprocess.run(
-        [str(analyze), "verify", str(tmp_path / unit)], capture_output=True, text=True, timeout=60, check=False
+        [str(analyze), "verify", str(tmp_path / unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"},  # the trailing colon: and the usual path
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
