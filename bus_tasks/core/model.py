@@ -140,18 +140,27 @@ def rfc3339(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def check_finite(value: Any) -> Any:
-    """Return ``value`` (JSON) if it holds no NaN or infinity, at any depth.
+# The integers every encoder and store of ours takes: orjson refuses wider ones ("Integer exceeds
+# 64-bit range"), so a wider one accepted would make every listing holding it fail.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def check_encodable(value: Any) -> Any:
+    """Return ``value`` (JSON) if every number in it, at any depth, can be encoded again.
 
     Raises:
-        ValueError: on one: JSON has none, and the parser reads ``NaN``, ``Infinity`` and ``1e400``
-            as such floats, which the view would list as ``null``.
+        ValueError: on NaN or infinity (JSON has none, and the parser reads ``NaN``, ``Infinity``
+            and ``1e400`` as such floats, which the view would list as ``null``) or on an integer
+            outside the signed 64-bit range (accepted, it could never be encoded again).
     """
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             raise ValueError(f"{item} is not a JSON number")
+        if isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
+            raise ValueError(f"an integer of {len(str(abs(item)))} digits is outside the signed 64-bit range")
         if isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list):
@@ -178,11 +187,11 @@ class TaskRecord(BaseModel):
     verb: Verb
     tags: Tags = ()
     state: State
-    code: StrictInt = 0
+    code: Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)] = 0
     message: str = ""
-    result: Annotated[JsonValue, AfterValidator(check_finite)] = ""
+    result: Annotated[JsonValue, AfterValidator(check_encodable)] = ""
     progress: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
-    data: Annotated[dict[str, JsonValue], AfterValidator(check_finite)] = Field(default_factory=dict)
+    data: Annotated[dict[str, JsonValue], AfterValidator(check_encodable)] = Field(default_factory=dict)
     created_at: Timestamp
     updated_at: Timestamp
 

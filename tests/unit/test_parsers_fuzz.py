@@ -294,6 +294,20 @@ def test_an_event_holding_a_number_json_does_not_have_is_rejected(member: str, n
         decode_event(body, max_bytes=1 << 20)
 
 
+@pytest.mark.parametrize("number", [b"9223372036854775808", b"-9223372036854775809", b"6" + b"8" * 74])
+@pytest.mark.parametrize("member", ["result", "data", "code"])
+def test_an_event_holding_an_integer_past_64_bits_is_rejected(member: str, number: bytes) -> None:
+    # Found by the fuzzer (10 minutes, events): 6888...8 (75 digits) deep in a record's data was
+    # applied, and every listing holding the task failed after ("Integer exceeds 64-bit range").
+    value, placeholder = (4242424242, b"4242424242") if member == "code" else ({"x": ["here"]}, b'"here"')
+    body = codec.dumps(event_wire(**{member: value})).replace(placeholder, number)
+    with pytest.raises(EventRejected):
+        decode_event(body, max_bytes=1 << 20)
+    edge = b"-9223372036854775808" if number.startswith(b"-") else b"9223372036854775807"
+    decoded = decode_event(body.replace(number, edge), max_bytes=1 << 20)  # the widest that fits
+    assert decode_event(codec.dumps(decoded.to_wire()), max_bytes=1 << 20) == decoded
+
+
 @pytest.mark.parametrize(
     ("event", "member"),
     [("aggregator", "tasks"), ("aggregator", "revision"), ("heartbeat", "tasks"), ("heartbeat", "pid")],

@@ -635,7 +635,10 @@ def test_an_event_whose_record_cannot_be_encoded_is_rejected_and_changes_nothing
     view.apply(make_event(1, seq=1))
     before = view.version
     value: Any = {"n": 2**64} if field == "data" else 2**64
+    # decode_event refuses such a record (test_parsers_fuzz); the view is the net behind it, for a
+    # record that reached it another way: model_copy does not validate.
+    record = make_event(1, seq=2).task.model_copy(update={field: value})
     with pytest.raises(EventRejected, match="cannot be encoded"):
-        view.apply(make_event(1, seq=2, **{field: value}))
+        view.apply(Event(event="updated", seq=2, task=record))
     assert view.version == before
     assert view.get(task_id(1)).seq == 1
