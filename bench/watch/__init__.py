@@ -87,6 +87,20 @@ def run(quick: bool) -> list[Figure]:
             ),
         ),
         Figure(
+            "watch latency one hop",
+            p(latency.onehop_samples),
+            p(latency.baseline_samples),
+            latency.onehop.ratio,
+            None,
+            f"{len(latency.onehop_samples)} samples a side, as watch latency",
+            note=(
+                "a prototype (bench/watch/onehop.py), not the product: the watcher reads the"
+                " stream itself from its listing's revision and applies each event to a TaskView"
+                " of its own (decode, apply, TaskDetails decoded), one hop, vs the same raw queue;"
+                f" {latency.onehop.spread()}"
+            ),
+        ),
+        Figure(
             "ingest with watchers",
             fmt_rate(median(ingest.speed.ours), "ev"),
             fmt_rate(median(ingest.speed.baseline), "ev"),
@@ -103,6 +117,22 @@ def run(quick: bool) -> list[Figure]:
                 f" change {fmt_time(ingest.lag_s)} after the aggregator's last commit (median);"
                 f" the watchers' process used {ingest.watchers_cpu_s:.2g} s of CPU a reading, the"
                 f" aggregator's {ingest.aggregator_cpu_s:.2g} s; {ingest.speed.spread()}"
+            ),
+        ),
+        Figure(
+            "ingest with one-hop watchers",
+            fmt_rate(median(ingest.one_hop.ours), "ev"),
+            fmt_rate(median(ingest.one_hop.baseline), "ev"),
+            ingest.one_hop.ratio,
+            None,
+            f"{ingest.events:,} events, {WATCHERS} watchers, {INGEST_REPS.pick(quick)} reps",
+            note=(
+                "the one-hop prototype (bench/watch/onehop.py): each watcher reads the log itself"
+                " from its first event, concurrently with the aggregator, and applies every event to"
+                f" a TaskView of its own (every one of the {ingest.events:,} applied by every"
+                f" watcher) vs none; the watchers' process used {ingest.one_hop_watchers_cpu_s:.2g} s"
+                f" of CPU a reading, the aggregator's {ingest.one_hop_aggregator_cpu_s:.2g} s;"
+                f" {ingest.one_hop.spread()}"
             ),
         ),
     ]
