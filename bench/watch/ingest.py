@@ -13,10 +13,10 @@ from bench import workload
 from bench.harness import Child, SideBySide, Sizes, check, median, side_by_side, wait_for
 from bench.ingest import Job, Read, Reader, fill, new_log
 from bench.watch.onehop import LogReader
-from bus_tasks import codec, transport
+from bus_tasks import transport
 from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.transport import Delivery
-from bus_tasks.watching import NeedFailover, NeedReplay, WatchState
+from bus_tasks.watching import NeedFailover, NeedReplay, WatchState, decode_feed
 
 TASKS = Sizes(full=4_000, quick=300)  # three events each, as figure 1
 INGEST_REPS = Sizes(full=7, quick=2)
@@ -53,7 +53,7 @@ class Follower:
             self.bound.set()
 
     def _on_feed(self, delivery: Delivery) -> None:
-        message = codec.loads(delivery.body)
+        message = decode_feed(delivery.body)
         self.messages += 1
         following = self.state.following
         if following is None or following.instance != message.get("instance"):
