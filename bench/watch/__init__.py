@@ -27,6 +27,11 @@ with the default store (SQLite in a temp dir), as it is deployed.
   applied to a :class:`~bus_tasks.watching.WatchState` (what ``Watch`` does with it); every watcher
   must see every change (each event applied is one). Against the same aggregator reading the same
   log with no watcher connected (the watchers' process idle). Target: >= 0.8.
+- **one hop**, two rows without target, the other design issue 28 weighed (docs/watching.md, "Why
+  two hops, not one"): a prototype watcher that reads the event log itself and applies it with the
+  pure core (``bench/watch/onehop.py``). Its latency is a fifth side of the latency rotation
+  (against the same raw queue); its ingest row runs ``WATCHERS`` of them, reading the log from its
+  first event while the aggregator does, against the same aggregator alone.
 """
 
 from __future__ import annotations

@@ -91,5 +91,3 @@ class LogReader:
         self._conn.close()
         if self._client is not None:
             self._client.close()
-
-
