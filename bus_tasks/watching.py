@@ -20,7 +20,7 @@ from bus_tasks import codec, names
 from bus_tasks.errors import BusTasksError, ReplyTooLarge, RevisionGone
 from bus_tasks.identity import Speech, TrustPolicy, refusal
 from bus_tasks.protocol import paging
-from bus_tasks.protocol.changes import Change, selects
+from bus_tasks.protocol.changes import selects
 from bus_tasks.protocol.methods import MethodName
 
 if TYPE_CHECKING:
@@ -154,18 +154,32 @@ class WatchState:
         self.heard_at = self.clock()
 
     def _apply(self, items: list[dict[str, Any]], revision: int) -> list[WatchEvent]:
+        # Every watcher runs this for every change of its feed (issue 28: 50 watchers in one
+        # process were the cost of ingest with watchers): the wire items are read in place, no
+        # Change made; a malformed one still raises KeyError, TypeError or ValueError.
         events: list[WatchEvent] = []
+        seen = self.revision
+        wanted, match_all, known = self.tags, self.match_all, self.known
+        top = max(seen, revision)
         for item in items:
-            change = Change.from_wire(item)
-            if change.revision <= self.revision:
+            at = int(item["revision"])
+            if at <= seen:
                 continue  # in the listing already, or told before
-            if change.task is not None and selects(change.tags, self.tags, match_all=self.match_all):
-                self.known.add(change.task_id)
-                events.append(WatchEvent("changed", change.revision, change.task_id, change.task))
-            elif change.task_id in self.known:
-                self.known.discard(change.task_id)
-                events.append(WatchEvent("removed", change.revision, change.task_id))
-        self.revision = max(self.revision, revision, *(e.revision for e in events))
+            task_id = str(item["id"])
+            task = item["task"]
+            tags = item["tags"]
+            if not isinstance(tags, list):
+                raise TypeError(f"change of {task_id}: tags {tags!r} is not a list")
+            if task is not None and (not wanted or selects(tags, wanted, match_all=match_all)):
+                known.add(task_id)
+                events.append(WatchEvent("changed", at, task_id, task))
+            elif task_id in known:
+                known.discard(task_id)
+                events.append(WatchEvent("removed", at, task_id))
+            else:
+                continue
+            top = max(top, at)
+        self.revision = top
         if events:
             self._told(events[-1])
             return events
@@ -181,6 +195,21 @@ class WatchState:
         self._told_at = self.clock()
         self._told_revision = event.revision
         return event
+
+
+def decode_feed(body: bytes) -> dict[str, Any]:
+    """A feed message decoded, the garbage collector paused meanwhile (JSON makes no cycles;
+    a flood's message holds hundreds of TaskDetails, and a collection over a watcher's whole
+    process for each of them was most of its decode).
+
+    Raises:
+        codec.DecodeError: when it is not JSON; TypeError when not an object.
+    """
+    with codec.gc_paused():
+        message = codec.loads(body)
+    if not isinstance(message, dict):
+        raise TypeError(f"a feed message is an object, not {type(message).__name__}")
+    return message
 
 
 class Watch:
@@ -265,7 +294,7 @@ class Watch:
     def _take(self) -> Iterator[WatchEvent]:
         while self._inbox and not self._closed:
             try:
-                message = codec.loads(self._inbox.popleft())
+                message = decode_feed(self._inbox.popleft())
                 yield from self.state.on_feed(message)
             except NeedReplay as exc:
                 log.info("%s: replaying", exc)

@@ -27,6 +27,11 @@ with the default store (SQLite in a temp dir), as it is deployed.
   applied to a :class:`~bus_tasks.watching.WatchState` (what ``Watch`` does with it); every watcher
   must see every change (each event applied is one). Against the same aggregator reading the same
   log with no watcher connected (the watchers' process idle). Target: >= 0.8.
+- **one hop**, two rows without target, the other design issue 28 weighed (docs/watching.md, "Why
+  two hops, not one"): a prototype watcher that reads the event log itself and applies it with the
+  pure core (``bench/watch/onehop.py``). Its latency is a fifth side of the latency rotation
+  (against the same raw queue); its ingest row runs ``WATCHERS`` of them, reading the log from its
+  first event while the aggregator does, against the same aggregator alone.
 """
 
 from __future__ import annotations
@@ -87,6 +92,20 @@ def run(quick: bool) -> list[Figure]:
             ),
         ),
         Figure(
+            "watch latency one hop",
+            p(latency.onehop_samples),
+            p(latency.baseline_samples),
+            latency.onehop.ratio,
+            None,
+            f"{len(latency.onehop_samples)} samples a side, as watch latency",
+            note=(
+                "a prototype (bench/watch/onehop.py), not the product: the watcher reads the"
+                " stream itself from its listing's revision and applies each event to a TaskView"
+                " of its own (decode, apply, TaskDetails decoded), one hop, vs the same raw queue;"
+                f" {latency.onehop.spread()}"
+            ),
+        ),
+        Figure(
             "ingest with watchers",
             fmt_rate(median(ingest.speed.ours), "ev"),
             fmt_rate(median(ingest.speed.baseline), "ev"),
@@ -103,6 +122,22 @@ def run(quick: bool) -> list[Figure]:
                 f" change {fmt_time(ingest.lag_s)} after the aggregator's last commit (median);"
                 f" the watchers' process used {ingest.watchers_cpu_s:.2g} s of CPU a reading, the"
                 f" aggregator's {ingest.aggregator_cpu_s:.2g} s; {ingest.speed.spread()}"
+            ),
+        ),
+        Figure(
+            "ingest with one-hop watchers",
+            fmt_rate(median(ingest.one_hop.ours), "ev"),
+            fmt_rate(median(ingest.one_hop.baseline), "ev"),
+            ingest.one_hop.ratio,
+            None,
+            f"{ingest.events:,} events, {WATCHERS} watchers, {INGEST_REPS.pick(quick)} reps",
+            note=(
+                "the one-hop prototype (bench/watch/onehop.py): each watcher reads the log itself"
+                " from its first event, concurrently with the aggregator, and applies every event to"
+                f" a TaskView of its own (every one of the {ingest.events:,} applied by every"
+                f" watcher) vs none; the watchers' process used {ingest.one_hop_watchers_cpu_s:.2g} s"
+                f" of CPU a reading, the aggregator's {ingest.one_hop_aggregator_cpu_s:.2g} s;"
+                f" {ingest.one_hop.spread()}"
             ),
         ),
     ]

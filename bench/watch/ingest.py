@@ -12,10 +12,11 @@ from typing import Any
 from bench import workload
 from bench.harness import Child, SideBySide, Sizes, check, median, side_by_side, wait_for
 from bench.ingest import Job, Read, Reader, fill, new_log
-from bus_tasks import codec, transport
+from bench.watch.onehop import LogReader
+from bus_tasks import transport
 from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.transport import Delivery
-from bus_tasks.watching import NeedFailover, NeedReplay, WatchState
+from bus_tasks.watching import NeedFailover, NeedReplay, WatchState, decode_feed
 
 TASKS = Sizes(full=4_000, quick=300)  # three events each, as figure 1
 INGEST_REPS = Sizes(full=7, quick=2)
@@ -52,7 +53,7 @@ class Follower:
             self.bound.set()
 
     def _on_feed(self, delivery: Delivery) -> None:
-        message = codec.loads(delivery.body)
+        message = decode_feed(delivery.body)
         self.messages += 1
         following = self.state.following
         if following is None or following.instance != message.get("instance"):
@@ -73,17 +74,58 @@ class Follower:
             self.done_at = time.perf_counter()
 
 
+class LogFollower:
+    """One watcher of the one-hop prototype (:mod:`bench.watch.onehop`): it reads the event log
+    itself from its first event, in a thread, concurrently with the aggregator reading it."""
+
+    def __init__(self, url: str, stop: threading.Event, expect: int) -> None:
+        self.error: BaseException | None = None
+        self.done_at = 0.0
+        self.expect = expect  # known before it reads: the log is full already
+        self.messages = 0
+        self.gaps = 0
+        self.bound = threading.Event()
+        self.reader: LogReader | None = None
+        self._url = url
+        self._stop = stop
+        self.thread = threading.Thread(target=self._run, name="log-follower", daemon=True)
+        self.thread.start()
+
+    @property
+    def changes(self) -> int:
+        return self.reader.applied if self.reader is not None else 0
+
+    def _on_change(self, _task_id: str, _details: dict[str, object]) -> None:
+        if self.expect and self.changes >= self.expect and not self.done_at:
+            self.done_at = time.perf_counter()
+
+    def _run(self) -> None:
+        try:
+            self.reader = LogReader(self._url, self._on_change, since=0)
+            self.bound.set()
+            self.reader.run(self._stop)
+            self.messages = self.reader.events
+            self.reader.close()
+        except BaseException as exc:
+            self.error = exc
+            self.bound.set()
+
+
 class Watchers:
     """A child process holding ``count`` followers (see :class:`Child`) while they are open."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
-        self._followers: list[Follower] = []
+        self._followers: list[Follower | LogFollower] = []
 
-    def open(self, url: str, count: int, expect: int) -> None:
+    def open(self, url: str, count: int, expect: int, one_hop: bool = False) -> None:
+        """``one_hop``: followers of the one-hop prototype, reading the log (not the feed)."""
         self._cpu_at = time.process_time()
         self._stop = threading.Event()
-        self._followers = [Follower(url, self._stop) for _ in range(count)]
+        if one_hop:
+            self._followers = [LogFollower(url, self._stop, expect) for _ in range(count)]
+        else:
+            self._followers = [Follower(url, self._stop) for _ in range(count)]
         for follower in self._followers:
             follower.expect = expect
             if not follower.bound.wait(30.0):
@@ -127,6 +169,9 @@ class Ingest:
     watchers_cpu_s: float  # CPU of the watchers' process for one reading (median)
     aggregator_cpu_s: float  # CPU of the aggregator's process for one reading with them (median)
     store: str
+    one_hop: SideBySide  # the same with the one-hop prototype's watchers, vs none
+    one_hop_watchers_cpu_s: float
+    one_hop_aggregator_cpu_s: float
 
 
 def measure_ingest(url: str, n_tasks: int, reps: int) -> Ingest:
@@ -135,14 +180,16 @@ def measure_ingest(url: str, n_tasks: int, reps: int) -> Ingest:
     lags: list[float] = []
     watchers_cpu: list[float] = []
     aggregator_cpu: list[float] = []
+    onehop_cpu: list[float] = []
+    onehop_aggregator_cpu: list[float] = []
     store = ""
     with Child(Reader) as reader, Child(Watchers) as watchers:
         new_log(url)
         end = fill(url, list(workload.bodies(n_tasks)))
 
-        def watched() -> float:
+        def watched(*, one_hop: bool = False) -> float:
             nonlocal store
-            watchers.call("open", url, WATCHERS, end)
+            watchers.call("open", url, WATCHERS, end, one_hop)
             try:
                 read: Read = reader.call("aggregator", url, Job(end, prefetch, name=reader_name()))
                 wait_for(
@@ -158,6 +205,10 @@ def measure_ingest(url: str, n_tasks: int, reps: int) -> Ingest:
                 all(count == end for count in seen["changes"]),
                 f"watchers saw {sorted(set(seen['changes']))} changes, not {end} each",
             )
+            if one_hop:
+                onehop_cpu.append(float(seen["cpu_s"]))
+                onehop_aggregator_cpu.append(read.cpu_s)
+                return float(read.per_s)
             messages.append(int(median([float(m) for m in seen["messages"]])))
             lags.append(max(0.0, seen["last_done_at"] - read.done_at))
             watchers_cpu.append(float(seen["cpu_s"]))
@@ -170,6 +221,8 @@ def measure_ingest(url: str, n_tasks: int, reps: int) -> Ingest:
             return float(read.per_s)
 
         speed = side_by_side(watched, alone, reps)
+        # The one-hop prototype's watchers against the same aggregator alone, taken the same way.
+        one_hop = side_by_side(lambda: watched(one_hop=True), alone, reps)
     return Ingest(
         speed,
         end,
@@ -179,4 +232,7 @@ def measure_ingest(url: str, n_tasks: int, reps: int) -> Ingest:
         median(watchers_cpu),
         median(aggregator_cpu),
         store,
+        one_hop,
+        median(onehop_cpu),
+        median(onehop_aggregator_cpu),
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from bench import workload
 from bench.harness import Child, SideBySide, Sizes, check, median
 from bench.ingest import default_store, new_log
+from bench.watch.onehop import LogReader
 from bench.watch.raw import Arrivals, RawPath, Relay, raw_queue, raw_stream, relayed_queue
 from bus_tasks import transport
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
@@ -112,6 +113,31 @@ class Watcher:
         check(self.error is None, f"the watcher died: {self.error!r}")
 
 
+class OneHopWatcher:
+    """The one-hop prototype (:class:`~bench.watch.onehop.LogReader`) drained in a thread; its
+    changes' markers."""
+
+    def __init__(self, url: str) -> None:
+        self.arrivals = Arrivals()
+        self.reader = LogReader(url, lambda _id, details: self.arrivals.put(str(details["message"])))
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="onehop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.reader.run(self._stop)
+        except BaseException as exc:
+            self.error = exc
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        self.reader.close()
+        check(self.error is None, f"the one-hop watcher died: {self.error!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Latency:
     ours: SideBySide  # per-repetition p50s
@@ -122,6 +148,8 @@ class Latency:
     stream_ratio: float
     relay_samples: list[float]
     relay_ratio: float  # ours' p50 over the raw relay's (median over repetitions)
+    onehop: SideBySide  # the one-hop prototype's per-repetition p50s vs the raw queue's
+    onehop_samples: list[float]
     body_bytes: int
     store: str
 
@@ -141,11 +169,16 @@ def measure_latency(url: str, samples: int, reps: int) -> Latency:
         record = publisher.create("createVolume", ("spm",), state="running", message="warm-up")
         watcher.arrivals.wait("warm-up")
         task_id = record.id
+        # The one-hop prototype and the real watch see the same updates: each side waits for
+        # its own markers only (the other's arrive too, and are passed over).
+        onehop_watcher = OneHopWatcher(url)
+        stack.callback(onehop_watcher.close)
 
         def update(marker: str) -> None:
             publisher.update(task_id, message=marker)
 
         ours = Side("watch", update, watcher.arrivals)
+        onehop = Side("onehop", update, onehop_watcher.arrivals)
         sample = Event(
             event="updated", seq=1, task=publisher.get(task_id).model_copy(update={"message": "watch 1"})
         )
@@ -159,14 +192,19 @@ def measure_latency(url: str, samples: int, reps: int) -> Latency:
         relayed = RawPath(url, relayed_queue(), send_key="relay")
         stack.callback(relayed.close)
         two_hops = Side("relay", relayed.sender(body_bytes), relayed.arrivals)
-        order = [ours, baseline, stream, two_hops]
+        order = [ours, baseline, stream, two_hops, onehop]
+
+        def measure(side: Side, count: int, *, keep: bool = True) -> float:
+            onehop_watcher.reader.armed = side is onehop
+            return side.measure(count, keep=keep)
+
         for side in order:
-            side.measure(WARMUP, keep=False)
+            measure(side, WARMUP, keep=False)
 
         p50s: dict[str, list[float]] = {side.name: [] for side in order}
         for rep in range(reps):
             for side in order[rep % len(order) :] + order[: rep % len(order)]:
-                p50s[side.name].append(side.measure(samples))
+                p50s[side.name].append(measure(side, samples))
         stack.close()  # the watcher first: an aggregator that stops sends it looking for another
         counts = served.call("stop")
         relay.call("stop")
@@ -184,6 +222,8 @@ def measure_latency(url: str, samples: int, reps: int) -> Latency:
         ratio("stream", "queue"),
         two_hops.samples,
         ratio("watch", "relay"),
+        SideBySide(p50s["onehop"], p50s["queue"]),
+        onehop.samples,
         body_bytes,
         store,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 from typing import Any
 
@@ -13,7 +14,7 @@ from bus_tasks import codec
 from bus_tasks.aggregator.changes import COALESCE_S, ChangeFeed
 from bus_tasks.errors import RevisionGone
 from bus_tasks.protocol.changes import encode_change, selects
-from bus_tasks.watching import NeedFailover, NeedReplay, WatchState
+from bus_tasks.watching import NeedFailover, NeedReplay, WatchState, decode_feed
 
 HEAD = {"aggregator": "a", "instance": "i-a", "log": "log", "rpcQueue": "q-a", "beatS": 5.0}
 
@@ -290,3 +291,51 @@ def test_in_a_flood_the_feed_goes_out_at_most_every_coalesce_interval_and_at_onc
     clock.now += COALESCE_S * 1.5
     assert feed.publish_due(8, idle=False)  # or once the interval has passed
     assert [m["revision"] for m in recorder.published] == [6, 7, 8]
+
+
+def test_a_feed_message_is_decoded_with_the_collector_back_on_after_it_whatever_came() -> None:
+    message = feed(0, 3, change(3, "t1", ["spm"], {"v": 1}))
+    assert gc.isenabled()
+    assert decode_feed(codec.dumps(message)) == message
+    with pytest.raises(codec.DecodeError):
+        decode_feed(b'{"changes": [')
+    with pytest.raises(TypeError, match="object"):
+        decode_feed(b"[1, 2]")
+    assert gc.isenabled()
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        ({"revision": "eleven"}, ValueError),
+        ({"tags": "spm"}, TypeError),
+        ({"id": None, "revision": None}, TypeError),
+    ],
+)
+def test_a_malformed_change_raises_and_leaves_the_revision_where_it_was(
+    bad: dict[str, Any], error: type[Exception]
+) -> None:
+    state = WatchState()
+    state.on_listing(listing(10, {}))
+    item = {**change(11, "t1", ["spm"], {"v": 1}), **bad}
+    with pytest.raises(error):
+        state.on_feed(feed(10, 11, item))
+    assert state.revision == 10
+    for key in ("revision", "id", "task", "tags"):
+        missing = {k: v for k, v in change(11, "t1", [], {"v": 1}).items() if k != key}
+        with pytest.raises(KeyError):
+            state.on_feed(feed(10, 11, missing))
+    assert state.revision == 10
+
+
+def test_a_filtered_watcher_skips_changes_it_does_not_select_but_its_revision_moves_on() -> None:
+    state = WatchState(("spm",), bookmark_s=0.0)
+    state.on_listing(listing(10, {}))
+    events = state.on_feed(
+        feed(10, 14, change(12, "t1", ["gluster"], {"v": 1}), change(13, "t2", ["spm"], {"v": 2}))
+    )
+    assert [(e.kind, e.task_id, e.revision) for e in events] == [("changed", "t2", 13)]
+    assert state.revision == 14
+    assert [
+        (e.kind, e.revision) for e in state.on_feed(feed(14, 16, change(15, "t1", ["gluster"], {"v": 3})))
+    ] == [("bookmark", 16)]
