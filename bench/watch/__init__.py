@@ -27,8 +27,8 @@ with the default store (SQLite in a temp dir), as it is deployed.
   applied to a :class:`~bus_tasks.watching.WatchState` (what ``Watch`` does with it); every watcher
   must see every change (each event applied is one). Against the same aggregator reading the same
   log with no watcher connected (the watchers' process idle). Target: >= 0.8.
-- **one hop**, two rows without target, the other design issue 28 weighed (docs/watching.md, "Why
-  two hops, not one"): a prototype watcher that reads the event log itself and applies it with the
+- **one hop** (``--only watch_onehop`` only: it doubles the figure's time), two rows without target,
+  the other design issue 28 weighed (docs/watching.md, "Why two hops, not one"): a prototype watcher that reads the event log itself and applies it with the
   pure core (``bench/watch/onehop.py``). Its latency is a fifth side of the latency rotation
   (against the same raw queue); its ingest row runs ``WATCHERS`` of them, reading the log from its
   first event while the aggregator does, against the same aggregator alone.
@@ -53,11 +53,16 @@ from bus_tasks import names
 
 
 def run(quick: bool) -> list[Figure]:
+    return figures(quick, one_hop=False)
+
+
+def figures(quick: bool, *, one_hop: bool) -> list[Figure]:
+    """Figure 9; ``one_hop``: with the one-hop prototype's two rows (bench.watch.with_one_hop)."""
     samples, latency_reps = SAMPLES.pick(quick), LATENCY_REPS.pick(quick)
     with rabbitmq_vhost("watch") as url:
-        latency = measure_latency(url, samples, latency_reps)
+        latency = measure_latency(url, samples, latency_reps, one_hop=one_hop)
     with rabbitmq_vhost("watch_ingest") as url:
-        ingest = measure_ingest(url, TASKS.pick(quick), INGEST_REPS.pick(quick))
+        ingest = measure_ingest(url, TASKS.pick(quick), INGEST_REPS.pick(quick), one_hop=one_hop)
 
     def p(values: list[float]) -> str:
         return f"p50 {fmt_time(median(values))}, p99 {fmt_time(percentile(values, 0.99))}"
@@ -70,7 +75,7 @@ def run(quick: bool) -> list[Figure]:
         f"  ingest: with {WATCHERS} watchers {median(ingest.speed.ours):,.0f} ev/s,"
         f" none {median(ingest.speed.baseline):,.0f} ev/s"
     )
-    return [
+    rows = [
         Figure(
             "watch latency",
             p(latency.ours_samples),
@@ -92,20 +97,6 @@ def run(quick: bool) -> list[Figure]:
             ),
         ),
         Figure(
-            "watch latency one hop",
-            p(latency.onehop_samples),
-            p(latency.baseline_samples),
-            latency.onehop.ratio,
-            None,
-            f"{len(latency.onehop_samples)} samples a side, as watch latency",
-            note=(
-                "a prototype (bench/watch/onehop.py), not the product: the watcher reads the"
-                " stream itself from its listing's revision and applies each event to a TaskView"
-                " of its own (decode, apply, TaskDetails decoded), one hop, vs the same raw queue;"
-                f" {latency.onehop.spread()}"
-            ),
-        ),
-        Figure(
             "ingest with watchers",
             fmt_rate(median(ingest.speed.ours), "ev"),
             fmt_rate(median(ingest.speed.baseline), "ev"),
@@ -124,20 +115,38 @@ def run(quick: bool) -> list[Figure]:
                 f" aggregator's {ingest.aggregator_cpu_s:.2g} s; {ingest.speed.spread()}"
             ),
         ),
-        Figure(
-            "ingest with one-hop watchers",
-            fmt_rate(median(ingest.one_hop.ours), "ev"),
-            fmt_rate(median(ingest.one_hop.baseline), "ev"),
-            ingest.one_hop.ratio,
-            None,
-            f"{ingest.events:,} events, {WATCHERS} watchers, {INGEST_REPS.pick(quick)} reps",
-            note=(
-                "the one-hop prototype (bench/watch/onehop.py): each watcher reads the log itself"
-                " from its first event, concurrently with the aggregator, and applies every event to"
-                f" a TaskView of its own (every one of the {ingest.events:,} applied by every"
-                f" watcher) vs none; the watchers' process used {ingest.one_hop_watchers_cpu_s:.2g} s"
-                f" of CPU a reading, the aggregator's {ingest.one_hop_aggregator_cpu_s:.2g} s;"
-                f" {ingest.one_hop.spread()}"
-            ),
-        ),
     ]
+    if latency.onehop is not None and latency.onehop_samples is not None and ingest.one_hop is not None:
+        rows += [
+            Figure(
+                "watch latency one hop",
+                p(latency.onehop_samples),
+                p(latency.baseline_samples),
+                latency.onehop.ratio,
+                None,
+                f"{len(latency.onehop_samples)} samples a side, as watch latency",
+                note=(
+                    "a prototype (bench/watch/onehop.py), not the product: the watcher reads the"
+                    " stream itself from its listing's revision and applies each event to a TaskView"
+                    " of its own (decode, apply, TaskDetails decoded), one hop, vs the same raw queue;"
+                    f" {latency.onehop.spread()}"
+                ),
+            ),
+            Figure(
+                "ingest with one-hop watchers",
+                fmt_rate(median(ingest.one_hop.ours), "ev"),
+                fmt_rate(median(ingest.one_hop.baseline), "ev"),
+                ingest.one_hop.ratio,
+                None,
+                f"{ingest.events:,} events, {WATCHERS} watchers, {INGEST_REPS.pick(quick)} reps",
+                note=(
+                    "the one-hop prototype (bench/watch/onehop.py): each watcher reads the log itself"
+                    " from its first event, concurrently with the aggregator, and applies every event to"
+                    f" a TaskView of its own (every one of the {ingest.events:,} applied by every"
+                    f" watcher) vs none; the watchers' process used {ingest.one_hop_watchers_cpu_s:.2g} s"
+                    f" of CPU a reading, the aggregator's {ingest.one_hop_aggregator_cpu_s:.2g} s;"
+                    f" {ingest.one_hop.spread()}"
+                ),
+            ),
+        ]
+    return rows

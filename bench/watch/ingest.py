@@ -169,12 +169,13 @@ class Ingest:
     watchers_cpu_s: float  # CPU of the watchers' process for one reading (median)
     aggregator_cpu_s: float  # CPU of the aggregator's process for one reading with them (median)
     store: str
-    one_hop: SideBySide  # the same with the one-hop prototype's watchers, vs none
-    one_hop_watchers_cpu_s: float
-    one_hop_aggregator_cpu_s: float
+    one_hop: SideBySide | None = None  # the same with the one-hop prototype's watchers, vs none
+    one_hop_watchers_cpu_s: float = 0.0
+    one_hop_aggregator_cpu_s: float = 0.0
 
 
-def measure_ingest(url: str, n_tasks: int, reps: int) -> Ingest:
+def measure_ingest(url: str, n_tasks: int, reps: int, *, one_hop: bool = False) -> Ingest:
+    """``one_hop``: also the one-hop prototype's watchers against none (``--only watch_onehop``)."""
     prefetch = AggregatorPolicy().prefetch_count
     messages: list[int] = []
     lags: list[float] = []
@@ -222,7 +223,7 @@ def measure_ingest(url: str, n_tasks: int, reps: int) -> Ingest:
 
         speed = side_by_side(watched, alone, reps)
         # The one-hop prototype's watchers against the same aggregator alone, taken the same way.
-        one_hop = side_by_side(lambda: watched(one_hop=True), alone, reps)
+        with_one_hop = side_by_side(lambda: watched(one_hop=True), alone, reps) if one_hop else None
     return Ingest(
         speed,
         end,
@@ -232,7 +233,7 @@ def measure_ingest(url: str, n_tasks: int, reps: int) -> Ingest:
         median(watchers_cpu),
         median(aggregator_cpu),
         store,
-        one_hop,
-        median(onehop_cpu),
-        median(onehop_aggregator_cpu),
+        with_one_hop,
+        median(onehop_cpu) if onehop_cpu else 0.0,
+        median(onehop_aggregator_cpu) if onehop_aggregator_cpu else 0.0,
     )

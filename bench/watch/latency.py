@@ -148,13 +148,15 @@ class Latency:
     stream_ratio: float
     relay_samples: list[float]
     relay_ratio: float  # ours' p50 over the raw relay's (median over repetitions)
-    onehop: SideBySide  # the one-hop prototype's per-repetition p50s vs the raw queue's
-    onehop_samples: list[float]
     body_bytes: int
     store: str
+    onehop: SideBySide | None = None  # the one-hop prototype's per-repetition p50s vs the raw queue's
+    onehop_samples: list[float] | None = None
 
 
-def measure_latency(url: str, samples: int, reps: int) -> Latency:
+def measure_latency(url: str, samples: int, reps: int, *, one_hop: bool = False) -> Latency:
+    """``one_hop``: the prototype too, a fifth side of the rotation (its reader, attached, receives
+    every event of the other sides as well: only ``--only watch_onehop`` asks for it)."""
     new_log(url)
     with (
         Child(Served, url, "bench-watch") as served,
@@ -171,14 +173,15 @@ def measure_latency(url: str, samples: int, reps: int) -> Latency:
         task_id = record.id
         # The one-hop prototype and the real watch see the same updates: each side waits for
         # its own markers only (the other's arrive too, and are passed over).
-        onehop_watcher = OneHopWatcher(url)
-        stack.callback(onehop_watcher.close)
+        onehop_watcher = OneHopWatcher(url) if one_hop else None
+        if onehop_watcher is not None:
+            stack.callback(onehop_watcher.close)
 
         def update(marker: str) -> None:
             publisher.update(task_id, message=marker)
 
         ours = Side("watch", update, watcher.arrivals)
-        onehop = Side("onehop", update, onehop_watcher.arrivals)
+        onehop = Side("onehop", update, onehop_watcher.arrivals) if onehop_watcher is not None else None
         sample = Event(
             event="updated", seq=1, task=publisher.get(task_id).model_copy(update={"message": "watch 1"})
         )
@@ -192,10 +195,11 @@ def measure_latency(url: str, samples: int, reps: int) -> Latency:
         relayed = RawPath(url, relayed_queue(), send_key="relay")
         stack.callback(relayed.close)
         two_hops = Side("relay", relayed.sender(body_bytes), relayed.arrivals)
-        order = [ours, baseline, stream, two_hops, onehop]
+        order = [ours, baseline, stream, two_hops, *([onehop] if onehop is not None else [])]
 
         def measure(side: Side, count: int, *, keep: bool = True) -> float:
-            onehop_watcher.reader.armed = side is onehop
+            if onehop_watcher is not None:
+                onehop_watcher.reader.armed = side is onehop
             return side.measure(count, keep=keep)
 
         for side in order:
@@ -222,8 +226,8 @@ def measure_latency(url: str, samples: int, reps: int) -> Latency:
         ratio("stream", "queue"),
         two_hops.samples,
         ratio("watch", "relay"),
-        SideBySide(p50s["onehop"], p50s["queue"]),
-        onehop.samples,
         body_bytes,
         store,
+        SideBySide(p50s["onehop"], p50s["queue"]) if onehop is not None else None,
+        onehop.samples if onehop is not None else None,
     )
