@@ -13,7 +13,7 @@ from support.brokers import Broker, System, SystemFactory, rabbitmqctl
 from bus_tasks import names
 from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.core.model import State
-from bus_tasks.errors import TopologyMismatch
+from bus_tasks.errors import SubsystemTaken, TopologyMismatch
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
 from bus_tasks.transport import TopologyOptions
@@ -127,9 +127,12 @@ def test_with_queue_type_quorum_the_rpc_queue_is_replicated_and_requests_and_com
     assert client.stop_task(task) is True  # the request came through the quorum RPC queue
     wait_until(lambda: client.get_task_status(task)["code"] == 411, timeout_s=10, what="stopped")
     types = queue_types(rabbitmq_broker)
-    # Control queues stay classic: their subsystem consumes them exclusively (one owner per name).
-    assert (types[names.RPC_QUEUE], types[names.control_queue("vdsm")]) == ("quorum", "classic")
+    # Control queues are replicated too (SPEC 17), and still have one owner per name: the claim.
+    assert (types[names.RPC_QUEUE], types[names.control_queue("vdsm")]) == ("quorum", "quorum")
     assert types[names.EVENT_LOG] == "stream"
+    rival = TaskPublisher(rabbitmq_broker.connection(options=quorum), "vdsm")
+    with pytest.raises(SubsystemTaken):
+        rival.control.listen(rabbitmq_broker.connection(options=quorum))
 
 
 def test_a_classic_rpc_queue_refuses_a_quorum_configuration_with_one_clear_error(
