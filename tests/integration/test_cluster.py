@@ -30,7 +30,9 @@ from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
 from bus_tasks.transport import Bus, BusOptions, Delivery, TopologyOptions
 
-pytestmark = pytest.mark.integration
+# The first test also carries the cluster's start (30-60 s on a loaded machine) and each test
+# restarts killed nodes (10-20 s each): more than the suite's 120 s; every wait has its own deadline.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 EVENTS = 3_000
 ROUTING_KEY = "task.vdsm.created"
