@@ -117,7 +117,7 @@ def definitions(deployment: Deployment, passwords: Mapping[str, str] | None = No
             topology.event_log(options),
             topology.rpc_queue(deployment.queue_type),
             topology.dead_queue(deployment.queue_type),
-            *(topology.control_queue(name) for name in controlled),
+            *(topology.control_queue(name, deployment.queue_type) for name in controlled),
         )
     ]
     permissions = []

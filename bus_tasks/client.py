@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 # After this long without a reply, ask the broker once whether anything consumes the RPC queue.
 PROBE_AFTER_S = 1.0
+# For this long after a failover, a read unanswered for a quarter of its time (at least
+# RESEND_AFTER_S) is sent again on a new connection: a channel that reached a quorum queue while
+# it elected a leader can have its publishes dropped for ~30 s (RabbitMQ 3.10); a new one is served.
+FAILOVER_WINDOW_S, RESEND_AFTER_S = 60.0, 2.0
 
 
 class TasksClient:
@@ -78,6 +82,7 @@ class TasksClient:
         self._waiting: str | None = None
         self._queue = ""  # the reply queue's name, once declared
         self._started = False
+        self._failed_over_at = -FAILOVER_WINDOW_S  # when this client last recovered its connection
         # Checked on the current connection (again after a reconnect).
         self._rpc_queue_checked = wait_for_aggregator
         self._abandoned = threading.Event()  # see abandon()
@@ -222,7 +227,7 @@ class TasksClient:
             # gives up, reconnecting again below would only repeat that.
             self.connection.connect()
         sent = False
-        probe_at = 0.0  # when to ask whether anything consumes the RPC queue (0: asked)
+        probe_at = resend_at = 0.0  # when to ask whether anything consumes the RPC queue (0: asked)
         while correlation_id not in self._replies:
             try:
                 if not sent:
@@ -230,7 +235,13 @@ class TasksClient:
                     sent = True  # from here the aggregator may get it, even if publishing fails
                     self._send(body, correlation_id, deadline, rpc_queue or self.rpc_queue)
                     probe_at = 0.0 if self.wait_for_aggregator else time.monotonic() + PROBE_AFTER_S
+                    fresh = safe and time.monotonic() - self._failed_over_at < FAILOVER_WINDOW_S
+                    resend_at = time.monotonic() + max(RESEND_AFTER_S, timeout / 4) if fresh else 0.0
                 now = time.monotonic()
+                if resend_at and now >= resend_at:
+                    log.info("%s unanswered after a failover: sent again on a new connection", method)
+                    sent = self._fail_over()
+                    continue
                 remaining = deadline - now
                 if self._abandoned.is_set():
                     raise ShutdownRequested(f"{method} abandoned: its client is closing")
@@ -244,11 +255,15 @@ class TasksClient:
             except self.connection.errors:
                 if sent and not safe:
                     raise
-                self.connection.recover()
-                # A new connection: check again (it may lead to another broker node).
-                self._rpc_queue_checked = self.wait_for_aggregator
-                sent = False
+                sent = self._fail_over()
         return self._replies.pop(correlation_id)
+
+    def _fail_over(self) -> bool:
+        """A new connection, maybe to another node; False: the call is not sent on it yet."""
+        self.connection.recover()
+        self._failed_over_at = time.monotonic()
+        self._rpc_queue_checked = self.wait_for_aggregator  # checked again (another node)
+        return False
 
     def _send(self, body: bytes, correlation_id: str, deadline: float, rpc_queue: str) -> None:
         remaining = max(deadline - time.monotonic(), 0.001)

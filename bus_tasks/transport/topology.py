@@ -27,8 +27,8 @@ class TopologyOptions:
       ``queue``.
     - ``log_max_age``, ``log_max_bytes``: the log's retention, when this process creates it
       (an existing log keeps its own; change it with a RabbitMQ policy).
-    - ``queue_type``: ``classic`` or ``quorum`` (replicated) for the RPC and dead-letter queues
-      (control queues stay classic: see :func:`control_queue`).
+    - ``queue_type``: ``classic`` or ``quorum`` (replicated) for the RPC, dead-letter and
+      control queues (an existing control queue is used as it is: see :func:`control_queue`).
     - ``replica``: this aggregator's name; off the stream, its events queue is named after it.
     - ``predeclared``: on RabbitMQ, the shared exchanges and queues exist (``bus-tasks
       broker-setup``): they are checked, never declared, so no configure permission is needed.
@@ -121,16 +121,18 @@ def dead_queue(queue_type: QueueType = "classic") -> QueueSpec:
     return QueueSpec(names.DEAD_QUEUE, replicated=queue_type == "quorum")
 
 
-def control_queue(subsystem: str) -> QueueSpec:
+def control_queue(subsystem: str, queue_type: QueueType = "classic") -> QueueSpec:
     """A subsystem's durable command queue: its own commands, and those addressed to all.
 
-    Never replicated: its subsystem consumes it exclusively (one owner per name), which
-    quorum queues do not enforce, and commands sent to it before it listened were not always
-    delivered from a quorum queue in our trials on RabbitMQ 3.10.
+    Replicated with ``queue_type = "quorum"`` (SPEC 17): a durable classic queue whose node is
+    down cannot be declared or consumed elsewhere (RabbitMQ 3.10), so its subsystem, and the
+    aggregators that forward to it, would wait for that node. One owner per name is kept by
+    the claim (a lock queue, see ``transport/kombu/exclusive.py``), whatever the queue's type.
     """
     return QueueSpec(
         names.control_queue(subsystem),
         (Binding(CONTROL_EXCHANGE, subsystem), Binding(CONTROL_EXCHANGE, names.CONTROL_BROADCAST)),
+        replicated=queue_type == "quorum",
         adopt=True,
     )
 
@@ -186,7 +188,7 @@ def well_known(queue: str, options: TopologyOptions = DEFAULT_OPTIONS) -> QueueS
     if queue == names.EVENTS_QUEUE or queue.startswith(names.EVENTS_QUEUE + "."):
         return events_queue(queue[len(names.EVENTS_QUEUE) + 1 :])
     if queue.startswith(_CONTROL_PREFIX) and not queue.startswith(names.CONTROL_REPLY_PREFIX):
-        return control_queue(queue[len(_CONTROL_PREFIX) :])
+        return control_queue(queue[len(_CONTROL_PREFIX) :], options.queue_type)
     raise KeyError(f"{queue!r} is not a queue of bus_tasks.names")
 
 
@@ -256,7 +258,7 @@ class Topology:
         One that exists is used as it is (whoever declared it first, a subsystem or an
         aggregator that forwards to it).
         """
-        return self._declare(control_queue(subsystem))
+        return self._declare(control_queue(subsystem, self.options.queue_type))
 
     def declare_replica_queue(self, prefix: str) -> str:
         """A new queue of this connection's own, deleted when its consumer goes; its name."""

@@ -19,16 +19,20 @@ import pytest
 from support.brokers import CI, Broker, SystemFactory
 from support.own_cluster import OwnCluster
 from support.own_rabbit import OwnRabbit, available
+from support.vdsm_stomp import RawVdsmClient
 
 from bus_tasks import names, transport
 from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import BusTasksError
+from bus_tasks.frontdoors.stomp.running import RunningFrontDoor
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
 from bus_tasks.transport import Bus, BusOptions, Delivery, TopologyOptions
 
-pytestmark = pytest.mark.integration
+# The first test also carries the cluster's start (30-60 s on a loaded machine) and each test
+# restarts killed nodes (10-20 s each): more than the suite's 120 s; every wait has its own deadline.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 EVENTS = 3_000
 ROUTING_KEY = "task.vdsm.created"
@@ -216,24 +220,21 @@ class LoopingClient(threading.Thread):
         return sum(1 for at in self.successes if at > moment)
 
 
-def test_kill_of_the_aggregators_node_under_a_looping_client_fails_no_call_and_stop_works_again(
+def test_kill_of_the_aggregators_node_then_of_the_subsystems_fails_no_call_and_stop_works_again(
     cluster: OwnCluster, vhost: str, start_system: SystemFactory
 ) -> None:
     n1, n2, n3 = cluster.nodes
     # Each process on a node of its own: the aggregator on n1, the client on n2, the subsystem on n3.
-    # No test subsystem: its control queue is a classic one on the aggregator's node, which the
-    # aggregator would wait for until that node is back (see docs/design.md, on a cluster).
+    # The aggregator's test subsystem is on (its control queue, like every one, is quorum).
     system = start_system(
-        Broker("rabbitmq", cluster.url(vhost)),
-        options=TopologyOptions(queue_type="quorum"),
-        policy=AggregatorPolicy(test_subsystem=""),
+        Broker("rabbitmq", cluster.url(vhost)), options=TopologyOptions(queue_type="quorum")
     )
     aggregator_node = node_of(cluster, system.aggregator.connection)
     subsystem_url = cluster.url(vhost, [n3, n1, n2])
-    publisher = TaskPublisher(open_bus(subsystem_url), "vdsm")
+    publisher = TaskPublisher(open_bus(subsystem_url, queue_type="quorum"), "vdsm")
     stopped: list[str] = []
     publisher.on_stop(stopped.append)
-    control = open_bus(subsystem_url, confirm=False)
+    control = open_bus(subsystem_url, confirm=False, queue_type="quorum")
     system.serve(publisher, control)
     looping = LoopingClient(cluster.url(vhost, [n2, n3, n1]), timeout_s=10.0)
     caller = TasksClient(open_bus(cluster.url(vhost, [n2, n3, n1]), confirm=False), timeout_s=10.0)
@@ -262,6 +263,20 @@ def test_kill_of_the_aggregators_node_under_a_looping_client_fails_no_call_and_s
         back_at = time.monotonic()
         wait_until(lambda: looping.succeeded_after(back_at) >= 5, timeout_s=30.0)
         assert looping.failures == []
+
+        # Then the subsystem's own node: it fails over, listens again, and a stop reaches it.
+        control_queue = names.control_queue("vdsm")
+        assert cluster.queue_info(vhost, "type")[control_queue] == ["quorum"]
+        assert node_of(cluster, control) is n3
+        cluster.kill(n3)
+        third = publisher.create("copyImage", task_id=str(uuid.uuid4()), state="running")
+        publisher.flush(30.0)
+        wait_until(lambda: third.id in caller.get_all_tasks(), timeout_s=10.0)
+        wait_until(lambda: node_of(cluster, control) is not n3, timeout_s=10.0)
+        assert caller.stop_task(third.id) is True  # answered by the subsystem on its new node
+        wait_until(lambda: third.id in stopped, timeout_s=10.0)
+        cluster.restart(n3)
+        assert looping.failures == []
     finally:
         looping.stop.set()
         looping.join(15.0)
@@ -270,3 +285,115 @@ def test_kill_of_the_aggregators_node_under_a_looping_client_fails_no_call_and_s
         system.stop_threads()  # the subsystem's thread, before its connection is closed
         control.close()
         publisher.close()
+
+
+class LoopingStompClient(threading.Thread):
+    """A VDSM-like STOMP client calling Host.getAllTasksStatuses in a loop through ``door``."""
+
+    def __init__(self, door: RunningFrontDoor) -> None:
+        super().__init__(daemon=True)
+        self.client = RawVdsmClient(door.port, timeout_s=30.0)  # the door answers every call by 10 s
+        assert self.client.connect().command == "CONNECTED"
+        self.successes: list[float] = []
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                reply = self.client.call("Host.getAllTasksStatuses")
+            except (OSError, AssertionError) as exc:  # the door stopped answering: the test fails
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+                return
+            if "result" in reply:
+                self.successes.append(time.monotonic())
+            else:
+                self.failures.append(json.dumps(reply.get("error")))
+
+    def succeeded_after(self, moment: float) -> int:
+        return sum(1 for at in self.successes if at > moment)
+
+
+def test_kill_of_a_replicas_node_then_of_the_stomp_doors_fails_no_call_and_the_replicas_agree(
+    cluster: OwnCluster, vhost: str, start_system: SystemFactory
+) -> None:
+    n1, n2, n3 = cluster.nodes
+    # Replica a on n1, replica b on n2, the subsystem on n2, the STOMP door and a client on n3.
+    quorum = TopologyOptions(queue_type="quorum")
+    a = start_system(
+        Broker("rabbitmq", cluster.url(vhost, [n1, n2, n3])),
+        options=quorum,
+        policy=AggregatorPolicy(name="a"),
+    )
+    b = start_system(
+        Broker("rabbitmq", cluster.url(vhost, [n2, n3, n1])),
+        options=quorum,
+        policy=AggregatorPolicy(name="b"),
+    )
+    publisher = TaskPublisher(open_bus(cluster.url(vhost, [n2, n3, n1]), queue_type="quorum"), "vdsm")
+    door_bus = open_bus(cluster.url(vhost, [n3, n1, n2]), confirm=False)
+    looping = LoopingClient(cluster.url(vhost, [n3, n1, n2]), timeout_s=10.0)
+    tasks: list[str] = []
+
+    def create(count: int) -> None:
+        tasks.extend(
+            publisher.create("copyImage", task_id=str(uuid.uuid4()), state="running").id for _ in range(count)
+        )
+        publisher.flush(30.0)
+
+    def replicas_agree() -> bool:
+        return all(t in s.aggregator.view for s in (a, b) for t in tasks) and (
+            a.aggregator.view.revision == b.aggregator.view.revision
+        )
+
+    with RunningFrontDoor(door_bus, timeout_s=10.0) as door:
+        stomp = LoopingStompClient(door)
+        try:
+            create(20)
+            wait_until(replicas_agree, timeout_s=30.0)
+            assert (node_of(cluster, a.aggregator.connection), node_of(cluster, b.aggregator.connection)) == (
+                n1,
+                n2,
+            )
+            assert node_of(cluster, door_bus) is n3
+            looping.start()
+            stomp.start()
+            wait_until(lambda: min(len(looping.successes), len(stomp.successes)) >= 20, timeout_s=30.0)
+
+            # Replica a's node: b serves every call meanwhile; a comes back on another node.
+            cluster.kill(n1)
+            killed_at = time.monotonic()
+            create(20)
+            wait_until(
+                lambda: min(looping.succeeded_after(killed_at), stomp.succeeded_after(killed_at)) >= 20,
+                timeout_s=60.0,
+            )
+            wait_until(lambda: node_of(cluster, a.aggregator.connection) is not n1, timeout_s=30.0)
+            wait_until(replicas_agree, timeout_s=30.0)
+            assert (looping.failures, stomp.failures) == ([], [])
+            cluster.restart(n1)
+
+            # The STOMP door's node (the looping client's too): both fail over, calls go on.
+            cluster.kill(n3)
+            wait_until(
+                lambda: n3 not in {node_of(cluster, door_bus), node_of(cluster, looping.client.connection)},
+                timeout_s=30.0,
+            )
+            moved_at = time.monotonic()  # what succeeds from here on came through another node
+            wait_until(
+                lambda: min(looping.succeeded_after(moved_at), stomp.succeeded_after(moved_at)) >= 20,
+                timeout_s=60.0,
+            )
+            create(20)
+            wait_until(replicas_agree, timeout_s=30.0)
+            assert len(a.aggregator.view) == len(b.aggregator.view) == len(tasks)
+            assert (looping.failures, stomp.failures) == ([], [])
+            cluster.restart(n3)
+        finally:
+            looping.stop.set()
+            stomp.stop.set()
+            looping.join(15.0)
+            stomp.join(15.0)
+            stomp.client.close()
+            looping.client.close()
+            publisher.close()

@@ -13,10 +13,11 @@ from support.brokers import Broker, System, SystemFactory, rabbitmqctl
 from bus_tasks import names
 from bus_tasks.aggregator import AggregatorPolicy
 from bus_tasks.core.model import State
-from bus_tasks.errors import TopologyMismatch
+from bus_tasks.errors import SubsystemTaken, TopologyMismatch
 from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
-from bus_tasks.transport import TopologyOptions
+from bus_tasks.transport import TopologyOptions, topology
+from bus_tasks.transport.kombu import entities
 
 pytestmark = pytest.mark.integration
 
@@ -127,9 +128,30 @@ def test_with_queue_type_quorum_the_rpc_queue_is_replicated_and_requests_and_com
     assert client.stop_task(task) is True  # the request came through the quorum RPC queue
     wait_until(lambda: client.get_task_status(task)["code"] == 411, timeout_s=10, what="stopped")
     types = queue_types(rabbitmq_broker)
-    # Control queues stay classic: their subsystem consumes them exclusively (one owner per name).
-    assert (types[names.RPC_QUEUE], types[names.control_queue("vdsm")]) == ("quorum", "classic")
+    # Control queues are replicated too (SPEC 17), and still have one owner per name: the claim.
+    assert (types[names.RPC_QUEUE], types[names.control_queue("vdsm")]) == ("quorum", "quorum")
     assert types[names.EVENT_LOG] == "stream"
+    rival = TaskPublisher(rabbitmq_broker.connection(options=quorum), "vdsm")
+    with pytest.raises(SubsystemTaken):
+        rival.control.listen(rabbitmq_broker.connection(options=quorum))
+
+
+def test_a_control_queue_that_exists_unbound_yet_is_bound_by_who_adopts_it_so_no_command_is_lost(
+    rabbitmq_broker: Broker,
+) -> None:
+    # Its subsystem declared it a moment ago and has not bound it yet (a quorum queue's declare
+    # is slow): an aggregator adopting it then publishing a command must not route it to nowhere.
+    quorum = TopologyOptions(queue_type="quorum")
+    subsystem = rabbitmq_broker.connection(options=quorum)
+    queue = entities.queue(topology.control_queue("vdsm", "quorum"))
+    subsystem.connect()
+    queue.bind(subsystem.link.channel).queue_declare()  # type: ignore[attr-defined,no-untyped-call]  # not bound
+    aggregator = rabbitmq_broker.connection(options=quorum)
+    aggregator.topology.declare_control_queue("vdsm")
+    aggregator.publish(b'{"command": 1}', exchange=names.CONTROL_EXCHANGE, routing_key="vdsm")
+    aggregator.flush(10.0)
+    admin = aggregator.admin()  # type: ignore[attr-defined]
+    wait_until(lambda: admin.queue_size(names.control_queue("vdsm")) == 1, timeout_s=10, what="routed")
 
 
 def test_a_classic_rpc_queue_refuses_a_quorum_configuration_with_one_clear_error(

@@ -89,8 +89,9 @@ def test_the_topology_is_the_one_the_processes_declare() -> None:
         {"name": names.EVENT_LOG, **queue, "arguments": {"x-queue-type": "stream", "x-max-age": "7D"}},
         {"name": names.RPC_QUEUE, **queue, "arguments": {"x-queue-type": "quorum"}},
         {"name": names.DEAD_QUEUE, **queue, "arguments": {"x-queue-type": "quorum"}},
-        {"name": "bus_tasks.control.vdsm", **queue, "arguments": {}},
-        {"name": "bus_tasks.control.test", **queue, "arguments": {}},
+        # Replicated too: a classic one whose node is down could not be used from another.
+        {"name": "bus_tasks.control.vdsm", **queue, "arguments": {"x-queue-type": "quorum"}},
+        {"name": "bus_tasks.control.test", **queue, "arguments": {"x-queue-type": "quorum"}},
     ]
     binding = {"vhost": "bus", "destination_type": "queue", "arguments": {}}
     assert document["bindings"] == [

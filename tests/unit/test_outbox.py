@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bus_tasks.transport.kombu.consumers import Inbox
+from bus_tasks.transport.kombu.publishing import NACKS_BEFORE_NEW_CONNECTION, Sender
 from bus_tasks.transport.outbox import Outbox, Outgoing, Returned
 
 
@@ -604,3 +609,49 @@ def test_any_interleaving_confirms_every_message_exactly_once_and_runs_each_call
     assert sorted(state.confirmed) == state.added  # every message, exactly once
     # Every callback not dropped by a lost channel ran, exactly once.
     assert sorted(state.calls) == [i for i in state.added if i not in state.dropped]
+
+
+# -- nacks in a row: a new connection (issue 25) ----------------------------------------------
+
+
+def a_sender() -> Sender:
+    link: Any = SimpleNamespace(url="amqp://u:secret@h/v", ever_connected=True, take_closed_with=lambda: None)
+    return Sender(link, Inbox(), cast(Any, None), confirming=True, max_unconfirmed=10, window=10)
+
+
+def refuse(sender: Sender, times: int) -> None:
+    """Send the waiting message and have the broker nack it, ``times`` times."""
+    for _ in range(times):
+        sender._on_nack(sender.outbox.sent(), False)
+
+
+def test_nacks_in_a_row_replace_the_connection_and_log_at_their_doublings_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A channel that reached a quorum queue while it elected a leader is refused for ~30 s
+    # (RabbitMQ 3.10) while a new connection is served: after a few nacks in a row, the sender
+    # marks its connection lost (the next drain, publish or flush recovers it) and keeps the message.
+    sender = a_sender()
+    sender.outbox.add(message("command"))
+    caplog.set_level(logging.WARNING, logger="bus_tasks.transport")
+    refuse(sender, NACKS_BEFORE_NEW_CONNECTION - 1)
+    assert not sender.broken
+    refuse(sender, 1)
+    assert sender.broken
+    assert sender.pending == 1  # kept, to be sent on the new connection
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line for line in lines if "nacks in a row); re-sending" in line] == [
+        f"broker refused 1 messages ({n} nacks in a row); re-sending them" for n in (1, 2, 4)
+    ]
+    assert f"{NACKS_BEFORE_NEW_CONNECTION} nacks in a row: re-sending on a new connection" in lines
+    assert "secret" not in caplog.text
+
+
+def test_an_ack_ends_a_run_of_nacks() -> None:
+    sender = a_sender()
+    sender.outbox.add(message("first"))
+    refuse(sender, NACKS_BEFORE_NEW_CONNECTION - 1)
+    sender._on_ack(sender.outbox.sent(), False)
+    sender.outbox.add(message("second"))
+    refuse(sender, NACKS_BEFORE_NEW_CONNECTION - 1)
+    assert not sender.broken

@@ -101,6 +101,19 @@ def test_a_control_queue_is_adopted_when_present_and_bound_to_its_subsystem_and_
     assert [b.pattern for b in queue.bindings] == ["vdsm", names.CONTROL_BROADCAST]
 
 
+def test_with_queue_type_quorum_a_control_queue_is_replicated_by_name_too() -> None:
+    # SPEC 17: a classic one whose node is down would hold up its subsystem and the aggregators.
+    bus = RecordingBus(replays=True)
+    options = TopologyOptions(queue_type="quorum")
+    Topology(bus, options).declare_control_queue("vdsm")
+    [queue] = bus.queues()
+    assert (queue.replicated, queue.adopt, queue.durable) == (True, True, True)
+    assert transport.topology.well_known(names.control_queue("vdsm"), options) == queue
+    assert not transport.topology.well_known(names.control_queue("vdsm")).replicated
+    control = entities.queue(queue)
+    assert vars(control)["queue_arguments"] == {"x-queue-type": "quorum"}
+
+
 def test_reply_queues_are_private_temporary_and_new_each_time() -> None:
     bus = RecordingBus(replays=False)
     first = Topology(bus).declare_reply_queue("bus_tasks.reply.")

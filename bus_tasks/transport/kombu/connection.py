@@ -126,11 +126,9 @@ class BusConnection:
         return float(self._link.conn.connect_timeout)
 
     def bounded(self, deadline: float) -> AbstractContextManager[None]:
-        """Within the block, waiting for the broker gives up at ``deadline`` (``time.monotonic()``).
-
-        Connecting and reconnecting (also those that publishing, declaring or draining start)
-        then raise one of :attr:`errors` at the deadline instead of retrying on.
-        """
+        """Within the block, waiting for the broker gives up at ``deadline`` (``time.monotonic()``):
+        connecting and reconnecting (also those that publishing, declaring or draining start)
+        then raise one of :attr:`errors` at the deadline instead of retrying on."""
         return self._link.bounded(deadline)
 
     def connect(self, max_retries: Retries = "default") -> None:
@@ -145,8 +143,16 @@ class BusConnection:
     # -- topology -------------------------------------------------------------------------
 
     def declare(self, *specs: Spec) -> None:
-        """Declare exchanges and queues, again after every reconnect (see :mod:`.declaring`)."""
-        self._declarations.declare(*specs)
+        """Declare exchanges and queues, again after every reconnect (see :mod:`.declaring`).
+        A connection lost meanwhile (its node killed while a process starts) is recovered and
+        the declare made again, unless a handler runs (the loop that drains recovers)."""
+        while True:
+            try:
+                return self._declarations.declare(*specs)
+            except self._link.lost_errors:
+                if self._inbox.running:
+                    raise
+                self.recover()
 
     def prepare(self, exchange: str) -> None:
         """Before the first publish to ``exchange`` on a connection: declare it (virtual transports
@@ -172,11 +178,10 @@ class BusConnection:
         exclusive: bool = False,
         replay_from: Callable[[], Position] | None = None,
     ) -> None:
-        """Deliver messages of ``queue`` to ``handler`` during :meth:`drain`.
-
-        With ``exclusive``, this connection is the queue's only consumer, also after a
-        reconnect (see :mod:`.exclusive`). With ``replay_from`` (a stream), reading starts at the
-        position it gives (an offset, or ``"first"``), asked again at every reconnect.
+        """Deliver messages of ``queue`` to ``handler`` during :meth:`drain`. With ``exclusive``,
+        this connection is the queue's only consumer, also after a reconnect (see :mod:`.exclusive`).
+        With ``replay_from`` (a stream), reading starts at the position it gives (an offset, or
+        ``"first"``), asked again at every reconnect. A connection lost meanwhile is recovered.
 
         Raises:
             QueueInUse: with ``exclusive``, when another connection consumes ``queue`` (this
@@ -190,6 +195,10 @@ class BusConnection:
         except BusTasksError:  # refused (QueueInUse, BrokerRefused): not to be restarted
             self._subscriptions.remove(subscription)
             raise
+        except self._link.lost_errors:  # lost meanwhile: the reconnect starts it with the rest
+            if self._inbox.running:
+                raise
+            self.recover()
 
     def _start(self, subscription: Subscription, *, patience_s: float = 0.0) -> None:
         """Start consuming; an exclusive queue in use is tried again for ``patience_s``."""
@@ -237,18 +246,15 @@ class BusConnection:
 
     def recover(self, max_retries: Retries = "default") -> None:
         """Reconnect after a lost connection: re-declare, restart consumers, re-send unconfirmed.
-
-        Attempts follow the link's back-off (0.1 s doubling to ``reconnect_max_s``); without a
-        bound on retries, keeps trying until everything is restored, even if the connection
-        drops again half-way, or until the deadline of :meth:`bounded`.
+        Attempts follow the link's back-off; without a bound on retries, keeps trying until
+        everything is restored (even if lost again half-way), or the deadline of :meth:`bounded`.
 
         Raises:
             one of :attr:`errors` when the broker is still unreachable after ``max_retries``
                 attempts in a row, or at the deadline.
             BrokerRefused: when the broker refuses the login or the vhost (not retried).
-            QueueInUse: when an exclusive queue stays taken by another connection (the lost
-                one may linger at the broker until its heartbeat times out: tried again for a
-                while first).
+            QueueInUse: when an exclusive queue stays taken by another connection (the lost one
+                may linger until its heartbeat times out: tried again for a while first).
         """
         link = self._link
         retries = link.connect_retries if max_retries == "default" else max_retries
@@ -262,9 +268,10 @@ class BusConnection:
             self._dead_letters_unconfirmed = 0
             self._sender.reset()
             link.renew()
-            link.connect(retries)  # waits out the back-off; raises once out of retries
+            link.connect(retries, settle=False)  # waits out the back-off; raises once out of retries
             try:
                 self._restore()
+                link.succeeded()  # only now is the outage over (its back-off and log lines)
                 if was_connected:
                     self.reconnects += 1
                 return
@@ -297,12 +304,10 @@ class BusConnection:
         persistent: bool = True,
         on_confirm: Callable[[], None] | None = None,
     ) -> None:
-        """Publish one JSON body.
-
-        With confirms on, returns once the message is sent (not yet confirmed): ``on_confirm``
-        runs, from a later :meth:`drain`, once the broker confirmed it; :meth:`flush` waits for
-        every confirm. Without confirms ``on_confirm`` runs from the next :meth:`drain`. Events
-        are ``mandatory`` on RabbitMQ (see :meth:`flush`); see :meth:`prepare`.
+        """Publish one JSON body. With confirms on, returns once the message is sent (not yet
+        confirmed): ``on_confirm`` runs, from a later :meth:`drain`, once the broker confirmed it;
+        :meth:`flush` waits for every confirm. Without confirms ``on_confirm`` runs from the next
+        :meth:`drain`. Events are ``mandatory`` on RabbitMQ (see :meth:`flush`); see :meth:`prepare`.
 
         Raises:
             PublishError: when ``max_unconfirmed`` messages already wait for the broker.
@@ -325,10 +330,8 @@ class BusConnection:
     # -- settling -------------------------------------------------------------------------
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move a poison message to ``bus_tasks.dead`` with ``reason`` in a header.
-
-        The original is acked only once the dead letter is safely with the broker.
-        """
+        """Move a poison message to ``bus_tasks.dead`` with ``reason`` in a header; the original
+        is acked only once the dead letter is safely with the broker."""
         headers = {
             names.HEADER_REASON: reason[:1000],
             "x-original-routing-key": delivery.routing_key,

@@ -51,6 +51,8 @@ class Declarations:
                 self._owner.connect()
                 if admin.queue_exists(self._link.new_channel(), spec.name):
                     self._queues[spec.name] = entity  # durable: nothing to declare again later
+                    if not self._options.predeclared:
+                        self._bind(entity, entities.exchanges_of(spec))
                     continue
             self._declare(*entities.exchanges_of(spec), entity)
 
@@ -74,6 +76,18 @@ class Declarations:
                 self._declared.append(entity)
             if isinstance(entity, Queue):
                 self._queues[entity.name] = entity
+
+    def _bind(self, entity: Queue, exchanges: list[Exchange]) -> None:
+        """Bind a queue that exists as ``entity`` says (idempotent): its declarer may not have bound
+        it yet (a quorum queue is declared slowly), and a command routed before would be lost."""
+        self._declare(*exchanges)
+        bound = entity.bind(self._link.channel)
+        for item in bound.bindings or ():
+            when_ready(
+                self._link, f"queue {entity.name}", partial(bound.bind_to, item.exchange, item.routing_key)
+            )
+        if bound.exchange is not None and bound.exchange.name:
+            when_ready(self._link, f"queue {entity.name}", bound.queue_bind)
 
     def entity(self, queue: str) -> Queue:
         """The kombu queue of this name: as declared here, or as :mod:`bus_tasks.names` spells it."""

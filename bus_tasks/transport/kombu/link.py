@@ -141,6 +141,11 @@ class Link:
             OperationalError,  # kombu's wrapper when reconnecting gave up
         )
 
+    @property
+    def lost_errors(self) -> tuple[type[BaseException], ...]:
+        """Those of :attr:`errors` that mean the connection itself was lost (not a channel refused)."""
+        return (*self.conn.connection_errors, OperationalError)
+
     # -- deadlines and stops --------------------------------------------------------------
 
     @contextmanager
@@ -184,8 +189,12 @@ class Link:
         """True when the back-off allows the next attempt now."""
         return self.backoff.wait_s(time.monotonic()) <= 0
 
-    def connect(self, max_retries: Retries = "default") -> None:
+    def connect(self, max_retries: Retries = "default", *, settle: bool = True) -> None:
         """Connect now unless connected, waiting out the back-off between attempts.
+
+        Without ``settle`` the outage is not over once connected: a reconnect whose restoring
+        fails (consumers refused right after the connect) goes on backing off, and logging at
+        its doublings, until the caller says it :meth:`succeeded` (not a line per attempt).
 
         Gives up once more than ``max_retries`` attempts in a row failed (``connect_retries``
         by default; None: never), counting those of earlier calls, so a later call makes one
@@ -212,7 +221,8 @@ class Link:
                 if self.backoff.exhausted(retries) or self.past_deadline():
                     raise
                 continue
-            self.succeeded()
+            if settle:
+                self.succeeded()
 
     def _wait_turn(self) -> None:
         """Sleep until the back-off allows an attempt; at the deadline, give up with the last error."""

@@ -29,6 +29,9 @@ from bus_tasks.transport.kombu.link import Link, Retries, describe
 from bus_tasks.transport.outbox import Outbox, Outgoing, Returned
 
 _EVENT_KEY_PREFIX = names.EVENTS_BINDING.removesuffix("#")  # "task.": what the log keeps
+# Nacks in a row after which the connection is replaced: a channel that reached a quorum queue
+# while it elected a leader is refused for ~30 s (RabbitMQ 3.10); a new connection is served.
+NACKS_BEFORE_NEW_CONNECTION = 5
 
 log = logging.getLogger("bus_tasks.transport")
 
@@ -68,6 +71,7 @@ class Sender:
         self._producer: Producer | None = None
         self._exchanges_declared: set[str] = set()
         self._pumping = False
+        self._nacks = 0  # in a row (an ack ends the run)
         self.max_message_bytes: int | None = None  # the broker's limit, once a refusal told it
 
     @property
@@ -209,12 +213,21 @@ class Sender:
     # -- the broker's answers (read during any wait: they only update the outbox) -----------
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._nacks = 0
         for callback in self.outbox.ack(delivery_tag, multiple=multiple):
             self._inbox.put(_call, callback)
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
         refused = self.outbox.nack(delivery_tag, multiple=multiple)
-        log.warning("broker refused %d messages; re-sending them", refused)
+        self._nacks += 1
+        if self._nacks & (self._nacks - 1) == 0:  # at 1, 2, 4, 8... in a row: not a line per nack
+            log.warning(
+                "broker refused %d messages (%d nacks in a row); re-sending them", refused, self._nacks
+            )
+        if self._nacks >= NACKS_BEFORE_NEW_CONNECTION and not self.broken:
+            log.warning("%d nacks in a row: re-sending on a new connection", self._nacks)
+            self._nacks = 0
+            self.lost()  # the next drain, publish or flush recovers (to the next node of a cluster)
 
     def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
         body = message.body

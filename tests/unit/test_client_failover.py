@@ -1,0 +1,74 @@
+"""A client's read after a failover: a channel that reached a quorum queue while it elected a
+leader may have its publishes dropped (RabbitMQ 3.10, issue 25); the read is sent again on a new
+connection within its deadline instead of failing at it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from support.brokers import Broker, System
+
+from bus_tasks import names
+from bus_tasks.client import TasksClient
+from bus_tasks.errors import DeadlineExceeded
+from bus_tasks.transport.kombu.connection import BusConnection
+
+
+def test_a_read_unanswered_after_a_failover_is_sent_again_on_a_new_connection(
+    memory_system: System,
+    memory_broker: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = memory_broker.connection(confirm_publish=False)
+    assert isinstance(bus, BusConnection)
+    client = TasksClient(bus, timeout_s=4.0)
+    assert client.get_all_tasks() == {}  # started: reply queue, first call answered
+    real_drain, real_publish = bus.drain, bus.publish
+    lost: list[int] = []
+    dropped: list[bytes] = []
+
+    def drain_losing_once(timeout_s: float) -> bool:
+        if not lost:
+            lost.append(1)
+            raise bus.link.lost_errors[0]("connection lost")
+        return real_drain(timeout_s)
+
+    def publish_dropping_two(body: bytes, **kwargs: Any) -> None:
+        if kwargs.get("routing_key") == names.RPC_QUEUE and len(dropped) < 2:
+            dropped.append(body)  # the one lost with its connection, then the one sent after it
+            return
+        real_publish(body, **kwargs)
+
+    monkeypatch.setattr(bus, "drain", drain_losing_once)
+    monkeypatch.setattr(bus, "publish", publish_dropping_two)
+    caplog.set_level(logging.INFO, logger="bus_tasks.client")
+    assert client.get_all_tasks() == {}  # within its 4 s: sent a third time, after 2 s unanswered
+    assert len(dropped) == 2
+    assert "getAllTasks unanswered after a failover: sent again on a new connection" in caplog.text
+    assert bus.reconnects == 2
+    client.close()
+
+
+def test_a_read_long_after_any_failover_is_sent_once(
+    memory_system: System, memory_broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bus = memory_broker.connection(confirm_publish=False)
+    client = TasksClient(bus, timeout_s=2.5)
+    sent: list[bytes] = []
+    real_publish = bus.publish
+
+    def publish_recorded(body: bytes, **kwargs: Any) -> None:
+        if kwargs.get("routing_key") == names.RPC_QUEUE:
+            sent.append(body)
+            if len(sent) == 1:
+                return  # dropped, with no failover before it: the caller hears it at the deadline
+        real_publish(body, **kwargs)
+
+    monkeypatch.setattr(bus, "publish", publish_recorded)
+    with pytest.raises(DeadlineExceeded):
+        client.get_all_tasks()
+    assert len(sent) == 1
+    client.close()
