@@ -127,9 +127,11 @@ def run(quick: bool) -> list[Figure]:
         # The same question asked of raw consumers, in the same repetitions: what a second reader
         # costs this machine itself (its CPUs, the broker), against what it costs ours.
         replica, control = relative(two, alone, raw_two, raw_alone, reps)
+        # The raw readers' overlap is reported, not checked: when they read less side by side,
+        # their one of two is the faster for it, and the figure the lower (never in our favour).
         check(
-            quick or min(overlaps + raw_overlaps) >= MIN_OVERLAP,  # quick sizes: start-up skew
-            f"two readers read side by side for only {min(overlaps + raw_overlaps):.0%} of the time measured",
+            quick or min(overlaps) >= MIN_OVERLAP,  # quick sizes read in less than start-up skew
+            f"the two replicas read side by side for only {min(overlaps):.0%} of the time measured",
         )
 
         def catch_up() -> float:
@@ -167,8 +169,8 @@ def run(quick: bool) -> list[Figure]:
                 f" ({replica.spread()}); the second read {median(seconds):,.0f} ev/s; raw kombu"
                 f" consumers (same stream, prefetch, each acks): one of two"
                 f" {median(control.ours):,.0f} ev/s, alone {median(control.baseline):,.0f} ev/s"
-                f" ({control.spread()}); readers alongside for >= {min(overlaps + raw_overlaps):.0%}"
-                f" of the time measured"
+                f" ({control.spread()}); alongside for >= {min(overlaps):.0%} (replicas),"
+                f" >= {min(raw_overlaps):.0%} (raw) of the time measured"
             ),
         ),
         Figure(
