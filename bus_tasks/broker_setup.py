@@ -1,14 +1,16 @@
 """``bus-tasks broker-setup``: a RabbitMQ definitions document for one vhost (SPEC 15).
 
-The topology declared beforehand (exchanges, the event log, the RPC, dead-letter and control
-queues, their bindings) and one user per identity with the least it needs, for
+The topology declared beforehand (exchanges, the event log (the stream, or with
+``event_log = "queue"`` an events queue per aggregator), the RPC, dead-letter and control queues,
+their bindings) and one user per identity with the least it needs, for
 ``rabbitmqctl import_definitions FILE``:
 
 - a subsystem publishes only its own routing keys (topic permissions on ``bus_tasks.events``),
   reads only its own control queue, and configures nothing but the exclusive queue that claims
   its name;
-- an aggregator reads the event log and the RPC queue (nobody else does), publishes clears,
-  test tasks, its beats and its change feed, and makes only its own private queues;
+- an aggregator reads the event log (or its own events queue) and the RPC queue (nobody else
+  does), publishes clears, test tasks, its beats and its change feed, and makes only its own
+  private queues;
 - readers, operators, admins and front doors call over RPC and watch: their own reply and watch
   queues; admins also publish test tasks (``bus-tasks inject``) and read the dead letters.
 
@@ -64,6 +66,9 @@ class Deployment:
     queue_type: topology.QueueType = "classic"
     event_log_max_age: str = "7D"
     test_subsystem: str = "test"
+    # "queue": no stream; each aggregator reads an events queue of its own, named after it (it
+    # runs with aggregator_name = its identity).
+    event_log: topology.EventLog = "stream"
 
     def roles(self) -> dict[str, str]:
         """identity -> its role; one role per identity.
@@ -83,8 +88,21 @@ class Deployment:
                     raise SetupError(
                         f"{name!r} is given as {found[name]} and as {role}: one role per identity"
                     )
+                if role == "aggregator" and self.event_log == "queue" and not _SUBSYSTEM_RE.match(name):
+                    raise SetupError(
+                        f'--aggregator {name!r}: with event_log = "queue" it reads the events queue'
+                        f" of its aggregator_name, which must be its identity: not a valid name"
+                        f" ({_SUBSYSTEM_RE.pattern})"
+                    )
                 found[name] = role
         return found
+
+    def events_sources(self) -> list[topology.QueueSpec]:
+        """Where the aggregators read events: the stream, or each one's own events queue."""
+        if self.event_log == "stream":
+            options = topology.TopologyOptions(event_log="stream", log_max_age=self.event_log_max_age)
+            return [topology.event_log(options)]
+        return [topology.events_queue(name) for name in self.aggregators]
 
 
 def password_hash(password: str, salt: bytes | None = None) -> str:
@@ -107,14 +125,11 @@ def definitions(deployment: Deployment, passwords: Mapping[str, str] | None = No
     """
     roles = deployment.roles()
     vhost = deployment.vhost
-    options = topology.TopologyOptions(
-        event_log="stream", log_max_age=deployment.event_log_max_age, queue_type=deployment.queue_type
-    )
     controlled = list(dict.fromkeys([*deployment.subsystems, *filter(None, [deployment.test_subsystem])]))
     queues = [
         entities.queue(spec)  # RabbitMQ's view of the neutral specs
         for spec in (
-            topology.event_log(options),
+            *deployment.events_sources(),
             topology.rpc_queue(deployment.queue_type),
             topology.dead_queue(deployment.queue_type),
             *(topology.control_queue(name, deployment.queue_type) for name in controlled),
@@ -243,8 +258,9 @@ def _aggregator(name: str, deployment: Deployment) -> _Grant:
     sources = [_lit(names.EVENTS_EXCHANGE), _lit(names.CHANGES_EXCHANGE)]
     # Clears and expiry of any task, its beats, test tasks; commands; the change feed; replies.
     targets = [*sources, _lit(names.CONTROL_EXCHANGE), _lit(DEFAULT_EXCHANGE)]
+    events = names.EVENT_LOG if deployment.event_log == "stream" else names.events_queue(name)
     shared = [
-        _lit(names.EVENT_LOG),
+        _lit(events),  # the stream, or its own events queue
         _lit(names.RPC_QUEUE),
         *([_lit(names.control_queue(test))] if test else []),
     ]

@@ -96,15 +96,22 @@ def refusal(policy: TrustPolicy, speech: Speech, subsystem: str | None, user_id:
     """
     if policy.mode == "off":
         return None
+    # Every event is asked: the believed cases first, without building anything (not even the
+    # set of speakers: the identity named after the subsystem, then the others it may have).
+    if user_id:
+        if user_id in policy.aggregators and (
+            speech not in _SUBSYSTEM_SPEECH or speech is Speech.CLEARED or subsystem == policy.test_subsystem
+        ):
+            return None
+        if (
+            speech in _SUBSYSTEM_SPEECH
+            and subsystem is not None
+            and (user_id == subsystem or user_id in policy.publishers.get(subsystem, ()))
+        ):
+            return None
     about = f"{speech.value} of {subsystem}" if subsystem is not None else speech.value
     if not user_id:
         return f"identity: no user_id on a message ({about}): nobody vouches for its sender"
-    if user_id in policy.aggregators and (
-        speech not in _SUBSYSTEM_SPEECH or speech is Speech.CLEARED or subsystem == policy.test_subsystem
-    ):
-        return None
-    if speech in _SUBSYSTEM_SPEECH and subsystem is not None and user_id in policy.speakers(subsystem):
-        return None
     shown = user_id if len(user_id) <= _SHOWN_CHARS else f"{user_id[:_SHOWN_CHARS]}..."
     if speech in _SUBSYSTEM_SPEECH:
         return f"identity: {shown!r} may not speak for {subsystem} ({speech.value})"

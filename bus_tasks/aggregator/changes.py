@@ -124,6 +124,7 @@ class ChangeFeed:
         }
         while True:
             chunks = chunked(self._pending, revision, self.max_message_bytes - len(codec.dumps(head)) - 64)
+            sent = False
             try:
                 for n, (gap, chunk_revision, chunk) in enumerate(chunks, 1):
                     moved = {"after": max(self._after, gap), "revision": chunk_revision}
@@ -135,12 +136,15 @@ class ChangeFeed:
                     )
                     self._after = chunk_revision
                     self.published += 1
-                    self._pending = [p for p in self._pending if p[0] > chunk_revision]
+                sent = True
                 break
             except PublishRefused:  # the broker's limit is below ours: smaller messages
                 if self.max_message_bytes <= MIN_MESSAGE_BYTES:
                     raise
                 self.max_message_bytes //= 2
+            finally:
+                if not sent:  # what went out before a failure stays out (all of it went: cleared below)
+                    self._pending = [p for p in self._pending if p[0] > self._after]
         self._pending.clear()
         self._after = revision
         self._published_at = self._clock()

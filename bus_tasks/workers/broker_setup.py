@@ -15,10 +15,12 @@ SUMMARY = "print RabbitMQ definitions: the topology and least-privilege users (i
 
 DESCRIPTION = f"""{SUMMARY}.
 
-The document declares, in one vhost, the exchanges, the event log (a stream), the RPC, dead-letter
-and control queues with their bindings, and one user per identity with only what its role needs:
-a subsystem publishes its own routing keys (task.NAME.*, subsystem.NAME.heartbeat) and reads its
-own control queue; only aggregators read the event log and the RPC queue; nobody but RabbitMQ's
+The document declares, in one vhost, the exchanges, the event log (a stream; with the setting
+event_log = "queue", an events queue per aggregator, named after it: run each aggregator with
+aggregator_name = its identity), the RPC, dead-letter and control queues with their bindings,
+and one user per identity with only what its role needs: a subsystem publishes its own routing
+keys (task.NAME.*, subsystem.NAME.heartbeat) and reads its own control queue; only aggregators
+read the event log (each its own events queue) and the RPC queue; nobody but RabbitMQ's
 administrator can delete or redeclare what the document declares. Users log in by certificate
 (RabbitMQ's rabbitmq_auth_mechanism_ssl: the certificate's CN is the user) unless --passwords.
 Load it with: rabbitmqctl import_definitions FILE. Then run every process with identity = "broker"
@@ -80,6 +82,7 @@ def cmd_broker_setup(args: argparse.Namespace, settings: Settings) -> int:
         vhost=args.vhost if args.vhost is not None else vhost_of(settings.broker),
         queue_type=settings.queue_type,
         event_log_max_age=settings.event_log_max_age,
+        event_log=settings.event_log,
         test_subsystem=args.test_subsystem if args.test_subsystem is not None else settings.test_subsystem,
     )
     try:

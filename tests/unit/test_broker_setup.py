@@ -264,3 +264,40 @@ def test_the_command_refuses_one_identity_in_two_roles(capsys: pytest.CaptureFix
     out, err = capsys.readouterr()
     assert out == ""
     assert "'vdsm' is given as subsystem and as reader: one role per identity" in err
+
+
+def test_with_event_log_queue_each_aggregator_reads_only_an_events_queue_of_its_own() -> None:
+    document = definitions(
+        Deployment(subsystems=("vdsm",), aggregators=("agg1", "agg2"), event_log="queue", test_subsystem="")
+    )
+    own = {name: names.events_queue(name) for name in ("agg1", "agg2")}
+    queue = {"vhost": "/", "durable": True, "auto_delete": False, "arguments": {}}
+    assert document["queues"][:2] == [{"name": own["agg1"], **queue}, {"name": own["agg2"], **queue}]
+    assert names.EVENT_LOG not in [q["name"] for q in document["queues"]]  # no stream at all
+    assert [(b["source"], b["destination"], b["routing_key"]) for b in document["bindings"][:2]] == [
+        (names.EVENTS_EXCHANGE, own["agg1"], "task.#"),
+        (names.EVENTS_EXCHANGE, own["agg2"], "task.#"),
+    ]
+    for me, other in (("agg1", "agg2"), ("agg2", "agg1")):
+        rights = grants(document, me)
+        assert rabbit_allows(rights["read"], own[me])
+        assert not rabbit_allows(rights["read"], own[other])
+        assert not rabbit_allows(rights["read"], names.EVENT_LOG)
+        assert not rabbit_allows(rights["configure"], own[me])  # checked, never declared
+    assert not rabbit_allows(grants(document, "vdsm")["read"], own["agg1"])
+
+
+def test_with_event_log_queue_an_aggregator_identity_must_be_a_valid_aggregator_name() -> None:
+    definitions(Deployment(aggregators=("Agg One",)))  # the stream: any identity
+    with pytest.raises(SetupError, match=re.escape("--aggregator 'Agg One': with event_log = \"queue\"")):
+        definitions(Deployment(aggregators=("Agg One",), event_log="queue"))
+
+
+def test_the_command_lays_out_the_event_log_as_the_settings_say(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BUS_TASKS_EVENT_LOG", "queue")
+    assert main(["broker-setup", "--vhost", "bus", "--aggregator", "agg1"]) == 0
+    queues = [q["name"] for q in json.loads(capsys.readouterr().out)["queues"]]
+    assert queues[0] == names.events_queue("agg1")
+    assert names.EVENT_LOG not in queues

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bus_tasks import codec
-from bus_tasks.aggregator.changes import COALESCE_S, ChangeFeed
-from bus_tasks.errors import RevisionGone
+from bus_tasks.aggregator.changes import COALESCE_S, MIN_MESSAGE_BYTES, ChangeFeed
+from bus_tasks.errors import PublishRefused, RevisionGone
 from bus_tasks.protocol.changes import encode_change, selects
 from bus_tasks.watching import NeedFailover, NeedReplay, WatchState, decode_feed
 
@@ -339,3 +339,66 @@ def test_a_filtered_watcher_skips_changes_it_does_not_select_but_its_revision_mo
     assert [
         (e.kind, e.revision) for e in state.on_feed(feed(14, 16, change(15, "t1", ["gluster"], {"v": 3})))
     ] == [("bookmark", 16)]
+
+class Refusing(Recorder):
+    """Refuses messages over ``limit`` bytes (as a broker's size limit), or fails the
+    ``fail_at``-th publish as a lost connection would."""
+
+    def __init__(self, limit: int = 1 << 30, fail_at: int = 0) -> None:
+        super().__init__()
+        self.limit = limit
+        self.fail_at = fail_at
+        self.tries = 0
+
+    def publish(self, body: bytes, **more: Any) -> None:
+        self.tries += 1
+        if self.tries == self.fail_at:
+            raise ConnectionResetError("lost")
+        if len(body) > self.limit:
+            raise PublishRefused(f"406 over {self.limit}")
+        super().publish(body, **more)
+
+
+def feed_on(recorder: Recorder, max_message_bytes: int) -> ChangeFeed:
+    feed = ChangeFeed(
+        recorder,  # type: ignore[arg-type]
+        name="a",
+        instance="i-a",
+        log_name="log",
+        max_message_bytes=max_message_bytes,
+    )
+    feed.start(0)
+    return feed
+
+
+def told(recorder: Recorder) -> list[int]:
+    return [c["revision"] for message in recorder.published for c in message["changes"]]
+
+
+def test_a_refused_turn_goes_out_again_in_smaller_messages_each_change_once() -> None:
+    recorder = Refusing(limit=MIN_MESSAGE_BYTES)
+    feed = feed_on(recorder, 4 * MIN_MESSAGE_BYTES)
+    for revision in range(1, 41):
+        feed.changed(revision, f"t{revision}", b'{"pad":"%b"}' % (b"x" * 200), ("spm",))
+
+    assert feed.publish(40)
+
+    assert feed.max_message_bytes == MIN_MESSAGE_BYTES
+    assert told(recorder) == list(range(1, 41))
+    assert recorder.published[-1]["revision"] == 40
+    assert not feed.publish(40)  # nothing left over
+
+
+def test_changes_published_before_a_lost_connection_are_not_published_again() -> None:
+    recorder = Refusing(fail_at=2)
+    feed = feed_on(recorder, MIN_MESSAGE_BYTES)
+    for revision in range(1, 41):
+        feed.changed(revision, f"t{revision}", b'{"pad":"%b"}' % (b"x" * 200), ("spm",))
+
+    with pytest.raises(ConnectionResetError):
+        feed.publish(40)
+    first = told(recorder)
+    assert feed.publish(40)
+
+    assert len(first) > 0  # the first message went out, the second was lost
+    assert told(recorder) == list(range(1, 41))

@@ -14,10 +14,10 @@ import logging
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 from kombu.entity import Queue
-from kombu.message import Message
 from kombu.messaging import Consumer
 
 from bus_tasks import names
@@ -25,7 +25,7 @@ from bus_tasks.config import redact_url
 from bus_tasks.errors import BusTasksError, PublishRefused
 from bus_tasks.transport.bus import Delivery, Handler, Position, ReentrantDrain
 from bus_tasks.transport.kombu.admin import KombuAdmin
-from bus_tasks.transport.kombu.consumers import Inbox, Subscription, acks_batched, delivery_of, start_claimed
+from bus_tasks.transport.kombu.consumers import Inbox, Subscription, acks_batched, start_claimed
 from bus_tasks.transport.kombu.declaring import Declarations
 from bus_tasks.transport.kombu.exclusive import Claims
 from bus_tasks.transport.kombu.link import Link, Retries
@@ -202,16 +202,16 @@ class BusConnection:
 
     def _start(self, subscription: Subscription, *, patience_s: float = 0.0) -> None:
         """Start consuming; an exclusive queue in use is tried again for ``patience_s``."""
-        handler = subscription.handler
-        inbox = self._inbox
-        stale = self.staleness()
-
-        def on_message(message: Message) -> None:
-            inbox.put(handler, delivery_of(message, stale))
-
+        on_delivery = partial(self._inbox.put, subscription.handler)  # handled later, by drain()
         claims, declare = self._claims, not self.predeclared
         consumer = start_claimed(
-            self._link, claims, subscription, on_message, patience_s=patience_s, declare=declare
+            self._link,
+            claims,
+            subscription,
+            on_delivery,
+            self.staleness(),
+            patience_s=patience_s,
+            declare=declare,
         )
         self._live.append(consumer)
 
@@ -240,8 +240,9 @@ class BusConnection:
         got = bool(self._inbox) or self._link.drain_events(timeout_s)
         # Then what has arrived already, without waiting: the loop's work per turn (its flushes,
         # its change feed) is shared by the deliveries of a turn instead of paid by each.
-        while got and len(self._inbox) < DRAIN_BATCH and self._link.drain_events(0):
-            pass
+        if got:
+            inbox = self._inbox
+            self._link.drain_ready(lambda: len(inbox) < DRAIN_BATCH)
         return self._inbox.run() > 0 or got
 
     def recover(self, max_retries: Retries = "default") -> None:

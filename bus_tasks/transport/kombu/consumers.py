@@ -11,6 +11,7 @@ from typing import Any
 
 from amqp.exceptions import AccessRefused, ChannelError
 from kombu.entity import Queue
+from kombu.exceptions import MessageStateError
 from kombu.message import Message
 from kombu.messaging import Consumer
 
@@ -124,39 +125,92 @@ class Subscription:
     replay_from: Callable[[], Position] | None = None  # a log's: where to start, asked each time
 
 
-class _ExclusiveQueue(Queue):
-    """A queue consumed with basic.consume ``exclusive`` (kombu's Queue does not pass the flag)."""
+def direct_delivery(message: Any, stale: Callable[[], bool], *, no_ack: bool) -> Delivery:
+    """A :class:`Delivery` of a py-amqp message as its channel hands it over, without kombu's
+    ``Message`` (which copies its properties and headers once more); the same fields as
+    :func:`delivery_of`, and acked as kombu acks: not at all for a ``no_ack`` consumer, once.
+    """
+    props = message.properties
+    info = message.delivery_info
+    body = message.body
+    if isinstance(body, str):
+        body = body.encode("utf-8", "surrogateescape")
+    expiration = props.get("expiration")
+    headers = props.get("application_headers") or {}  # py-amqp's own, new for each message
+    position = headers.get(names.HEADER_STREAM_OFFSET)
+    channel, tag = message.channel, info["delivery_tag"]
+    acked = False
 
-    def consume(
-        self,
-        consumer_tag: str = "",
-        callback: Any = None,
-        no_ack: bool | None = None,
-        nowait: bool = False,
-        on_cancel: Any = None,
-    ) -> Any:
-        return self.channel.basic_consume(
-            queue=self.name,
-            no_ack=self.no_ack if no_ack is None else no_ack,
-            consumer_tag=consumer_tag or "",
-            callback=callback,
-            nowait=nowait,
-            arguments=getattr(self, "consumer_arguments", None),  # set from Queue.attrs
-            on_cancel=on_cancel,
-            exclusive=True,
-        )
+    def ack(multiple: bool) -> None:
+        nonlocal acked
+        if no_ack or stale():
+            return
+        if acked:
+            raise MessageStateError("Message already acknowledged with state: ACK")
+        channel.basic_ack(tag, multiple=multiple)
+        acked = True
+
+    return Delivery(
+        body=body,
+        routing_key=info.get("routing_key", ""),
+        headers=headers,
+        reply_to=props.get("reply_to"),
+        correlation_id=props.get("correlation_id"),
+        expiration_ms=int(expiration) if expiration not in (None, "") else None,
+        user_id=props.get("user_id"),
+        _ack=ack,
+        position=position if type(position) is int else None,
+    )
+
+
+def _consumed_as(
+    queue: Queue, *, exclusive: bool, direct: Callable[[Any, Callable[[Any], None]], None] | None
+) -> Queue:
+    """``queue``, consumed with basic.consume ``exclusive`` (kombu's Queue does not pass the
+    flag), and with ``direct`` given, its deliveries handed to ``direct(message, kombus_own)``
+    as py-amqp's messages, ``kombus_own`` being the callback kombu's consumer would have had.
+
+    A class of its own each time: kombu copies queues from their attributes (``as_dict``).
+    """
+
+    class Consumed(Queue):
+        def consume(
+            self,
+            consumer_tag: str = "",
+            callback: Any = None,
+            no_ack: bool | None = None,
+            nowait: bool = False,
+            on_cancel: Any = None,
+        ) -> Any:
+            if direct is not None and callback is not None:
+                kombus_own = callback
+                callback = lambda message: direct(message, kombus_own)  # noqa: E731
+            return self.channel.basic_consume(
+                queue=self.name,
+                no_ack=self.no_ack if no_ack is None else no_ack,
+                consumer_tag=consumer_tag or "",
+                callback=callback,
+                nowait=nowait,
+                arguments=getattr(self, "consumer_arguments", None),  # set from Queue.attrs
+                on_cancel=on_cancel,
+                exclusive=exclusive,
+            )
+
+    return Consumed(**queue.as_dict())
 
 
 def start_consumer(
     channel: Any,
     subscription: Subscription,
-    on_message: Callable[[Message], None],
+    on_delivery: Callable[[Delivery], None],
+    stale: Callable[[], bool],
     *,
     amqp: bool,
     declare: bool = True,
 ) -> Consumer:
-    """Consume ``subscription`` on ``channel`` (a channel of its own); ``declare``: (re)declare
-    its queue first (not when the topology is predeclared: its connection declared what it may).
+    """Consume ``subscription`` on ``channel`` (a channel of its own), each message handed to
+    ``on_delivery`` (acking does nothing once ``stale()``); ``declare``: (re)declare its queue
+    first (not when the topology is predeclared: its connection declared what it may).
 
     Raises:
         QueueInUse: on RabbitMQ, when the broker refuses the consumer because another
@@ -164,6 +218,10 @@ def start_consumer(
             broker closed the channel; the connection stays usable.
     """
     queue = subscription.queue
+
+    def on_message(message: Message) -> None:
+        on_delivery(delivery_of(message, stale))
+
     if amqp:
         # py-amqp would decode each UTF-8 body to str, and Delivery would encode it back: two
         # passes over a 40 MB listing for nothing. The JSON decoders check UTF-8 themselves.
@@ -172,8 +230,16 @@ def start_consumer(
             attributes = queue.as_dict()
             attributes["consumer_arguments"] = {names.HEADER_STREAM_OFFSET: subscription.replay_from()}
             queue = Queue(**attributes)
-        if subscription.exclusive:
-            queue = _ExclusiveQueue(**queue.as_dict())
+        no_ack = subscription.no_ack
+
+        def direct(message: Any, kombus_own: Callable[[Any], None]) -> None:
+            headers = message.properties.get("application_headers")
+            if headers and "compression" in headers:
+                kombus_own(message)  # kombu's Message decompresses it (or raises, as ever)
+            else:
+                on_delivery(direct_delivery(message, stale, no_ack=no_ack))
+
+        queue = _consumed_as(queue, exclusive=subscription.exclusive, direct=direct)
     consumer = Consumer(
         channel,
         queues=[queue],
@@ -197,7 +263,8 @@ def start_claimed(
     link: Link,
     claims: Claims,
     subscription: Subscription,
-    on_message: Callable[[Message], None],
+    on_delivery: Callable[[Delivery], None],
+    stale: Callable[[], bool],
     *,
     patience_s: float,
     declare: bool = True,
@@ -214,7 +281,9 @@ def start_claimed(
     def consume() -> Consumer:
         channel = link.new_channel()
         try:
-            return start_consumer(channel, subscription, on_message, amqp=link.is_amqp, declare=declare)
+            return start_consumer(
+                channel, subscription, on_delivery, stale, amqp=link.is_amqp, declare=declare
+            )
         except ChannelError:  # the broker closed the channel (py-amqp reopened it): of no more use
             with contextlib.suppress(Exception):
                 channel.close()

@@ -13,10 +13,11 @@ inside its retry loop, which the shared back-off replaces.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -327,6 +328,40 @@ class Link:
             self.closed_with = exc  # the sender reads why: a refused publish is not re-sent
             raise
         return True
+
+    def drain_ready(self, more: Callable[[], bool]) -> None:
+        """Read what the broker has sent already, without waiting, while ``more()`` and something
+        was there (callbacks only queue it).
+
+        On AMQP the socket is made non-blocking once for the whole loop: each read of py-amqp
+        with a time-out of its own (``drain_events(0)``) makes it non-blocking and back for every
+        frame, two system calls a frame, six a message, a tenth of an aggregator's ingest CPU.
+
+        Raises:
+            the transport's connection errors, as :meth:`drain_events`.
+        """
+        sock = getattr(getattr(self.conn, "_connection", None), "sock", None) if self.is_amqp else None
+        if sock is None:
+            while more() and self.drain_events(0):
+                pass
+            return
+        # The first read as usual: the heartbeat's check, which may write, while the socket blocks.
+        if not (more() and self.drain_events(0)):
+            return
+        was = sock.gettimeout()
+        sock.settimeout(0)
+        try:
+            while more():
+                try:
+                    self.conn.drain_events(timeout=0)
+                except TimeoutError:
+                    return
+                except Exception as exc:
+                    self.closed_with = exc  # as drain_events
+                    raise
+        finally:
+            with contextlib.suppress(OSError):  # closed meanwhile: its own error tells why
+                sock.settimeout(was)
 
     def fileno(self) -> int | None:
         """The AMQP socket's descriptor while connected; None otherwise (or on other brokers)."""
