@@ -203,15 +203,9 @@ class BusConnection:
     def _start(self, subscription: Subscription, *, patience_s: float = 0.0) -> None:
         """Start consuming; an exclusive queue in use is tried again for ``patience_s``."""
         on_delivery = partial(self._inbox.put, subscription.handler)  # handled later, by drain()
-        claims, declare = self._claims, not self.predeclared
+        link, claims, declare = self._link, self._claims, not self.predeclared
         consumer = start_claimed(
-            self._link,
-            claims,
-            subscription,
-            on_delivery,
-            self.staleness(),
-            patience_s=patience_s,
-            declare=declare,
+            link, claims, subscription, on_delivery, self.staleness(), patience_s=patience_s, declare=declare
         )
         self._live.append(consumer)
 
