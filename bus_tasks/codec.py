@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 from typing import Any
 
 import orjson
@@ -33,6 +34,11 @@ def loads(body: bytes | str) -> Any:
 class GcPaused:
     """The cyclic garbage collector paused for a ``with`` block (see :func:`gc_paused`).
 
+    The collector is the process's: threads pausing at once share one pause, counted under a
+    lock; the last to leave turns it back on if it was on before the first came in. (Each block
+    remembering for itself whether it was on raced: a thread that came in while another was
+    leaving read "off", the other turned it on, the first turned it off again and never back on.)
+
     A class rather than a generator-based context manager: leaving a generator's block raises
     and allocates its ``StopIteration`` just after the collector is back on, while the objects
     the block made are still young and counted, so every decode ended with one collection over
@@ -42,18 +48,30 @@ class GcPaused:
     first).
     """
 
-    __slots__ = ("_collecting",)
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self._collecting = False
+    _lock = threading.Lock()
+    _pauses = 0  # blocks inside, in every thread
+    _resume = False  # the collector was on when the first of them came in
 
     def __enter__(self) -> None:
-        self._collecting = gc.isenabled()
-        gc.disable()
+        with GcPaused._lock:
+            if GcPaused._pauses == 0:
+                GcPaused._resume = gc.isenabled()
+                gc.disable()
+            GcPaused._pauses += 1
 
     def __exit__(self, *exc: object) -> None:
-        if self._collecting:
-            gc.enable()  # last: anything allocated after it would start a collection here
+        # acquire() and release(), not ``with``: leaving a ``with`` makes a bound method, and
+        # once the collector is on, any object made starts the collection this class avoids.
+        lock = GcPaused._lock
+        lock.acquire()
+        try:
+            GcPaused._pauses -= 1
+            if GcPaused._pauses == 0 and GcPaused._resume:
+                gc.enable()  # under the lock: no thread comes in between; nothing allocated after
+        finally:
+            lock.release()
 
 
 def gc_paused() -> GcPaused:

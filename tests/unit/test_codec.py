@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from bus_tasks.protocol.replies import unpack
 
 # More containers than the young generation's threshold (700 by default) by far.
 MANY = 20 * gc.get_threshold()[0]
+THREADS, PAUSES = 4, 20_000
 
 
 @contextmanager
@@ -88,3 +90,29 @@ def test_the_clients_decode_of_a_large_listing_starts_no_collection() -> None:
         during = len(started)
     assert during == 0
     assert len(result) == MANY
+
+
+def test_threads_pausing_at_once_leave_the_collector_on() -> None:
+    # Seen in CI: one thread read "paused" while another was leaving, the other then resumed
+    # and the first paused again, and nobody resumed after it: the collector stayed off for the
+    # whole process (a watcher's decode_feed beside a client's reply decode).
+    start = threading.Barrier(THREADS)
+
+    def pause_often() -> None:
+        start.wait()
+        for _ in range(PAUSES):
+            with codec.gc_paused():
+                pass
+
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as CPython allows: the race shows
+    try:
+        threads = [threading.Thread(target=pause_often) for _ in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60.0)
+    finally:
+        sys.setswitchinterval(switching)
+    assert not any(thread.is_alive() for thread in threads)
+    assert gc.isenabled()
