@@ -59,6 +59,7 @@ class Sent:
     published: bool = False  # False: held while the connection is away
     resend_at: float = 0.0  # when to send it again on a new connection if unanswered (0: not)
     resent: bool = False  # sent again for being unanswered already (that is done once)
+    replies_before: int = 0  # replies handed on before it was published
     _read: bool | None = None
 
     @property
@@ -77,6 +78,7 @@ class InFlight:
         self._timers: list[tuple[float, int, Sent]] = []  # (resend_at, tie-break, entry), a heap
         self._armed = 0
         self._failed_over_at = -FAILOVER_WINDOW_S
+        self._replies = 0  # replies handed on, ever
 
     def __len__(self) -> int:
         return len(self._sent)
@@ -91,6 +93,7 @@ class InFlight:
         if entry is None:
             return
         entry.published = True
+        entry.replies_before = self._replies
         if not entry.resent and now - self._failed_over_at < FAILOVER_WINDOW_S:
             entry.resend_at = now + max(RESEND_AFTER_S, entry.timeout_s / 4)
             self._arm(entry.resend_at, entry)
@@ -101,7 +104,10 @@ class InFlight:
 
     def answered(self, correlation_id: str) -> bool:
         """Its reply came: True the first time, False for a duplicate or one past its deadline."""
-        return self._sent.pop(correlation_id, None) is not None
+        if self._sent.pop(correlation_id, None) is None:
+            return False
+        self._replies += 1
+        return True
 
     def prune(self, now: float) -> None:
         """Forget requests past their deadline (their callers were answered with a timeout)."""
@@ -117,12 +123,15 @@ class InFlight:
         self._failed_over_at = now
 
     def resend_due(self, now: float) -> bool:
-        """A read published shortly after a failover is still unanswered for its quarter."""
+        """A read published shortly after a failover is still unanswered for its quarter, and no
+        other request was answered since it went: its channel seems to drop what it publishes
+        (a slow answer while others come would only be slowed by sending it all again)."""
         timers = self._timers
         while timers and timers[0][0] <= now:
             at, _, entry = heapq.heappop(timers)
             live = self._sent.get(entry.item.correlation_id) is entry and entry.item.deadline > now
-            if live and entry.resend_at == at and not entry.resent and entry.read:
+            quiet = entry.replies_before == self._replies
+            if live and quiet and entry.resend_at == at and not entry.resent and entry.read:
                 self._arm(at, entry)  # kept until the reads are sent again
                 return True
         return False

@@ -143,6 +143,21 @@ def test_an_unanswered_read_is_sent_again_for_that_only_once(door: Door) -> None
     door.run(scenario)
 
 
+def test_a_slow_read_is_not_sent_again_while_later_ones_are_answered(door: Door) -> None:
+    async def scenario(door: Door) -> None:
+        slow, deadline = door.call("Host.getAllTasks", 5.0, drop=2)
+        door.lose = True
+        await door.until(lambda: door.published[slow] == 2, deadline)  # sent again after the loss
+        answered, _ = door.call("Host.getAllTasks", 5.0)  # the connection is served: no new one
+        await door.until(lambda: time.monotonic() >= deadline, deadline)
+        assert door.replies[answered] == [{}]
+        assert door.published[slow] == 2
+        assert slow not in door.replies
+        assert door.bus.reconnects == 1
+
+    door.run(scenario)
+
+
 def test_a_reply_that_comes_twice_is_handed_on_once(door: Door, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="bus_tasks.frontdoors.bridge")
     dropped = "dropped: answered already or past its deadline"
