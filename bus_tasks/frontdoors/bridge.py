@@ -9,9 +9,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from bus_tasks import names
+from bus_tasks.frontdoors.inflight import InFlight, Outgoing
 from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.transport import Bus, Delivery, wakeup_handle
 
@@ -27,22 +27,13 @@ MAX_BURST = 64  # deliveries handled per wake-up before the loop serves its clie
 OnReply = Callable[[str, bytes], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A request to publish on ``bus_tasks.rpc``."""
-
-    body: bytes
-    correlation_id: str
-    deadline: float  # monotonic
-    on_behalf_of: str | None = None  # the client's identity (None: anonymous)
-
-
 class RpcBridge:
     """Publishes requests to ``bus_tasks.rpc`` and hands each reply to ``on_reply``, all in one loop.
 
     :meth:`start` (any thread) connects; from :meth:`attach` on, only the loop's thread uses the
     connection, except while a lost connection is recovered: that blocks, so it runs in a thread
     of its own while the loop serves on and holds new requests until the connection is back.
+    Reads in flight are then sent again on the new connection (see :mod:`.inflight`).
     """
 
     def __init__(
@@ -62,6 +53,8 @@ class RpcBridge:
         self._fd: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._held: deque[Outgoing] = deque()  # requests that came while the connection was away
+        self._inflight = InFlight()  # requests sent or held, not answered yet
+        self._unanswered = False  # the recovery under way is for reads unanswered after a failover
         self._recovery: threading.Thread | None = None
         self._closed = False
         self._released = False  # the connection is closed
@@ -107,6 +100,7 @@ class RpcBridge:
         item = Outgoing(body, correlation_id, deadline, on_behalf_of)
         if self._closed:
             return  # its caller is answered at its deadline
+        self._inflight.track(item, time.monotonic())
         if self._recovery is not None or self._held:
             now = time.monotonic()
             while self._held and self._held[0].deadline <= now:
@@ -139,10 +133,14 @@ class RpcBridge:
         if reason is not None:
             log.warning("reply %r dropped: %s", delivery.correlation_id, reason)
             return
+        if not self._inflight.answered(delivery.correlation_id):
+            log.debug("reply %r dropped: answered already or past its deadline", delivery.correlation_id)
+            return
         self._on_reply(delivery.correlation_id, delivery.body)
 
     def _publish(self, item: Outgoing) -> None:
-        remaining = item.deadline - time.monotonic()
+        now = time.monotonic()
+        remaining = item.deadline - now
         if remaining <= 0:
             return  # its caller has been answered with a timeout already
         headers: dict[str, object] = {names.HEADER_SENT_AT: time.time()}
@@ -159,6 +157,7 @@ class RpcBridge:
             headers=headers,
             persistent=False,
         )
+        self._inflight.published(item, now)
 
     def _watch(self) -> None:
         assert self._loop is not None
@@ -181,6 +180,7 @@ class RpcBridge:
     def _tick(self) -> None:
         self._timer = None
         self._guarded(self._drain_ready)  # also sends and checks the AMQP heart-beats
+        self._guarded(self._check_unanswered)
         if self._timer is None and self._recovery is None and not self._closed:
             assert self._loop is not None
             self._timer = self._loop.call_later(TICK_S if self._fd is not None else POLL_S, self._tick)
@@ -203,8 +203,23 @@ class RpcBridge:
 
     # -- recovery --------------------------------------------------------------------------
 
+    def _check_unanswered(self) -> None:
+        """Shortly after a failover, reads unanswered for a quarter of their time go again on a
+        new connection; not while a control call waits, whose reply the old one would lose."""
+        now = time.monotonic()
+        inflight = self._inflight
+        inflight.prune(now)
+        if inflight.resend_due(now) and not inflight.control_in_flight(now):
+            log.info("reads unanswered after a failover: sent again on a new connection")
+            self._unanswered = True
+            self._start_recovery()
+
     def _lost(self, exc: BaseException) -> None:
         log.warning("broker connection lost (%s); recovering", exc)
+        self._unanswered = False
+        self._start_recovery()
+
+    def _start_recovery(self) -> None:
         self._unwatch()
         self._recovery = threading.Thread(target=self._recover, name="stomp-bridge-recovery", daemon=True)
         self._recovery.start()
@@ -232,12 +247,21 @@ class RpcBridge:
             self._closed = True
             self._release()
             return
-        log.info("broker connection recovered; publishing %d held requests", len(self._held))
+        now = time.monotonic()
+        unanswered, self._unanswered = self._unanswered, False
+        if not unanswered:
+            self._inflight.failed_over(now)
+        # A request on the lost connection may never have reached the RPC queue, and the reply
+        # queue (self-deleting) lost what it held: reads go again, control calls time out.
+        reads = self._inflight.reads_to_resend(now, unanswered=unanswered)
+        log.info("broker connection back; %d reads sent again, %d held requests", len(reads), len(self._held))
         self._watch()
-        self._guarded(self._publish_held)
+        self._guarded(lambda: self._publish_held(reads))
         self._guarded(self._drain_ready)
 
-    def _publish_held(self) -> None:
+    def _publish_held(self, reads: list[Outgoing]) -> None:
+        for item in reads:
+            self._publish(item)  # one lost in a new loss: sent again after that recovery
         while self._held:
             self._publish(self._held.popleft())  # one lost in a new loss: its caller times out
 
