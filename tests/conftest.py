@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import uuid
@@ -118,6 +119,19 @@ def memory_system(memory_broker: Broker, start_system: SystemFactory) -> System:
 @pytest.fixture
 def rabbitmq_system(rabbitmq_broker: Broker, start_system: SystemFactory) -> System:
     return start_system(rabbitmq_broker)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the processes the tests start, however this run was started.
+
+    A shell starting a command in the background without job control (``.ci/run &``, nohup)
+    starts it with SIGINT ignored, and an ignored signal stays ignored across fork and exec:
+    every ``bus-tasks`` a test interrupts (the watch's stop, Ctrl-C while it loads) would run
+    on. The default handler here makes the children start with SIGINT at its default, which
+    Python turns into KeyboardInterrupt as usual.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
