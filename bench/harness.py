@@ -27,6 +27,10 @@ RABBITMQ = ("127.0.0.1", 5672)
 REDIS = ("127.0.0.1", 6379)
 REDIS_CLAIM_KEY = "bus_tasks_bench_claim"  # in a database this run took for itself
 
+# Listings measured whole, unpaged (query, selectivity, scale): up to the broker's own limit
+# (RabbitMQ 3.x: 128 MiB), not the default max_reply_bytes.
+UNPAGED_REPLY_BYTES = (128 << 20) - (1 << 20)
+
 
 # -- targets and figures ---------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from kombu.messaging import Consumer, Producer
 
 from bench import workload
 from bench.harness import (
+    UNPAGED_REPLY_BYTES,
     Child,
     Figure,
     at_most,
@@ -47,7 +48,6 @@ from bus_tasks.testing import RunningAggregator
 SIZES = ((1_000, 15), (10_000, 9), (100_000, 5))  # tasks, repetitions
 QUICK_SIZES = ((500, 3), (2_000, 3))
 ECHO_QUEUE = "bench.echo"
-UNPAGED_REPLY_BYTES = (128 << 20) - (1 << 20)
 CALL_TIMEOUT_S = 120.0
 GET_ALL = {"tags": None, "options": None}
 _DEFAULT = Exchange("", type="direct")

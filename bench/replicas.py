@@ -50,6 +50,7 @@ EVENTS = Sizes(full=20_000, quick=900)
 REPS = Sizes(full=7, quick=2)
 START_DELAY_S = 0.2  # both replicas are made at one instant, this long after it is set
 MIN_OVERLAP = 0.8  # of the measured replica's reading, the share the other one read alongside
+RETRIES = 2  # readings taken again when they overlapped less (see two())
 
 
 def overlap(measured: Read, other: Read) -> float:
@@ -88,6 +89,7 @@ def run(quick: bool) -> list[Figure]:
     seconds: list[float] = []  # the second replica's events/s, while the first was measured
     overlaps: list[float] = []
     raw_overlaps: list[float] = []
+    retried: list[float] = []  # the overlaps of readings taken again
     store_note = ""
     with rabbitmq_vhost("replicas") as url, Child(Reader) as first, Child(Reader) as second:
         new_log(url)
@@ -95,11 +97,17 @@ def run(quick: bool) -> list[Figure]:
 
         def two() -> float:
             nonlocal store_note
-            start_at = time.perf_counter() + START_DELAY_S  # both are made at once
-            first.send("aggregator", url, Job(end, prefetch, "replica-a", start_at=start_at))
-            second.send("aggregator", url, Job(end, prefetch, "replica-b", start_at=start_at))
-            a: Read = first.result()
-            b: Read = second.result()
+            # A reading the other replica did not keep company for MIN_OVERLAP of its time (one
+            # started late: start-up skew) is read again, twice at most, before the check fails.
+            for _ in range(1 + RETRIES):
+                start_at = time.perf_counter() + START_DELAY_S  # both are made at once
+                first.send("aggregator", url, Job(end, prefetch, "replica-a", start_at=start_at))
+                second.send("aggregator", url, Job(end, prefetch, "replica-b", start_at=start_at))
+                a: Read = first.result()
+                b: Read = second.result()
+                if overlap(a, b) >= MIN_OVERLAP:
+                    break
+                retried.append(overlap(a, b))
             store_note = a.store
             seconds.append(b.per_s)
             overlaps.append(overlap(a, b))
@@ -170,7 +178,9 @@ def run(quick: bool) -> list[Figure]:
                 f" consumers (same stream, prefetch, each acks): one of two"
                 f" {median(control.ours):,.0f} ev/s, alone {median(control.baseline):,.0f} ev/s"
                 f" ({control.spread()}); alongside for >= {min(overlaps):.0%} (replicas),"
-                f" >= {min(raw_overlaps):.0%} (raw) of the time measured"
+                f" >= {min(raw_overlaps):.0%} (raw) of the time measured; {len(retried)} replica"
+                f" readings taken again for overlapping less than {MIN_OVERLAP:.0%}"
+                f"{' (' + ', '.join(f'{o:.0%}' for o in retried) + ')' if retried else ''}"
             ),
         ),
         Figure(
