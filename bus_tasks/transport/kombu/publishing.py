@@ -251,6 +251,9 @@ class Sender:
         if message.exchange and message.exchange not in self._exchanges_declared:
             self._host.prepare(message.exchange)
             self._exchanges_declared.add(message.exchange)
+            if self._producer is None:  # the declare met a lost connection and recovered it
+                self._send(message)  # on the new one (the exchange is declared there: once)
+                return
         self._producer.publish(
             message.body,
             exchange=message.exchange,
