@@ -25,24 +25,21 @@ from bus_tasks.transport.kombu.readiness import when_ready
 EXCLUSIVE_RETRY_S = 0.5  # between attempts to take back an exclusive queue after a reconnect
 
 
-def delivery_of(message: Message, stale: Callable[[], bool]) -> Delivery:
-    """A :class:`Delivery` of a kombu message; acking it does nothing once ``stale()`` is true."""
-    props = message.properties
-    expiration = props.get("expiration")
-    body = message.body
+def _delivery(
+    body: bytes | str,
+    routing_key: str,
+    headers: dict[str, Any],
+    props: dict[str, Any],
+    ack: Callable[[bool], None],
+) -> Delivery:
+    """The :class:`Delivery` both builders below make, from a message's parts."""
     if isinstance(body, str):
         body = body.encode("utf-8", "surrogateescape")
-
-    def ack(multiple: bool) -> None:
-        if not stale():
-            message.ack(multiple=multiple)
-
-    headers = dict(message.headers or {})
+    expiration = props.get("expiration")
     position = headers.get(names.HEADER_STREAM_OFFSET)  # RabbitMQ's, on what it read from a stream
-
     return Delivery(
         body=body,
-        routing_key=message.delivery_info.get("routing_key", ""),
+        routing_key=routing_key,
         headers=headers,
         reply_to=props.get("reply_to"),
         correlation_id=props.get("correlation_id"),
@@ -51,6 +48,17 @@ def delivery_of(message: Message, stale: Callable[[], bool]) -> Delivery:
         _ack=ack,
         position=position if type(position) is int else None,
     )
+
+
+def delivery_of(message: Message, stale: Callable[[], bool]) -> Delivery:
+    """A :class:`Delivery` of a kombu message; acking it does nothing once ``stale()`` is true."""
+
+    def ack(multiple: bool) -> None:
+        if not stale():
+            message.ack(multiple=multiple)
+
+    routing_key = message.delivery_info.get("routing_key", "")
+    return _delivery(message.body, routing_key, dict(message.headers or {}), message.properties, ack)
 
 
 @contextlib.contextmanager
@@ -130,14 +138,8 @@ def direct_delivery(message: Any, stale: Callable[[], bool], *, no_ack: bool) ->
     ``Message`` (which copies its properties and headers once more); the same fields as
     :func:`delivery_of`, and acked as kombu acks: not at all for a ``no_ack`` consumer, once.
     """
-    props = message.properties
     info = message.delivery_info
-    body = message.body
-    if isinstance(body, str):
-        body = body.encode("utf-8", "surrogateescape")
-    expiration = props.get("expiration")
-    headers = props.get("application_headers") or {}  # py-amqp's own, new for each message
-    position = headers.get(names.HEADER_STREAM_OFFSET)
+    headers = message.properties.get("application_headers") or {}  # py-amqp's own, new each time
     channel, tag = message.channel, info["delivery_tag"]
     acked = False
 
@@ -150,17 +152,7 @@ def direct_delivery(message: Any, stale: Callable[[], bool], *, no_ack: bool) ->
         channel.basic_ack(tag, multiple=multiple)
         acked = True
 
-    return Delivery(
-        body=body,
-        routing_key=info.get("routing_key", ""),
-        headers=headers,
-        reply_to=props.get("reply_to"),
-        correlation_id=props.get("correlation_id"),
-        expiration_ms=int(expiration) if expiration not in (None, "") else None,
-        user_id=props.get("user_id"),
-        _ack=ack,
-        position=position if type(position) is int else None,
-    )
+    return _delivery(message.body, info.get("routing_key", ""), headers, message.properties, ack)
 
 
 def _consumed_as(
