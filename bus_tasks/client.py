@@ -240,7 +240,7 @@ class TasksClient:
                 now = time.monotonic()
                 if resend_at and now >= resend_at:
                     log.info("%s unanswered after a failover: sent again on a new connection", method)
-                    sent = self._fail_over()
+                    sent = self._fail_over(lost=False)
                     continue
                 remaining = deadline - now
                 if self._abandoned.is_set():
@@ -258,10 +258,15 @@ class TasksClient:
                 sent = self._fail_over()
         return self._replies.pop(correlation_id)
 
-    def _fail_over(self) -> bool:
-        """A new connection, maybe to another node; False: the call is not sent on it yet."""
+    def _fail_over(self, *, lost: bool = True) -> bool:
+        """A new connection, maybe to another node; False: the call is not sent on it yet.
+
+        ``lost``: the old one was lost, which opens the window for sending reads again; one
+        replaced to send a read again does not (else slow replies would keep it open).
+        """
         self.connection.recover()
-        self._failed_over_at = time.monotonic()
+        if lost:
+            self._failed_over_at = time.monotonic()
         self._rpc_queue_checked = self.wait_for_aggregator  # checked again (another node)
         return False
 

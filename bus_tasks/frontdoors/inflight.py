@@ -3,11 +3,13 @@
 A broker node that dies with calls in flight (SPEC 17, issue 25): a request published on the
 connection that died may never have reached ``bus_tasks.rpc``, and one that reached the quorum
 RPC queue while it elected a leader can be dropped silently (RabbitMQ 3.10) while a new connection
-is served. So, as ``TasksClient`` does, a read (every method of ``methods.READS``: it changes
-nothing) is sent again after the bridge recovers its connection and, for a window after such a
-failover, once more on a new connection when unanswered for a quarter of its time. Control calls
-(Task.stop, clear, revert ...) are never sent twice: their callers hear code 100 at the deadline.
-A reply is handed on once: a second one for the same correlation id is dropped.
+is served, and a new connection made while the election goes on can be refused as well. So, as
+``TasksClient`` does, a read (every method of ``methods.READS``: it changes nothing) is sent again
+after the bridge recovers its connection and, for a window after such a failover, again on a new
+connection each time it stays unanswered for a quarter of its time, until its deadline. A read
+that was only slow costs the aggregator a second answer then, in that window alone. Control
+calls (Task.stop, clear, revert ...) are never sent twice: their callers hear code 100 at the
+deadline. A reply is handed on once: a second one for the same correlation id is dropped.
 
 Bookkeeping only, in the bridge's loop; no I/O.
 """
@@ -21,7 +23,8 @@ from bus_tasks import codec
 from bus_tasks.protocol import methods
 
 # For this long after a failover, a read unanswered for a quarter of its time (at least
-# RESEND_AFTER_S) is sent again on a new connection; the same figures as the client's.
+# RESEND_AFTER_S) is sent again on a new connection, as often as that comes before its deadline;
+# the same figures as the client's.
 FAILOVER_WINDOW_S, RESEND_AFTER_S = 60.0, 2.0
 
 
@@ -58,8 +61,6 @@ class Sent:
     timeout_s: float  # the whole of its time, from when it was submitted
     published: bool = False  # False: held while the connection is away
     resend_at: float = 0.0  # when to send it again on a new connection if unanswered (0: not)
-    resent: bool = False  # sent again for being unanswered already (that is done once)
-    replies_before: int = 0  # replies handed on before it was published
     _read: bool | None = None
 
     @property
@@ -78,7 +79,6 @@ class InFlight:
         self._timers: list[tuple[float, int, Sent]] = []  # (resend_at, tie-break, entry), a heap
         self._armed = 0
         self._failed_over_at = -FAILOVER_WINDOW_S
-        self._replies = 0  # replies handed on, ever
 
     def __len__(self) -> int:
         return len(self._sent)
@@ -88,13 +88,12 @@ class InFlight:
         self._sent[item.correlation_id] = Sent(item, item.deadline - now)
 
     def published(self, item: Outgoing, now: float) -> None:
-        """``item`` went out: shortly after a failover, it is watched for an answer."""
+        """``item`` went out (again): shortly after a failover, it is watched for an answer."""
         entry = self._sent.get(item.correlation_id)
         if entry is None:
             return
         entry.published = True
-        entry.replies_before = self._replies
-        if not entry.resent and now - self._failed_over_at < FAILOVER_WINDOW_S:
+        if now - self._failed_over_at < FAILOVER_WINDOW_S:
             entry.resend_at = now + max(RESEND_AFTER_S, entry.timeout_s / 4)
             self._arm(entry.resend_at, entry)
 
@@ -104,10 +103,7 @@ class InFlight:
 
     def answered(self, correlation_id: str) -> bool:
         """Its reply came: True the first time, False for a duplicate or one past its deadline."""
-        if self._sent.pop(correlation_id, None) is None:
-            return False
-        self._replies += 1
-        return True
+        return self._sent.pop(correlation_id, None) is not None
 
     def prune(self, now: float) -> None:
         """Forget requests past their deadline (their callers were answered with a timeout)."""
@@ -119,19 +115,19 @@ class InFlight:
             del sent[key]
 
     def failed_over(self, now: float) -> None:
-        """The connection was lost and a new one is up: the window for sending reads again opens."""
+        """The connection was lost and a new one is up: the window for sending reads again opens
+        (not for a connection replaced only to send unanswered reads again: that is no failover)."""
         self._failed_over_at = now
 
     def resend_due(self, now: float) -> bool:
-        """A read published shortly after a failover is still unanswered for its quarter, and no
-        other request was answered since it went: its channel seems to drop what it publishes
-        (a slow answer while others come would only be slowed by sending it all again)."""
+        """A read published shortly after a failover is still unanswered for its quarter: its
+        channel may drop what it publishes. Whether other requests are answered meanwhile tells
+        nothing: a channel refused while a leader is elected serves again once it is elected."""
         timers = self._timers
         while timers and timers[0][0] <= now:
             at, _, entry = heapq.heappop(timers)
             live = self._sent.get(entry.item.correlation_id) is entry and entry.item.deadline > now
-            quiet = entry.replies_before == self._replies
-            if live and quiet and entry.resend_at == at and not entry.resent and entry.read:
+            if live and entry.resend_at == at and entry.read:
                 self._arm(at, entry)  # kept until the reads are sent again
                 return True
         return False
@@ -141,15 +137,13 @@ class InFlight:
         return any(e.published and e.item.deadline > now and not e.read for e in self._sent.values())
 
     def reads_to_resend(self, now: float, *, unanswered: bool) -> list[Outgoing]:
-        """The published reads with time left, to send on a new connection, oldest first.
+        """The published reads with time left, to send on a new connection, oldest first: the
+        replies to what went on the old one are lost with its reply queue.
 
-        ``unanswered``: the new connection is for reads that got no answer; each is sent again
-        that way only once (so not watched again).
+        ``unanswered``: the new connection is for reads that got no answer; their timers are
+        set again as they are published again.
         """
         self.prune(now)
-        resend = [e for e in self._sent.values() if e.published and e.item.deadline > now and e.read]
         if unanswered:
-            for entry in resend:
-                entry.resent = True
             self._timers.clear()
-        return [entry.item for entry in resend]
+        return [e.item for e in self._sent.values() if e.published and e.item.deadline > now and e.read]

@@ -1,6 +1,6 @@
 """The front doors' bridge across a failover (issue 25, SPEC 17): reads in flight are sent again on
-the new connection, and once more when unanswered soon after it; control calls never are; a
-reply comes to the door once."""
+the new connection, and again while unanswered soon after it; control calls never are; a reply
+comes to the door once."""
 
 from __future__ import annotations
 
@@ -131,29 +131,49 @@ def test_a_read_unanswered_soon_after_a_failover_is_sent_again_on_a_new_connecti
     door.run(scenario)
 
 
-def test_an_unanswered_read_is_sent_again_for_that_only_once(door: Door) -> None:
+def test_an_unanswered_read_is_sent_again_every_quarter_of_its_time_until_its_deadline(
+    door: Door, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new connection made while a leader is elected can drop publishes too (RabbitMQ 3.10):
+    one more send was not enough to get an answer in CI; every quarter of the time is."""
+    sent_at: list[float] = []
+    publish = door.bus.publish
+
+    def timed(body: bytes, **kwargs: Any) -> None:
+        sent_at.append(time.monotonic())
+        publish(body, **kwargs)
+
+    monkeypatch.setattr(door.bus, "publish", timed)
+
     async def scenario(door: Door) -> None:
-        read, deadline = door.call("Host.getAllTasksStatuses", 5.0, drop=100)
+        read, deadline = door.call("Host.getAllTasksStatuses", 8.0, drop=100)
         door.lose = True
         await door.until(lambda: time.monotonic() >= deadline, deadline)
-        assert door.published[read] == 3  # before the loss, after it, and after 2 s unanswered
+        # before the loss, after it, then at 2, 4 and (unless the machine lags) 6 s unanswered:
+        assert door.published[read] >= 4
+        assert door.bus.reconnects == door.published[read] - 1
+        unanswered = sent_at[2:]
+        assert all(b - a >= inflight.RESEND_AFTER_S - 0.05 for a, b in zip(sent_at[1:], unanswered, strict=False))
+        assert unanswered[-1] < deadline  # nothing sent for a caller answered with a timeout
         assert read not in door.replies  # its caller gets code 100 from the door at its deadline
-        assert door.bus.reconnects == 2
 
     door.run(scenario)
 
 
-def test_a_slow_read_is_not_sent_again_while_later_ones_are_answered(door: Door) -> None:
+def test_a_read_unanswered_after_a_failover_is_sent_again_while_later_ones_are_answered(door: Door) -> None:
+    """Others being answered tells nothing: the channel served again once the leader was elected,
+    and what it dropped before stays dropped."""
+
     async def scenario(door: Door) -> None:
-        slow, deadline = door.call("Host.getAllTasks", 5.0, drop=2)
+        dropped, deadline = door.call("Host.getAllTasks", 8.0, drop=2)
         door.lose = True
-        await door.until(lambda: door.published[slow] == 2, deadline)  # sent again after the loss
-        answered, _ = door.call("Host.getAllTasks", 5.0)  # the connection is served: no new one
-        await door.until(lambda: time.monotonic() >= deadline, deadline)
+        await door.until(lambda: door.published[dropped] == 2, deadline)  # sent again after the loss
+        answered, _ = door.call("Host.getAllTasks", 8.0)  # the connection is served
+        await door.until(lambda: dropped in door.replies, deadline)
         assert door.replies[answered] == [{}]
-        assert door.published[slow] == 2
-        assert slow not in door.replies
-        assert door.bus.reconnects == 1
+        assert door.replies[dropped] == [{}]  # at 2 s unanswered, on a new connection
+        assert door.published[dropped] == 3
+        assert door.bus.reconnects == 2
 
     door.run(scenario)
 

@@ -5,11 +5,13 @@ connection within its deadline instead of failing at it."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
 from support.brokers import Broker, System
 
+from bus_tasks import client as client_module
 from bus_tasks import names
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import DeadlineExceeded
@@ -71,4 +73,48 @@ def test_a_read_long_after_any_failover_is_sent_once(
     with pytest.raises(DeadlineExceeded):
         client.get_all_tasks()
     assert len(sent) == 1
+    client.close()
+
+
+def test_sending_a_read_again_does_not_reopen_the_failover_window(
+    memory_system: System, memory_broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a lost connection opens the window: were a read's own re-send to, replies slower
+    than a quarter of their time would keep every later read being sent twice."""
+    monkeypatch.setattr(client_module, "FAILOVER_WINDOW_S", 3.0)
+    bus = memory_broker.connection(confirm_publish=False)
+    assert isinstance(bus, BusConnection)
+    client = TasksClient(bus, timeout_s=2.5)
+    assert client.get_all_tasks() == {}
+    real_drain, real_publish = bus.drain, bus.publish
+    lost_at: list[float] = []
+    drop = [2]  # the publish lost with the connection, then the one sent after it
+    sent: list[bytes] = []
+
+    def drain_losing_once(timeout_s: float) -> bool:
+        if not lost_at:
+            lost_at.append(time.monotonic())
+            raise bus.link.lost_errors[0]("connection lost")
+        return real_drain(timeout_s)
+
+    def publish_dropping(body: bytes, **kwargs: Any) -> None:
+        if kwargs.get("routing_key") == names.RPC_QUEUE:
+            sent.append(body)
+            if drop[0] > 0:
+                drop[0] -= 1
+                return
+        real_publish(body, **kwargs)
+
+    monkeypatch.setattr(bus, "drain", drain_losing_once)
+    monkeypatch.setattr(bus, "publish", publish_dropping)
+    assert client.get_all_tasks() == {}  # sent again at 2 s unanswered, on a new connection
+    assert len(sent) == 3
+    assert bus.reconnects == 2
+    time.sleep(max(0.0, lost_at[0] + 3.5 - time.monotonic()))  # past the window from the loss
+    sent.clear()
+    drop[0] = 100
+    with pytest.raises(DeadlineExceeded):
+        client.get_all_tasks()
+    assert len(sent) == 1  # the window closed 3 s after the loss, not after the re-send
+    assert bus.reconnects == 2
     client.close()
