@@ -70,6 +70,20 @@ def test_a_consume_that_meets_a_lost_connection_is_started_by_the_reconnect_once
     assert got == [b'{"n": 1}']  # one consumer: delivered once
 
 
+def test_a_publish_whose_declare_meets_a_lost_connection_is_sent_on_the_new_one(
+    memory_broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first publish to the events exchange declares it (and the events queue) after the
+    # producer was made: the recovery replaced the producer's connection (it went to None).
+    bus = memory_broker.connection(confirm_publish=False)
+    assert isinstance(bus, BusConnection)
+    bus.connect()
+    calls = lose_once(monkeypatch, Declarations, "declare", bus.link.lost_errors[0])
+    bus.publish(b'{"n": 1}', exchange=names.EVENTS_EXCHANGE, routing_key="task.vdsm.created")
+    assert (len(calls), bus.reconnects) == (3, 1)  # the exchange, again on the new connection, the queue
+    assert bus.admin().queue_size(names.EVENTS_QUEUE) == 1  # sent once, on the new connection
+
+
 def test_a_channel_refused_while_declaring_is_raised_not_retried(
     memory_broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
