@@ -227,7 +227,7 @@ class BusConnection:
         """
         if self._inbox.running:
             raise ReentrantDrain("a handler drained the connection that runs it")
-        if self._sender.broken:
+        if self._sender.broken or self._link.lost:  # lost under an earlier call: not used as it is
             self.recover()
         if self._claims.held:
             self._claims.renew(self._link.channel)

@@ -147,6 +147,19 @@ class Link:
         """Those of :attr:`errors` that mean the connection itself was lost (not a channel refused)."""
         return (*self.conn.connection_errors, OperationalError)
 
+    @property
+    def lost(self) -> bool:
+        """True when the AMQP connection made was lost (a read or a write failed), not yet renewed."""
+        connection = getattr(self.conn, "_connection", None) if self.is_amqp else None
+        return connection is not None and not connection.connected
+
+    def _unless_lost(self) -> None:
+        """A lost connection raises (one of :attr:`lost_errors`) rather than be used: kombu would
+        connect again in place on its next use (a read, a channel, a connect), to the same node,
+        without the consumers a recovery restores, and drop the lost socket unclosed."""
+        if self.lost:
+            raise ConnectionError(f"the connection to {redact_url(self.node_url)} was lost")
+
     # -- deadlines and stops --------------------------------------------------------------
 
     @contextmanager
@@ -203,9 +216,11 @@ class Link:
 
         Raises:
             BrokerRefused: when the broker refuses the login or the vhost (not retried).
-            one of :attr:`errors`: the last attempt's error, when giving up.
+            one of :attr:`errors`: the last attempt's error, when giving up; at once when
+                the connection made was lost (:attr:`lost`: :meth:`renew` it first).
         """
         retries = self.connect_retries if max_retries == "default" else max_retries
+        self._unless_lost()
         while not self.conn.connected:
             if self.refused is not None:
                 raise self.refused
@@ -308,13 +323,16 @@ class Link:
     @property
     def channel(self) -> Any:
         """The connection's default channel (connects first if needed)."""
+        self._unless_lost()
         return self.conn.default_channel
 
     def new_channel(self) -> Any:
+        self._unless_lost()
         return self.conn.channel()
 
     def drain_events(self, timeout_s: float) -> bool:
         """Read what the broker sent within ``timeout_s`` (callbacks only queue it); False if nothing."""
+        self._unless_lost()
         if self.is_amqp:
             now = time.monotonic()
             if now - self._last_heartbeat >= 1.0:

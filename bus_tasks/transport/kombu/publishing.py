@@ -116,6 +116,10 @@ class Sender:
             )
             log.warning("not published: %s", detail)
             raise PublishRefused(detail)
+        if self._link.lost and not self.broken:
+            # A read found it lost and its caller did not recover it (a control call is not
+            # sent twice): the message goes on the connection that replaces it.
+            self.lost()
         if not self.confirming:
             if self.broken:
                 # Restore consumers first: a request sent before its reply queue is back
