@@ -222,9 +222,7 @@ class TasksClient:
     ) -> bytes:
         """Send the request and wait for its reply. After a lost connection, reconnect and send
         it again, unless it may have reached the aggregator and changes something."""
-        if not self._started:
-            # Retries as the connection says (with back-off, within the deadline): when it
-            # gives up, reconnecting again below would only repeat that.
+        if not self._started:  # retries as the connection says, within the deadline: not again below
             self.connection.connect()
         sent = False
         probe_at = resend_at = 0.0  # when to ask whether anything consumes the RPC queue (0: asked)
@@ -232,6 +230,8 @@ class TasksClient:
             try:
                 if not sent:
                     self._start()
+                    if not safe:  # a connection lost while this client was idle is found before
+                        self.connection.drain(0)  # the call goes, and the call goes on a new one
                     sent = True  # from here the aggregator may get it, even if publishing fails
                     self._send(body, correlation_id, deadline, rpc_queue or self.rpc_queue)
                     probe_at = 0.0 if self.wait_for_aggregator else time.monotonic() + PROBE_AFTER_S

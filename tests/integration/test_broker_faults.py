@@ -338,3 +338,23 @@ def test_a_stop_whose_connection_drops_fails_at_once_and_the_next_stop_recovers_
     assert stopped == [first.id, second.id]
     client.close()
 
+
+def test_a_stop_from_a_client_whose_connection_dropped_while_it_was_idle_goes_on_a_new_connection(
+    rabbitmq_broker: Broker, start_system: SystemFactory, proxies: tuple[FaultProxy, FaultProxy]
+) -> None:
+    # Not lost after it was sent (then it is not sent twice): lost before, unseen by the client.
+    _, proxy = proxies
+    system = start_system(rabbitmq_broker)
+    publisher = system.publisher("vdsm", listen=True)
+    stopped: list[str] = []
+    publisher.on_stop(stopped.append)
+    task = publisher.create("copyImage", state=State.RUNNING)
+    client = TasksClient(
+        transport.open(rabbitmq_broker.via(proxy.port), BusOptions(confirm_publish=False, heartbeat_s=2.0)),
+        timeout_s=10.0,
+    )
+    wait_until(lambda: task.id in client.get_all_tasks(), timeout_s=10.0)
+    proxy.drop_all()
+    assert client.stop_task(task.id) is True
+    assert stopped == [task.id]
+    client.close()
