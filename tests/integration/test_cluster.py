@@ -12,13 +12,14 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from support.brokers import CI, Broker, SystemFactory
 from support.own_cluster import OwnCluster
 from support.own_rabbit import OwnRabbit, available
+from support.timing import LATE_S
 from support.vdsm_stomp import RawVdsmClient
 
 from bus_tasks import names, transport
@@ -396,4 +397,120 @@ def test_kill_of_a_replicas_node_then_of_the_stomp_doors_fails_no_call_and_the_r
             stomp.join(15.0)
             stomp.client.close()
             looping.client.close()
+            publisher.close()
+
+
+class HeldStops:
+    """A subsystem's stop handler that holds its answer until :attr:`release` is set: a stop is
+    then published and not answered, for as long as the test needs. Counts each stop's effect."""
+
+    def __init__(self) -> None:
+        self.stopped: list[str] = []
+        self.arrived = threading.Event()  # a stop reached the subsystem
+        self.release = threading.Event()
+
+    def __call__(self, task_id: str) -> None:
+        self.stopped.append(task_id)
+        self.arrived.set()
+        self.release.wait(30.0)
+
+
+class ControlCall(threading.Thread):
+    """One control call in a thread of its own: its outcome (a result or a BusTasksError's code)
+    and how long it took."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self.call = call
+        self.outcome: object = None
+        self.took_s = 0.0
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            self.outcome = self.call()
+        except BusTasksError as exc:
+            self.outcome = exc.code
+        self.took_s = time.monotonic() - started
+
+
+def stomp_stop(door: RunningFrontDoor, task_id: str) -> object:
+    """Task.stop through the STOMP door: its result, or its error's code."""
+    client = RawVdsmClient(door.port, timeout_s=30.0)  # the door answers every call by 10 s
+    try:
+        assert client.connect().command == "CONNECTED"
+        reply = client.call("Task.stop", {"taskID": task_id})
+    finally:
+        client.close()
+    return reply["result"] if "result" in reply else reply["error"]["code"]
+
+
+def test_kill_of_the_node_of_a_client_and_a_stomp_door_with_stops_in_flight_answers_in_time_stops_once_and_stop_works_again(
+    cluster: OwnCluster, vhost: str, start_system: SystemFactory
+) -> None:
+    n1, n2, n3 = cluster.nodes
+    # The aggregator on n1, two subsystems on n3, a client and the STOMP door on n2. Each
+    # subsystem holds its answer to a stop: n2 is killed while a stop from the client (to vdsm)
+    # and one through the door (to gluster) are published and not answered. A control call is
+    # never sent twice: its caller hears the answer or code 100, by its deadline.
+    quorum = TopologyOptions(queue_type="quorum")
+    system = start_system(Broker("rabbitmq", cluster.url(vhost)), options=quorum)
+    subsystem_url = cluster.url(vhost, [n3, n1, n2])
+    held = {name: HeldStops() for name in ("vdsm", "gluster")}
+    publishers: dict[str, TaskPublisher] = {}
+    controls: list[Bus] = []
+    for name, stops in held.items():
+        publishers[name] = TaskPublisher(open_bus(subsystem_url, queue_type="quorum"), name)
+        publishers[name].on_stop(stops)
+        controls.append(open_bus(subsystem_url, confirm=False, queue_type="quorum"))
+        system.serve(publishers[name], controls[-1])
+    tasks = {
+        name: [publisher.create("copyImage", state="running").id for _ in range(2)]
+        for name, publisher in publishers.items()
+    }
+    for publisher in publishers.values():
+        publisher.flush(10.0)
+    client_url = cluster.url(vhost, [n2, n3, n1])
+    door_bus = open_bus(client_url, confirm=False)
+    client = TasksClient(open_bus(client_url, confirm=False), timeout_s=10.0)
+    try:
+        with RunningFrontDoor(door_bus, timeout_s=10.0) as door:
+            everything = {t for ids in tasks.values() for t in ids}
+            wait_until(lambda: everything <= client.get_all_tasks().keys(), timeout_s=30.0)
+            assert node_of(cluster, client.connection) is node_of(cluster, door_bus) is n2
+
+            by_client = ControlCall(lambda: client.stop_task(tasks["vdsm"][0]))
+            by_door = ControlCall(lambda: stomp_stop(door, tasks["gluster"][0]))
+            sent_at = time.monotonic()
+            by_client.start()
+            by_door.start()
+            assert [stops.arrived.wait(10.0) for stops in held.values()] == [True, True]
+            cluster.kill(n2)  # both stops reached their subsystems; neither is answered yet
+            by_client.join(20.0)  # the client hears of its lost connection at once
+            for stops in held.values():
+                stops.release.set()
+            by_door.join(20.0)
+            assert (by_client.is_alive(), by_door.is_alive()) == (False, False)
+            # Code 100 by the deadline: the client's at once (BrokerUnavailable: its reply queue
+            # went with n2); the door's the answer, if its new reply queue got it, or code 100.
+            assert (by_client.outcome, by_door.outcome in (True, 100)) == (100, True), by_door.outcome
+            assert max(by_client.took_s, by_door.took_s) <= 10.0 + LATE_S
+
+            # Stop works again within seconds, from the same client and through the same door.
+            second = ControlCall(lambda: client.stop_task(tasks["vdsm"][1]))
+            second.run()
+            assert (second.outcome, node_of(cluster, client.connection) is not n2) == (True, True)
+            assert second.took_s <= 10.0
+            assert stomp_stop(door, tasks["gluster"][1]) is True
+            assert node_of(cluster, door_bus) is not n2
+            # Each stop had its effect once, none a second: watched until the first ones' deadline.
+            time.sleep(max(sent_at + 10.0 + LATE_S - time.monotonic(), 0.0))  # a window, not a sync
+            assert {name: stops.stopped for name, stops in held.items()} == tasks
+        cluster.restart(n2)
+    finally:
+        client.close()
+        system.stop_threads()
+        for control in controls:
+            control.close()
+        for publisher in publishers.values():
             publisher.close()
