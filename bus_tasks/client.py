@@ -83,16 +83,12 @@ class TasksClient:
         self._queue = ""  # the reply queue's name, once declared
         self._started = False
         self._failed_over_at = -FAILOVER_WINDOW_S  # when this client last recovered its connection
-        # Checked on the current connection (again after a reconnect).
-        self._rpc_queue_checked = wait_for_aggregator
+        self._rpc_queue_checked = wait_for_aggregator  # on the current connection (again after a reconnect)
         self._abandoned = threading.Event()  # see abandon()
 
     def _start(self) -> None:
-        """Declare the reply queue and consume it (once); check the RPC queue (once per connection).
-
-        Raises:
-            NoAggregator: when the RPC queue does not exist on the broker.
-        """
+        """Declare the reply queue and consume it (once); check the RPC queue (once per connection):
+        ``NoAggregator`` when it does not exist on the broker."""
         if not self._started:
             self._queue = self.connection.topology.declare_reply_queue(names.REPLY_QUEUE_PREFIX)
             self._started = True  # from here on, a reconnect re-declares and re-consumes it
@@ -259,11 +255,9 @@ class TasksClient:
         return self._replies.pop(correlation_id)
 
     def _fail_over(self, *, lost: bool = True) -> bool:
-        """A new connection, maybe to another node; False: the call is not sent on it yet.
-
-        ``lost``: the old one was lost, which opens the window for sending reads again; one
-        replaced to send a read again does not (else slow replies would keep it open).
-        """
+        """A new connection, maybe to another node; False: the call is not sent on it yet. ``lost``:
+        the old one was lost, which opens the window for sending reads again; a new one made to
+        send a read again does not (else slow replies would keep it open)."""
         self.connection.recover()
         if lost:
             self._failed_over_at = time.monotonic()
