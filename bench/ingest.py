@@ -172,7 +172,8 @@ def through_aggregator(
     Timed from its first event to the commit that reaches ``end``; with ``from_start``, from
     before it is made (store opened, connected, declared: what a new replica takes to catch up).
     ``settings``: the aggregator of ``bus-tasks serve`` instead (``wiring.aggregator``: their
-    broker, TLS login, identity, confirms, policy), whose prefetch must be ``prefetch``.
+    broker, TLS login, identity, confirms, policy), whose prefetch must be ``prefetch``, run with
+    serve's garbage collector thresholds (``wiring.serve_gc``, put back after).
     """
     with tempfile.TemporaryDirectory(prefix="bus_tasks_bench_") as data_dir:
         inner, described = default_store(Path(data_dir))
@@ -188,7 +189,8 @@ def through_aggregator(
         else:
             aggregator = wiring.aggregator(settings, store=store)
             check(aggregator.policy.prefetch_count == prefetch, "the prefetch differs from the raw side's")
-        with RunningAggregator(aggregator) as running:
+        tuned = contextlib.nullcontext() if settings is None else wiring.serve_gc()
+        with tuned, RunningAggregator(aggregator) as running:
             if not store.done.wait(DRAIN_TIMEOUT_S):
                 raise TimeoutError(f"the aggregator reached revision {aggregator.view.revision} of {end}")
             counts = dict(running.counts)

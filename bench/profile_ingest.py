@@ -1,11 +1,11 @@
 """Where the aggregator's ingest spends its CPU: not a figure, a tool behind ``ingest`` and
 ``tls_ingest`` (issue 23).
 
-``python -m bench.profile_ingest [--tls] [--tasks N] [--top N] [--sort tottime]``
+``python -m bench.profile_ingest [--tls [--python-gc]] [--tasks N] [--top N] [--sort tottime]``
 
 Fills an event log as those figures do (on the shared RabbitMQ in a vhost of its own, or with
 ``--tls`` on a TLS node of its own, certificate login, ``identity = "broker"``), then a new
-aggregator (empty default store, made as the figure makes it) reads all of it with
+aggregator (empty default store, made and run as the figure does) reads all of it with
 :mod:`cProfile` on, in this thread; prints the CPU per event and the top functions. cProfile
 adds its own cost to every call: compare its figures with each other, not with the bench's.
 """
@@ -13,6 +13,7 @@ adds its own cost to every call: compare its figures with each other, not with t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import json
 import pstats
@@ -65,18 +66,22 @@ def tls_settings() -> Iterator[tuple[Settings, Settings]]:
 
 
 def profiled_read(
-    url: str, end: int, settings: Settings | None, *, profile: cProfile.Profile | None
+    url: str, end: int, settings: Settings | None, *, profile: cProfile.Profile | None, serve_gc: bool = True
 ) -> tuple[float, float]:
     """A new aggregator reads the log to ``end`` (under ``profile`` if given); returns the CPU
-    seconds of this thread and the wall seconds of its run (start-up included)."""
+    seconds of this thread and the wall seconds of its run (start-up included). With
+    ``settings``, it runs as serve runs it: with ``wiring.serve_gc`` unless not ``serve_gc``."""
     with tempfile.TemporaryDirectory(prefix="bus_tasks_profile_") as data_dir:
         inner, _ = default_store(Path(data_dir))
         aggregator: Aggregator
         store = CountingStore(inner, lambda: aggregator.view.revision, end)
+        tuned: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if settings is None:
             aggregator = Aggregator(transport.open(url), store=store, policy=AggregatorPolicy())
         else:
             aggregator = wiring.aggregator(settings, store=store)
+            if serve_gc:
+                tuned = wiring.serve_gc()
         stop = threading.Event()
 
         def stop_when_done() -> None:
@@ -88,7 +93,8 @@ def profiled_read(
         cpu_at, wall_at = time.thread_time(), time.perf_counter()
         if profile is not None:
             profile.enable()
-        aggregator.run(stop)
+        with tuned:
+            aggregator.run(stop)
         if profile is not None:
             profile.disable()
         cpu_s, wall_s = time.thread_time() - cpu_at, time.perf_counter() - wall_at
@@ -105,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sort", default="tottime", help="pstats sort key (tottime, cumulative)")
     parser.add_argument("--out", type=Path, help="also save the profile there (pstats format)")
     parser.add_argument(
+        "--python-gc", action="store_true", help="with --tls: Python's GC thresholds, not serve's"
+    )
+    parser.add_argument(
         "--no-profile", action="store_true", help="without cProfile: for a sampling profiler (py-spy)"
     )
     args = parser.parse_args(argv)
@@ -113,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.tls:
         with tls_settings() as (publisher, aggregator):
             end = fill(aggregator.broker, bodies, settings=publisher)
-            cpu_s, wall_s = profiled_read(aggregator.broker, end, aggregator, profile=profile)
+            cpu_s, wall_s = profiled_read(
+                aggregator.broker, end, aggregator, profile=profile, serve_gc=not args.python_gc
+            )
     else:
         with rabbitmq_vhost("profile") as url:
             new_log(url)

@@ -75,7 +75,8 @@ def serve(settings: Settings) -> int:
                 raise
         systemd.notify_when_ready(aggregator.ready, stop)  # at its "aggregator ready" line
         try:
-            aggregator.run(stop)
+            with wiring.serve_gc():
+                aggregator.run(stop)
         finally:
             # The store is closed: the next serve may have the directory while this one's HTTP
             # door ends its streams (systemd restarts it at once, not when the door is done).

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -36,6 +39,30 @@ def stop_on_signals(log: logging.Logger) -> threading.Event:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     return stop
+
+
+# The cyclic GC's thresholds while ``serve`` runs (generations 0, 1, 2; Python's are 700, 10, 10).
+SERVE_GC_THRESHOLD = (50_000, 20, 100)
+
+
+@contextmanager
+def serve_gc() -> Iterator[None]:
+    """The cyclic garbage collector set for an aggregator's ingest while the block runs.
+
+    Each event leaves a few containers alive (its entry, the change feed's record) and makes
+    dozens that reference counting frees; at Python's thresholds that is a young collection every
+    ~100 events and, now and then, a full one through every object of the process (its modules,
+    kombu, pydantic's schemas): about 8% of the aggregator thread's CPU at ingest. The aggregator
+    makes almost no cycles (244 objects found by the collector in 12,000 events), so collecting
+    less often keeps little garbage longer. Process-wide, so the composition root sets it (and
+    the bench, to measure the aggregator as serve runs it), never the library.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(*SERVE_GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def warn_if_identity_off(settings: Settings, log: logging.Logger) -> None:

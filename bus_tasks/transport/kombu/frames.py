@@ -1,0 +1,77 @@
+"""The AMQP frames that have arrived, read in chunks and handed to py-amqp's own frame handler.
+
+py-amqp reads a frame in three reads of exact sizes (its 7-byte header, its payload, its end
+octet), each in ``blocking_read`` under ``having_timeout`` (a context manager): nine reads a
+delivery (method, content header, body), each a system call on plain AMQP or an SSL read over
+TLS, a quarter of an aggregator thread's ingest CPU. Here the non-blocking socket is read a
+chunk at a time and each complete frame goes to ``on_inbound_frame``, py-amqp's handler behind
+``blocking_read``: the same checks, heart-beat accounting and dispatch. What is left of an
+incomplete frame stays where py-amqp's next read of its own starts (its ``_read_buffer``).
+"""
+
+from __future__ import annotations
+
+import ssl
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from amqp.exceptions import UnexpectedFrame
+
+CHUNK_BYTES = 65536  # a read's most; over TLS a read returns one record (16 KiB) at most
+FRAME_END = 206
+_HEADER = struct.Struct(">BHI")  # frame type, channel, payload size
+_HEADER_BYTES = _HEADER.size
+_NOTHING_YET = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def read_ready(connection: Any, more: Callable[[], bool]) -> None:
+    """Hand each frame the socket of ``connection`` (py-amqp's, made non-blocking by the caller)
+    has, or holds already, to its frame handler, while ``more()``; returns when none is complete.
+
+    Raises:
+        OSError: the socket's error, or a closed connection (the transport is marked
+            disconnected, as py-amqp marks it).
+        UnexpectedFrame: a frame that does not end with its end octet.
+        whatever py-amqp's handler raises for a frame (a connection or channel closed).
+    """
+    transport = connection.transport
+    sock = transport.sock
+    on_frame = connection.on_inbound_frame
+    unpack_from = _HEADER.unpack_from
+    buffer: bytes = transport._read_buffer
+    start = 0
+    try:
+        while more():
+            if len(buffer) - start >= _HEADER_BYTES:
+                frame_type, channel, size = unpack_from(buffer, start)
+                end = start + _HEADER_BYTES + size
+                if end < len(buffer):
+                    if buffer[end] != FRAME_END:
+                        raise UnexpectedFrame(f"Received frame_end {buffer[end]:#04x} while expecting 0xce")
+                    payload = buffer[start + _HEADER_BYTES : end]
+                    start = end + 1  # taken before it is handled, as py-amqp's read takes it
+                    on_frame((frame_type, channel, payload))
+                    continue
+            chunk = _receive(transport, sock)
+            if chunk is None:
+                return
+            buffer = buffer[start:] + chunk
+            start = 0
+    finally:
+        transport._read_buffer = buffer[start:]
+
+
+def _receive(transport: Any, sock: Any) -> bytes | None:
+    """What the socket has now, None if nothing yet."""
+    try:
+        chunk: bytes = sock.recv(CHUNK_BYTES)
+    except _NOTHING_YET:
+        return None
+    except OSError:
+        transport.connected = False
+        raise
+    if not chunk:
+        transport.connected = False
+        raise OSError("Server unexpectedly closed connection")  # py-amqp's words for it
+    return chunk
