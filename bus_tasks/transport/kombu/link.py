@@ -336,10 +336,17 @@ class Link:
         On AMQP the socket is made non-blocking once for the whole loop: each read of py-amqp
         with a time-out of its own (``drain_events(0)``) makes it non-blocking and back for every
         frame, two system calls a frame, six a message, a tenth of an aggregator's ingest CPU.
+        On Redis it reads nothing more (see below).
 
         Raises:
             the transport's connection errors, as :meth:`drain_events`.
         """
+        if self.scheme in REDIS_SCHEMES:
+            # The read before took up to the prefetch room of the queue it served (redis_tuning's
+            # RPOP after the BRPOP); another queue's messages come at the next drain, at once. One
+            # more read is a whole kombu poll of every channel: 50-70 us of CPU that mostly finds
+            # nothing, paid by each request and each reply (docs/performance.md, round 3).
+            return
         sock = getattr(getattr(self.conn, "_connection", None), "sock", None) if self.is_amqp else None
         if sock is None:
             while more() and self.drain_events(0):
