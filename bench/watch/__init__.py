@@ -14,9 +14,9 @@ with the default store (SQLite in a temp dir), as it is deployed.
   durable classic queue, and a kombu consumer of that queue (a thread) receives it. Repetitions
   alternate the sides; p50 and p99 are over every sample of a side, the ratio is the median of the
   per-repetition ratios of p50. Target: <= 1.5. Two controls without target, in the note, taken
-  in the same rotation: the same raw publish to a stream of its own and a raw consumer of it
-  (offset ``next``), what the first hop costs by itself through a stream rather than a classic
-  queue; and the watch's two hops in raw kombu, publish to a stream, a relay in a child process
+  in the same rotation with half the samples a repetition: the same raw publish to a stream of
+  its own and a raw consumer of it (offset ``next``), what the first hop costs by itself through a
+  stream rather than a classic queue; and the watch's two hops in raw kombu, publish to a stream, a relay in a child process
   that consumes it and republishes each body (transient) to a queue, and that queue's consumer:
   the floor of the path, with nothing done at either end or in between.
 - **ingest with watchers**: events/s of a new aggregator (a child process, empty default store)

@@ -26,6 +26,7 @@ from bus_tasks.testing import RunningAggregator
 SAMPLES = Sizes(full=250, quick=30)  # per side and repetition
 LATENCY_REPS = Sizes(full=5, quick=1)
 WARMUP = 20  # samples of each side before the repetitions, not counted
+CONTROL_SHARE = 2  # the two controls (the note's, no target) take SAMPLES / 2 a repetition
 INTERVAL_S = 0.02  # one update every 20 ms (or once the previous one arrived, if later)
 
 
@@ -206,9 +207,14 @@ def measure_latency(url: str, samples: int, reps: int, *, one_hop: bool = False)
             measure(side, WARMUP, keep=False)
 
         p50s: dict[str, list[float]] = {side.name: [] for side in order}
+        # Each sample is paced (INTERVAL_S): the controls' p50s need fewer than the target's sides,
+        # and four full sides were two thirds of figure 9's time.
+        controls = (stream, two_hops)
         for rep in range(reps):
             for side in order[rep % len(order) :] + order[: rep % len(order)]:
-                p50s[side.name].append(measure(side, samples))
+                p50s[side.name].append(
+                    measure(side, samples // CONTROL_SHARE if side in controls else samples)
+                )
         stack.close()  # the watcher first: an aggregator that stops sends it looking for another
         counts = served.call("stop")
         relay.call("stop")

@@ -24,8 +24,16 @@ class Socket:
     def __init__(self, chunks: list[bytes], *, closed: bool = False) -> None:
         self.chunks = list(chunks)
         self.closed = closed
+        self.timeout: float | None = 5.0  # py-amqp's, blocking with a time-out
+
+    def gettimeout(self) -> float | None:
+        return self.timeout
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
 
     def recv(self, size: int) -> bytes:
+        assert self.timeout == 0, "read while blocking"
         if self.chunks:
             return self.chunks.pop(0)[:size]
         if self.closed:
@@ -116,3 +124,17 @@ def test_a_frame_handled_with_an_error_is_taken_all_the_same() -> None:
         read_ready(connection, lambda: True)
 
     assert connection.transport._read_buffer == STREAM[len(wire(*FRAMES[0])) :]
+
+
+@pytest.mark.parametrize("closed", [False, True])
+def test_the_socket_reads_without_blocking_and_gets_its_time_out_back_after(closed: bool) -> None:
+    connection = Connection([STREAM], closed=closed)
+
+    if closed:
+        with pytest.raises(OSError, match="closed"):
+            read_ready(connection, lambda: True)
+    else:
+        read_ready(connection, lambda: True)
+
+    assert connection.frames == FRAMES
+    assert connection.transport.sock.timeout == 5.0

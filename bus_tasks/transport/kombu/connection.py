@@ -231,13 +231,17 @@ class BusConnection:
             self.recover()
         if self._claims.held:
             self._claims.renew(self._link.channel)
-        got = bool(self._inbox) or self._link.drain_events(timeout_s)
-        # Then what has arrived already, without waiting: the loop's work per turn (its flushes,
-        # its change feed) is shared by the deliveries of a turn instead of paid by each.
+        inbox = self._inbox
+        got = bool(inbox) or self._link.drain_events(timeout_s)
+        # What came is handled before reading on: a lone request is answered without waiting
+        # for one more read (11-14 us on AMQP). Then what has arrived already, without waiting:
+        # the loop's work per turn (its flushes, its change feed) is shared by the deliveries of
+        # a turn instead of paid by each.
+        handled = inbox.run()
         if got:
-            inbox = self._inbox
             self._link.drain_ready(lambda: len(inbox) < DRAIN_BATCH)
-        return self._inbox.run() > 0 or got
+            handled += inbox.run()
+        return handled > 0 or got
 
     def recover(self, max_retries: Retries = "default") -> None:
         """Reconnect after a lost connection: re-declare, restart consumers, re-send unconfirmed.

@@ -22,9 +22,7 @@ import time
 import uuid
 from typing import Any
 
-import redis
 from amqp.exceptions import ResourceLocked
-from redis.exceptions import WatchError
 
 from bus_tasks.errors import QueueInUse
 from bus_tasks.transport.kombu import entities
@@ -124,6 +122,8 @@ class Claims:
 
     def _if_ours(self, client: Any, key: str, change: Any) -> bool:
         """Apply ``change`` to ``key`` if it still holds this connection's token (WATCH/MULTI)."""
+        from redis.exceptions import WatchError  # noqa: PLC0415 - see _redis
+
         with client.pipeline() as pipe:
             try:
                 pipe.watch(key)
@@ -139,4 +139,8 @@ class Claims:
 
 def _redis(channel: Any) -> Any:
     """A plain client on the kombu Redis channel's pool (its own client prefixes some keys only)."""
+    # Imported here: every connection imports this module, and redis-py is 0.1-0.3 s of an AMQP
+    # process's start (a tenth of serve's fixed cost, docs/performance.md) that it never uses.
+    import redis  # noqa: PLC0415
+
     return redis.Redis(connection_pool=channel.client.connection_pool)

@@ -11,6 +11,7 @@ incomplete frame stays where py-amqp's next read of its own starts (its ``_read_
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import struct
 from collections.abc import Callable
@@ -26,8 +27,9 @@ _NOTHING_YET = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 def read_ready(connection: Any, more: Callable[[], bool]) -> None:
-    """Hand each frame the socket of ``connection`` (py-amqp's, made non-blocking by the caller)
-    has, or holds already, to its frame handler, while ``more()``; returns when none is complete.
+    """Hand each frame the socket of ``connection`` (py-amqp's) has, or holds already, to its
+    frame handler, while ``more()``; returns when none is complete. The socket is non-blocking
+    for the whole loop, and gets its time-out back after.
 
     Raises:
         OSError: the socket's error, or a closed connection (the transport is marked
@@ -41,6 +43,8 @@ def read_ready(connection: Any, more: Callable[[], bool]) -> None:
     unpack_from = _HEADER.unpack_from
     buffer: bytes = transport._read_buffer
     start = 0
+    was = sock.gettimeout()
+    sock.settimeout(0)
     try:
         while more():
             if len(buffer) - start >= _HEADER_BYTES:
@@ -60,6 +64,8 @@ def read_ready(connection: Any, more: Callable[[], bool]) -> None:
             start = 0
     finally:
         transport._read_buffer = buffer[start:]
+        with contextlib.suppress(OSError):  # closed meanwhile: its own error tells why
+            sock.settimeout(was)
 
 
 def _receive(transport: Any, sock: Any) -> bytes | None:

@@ -13,7 +13,6 @@ inside its retry loop, which the shared back-off replaces.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -356,11 +355,17 @@ class Link:
         with a time-out of its own (``drain_events(0)``) makes it non-blocking and back for every
         frame, two system calls a frame, six a message, a tenth of an aggregator's ingest CPU.
         The frames are read in chunks (:func:`~bus_tasks.transport.kombu.frames.read_ready`),
-        not in py-amqp's three reads each.
+        not in py-amqp's three reads each. On Redis it reads nothing more (see below).
 
         Raises:
             the transport's connection errors, as :meth:`drain_events`.
         """
+        if self.scheme in REDIS_SCHEMES:
+            # The read before took up to the prefetch room of the queue it served (redis_tuning's
+            # RPOP after the BRPOP); another queue's messages come at the next drain, at once. One
+            # more read is a whole kombu poll of every channel: 50-70 us of CPU that mostly finds
+            # nothing, paid by each request and each reply (docs/performance.md, round 3).
+            return
         amqp_conn = getattr(self.conn, "_connection", None) if self.is_amqp else None
         sock = getattr(amqp_conn, "sock", None)
         if sock is None:
@@ -370,16 +375,11 @@ class Link:
         # The first read as usual: the heartbeat's check, which may write, while the socket blocks.
         if not (more() and self.drain_events(0)):
             return
-        was = sock.gettimeout()
-        sock.settimeout(0)
         try:
             frames.read_ready(amqp_conn, more)
         except Exception as exc:
             self.closed_with = exc  # as drain_events
             raise
-        finally:
-            with contextlib.suppress(OSError):  # closed meanwhile: its own error tells why
-                sock.settimeout(was)
 
     def fileno(self) -> int | None:
         """The AMQP socket's descriptor while connected; None otherwise (or on other brokers)."""
