@@ -50,6 +50,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check bus_tasks tests bench
+	$(BIN)/ruff format --check bus_tasks tests bench
 	$(BIN)/mypy bus_tasks bench tests
 
 test: lint

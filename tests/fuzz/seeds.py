@@ -204,7 +204,20 @@ def dictionary(target: str) -> list[bytes]:
             "1979-05-27T07:32:00Z",
         ]
     elif target == "http_query":
-        words = ["tag=", "match=", "since=", "limit=", "continue=", "match=all", "match=any", "&", "%3A", "%00", "+", "\n"]
+        words = [
+            "tag=",
+            "match=",
+            "since=",
+            "limit=",
+            "continue=",
+            "match=all",
+            "match=any",
+            "&",
+            "%3A",
+            "%00",
+            "+",
+            "\n",
+        ]
     else:
         raise KeyError(target)
     return [word.encode() for word in words]

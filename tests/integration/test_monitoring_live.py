@@ -30,7 +30,16 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _serve(url: str, data_dir: Path, name: str) -> tuple[Process, str]:
-    argv = [str(BIN / "bus-tasks"), "serve", "--broker", url, "--data-dir", str(data_dir), "--http", "127.0.0.1:0"]
+    argv = [
+        str(BIN / "bus-tasks"),
+        "serve",
+        "--broker",
+        url,
+        "--data-dir",
+        str(data_dir),
+        "--http",
+        "127.0.0.1:0",
+    ]
     env = {**os.environ, "BUS_TASKS_LOG_LEVEL": "INFO", "BUS_TASKS_AGGREGATOR_NAME": name}
     process = Process(argv, env=env)
     line = process.lines[process.wait_for_line("http serving on http://", timeout_s=READY_S)]
@@ -41,7 +50,16 @@ def _serve(url: str, data_dir: Path, name: str) -> tuple[Process, str]:
 
 
 def _stomp(url: str) -> tuple[Process, str]:
-    argv = [str(BIN / "bus-tasks"), "stomp", "--broker", url, "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
+    argv = [
+        str(BIN / "bus-tasks"),
+        "stomp",
+        "--broker",
+        url,
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ]
     process = Process(argv, env={**os.environ, "BUS_TASKS_LOG_LEVEL": "INFO"})
     line = process.lines[process.wait_for_line("stomp metrics on http://", timeout_s=READY_S)]
     match = re.search(r"stomp metrics on (http://127\.0\.0\.1:\d+)/metrics$", line)

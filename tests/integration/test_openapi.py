@@ -37,7 +37,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     data = tmp_path_factory.mktemp("openapi")
-    argv = [str(BIN / "bus-tasks"), "serve", "--broker", url, "--data-dir", str(data), "--http", "127.0.0.1:0"]
+    argv = [
+        str(BIN / "bus-tasks"),
+        "serve",
+        "--broker",
+        url,
+        "--data-dir",
+        str(data),
+        "--http",
+        "127.0.0.1:0",
+    ]
     process = Process(argv, env={**os.environ, "BUS_TASKS_LOG_LEVEL": "INFO"})
     try:
         line = process.lines[process.wait_for_line("http serving on http://", timeout_s=READY_S)]
@@ -46,7 +55,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.wait_for_line("aggregator ready", timeout_s=READY_S)
         for state, tag in (("running", "spm"), ("finished", "gluster")):
             subprocess.run(
-                [str(BIN / "bus-tasks"), "inject", "--broker", url, "--tag", tag, "--state", state, "--count", "2"],
+                [
+                    str(BIN / "bus-tasks"),
+                    "inject",
+                    "--broker",
+                    url,
+                    "--tag",
+                    tag,
+                    "--state",
+                    state,
+                    "--count",
+                    "2",
+                ],
                 check=True,
                 capture_output=True,
                 timeout=60,

@@ -31,7 +31,14 @@ def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
 def test_serve_says_ready_at_its_ready_line_and_stopping_on_sigterm(
     rabbitmq_broker: Broker, notify_socket: socket.socket, tmp_path: Path
 ) -> None:
-    argv = [str(BIN / "bus-tasks"), "serve", "--broker", rabbitmq_broker.url, "--data-dir", str(tmp_path / "d")]
+    argv = [
+        str(BIN / "bus-tasks"),
+        "serve",
+        "--broker",
+        rabbitmq_broker.url,
+        "--data-dir",
+        str(tmp_path / "d"),
+    ]
     env = {**os.environ, "BUS_TASKS_LOG_LEVEL": "INFO", "NOTIFY_SOCKET": notify_socket.getsockname()}
     process = Process(argv, env=env)
     try:

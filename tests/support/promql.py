@@ -9,7 +9,20 @@ from dataclasses import dataclass
 KEYWORDS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
 OPERATORS = frozenset({"and", "or", "unless", "bool", "offset"})
 AGGREGATIONS = frozenset(
-    {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk", "quantile"}
+    {
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+    }
 )
 SYNTHETIC = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
 """Series Prometheus adds to every scrape itself."""
@@ -43,7 +56,11 @@ def selectors(expr: str) -> list[Selector]:
         if token in KEYWORDS and following == "(":
             index = tokens.index(")", index) + 1  # label names, not metrics
             continue
-        if re.fullmatch(r"[A-Za-z_:][A-Za-z0-9_:]*", token) and token not in OPERATORS | AGGREGATIONS and following != "(":
+        if (
+            re.fullmatch(r"[A-Za-z_:][A-Za-z0-9_:]*", token)
+            and token not in OPERATORS | AGGREGATIONS
+            and following != "("
+        ):
             matchers: tuple[tuple[str, str, str], ...] = ()
             if following == "{":
                 end = tokens.index("}", index)

@@ -153,7 +153,9 @@ def test_an_unanswered_read_is_sent_again_every_quarter_of_its_time_until_its_de
         assert door.published[read] >= 4
         assert door.bus.reconnects == door.published[read] - 1
         unanswered = sent_at[2:]
-        assert all(b - a >= inflight.RESEND_AFTER_S - 0.05 for a, b in zip(sent_at[1:], unanswered, strict=False))
+        assert all(
+            b - a >= inflight.RESEND_AFTER_S - 0.05 for a, b in zip(sent_at[1:], unanswered, strict=False)
+        )
         assert unanswered[-1] < deadline  # nothing sent for a caller answered with a timeout
         assert read not in door.replies  # its caller gets code 100 from the door at its deadline
 

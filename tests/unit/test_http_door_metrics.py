@@ -40,7 +40,9 @@ def test_watchers_and_refusals_are_counted_as_the_door_fills_and_empties() -> No
             seen.append(_values(registry))
             async with session.get("/api/watch") as over:
                 assert over.status == 503
-            async with session.post("/api/tasks/00000000-0000-4000-8000-000000000001/stop", data=b"x" * 17) as big:
+            async with session.post(
+                "/api/tasks/00000000-0000-4000-8000-000000000001/stop", data=b"x" * 17
+            ) as big:
                 assert big.status == 413
             seen.append(_values(registry))
             first.close()

@@ -61,7 +61,9 @@ def test_every_alert_rule_has_a_unit_test() -> None:
     tested = {case["alertname"] for test in tests for case in test.get("alert_rule_test", [])}
     assert tested == ALERTS
     # and each is seen firing at least once, not only staying quiet
-    fired = {case["alertname"] for test in tests for case in test.get("alert_rule_test", []) if case["exp_alerts"]}
+    fired = {
+        case["alertname"] for test in tests for case in test.get("alert_rule_test", []) if case["exp_alerts"]
+    }
     assert fired == ALERTS
 
 
@@ -70,7 +72,9 @@ def test_every_query_names_a_bus_tasks_series_a_recorded_one_or_prometheus_own()
     for where, expr in expressions().items():
         names = {selector.name for selector in selectors(expr)}
         assert names, f"{where}: no metric in {expr!r}"
-        unknown = {n for n in names if not n.startswith(("bus_tasks_", "process_")) and n not in made | SYNTHETIC}
+        unknown = {
+            n for n in names if not n.startswith(("bus_tasks_", "process_")) and n not in made | SYNTHETIC
+        }
         assert unknown == set(), f"{where}: {expr!r}"
 
 

@@ -20,7 +20,11 @@ from bus_tasks.workers.cli import build_parser
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "deploy" / "systemd"
 INSTALLED_BIN = "/usr/local/bin/bus-tasks"
-NAMES = {"bus-tasks-serve.service": "serve", "bus-tasks-stomp.service": "stomp", "bus-tasks-gluster.service": "gluster"}
+NAMES = {
+    "bus-tasks-serve.service": "serve",
+    "bus-tasks-stomp.service": "stomp",
+    "bus-tasks-gluster.service": "gluster",
+}
 HARDENING = {
     "NoNewPrivileges": "yes",
     "ProtectSystem": "strict",
@@ -63,7 +67,12 @@ def _service(path: Path) -> dict[str, list[str]]:
 
 # Units ours require that other packages install (any other unknown unit is verify's finding).
 PACKAGED_ELSEWHERE = {"glusterd.service": "glusterfs-server"}
-SYSTEM_UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
+SYSTEM_UNIT_DIRS = (
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+)
 
 
 def _required_units(text: str) -> list[str]:
@@ -85,7 +94,9 @@ def test_systemd_analyze_verify_finds_nothing_to_say_about_the_unit(unit: str, t
     # A unit it requires that this machine lacks (glusterd.service comes with glusterfs-server,
     # which .ci/run installs, a developer's machine may not): a stand-in on the search path.
     for required in _required_units(text):
-        if required in PACKAGED_ELSEWHERE and not any((Path(d) / required).exists() for d in SYSTEM_UNIT_DIRS):
+        if required in PACKAGED_ELSEWHERE and not any(
+            (Path(d) / required).exists() for d in SYSTEM_UNIT_DIRS
+        ):
             (tmp_path / required).write_text("[Service]\nExecStart=/bin/true\n")
     done = subprocess.run(
         [str(analyze), "verify", str(tmp_path / unit)],

@@ -349,6 +349,7 @@ def test_a_filtered_watcher_skips_changes_it_does_not_select_but_its_revision_mo
         (e.kind, e.revision) for e in state.on_feed(feed(14, 16, change(15, "t1", ["gluster"], {"v": 3})))
     ] == [("bookmark", 16)]
 
+
 class Refusing(Recorder):
     """Refuses messages over ``limit`` bytes (as a broker's size limit), or fails the
     ``fail_at``-th publish as a lost connection would."""
