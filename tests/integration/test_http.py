@@ -78,10 +78,7 @@ def serve(vhost_broker: Broker, tmp_path: Path) -> Iterator[Serve]:
         argv += ["--data-dir", str(tmp_path / "data"), "--http", "127.0.0.1:0", *args]
         process = Process(argv, env={**os.environ, "BUS_TASKS_LOG_LEVEL": "INFO", **env}, cwd=tmp_path)
         started.append(process)
-        line = process.lines[process.wait_for_line("http serving on http://", timeout_s=READY_TIMEOUT_S)]
-        match = re.search(r"http serving on (http://127\.0\.0\.1:\d+)$", line)
-        assert match is not None, line
-        served = Served(process, match.group(1))
+        served = Served(process, process.wait_for_http(timeout_s=READY_TIMEOUT_S))
         process.wait_for_line("aggregator ready", timeout_s=READY_TIMEOUT_S)
         wait_until(lambda: request(served, "/readyz")[0] == 200, timeout_s=READY_TIMEOUT_S, what="readyz")
         return served

@@ -30,23 +30,13 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _serve(url: str, data_dir: Path, name: str) -> tuple[Process, str]:
-    argv = [
-        str(BIN / "bus-tasks"),
-        "serve",
-        "--broker",
-        url,
-        "--data-dir",
-        str(data_dir),
-        "--http",
-        "127.0.0.1:0",
-    ]
+    argv = [str(BIN / "bus-tasks"), "serve", "--broker", url]
+    argv += ["--data-dir", str(data_dir), "--http", "127.0.0.1:0"]
     env = {**os.environ, "BUS_TASKS_LOG_LEVEL": "INFO", "BUS_TASKS_AGGREGATOR_NAME": name}
     process = Process(argv, env=env)
-    line = process.lines[process.wait_for_line("http serving on http://", timeout_s=READY_S)]
-    match = re.search(r"http serving on (http://127\.0\.0\.1:\d+)$", line)
-    assert match is not None, line
+    base = process.wait_for_http(timeout_s=READY_S)
     process.wait_for_line("aggregator ready", timeout_s=READY_S)
-    return process, match.group(1)
+    return process, base
 
 
 def _stomp(url: str) -> tuple[Process, str]:

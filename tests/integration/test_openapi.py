@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import urllib.request
 import uuid
@@ -37,41 +36,21 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     data = tmp_path_factory.mktemp("openapi")
-    argv = [
-        str(BIN / "bus-tasks"),
-        "serve",
-        "--broker",
-        url,
-        "--data-dir",
-        str(data),
-        "--http",
-        "127.0.0.1:0",
-    ]
+    argv = [str(BIN / "bus-tasks"), "serve", "--broker", url]
+    argv += ["--data-dir", str(data), "--http", "127.0.0.1:0"]
     process = Process(argv, env={**os.environ, "BUS_TASKS_LOG_LEVEL": "INFO"})
     try:
-        line = process.lines[process.wait_for_line("http serving on http://", timeout_s=READY_S)]
-        match = re.search(r"http serving on (http://127\.0\.0\.1:\d+)$", line)
-        assert match is not None, line
+        base = process.wait_for_http(timeout_s=READY_S)
         process.wait_for_line("aggregator ready", timeout_s=READY_S)
         for state, tag in (("running", "spm"), ("finished", "gluster")):
+            inject = ["--broker", url, "--tag", tag, "--state", state, "--count", "2"]
             subprocess.run(
-                [
-                    str(BIN / "bus-tasks"),
-                    "inject",
-                    "--broker",
-                    url,
-                    "--tag",
-                    tag,
-                    "--state",
-                    state,
-                    "--count",
-                    "2",
-                ],
+                [str(BIN / "bus-tasks"), "inject", *inject],
                 check=True,
                 capture_output=True,
                 timeout=60,
             )
-        yield match.group(1)
+        yield base
     finally:
         process.kill()
         rabbitmqctl("delete_vhost", vhost)

@@ -230,10 +230,7 @@ def served(installed: Installed) -> Iterator[str]:
     argv += ["--data-dir", str(installed.work / "data"), "--http", "127.0.0.1:0"]
     process = Process(argv, env={**outside_env(), "BUS_TASKS_LOG_LEVEL": "INFO"}, cwd=installed.work)
     try:
-        line = process.lines[process.wait_for_line("http serving on http://", timeout_s=READY_TIMEOUT_S)]
-        match = re.search(r"http serving on (http://127\.0\.0\.1:\d+)$", line)
-        assert match is not None, line
-        base = match.group(1)
+        base = process.wait_for_http(timeout_s=READY_TIMEOUT_S)
         wait_until(lambda: fetch(base, "/readyz")[0] == 200, timeout_s=READY_TIMEOUT_S, what="readyz")
         yield base
     finally:

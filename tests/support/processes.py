@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,6 +80,13 @@ class Process:
                 + "\n".join(self.lines[-30:])
             )
         return index
+
+    def wait_for_http(self, *, timeout_s: float) -> str:
+        """The base URL (``http://127.0.0.1:PORT``) its HTTP front door logged it serves on."""
+        line = self.lines[self.wait_for_line("http serving on http://", timeout_s=timeout_s)]
+        match = re.search(r"http serving on (http://127\.0\.0\.1:\d+)$", line)
+        assert match is not None, line
+        return match.group(1)
 
     def terminate(self, *, timeout_s: float = 20.0) -> int:
         """SIGTERM, then the exit status (SIGKILL and fail if it does not stop in time)."""

@@ -34,11 +34,17 @@ def lose_once(
     return calls
 
 
+@pytest.fixture
+def bus(memory_broker: Broker) -> BusConnection:
+    """A connection on the memory broker, without confirms (not connected yet)."""
+    connection = memory_broker.connection(confirm_publish=False)
+    assert isinstance(connection, BusConnection)
+    return connection
+
+
 def test_a_declare_that_meets_a_lost_connection_reconnects_and_declares_again(
-    memory_broker: Broker, monkeypatch: pytest.MonkeyPatch
+    bus: BusConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bus = memory_broker.connection(confirm_publish=False)
-    assert isinstance(bus, BusConnection)
     bus.connect()
     calls = lose_once(monkeypatch, Declarations, "declare", bus.link.lost_errors[0])
     bus.topology.declare_queue(names.RPC_QUEUE)
@@ -48,10 +54,8 @@ def test_a_declare_that_meets_a_lost_connection_reconnects_and_declares_again(
 
 
 def test_a_consume_that_meets_a_lost_connection_is_started_by_the_reconnect_once(
-    memory_broker: Broker, monkeypatch: pytest.MonkeyPatch
+    bus: BusConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bus = memory_broker.connection(confirm_publish=False)
-    assert isinstance(bus, BusConnection)
     bus.topology.declare_queue(names.RPC_QUEUE)
     calls = lose_once(monkeypatch, BusConnection, "_start", bus.link.lost_errors[0])
     got: list[bytes] = []
@@ -71,12 +75,10 @@ def test_a_consume_that_meets_a_lost_connection_is_started_by_the_reconnect_once
 
 
 def test_a_publish_whose_declare_meets_a_lost_connection_is_sent_on_the_new_one(
-    memory_broker: Broker, monkeypatch: pytest.MonkeyPatch
+    bus: BusConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The first publish to the events exchange declares it (and the events queue) after the
     # producer was made: the recovery replaced the producer's connection (it went to None).
-    bus = memory_broker.connection(confirm_publish=False)
-    assert isinstance(bus, BusConnection)
     bus.connect()
     calls = lose_once(monkeypatch, Declarations, "declare", bus.link.lost_errors[0])
     bus.publish(b'{"n": 1}', exchange=names.EVENTS_EXCHANGE, routing_key="task.vdsm.created")
@@ -85,10 +87,8 @@ def test_a_publish_whose_declare_meets_a_lost_connection_is_sent_on_the_new_one(
 
 
 def test_a_channel_refused_while_declaring_is_raised_not_retried(
-    memory_broker: Broker, monkeypatch: pytest.MonkeyPatch
+    bus: BusConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bus = memory_broker.connection(confirm_publish=False)
-    assert isinstance(bus, BusConnection)
     bus.connect()
     calls = lose_once(monkeypatch, Declarations, "declare", AccessRefused)
     with pytest.raises(AccessRefused):
