@@ -38,13 +38,14 @@ def collections_started(here: list[int]) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def collector_on() -> Iterator[None]:
-    was = gc.isenabled()
+    """On before and after each test, as the process has it. Not put back to what it was: a
+    thread that another module left behind may be inside a pause right then, and "off" restored
+    after that pause ended left the collector off for the rest of the worker (seen in CI)."""
     gc.enable()
     try:
         yield
     finally:
-        if not was:
-            gc.disable()
+        gc.enable()
 
 
 def test_the_collector_is_paused_inside_and_back_on_after() -> None:
