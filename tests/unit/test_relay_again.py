@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import orjson
 from support.brokers import Broker
 
 from bus_tasks.aggregator.methods import Forward
@@ -47,7 +48,7 @@ def test_unanswered_commands_with_a_call_key_go_again_once_after_a_recovery(memo
     assert relay.send_again() == 0  # no recovery yet
     time.sleep(0.4)
     assert relay.time_out() == 1
-    assert jsonrpc.parse_response(answered.pop())["error"]["code"] == 100
+    assert orjson.loads(answered.pop())["error"]["code"] == 100
     relay.recovered()
     assert relay.send_again() == 1
     assert relay.send_again() == 0  # once per recovery
@@ -55,7 +56,7 @@ def test_unanswered_commands_with_a_call_key_go_again_once_after_a_recovery(memo
     assert len(commands) == 4
     again = commands[3]
     assert (again.body, again.correlation_id) == (commands[0].body, commands[0].correlation_id)
-    assert jsonrpc.parse_request(again.body)["params"]["request"] == "alice/c1/'r1'"
+    assert orjson.loads(again.body)["params"]["request"] == "alice/c1/'r1'"
     assert again.reply_to == relay.replies
     assert relay.counts["control_sent_again"] == 1
     # The owner answers both; the caller hears the first, the second is late.
@@ -68,6 +69,6 @@ def test_unanswered_commands_with_a_call_key_go_again_once_after_a_recovery(memo
         )
     bus.drain(0.5)
     bus.drain(0.1)
-    assert [jsonrpc.parse_response(a)["result"] for a in answered] == [True]
+    assert [orjson.loads(a)["result"] for a in answered] == [True]
     assert relay.counts["control_late_replies"] == 1
     bus.close()
