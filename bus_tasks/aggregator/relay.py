@@ -44,6 +44,7 @@ class PendingControl:
     params: BaseModel | None = None  # as bound, for the policy (an audit line names the task)
     subsystem: str = ""  # the owner the command went to: only its identities answer it
     command_body: bytes = b""  # kept when it may go again (it carries a call key: SPEC 17)
+    delivered: bool = False  # the broker confirmed the command: its answer may be what was lost
 
 
 class ControlRelay:
@@ -121,6 +122,11 @@ class ControlRelay:
         log.info("rpc %s task=%s forwarded to %s", method, forward.task_id, forward.subsystem)
 
     def _send(self, control_id: str, pending: PendingControl, body: bytes, sent_at: float) -> None:
+        pending.delivered = False
+
+        def delivered() -> None:  # run by the loop once the broker confirmed it (not if refused)
+            pending.delivered = True
+
         self.connection.publish(
             body,
             exchange=names.CONTROL_EXCHANGE,
@@ -130,6 +136,7 @@ class ControlRelay:
             expiration_s=max(pending.deadline - time.monotonic(), 0.001),
             headers={names.HEADER_SENT_AT: sent_at},
             persistent=False,
+            on_confirm=delivered,
         )
 
     def recovered(self) -> None:
@@ -138,13 +145,16 @@ class ControlRelay:
 
     def send_again(self) -> int:
         """Once the connection was recovered: the commands still unanswered go again, for their
-        answers may have gone with the old reply queue's node. Only those carrying a call key:
-        the owner answers a repeat as the first (SPEC 17). Returns how many went."""
+        answers may have gone with the old reply queue's node. Only those the broker confirmed
+        (one unconfirmed goes again with the connection's own unconfirmed messages, unless the
+        broker refused it for good: then never) and carrying a call key: the owner answers a
+        repeat as the first (SPEC 17). Returns how many went."""
         if not self._recovered:
             return 0
         self._recovered = False
         now = time.monotonic()
-        again = [(c, p) for c, p in self.pending.items() if p.command_body and p.deadline > now]
+        waiting = self.pending.items()
+        again = [(c, p) for c, p in waiting if p.command_body and p.delivered and p.deadline > now]
         for control_id, pending in again:
             self._ensure_queue(pending.subsystem)
             self._send(control_id, pending, pending.command_body, time.time())

@@ -1,6 +1,7 @@
 """The control relay after its connection was recovered (SPEC 17, issue 25): the commands still
 unanswered go again under the same correlation id, for their answers may have gone with the old
-node's reply queue; only those carrying a call key, which the owner answers once."""
+node's reply queue; only those the broker confirmed (a refused one would be refused again, and
+again, at each recovery: seen in CI) and carrying a call key, which the owner answers once."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from bus_tasks.transport import Delivery
 TASK = "6c1f3a52-7d7e-4f0e-9a53-2f1d2c3b4a50"
 
 
-def test_unanswered_commands_with_a_call_key_go_again_once_after_a_recovery(memory_broker: Broker) -> None:
+def test_unanswered_confirmed_commands_with_a_call_key_go_again_once_after_a_recovery(
+    memory_broker: Broker,
+) -> None:
     bus = memory_broker.connection(confirm_publish=False)
     relay = ControlRelay(bus, Counter())
     relay.start()
@@ -49,12 +52,15 @@ def test_unanswered_commands_with_a_call_key_go_again_once_after_a_recovery(memo
     time.sleep(0.4)
     assert relay.time_out() == 1
     assert orjson.loads(answered.pop())["error"]["code"] == 100
+    # Not confirmed yet when the connection goes (its confirm is read by the next drain): the
+    # connection's outbox sends it again, or drops it if the broker refused it: not the relay.
+    forward("alice/c3/'r1'", 10_000)
     relay.recovered()
     assert relay.send_again() == 1
     assert relay.send_again() == 0  # once per recovery
     bus.drain(0.5)
-    assert len(commands) == 4
-    again = commands[3]
+    assert len(commands) == 5
+    again = commands[4]
     assert (again.body, again.correlation_id) == (commands[0].body, commands[0].correlation_id)
     assert orjson.loads(again.body)["params"]["request"] == "alice/c1/'r1'"
     assert again.reply_to == relay.replies
