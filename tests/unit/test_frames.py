@@ -94,6 +94,39 @@ def test_reading_stops_when_no_more_is_wanted_and_leaves_the_rest_for_later() ->
     assert connection.transport._read_buffer == wire(*FRAMES[3]) + STREAM
 
 
+def test_no_more_is_asked_right_after_a_method_frame_only_after_the_frames_that_may_end_a_delivery() -> None:
+    connection = Connection([STREAM + STREAM])
+    asked_after: list[int] = []  # how many frames were in each time
+
+    def more() -> bool:
+        asked_after.append(len(connection.frames))
+        return len(connection.frames) < 1
+
+    read_ready(connection, more)
+
+    # Before and after the read, then not after the method frame: the header comes in first.
+    assert asked_after == [0, 0, 2]
+    assert connection.frames == FRAMES[:2]
+    assert (
+        connection.transport._read_buffer == STREAM[len(wire(*FRAMES[0])) + len(wire(*FRAMES[1])) :] + STREAM
+    )
+
+
+def test_more_is_asked_after_every_frame_but_a_method_frame_and_before_every_read() -> None:
+    connection = Connection([STREAM, STREAM])
+    asked_after: list[int] = []
+
+    def more() -> bool:
+        asked_after.append(len(connection.frames))
+        return True
+
+    read_ready(connection, more)
+
+    assert connection.frames == FRAMES + FRAMES
+    # before and after the first read; after header, body, heart-beat; after the second read ...
+    assert asked_after == [0, 0, 2, 3, 4, 4, 6, 7, 8]
+
+
 def test_a_frame_without_its_end_octet_is_unexpected() -> None:
     connection = Connection([wire(*FRAMES[0]), wire(*FRAMES[1], end=0)])
 
