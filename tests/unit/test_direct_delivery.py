@@ -17,7 +17,7 @@ from support.brokers import Broker
 from bus_tasks import names
 from bus_tasks.testing import wait_until
 from bus_tasks.transport import Delivery
-from bus_tasks.transport.kombu.consumers import delivery_of, direct_delivery, direct_receiver
+from bus_tasks.transport.kombu.consumers import DirectReceiver, delivery_of, direct_delivery
 
 
 class AckingChannel:
@@ -94,7 +94,7 @@ def test_the_receiver_hands_each_message_over_as_its_direct_delivery(properties:
     channel = AckingChannel()
     delivered: list[Delivery] = []
     to_kombu: list[Any] = []
-    receive = direct_receiver(delivered.append, lambda: False, no_ack=False, kombus_own=to_kombu.append)
+    receive = DirectReceiver(delivered.append, lambda: False, no_ack=False, kombus_own=to_kombu.append)
 
     receive(amqp_message(b'{"schema":1}', channel, tag=3, **properties))
 
@@ -111,7 +111,7 @@ def test_the_receiver_leaves_a_message_with_kombus_compression_header_to_kombu()
     channel = AckingChannel()
     delivered: list[Delivery] = []
     to_kombu: list[Any] = []
-    receive = direct_receiver(delivered.append, lambda: False, no_ack=False, kombus_own=to_kombu.append)
+    receive = DirectReceiver(delivered.append, lambda: False, no_ack=False, kombus_own=to_kombu.append)
     message = amqp_message(b"x\x9c", channel, application_headers={"compression": "application/x-gzip"})
 
     receive(message)

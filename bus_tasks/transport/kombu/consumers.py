@@ -19,6 +19,7 @@ from bus_tasks import names
 from bus_tasks.errors import QueueInUse
 from bus_tasks.transport.bus import Delivery, Handler, Position, ReentrantDrain
 from bus_tasks.transport.kombu.exclusive import Claims
+from bus_tasks.transport.kombu.frames import Receiver
 from bus_tasks.transport.kombu.link import Link
 from bus_tasks.transport.kombu.readiness import when_ready
 
@@ -146,7 +147,12 @@ def direct_delivery(
     info = message.delivery_info
     if headers is None:
         headers = message.properties.get("application_headers") or {}  # py-amqp's own, new each time
-    channel, tag = message.channel, info["delivery_tag"]
+    ack = _acker(message.channel, info["delivery_tag"], stale, no_ack=no_ack)
+    return _delivery(message.body, info.get("routing_key", ""), headers, message.properties, ack)
+
+
+def _acker(channel: Any, tag: int, stale: Callable[[], bool], *, no_ack: bool) -> Callable[[bool], None]:
+    """Acks delivery ``tag`` of ``channel`` as kombu acks: not at all for a ``no_ack`` consumer, once."""
     acked = False
 
     def ack(multiple: bool) -> None:
@@ -158,30 +164,53 @@ def direct_delivery(
         channel.basic_ack(tag, multiple=multiple)
         acked = True
 
-    return _delivery(message.body, info.get("routing_key", ""), headers, message.properties, ack)
+    return ack
 
 
-def direct_receiver(
-    on_delivery: Callable[[Delivery], None],
-    stale: Callable[[], bool],
-    *,
-    no_ack: bool,
-    kombus_own: Callable[[Any], None],
-) -> Callable[[Any], None]:
+class DirectReceiver(Receiver):
     """The callback py-amqp calls with each message of a consumer: its :func:`direct_delivery`
     to ``on_delivery``, or the message to ``kombus_own`` (kombu's own callback) when it has
-    kombu's ``compression`` header (kombu's Message decompresses it, or raises, as ever)."""
+    kombu's ``compression`` header (kombu's Message decompresses it, or raises, as ever).
 
-    def receive(message: Any) -> None:
+    :func:`~bus_tasks.transport.kombu.frames.read_ready` hands it most deliveries in parts
+    instead (:meth:`deliver`): the same :class:`Delivery`, without py-amqp's ``Message``.
+    """
+
+    __slots__ = ("kombus_own", "no_ack", "on_delivery", "stale")
+
+    def __init__(
+        self,
+        on_delivery: Callable[[Delivery], None],
+        stale: Callable[[], bool],
+        *,
+        no_ack: bool,
+        kombus_own: Callable[[Any], None],
+    ) -> None:
+        self.on_delivery = on_delivery
+        self.stale = stale
+        self.no_ack = no_ack
+        self.kombus_own = kombus_own
+
+    def __call__(self, message: Any) -> None:
         headers = message.properties.get("application_headers")
         if not headers:
             headers = {}
         elif "compression" in headers:
-            kombus_own(message)
+            self.kombus_own(message)
             return
-        on_delivery(direct_delivery(message, stale, no_ack=no_ack, headers=headers))
+        self.on_delivery(direct_delivery(message, self.stale, no_ack=self.no_ack, headers=headers))
 
-    return receive
+    def deliver(
+        self, body: bytes, routing_key: str, properties: dict[str, Any], channel: Any, tag: int
+    ) -> bool:
+        headers = properties.get("application_headers")
+        if not headers:
+            headers = {}
+        elif "compression" in headers:
+            return False  # py-amqp makes its Message, for kombu
+        ack = _acker(channel, tag, self.stale, no_ack=self.no_ack)
+        self.on_delivery(_delivery(body, routing_key, headers, properties, ack))
+        return True
 
 
 def _consumed_as(
@@ -257,7 +286,7 @@ def start_consumer(
         no_ack = subscription.no_ack
 
         def direct(kombus_own: Callable[[Any], None]) -> Callable[[Any], None]:
-            return direct_receiver(on_delivery, stale, no_ack=no_ack, kombus_own=kombus_own)
+            return DirectReceiver(on_delivery, stale, no_ack=no_ack, kombus_own=kombus_own)
 
         queue = _consumed_as(queue, exclusive=subscription.exclusive, direct=direct)
     consumer = Consumer(
