@@ -29,7 +29,7 @@ from bus_tasks.errors import (
 )
 from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.protocol import jsonrpc, methods, paging
-from bus_tasks.protocol.methods import MethodName
+from bus_tasks.protocol.methods import FAILOVER_WINDOW_S, RESEND_AFTER_S, MethodName
 from bus_tasks.protocol.replies import Outcome, unpack, unpack_batch
 from bus_tasks.transport import Bus, Delivery
 from bus_tasks.vdsm_facade import VdsmFacade
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 
 # After this long without a reply, ask the broker once whether anything consumes the RPC queue.
 PROBE_AFTER_S = 1.0
-# For this long after a failover, a read unanswered for a quarter of its time (at least
-# RESEND_AFTER_S) is sent again on a new connection: a channel that reached a quorum queue while
-# it elected a leader can have its publishes dropped for ~30 s (RabbitMQ 3.10); a new one is served.
-FAILOVER_WINDOW_S, RESEND_AFTER_S = 60.0, 2.0
 
 
 class TasksClient:
@@ -55,6 +51,9 @@ class TasksClient:
         timeout_s: the default deadline of a call.
         wait_for_aggregator: wait out a call's deadline for an aggregator to come (e.g. one
             restarting) instead of raising ``NoAggregator`` as soon as none serves.
+        rpc_queue: where requests go: the queue every aggregator serves, or one aggregator's
+            own (its ``rpcQueue`` in :meth:`aggregators`), to ask that one alone.
+        trust: whose replies are believed (SPEC 15: with identity "broker", aggregators' only).
     """
 
     def __init__(
@@ -66,11 +65,6 @@ class TasksClient:
         rpc_queue: str = names.RPC_QUEUE,
         trust: TrustPolicy = OFF,
     ) -> None:
-        """Args:
-        rpc_queue: where requests go: the queue every aggregator serves, or one aggregator's
-            own (its ``rpcQueue`` in :meth:`aggregators`), to ask that one alone.
-        trust: whose replies are believed (SPEC 15: with identity "broker", aggregators' only).
-        """
         self.trust = trust
         self.connection: Bus = transport.open(connection) if isinstance(connection, str) else connection
         self.timeout_s = timeout_s
@@ -143,14 +137,14 @@ class TasksClient:
                 nothing consumes it), within about ``PROBE_AFTER_S``: RabbitMQ only.
             BrokerRefused: when the broker refuses the login or the vhost (not retried).
             BrokerUnavailable: when the broker could not be reached in time (or within the
-                connection's ``connect_retries``); or the connection broke during a call that
-                changes something (it is not sent twice).
+                connection's ``connect_retries``). A call whose connection broke is sent again
+                on a new one, a stop as a read: its call key makes a repeat harmless (SPEC 17).
             BusTasksError: the typed error the aggregator answered (UnknownTask, InvalidParams ...).
         """
         correlation_id = uuid.uuid4().hex
         body = jsonrpc.request_body(correlation_id, method, params or {})
-        safe = method in methods.READS
-        reply = self._round_trip(method, body, correlation_id, safe, timeout_s, rpc_queue=rpc_queue)
+        repeatable = method in methods.REPEATABLE
+        reply = self._round_trip(method, body, correlation_id, repeatable, timeout_s, rpc_queue=rpc_queue)
         return unpack(reply)
 
     def batch(
@@ -175,9 +169,9 @@ class TasksClient:
                 for i, (method, params) in zip(ids, calls, strict=True)
             ]
         )
-        safe = all(method in methods.READS for method, _ in calls)
+        repeatable = all(method in methods.REPEATABLE for method, _ in calls)
         label = f"a batch of {len(calls)} calls"
-        reply = self._round_trip(label, body, uuid.uuid4().hex, safe, timeout_s)
+        reply = self._round_trip(label, body, uuid.uuid4().hex, repeatable, timeout_s)
         return unpack_batch(reply, ids, [method for method, _ in calls])
 
     def _round_trip(
@@ -185,7 +179,7 @@ class TasksClient:
         method: str,
         body: bytes,
         correlation_id: str,
-        safe: bool,
+        repeatable: bool,
         timeout_s: float | None,
         *,
         rpc_queue: str | None = None,
@@ -196,7 +190,7 @@ class TasksClient:
             self._waiting = correlation_id
             try:
                 return self._exchange(
-                    method, body, correlation_id, deadline, timeout, safe=safe, rpc_queue=rpc_queue
+                    method, body, correlation_id, deadline, timeout, repeatable=repeatable, queue=rpc_queue
                 )
             except self.connection.errors as exc:
                 # Connecting counts against the deadline too (bounded() above).
@@ -213,25 +207,25 @@ class TasksClient:
         deadline: float,
         timeout: float,
         *,
-        safe: bool,
-        rpc_queue: str | None,
+        repeatable: bool,
+        queue: str | None,
     ) -> bytes:
         """Send the request and wait for its reply. After a lost connection, reconnect and send
-        it again, unless it may have reached the aggregator and changes something."""
+        it again (the same correlation id, marked resent), unless it is not repeatable and may
+        have reached the aggregator."""
         if not self._started:  # retries as the connection says, within the deadline: not again below
             self.connection.connect()
-        sent = False
+        sent = resent = False
         probe_at = resend_at = 0.0  # when to ask whether anything consumes the RPC queue (0: asked)
         while correlation_id not in self._replies:
             try:
                 if not sent:
                     self._start()
-                    if not safe:  # a connection lost while this client was idle is found before
-                        self.connection.drain(0)  # the call goes, and the call goes on a new one
                     sent = True  # from here the aggregator may get it, even if publishing fails
-                    self._send(body, correlation_id, deadline, rpc_queue or self.rpc_queue)
+                    self._send(body, correlation_id, deadline, queue or self.rpc_queue, resent=resent)
+                    resent = True
                     probe_at = 0.0 if self.wait_for_aggregator else time.monotonic() + PROBE_AFTER_S
-                    fresh = safe and time.monotonic() - self._failed_over_at < FAILOVER_WINDOW_S
+                    fresh = repeatable and time.monotonic() - self._failed_over_at < FAILOVER_WINDOW_S
                     resend_at = time.monotonic() + max(RESEND_AFTER_S, timeout / 4) if fresh else 0.0
                 now = time.monotonic()
                 if resend_at and now >= resend_at:
@@ -249,7 +243,7 @@ class TasksClient:
                 wait_s = min(remaining, 1.0) if not probe_at else min(remaining, max(probe_at - now, 0.001))
                 self.connection.drain(wait_s)
             except self.connection.errors:
-                if sent and not safe:
+                if sent and not repeatable:
                     raise
                 sent = self._fail_over()
         return self._replies.pop(correlation_id)
@@ -264,15 +258,18 @@ class TasksClient:
         self._rpc_queue_checked = self.wait_for_aggregator  # checked again (another node)
         return False
 
-    def _send(self, body: bytes, correlation_id: str, deadline: float, rpc_queue: str) -> None:
+    def _send(self, body: bytes, correlation_id: str, deadline: float, queue: str, *, resent: bool) -> None:
         remaining = max(deadline - time.monotonic(), 0.001)
+        headers: dict[str, Any] = {names.HEADER_SENT_AT: time.time()}
+        if resent:  # a stop or revert sent again goes to its owner, which knows if it was done
+            headers[names.HEADER_RESENT] = True
         self.connection.publish(
             body,
-            routing_key=rpc_queue,
+            routing_key=queue,
             reply_to=self._queue,
             correlation_id=correlation_id,
             expiration_s=remaining,
-            headers={names.HEADER_SENT_AT: time.time()},
+            headers=headers,
             persistent=False,
         )
 

@@ -45,6 +45,11 @@ HEADER_SENT_AT = "x-bus-tasks-sent-at"
 # identity (absent: anonymous); believed only from a user_id in front_doors.
 HEADER_DOOR = "x-bus-tasks-door"
 HEADER_ON_BEHALF_OF = "x-bus-tasks-on-behalf-of"
+# A request its caller sent before and sends again after a failover (SPEC 17): the aggregator
+# forwards a repeated stop or revert to the owner, which answers a repeat from memory.
+HEADER_RESENT = "x-bus-tasks-resent"
+# On a cleared event: the call that cleared the task, so that a repeat of it finds its tombstone.
+HEADER_CLEARED_BY = "x-bus-tasks-cleared-by"
 HEADER_STREAM_OFFSET = "x-stream-offset"  # set by RabbitMQ on every message read from a stream
 
 CONTENT_TYPE = "application/json"

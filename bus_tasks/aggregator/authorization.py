@@ -69,6 +69,7 @@ def caller_of(
     *,
     front_doors: Iterable[str] | None,
     deadline: float | None,
+    correlation_id: str | None = None,
 ) -> CallContext:
     """Who calls, for a request sent by ``user_id`` with ``headers``.
 
@@ -76,10 +77,12 @@ def caller_of(
     name and the client's identity in headers; they are believed only when ``user_id`` (validated
     by RabbitMQ) is one of ``front_doors``. From anybody else they are ignored: the call is the
     sender's own, judged by the sender's role, and one line says so. ``front_doors`` None (no
-    authorization): the headers are not read.
+    authorization): the headers are not read. ``correlation_id`` and the ``resent`` header name
+    the call across its caller's re-sends (see :meth:`CallContext.call_key`).
     """
+    resent = bool(headers.get(names.HEADER_RESENT))
     if front_doors is None or names.HEADER_DOOR not in headers:
-        return CallContext(identity=user_id, door="amqp", deadline=deadline)
+        return CallContext(user_id, "amqp", deadline, correlation_id, resent)
     door = _FRONT_DOORS.get(_text(headers[names.HEADER_DOOR]) or "")
     on_behalf_of = _text(headers.get(names.HEADER_ON_BEHALF_OF)) or None
     if user_id is None or user_id not in front_doors or door is None:
@@ -89,8 +92,8 @@ def caller_of(
             shown(on_behalf_of),
             "an unknown door" if door is None else "not from a front door (front_doors)",
         )
-        return CallContext(identity=user_id, door="amqp", deadline=deadline)
-    return CallContext(identity=on_behalf_of, door=door, deadline=deadline)
+        return CallContext(user_id, "amqp", deadline, correlation_id, resent)
+    return CallContext(on_behalf_of, door, deadline, correlation_id, resent)
 
 
 def _text(value: Any) -> str | None:

@@ -42,10 +42,12 @@ class Clears:
         for entry in entries:
             record = record_from_details(codec.loads(entry.details))
             event = Event(event="cleared", seq=entry.seq, task=record)
+            cleared_by = tombstones[entry.id].cleared_by  # a call's: its repeat finds it cleared
             self.connection.publish(
                 event.model_dump_json(by_alias=True).encode(),
                 exchange=names.EVENTS_EXCHANGE,
                 routing_key=names.event_routing_key(entry.subsystem, "cleared"),
+                headers=None if cleared_by is None else {names.HEADER_CLEARED_BY: cleared_by},
             )
             self.relay.tell_cleared(entry.id, entry.subsystem)
         self.counts[why] += len(entries)

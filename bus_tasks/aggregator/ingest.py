@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from bus_tasks import names
 from bus_tasks.aggregator.changes import ChangeFeed
 from bus_tasks.core.model import ANNOUNCED, decode_announced, decode_event
 from bus_tasks.core.view import Outcome, TaskView
@@ -134,6 +135,9 @@ class Ingest:
         else:
             self.counts[_COUNTED[outcome]] += 1
             if outcome is _CLEARED:
+                cleared_by = delivery.headers.get(names.HEADER_CLEARED_BY)
+                if isinstance(cleared_by, str):  # a call's: a repeat of it finds the task cleared
+                    view.cleared_by(task_id, cleared_by)
                 self.store.bury(task_id, view.tombstones[task_id])
                 self.feed.removed(view.revision, task_id, event.task.tags)
             elif event.event == "cleared":

@@ -26,6 +26,7 @@ from bus_tasks.errors import (
     PermissionDenied,
     TaskAborted,
     TaskNotFinished,
+    UnknownTask,
 )
 from bus_tasks.protocol import control, jsonrpc, shapes
 from bus_tasks.protocol.context import LOCAL, CallContext
@@ -52,13 +53,28 @@ class Forward:
     task_id: str
     subsystem: str
     tags: tuple[str, ...] | None = None  # retag: the new tags
+    request: str | None = None  # the call's key: the owner answers a repeat of it from memory
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """Which call a change is, across its caller's re-sends after a failover (SPEC 17): ``key``
+    names it (:meth:`CallContext.call_key`; None: it cannot be told from another), ``resent``:
+    its caller says it sent it before."""
+
+    key: str | None = None
+    resent: bool = False
+
+
+FIRST = Attempt()
 
 
 @dataclass(frozen=True, slots=True)
 class Method:
     name: MethodName
     params: type[BaseModel]
-    call: Callable[[Any], Any]
+    call: Callable[..., Any]
+    keyed: bool = False  # a change: called with its Attempt too
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +124,10 @@ class Dispatcher:
             Method(MethodName.GET_STATUS, TaskParams, self.get_task_status),
             Method(MethodName.GET_INFO, TaskParams, self.get_task_info),
             Method(MethodName.GET_DETAILS, TaskParams, self.get_task_details),
-            Method(MethodName.STOP, TaskParams, self.stop_task),
-            Method(MethodName.CLEAR, ClearParams, self.clear_task),
-            Method(MethodName.REVERT, TaskParams, self.revert_task),
-            Method(MethodName.RETAG, RetagParams, self.retag_task),
+            Method(MethodName.STOP, TaskParams, self.stop_task, keyed=True),
+            Method(MethodName.CLEAR, ClearParams, self.clear_task, keyed=True),
+            Method(MethodName.REVERT, TaskParams, self.revert_task, keyed=True),
+            Method(MethodName.RETAG, RetagParams, self.retag_task, keyed=True),
             Method(MethodName.GET_SUBSYSTEMS, NoParams, self.get_subsystems),
             Method(MethodName.GET_AGGREGATORS, NoParams, self.get_aggregators),
             Method(MethodName.GET_TASK_CHANGES, GetChangesParams, self.listings.get_task_changes),
@@ -135,21 +151,47 @@ class Dispatcher:
         """One task's whole TaskDetails, as ``getAllTasks`` lists it (bus_tasks' own method)."""
         return codec.Fragment(self._entry(params).details)
 
-    def stop_task(self, params: TaskParams) -> bool | Forward:
-        entry = self._entry(params)
-        if entry.state.is_done:
+    def stop_task(self, params: TaskParams, attempt: Attempt = FIRST) -> bool | Forward:
+        task_id = _task_id(params.taskID)
+        entry = self.view.find(task_id)
+        if entry is not None and entry.state.is_done:
             return True  # VDSM: stopping a finished task is a no-op
+        if attempt.resent:
+            return self._forward_again("stop", task_id, entry, attempt)
+        entry = self.view.get(task_id)
         if entry.state.is_aborting:
             raise TaskAborted(entry.id, entry.state.value)
-        return Forward("stop", entry.id, entry.subsystem)
+        return Forward("stop", entry.id, entry.subsystem, request=attempt.key)
 
-    def revert_task(self, params: TaskParams) -> Forward:
-        entry = self._entry(params)
+    def revert_task(self, params: TaskParams, attempt: Attempt = FIRST) -> Forward:
+        task_id = _task_id(params.taskID)
+        if attempt.resent:
+            return self._forward_again("revert", task_id, self.view.find(task_id), attempt)
+        entry = self.view.get(task_id)
         if not entry.state.is_done:
             raise TaskNotFinished(entry.id, entry.state.value)
-        return Forward("revert", entry.id, entry.subsystem)
+        return Forward("revert", entry.id, entry.subsystem, request=attempt.key)
 
-    def retag_task(self, params: RetagParams) -> Forward:
+    def _forward_again(
+        self, command: control.Command, task_id: str, entry: Entry | None, attempt: Attempt
+    ) -> Forward:
+        """A stop or revert its caller sent before (the reply went with a broker node): to the
+        owner whatever the view shows, for the first may have changed it (the task aborting, or
+        gone); the owner answers a repeat as it answered the first, and checks a new one itself.
+
+        Raises:
+            UnknownTask: when the view holds neither the task nor its tombstone.
+        """
+        if entry is not None:
+            owner = entry.subsystem
+        else:
+            tombstone = self.view.tombstones.get(task_id)
+            if tombstone is None:
+                raise UnknownTask(task_id)
+            owner = tombstone.subsystem
+        return Forward(command, task_id, owner, request=attempt.key)
+
+    def retag_task(self, params: RetagParams, attempt: Attempt = FIRST) -> Forward:
         """Tags change through the owner, so that its later updates keep them."""
         entry = self._entry(params)
         tags = tuple(params.tags)
@@ -157,10 +199,13 @@ class Dispatcher:
             check_tags(tuple(check_tag(tag) for tag in tags))
         except ValueError as exc:
             raise InvalidParameter("tags", params.tags, message=f"Invalid parameter: {exc}") from None
-        return Forward("retag", entry.id, entry.subsystem, tags)
+        return Forward("retag", entry.id, entry.subsystem, tags, request=attempt.key)
 
-    def clear_task(self, params: ClearParams) -> bool:
+    def clear_task(self, params: ClearParams, attempt: Attempt = FIRST) -> bool:
         task_id = _task_id(params.taskID)
+        tombstone = self.view.tombstones.get(task_id)
+        if tombstone is not None and attempt.key is not None and tombstone.cleared_by == attempt.key:
+            return True  # a repeat of the clear that buried it, whose reply went with a node
         if self._check_writable is not None:
             self._check_writable()
         entry = self.view.get(task_id)
@@ -171,7 +216,7 @@ class Dispatcher:
                 entry.subsystem,
                 entry.state.value,
             )
-        self.view.clear(task_id, force=params.force)
+        self.view.clear(task_id, force=params.force, by=attempt.key)
         if self._on_clear is not None:
             self._on_clear(entry)
         return True
@@ -224,7 +269,10 @@ class Dispatcher:
             method = self._method(method_name)
             params = jsonrpc.bind(method.params, request.get("params"))
             self.policy.admit(context, method.name, params)
-            result = method.call(params)
+            if method.keyed:
+                result = method.call(params, Attempt(context.call_key(request_id), context.resent))
+            else:
+                result = method.call(params)
         except BusTasksError as exc:
             if request_id is None:
                 request_id = salvage_id()

@@ -120,7 +120,12 @@ class Metrics(CallPolicy):
                 "bus_tasks_rpc_batches", "JSON-RPC batches served (their calls count one each)."
             ),
             "control_late_replies": plain(
-                "bus_tasks_control_late_replies", "Subsystem answers that came after the code 100."
+                "bus_tasks_control_late_replies",
+                "Subsystem answers that came after the call was answered (code 100, or a repeat's).",
+            ),
+            "control_sent_again": plain(
+                "bus_tasks_control_sent_again",
+                "Forwarded commands sent again once the broker connection was recovered.",
             ),
             **{f"control_{c}": forwarded.labels(c) for c in _COMMANDS},
             **{f"control_answered_{c}": answered.labels(c) for c in _COMMANDS},

@@ -43,6 +43,8 @@ class PendingControl:
     received_mono: float = 0.0  # when the request arrived: its latency counts from there
     params: BaseModel | None = None  # as bound, for the policy (an audit line names the task)
     subsystem: str = ""  # the owner the command went to: only its identities answer it
+    command_body: bytes = b""  # kept when it may go again (it carries a call key: SPEC 17)
+    delivered: bool = False  # the broker confirmed the command: its answer may be what was lost
 
 
 class ControlRelay:
@@ -66,6 +68,7 @@ class ControlRelay:
         self.pending: dict[str, PendingControl] = {}
         self.replies = ""  # the name of the queue subsystems answer to, once declared
         self._declared: set[str] = set()
+        self._recovered = False  # the connection was recovered: see send_again()
 
     def start(self) -> None:
         """Declare the reply queue and consume it (answers are never redelivered: no ack)."""
@@ -97,7 +100,10 @@ class ControlRelay:
         # Answer 100 a little before the caller's own deadline, so it hears why.
         margin_s = min(0.25, timeout_s * 0.1)
         control_id = uuid.uuid4().hex
-        self.pending[control_id] = PendingControl(
+        body = control.command_body(
+            control_id, forward.command, forward.task_id, forward.tags, request=forward.request
+        )
+        pending = self.pending[control_id] = PendingControl(
             request_id=request_id,
             deliver=deliver,
             deadline=received_mono + timeout_s - margin_s,
@@ -108,20 +114,54 @@ class ControlRelay:
             received_mono=received_mono,
             params=params,
             subsystem=forward.subsystem,
+            command_body=body if forward.request is not None else b"",
         )
         self._ensure_queue(forward.subsystem)
-        self.connection.publish(
-            control.command_body(control_id, forward.command, forward.task_id, forward.tags),
-            exchange=names.CONTROL_EXCHANGE,
-            routing_key=forward.subsystem,
-            reply_to=self.replies,
-            correlation_id=control_id,
-            expiration_s=max(timeout_s - margin_s, 0.001),
-            headers={names.HEADER_SENT_AT: received},
-            persistent=False,
-        )
+        self._send(control_id, pending, body, received)
         self.counts[f"control_{forward.command}"] += 1
         log.info("rpc %s task=%s forwarded to %s", method, forward.task_id, forward.subsystem)
+
+    def _send(self, control_id: str, pending: PendingControl, body: bytes, sent_at: float) -> None:
+        pending.delivered = False
+
+        def delivered() -> None:  # run by the loop once the broker confirmed it (not if refused)
+            pending.delivered = True
+
+        self.connection.publish(
+            body,
+            exchange=names.CONTROL_EXCHANGE,
+            routing_key=pending.subsystem,
+            reply_to=self.replies,
+            correlation_id=control_id,
+            expiration_s=max(pending.deadline - time.monotonic(), 0.001),
+            headers={names.HEADER_SENT_AT: sent_at},
+            persistent=False,
+            on_confirm=delivered,
+        )
+
+    def recovered(self) -> None:
+        """The connection was lost and is back (maybe on another node): see :meth:`send_again`."""
+        self._recovered = True
+
+    def send_again(self) -> int:
+        """Once the connection was recovered: the commands still unanswered go again, for their
+        answers may have gone with the old reply queue's node. Only those the broker confirmed
+        (one unconfirmed goes again with the connection's own unconfirmed messages, unless the
+        broker refused it for good: then never) and carrying a call key: the owner answers a
+        repeat as the first (SPEC 17). Returns how many went."""
+        if not self._recovered:
+            return 0
+        self._recovered = False
+        now = time.monotonic()
+        waiting = self.pending.items()
+        again = [(c, p) for c, p in waiting if p.command_body and p.delivered and p.deadline > now]
+        for control_id, pending in again:
+            self._ensure_queue(pending.subsystem)
+            self._send(control_id, pending, pending.command_body, time.time())
+        if again:
+            self.counts["control_sent_again"] += len(again)
+            log.info("%d control commands sent again after the connection was recovered", len(again))
+        return len(again)
 
     def on_reply(self, delivery: Delivery) -> None:
         pending = self.pending.get(delivery.correlation_id or "")

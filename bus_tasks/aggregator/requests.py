@@ -54,6 +54,7 @@ class Requests:
                 delivery.headers,
                 front_doors=self.front_doors,
                 deadline=delivery.deadline(),
+                correlation_id=delivery.correlation_id,
             ),
             delivery.expiration_ms,
             received=time.time(),

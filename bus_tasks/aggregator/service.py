@@ -340,6 +340,7 @@ class Aggregator:
             if not got or not self.health.due():
                 ingest.flush()
             self.relay.time_out()
+            self.relay.send_again()  # after a recovery: answers may have gone with the old node
             self.retention.tick()
             self.metrics.tick()
             if time.monotonic() >= self._next_beat:
@@ -349,6 +350,7 @@ class Aggregator:
             ingest.forget_unacked()  # unacked deliveries come back after a reconnect
             self.connected.clear()
             self.connection.recover()
+            self.relay.recovered()
             self.connected.set()
 
     def _check_writable(self) -> None:

@@ -6,7 +6,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from types import MappingProxyType
 
@@ -73,6 +73,9 @@ class Tombstone:
     subsystem: str
     seq: int
     cleared_at: float
+    # The call that cleared it (its key), so that a repeat of that call finds it done; kept in
+    # memory only: a repeat comes within its caller's deadline, not across a restart.
+    cleared_by: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -213,8 +216,8 @@ class TaskView:
         """The live entry of ``task_id``, or None."""
         return self._entries.get(task_id)
 
-    def clear(self, task_id: str, *, force: bool = False) -> Tombstone:
-        """Remove a done task (with ``force``, any task), leaving a tombstone.
+    def clear(self, task_id: str, *, force: bool = False, by: str | None = None) -> Tombstone:
+        """Remove a done task (with ``force``, any task), leaving a tombstone (made ``by`` a call).
 
         Raises:
             UnknownTask: when the task is not in the view.
@@ -223,7 +226,13 @@ class TaskView:
         entry = self.get(task_id)
         if not (force or entry.state.is_done):
             raise TaskStateError(task_id, entry.state.value)
-        return self._bury(task_id, entry.subsystem, entry.seq)
+        return self._bury(task_id, entry.subsystem, entry.seq, by=by)
+
+    def cleared_by(self, task_id: str, by: str) -> None:
+        """The tombstone of ``task_id`` was made by the call ``by`` (a cleared event said so)."""
+        tombstone = self._tombstones.get(task_id)
+        if tombstone is not None:
+            self._tombstones[task_id] = replace(tombstone, cleared_by=by)
 
     def reconcile(self, announced: Announced) -> list[Entry]:
         """Remove the tasks of a subsystem that its complete announce no longer lists.
@@ -324,10 +333,12 @@ class TaskView:
             self._tag_tuples[shared] = shared
         return shared
 
-    def _bury(self, task_id: str, subsystem: str, seq: int, now: float | None = None) -> Tombstone:
+    def _bury(
+        self, task_id: str, subsystem: str, seq: int, now: float | None = None, by: str | None = None
+    ) -> Tombstone:
         self._drop(task_id)
         cleared_at = self._clock() if now is None else now
-        tombstone = Tombstone(subsystem=subsystem, seq=seq, cleared_at=cleared_at)
+        tombstone = Tombstone(subsystem=subsystem, seq=seq, cleared_at=cleared_at, cleared_by=by)
         self.version += 1
         self._tombstones[task_id] = tombstone
         return tombstone

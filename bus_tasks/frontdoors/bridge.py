@@ -33,7 +33,7 @@ class RpcBridge:
     :meth:`start` (any thread) connects; from :meth:`attach` on, only the loop's thread uses the
     connection, except while a lost connection is recovered: that blocks, so it runs in a thread
     of its own while the loop serves on and holds new requests until the connection is back.
-    Reads in flight are then sent again on the new connection (see :mod:`.inflight`).
+    Calls in flight are then sent again on the new connection (see :mod:`.inflight`).
     """
 
     def __init__(
@@ -54,7 +54,7 @@ class RpcBridge:
         self._timer: asyncio.TimerHandle | None = None
         self._held: deque[Outgoing] = deque()  # requests that came while the connection was away
         self._inflight = InFlight()  # requests sent or held, not answered yet
-        self._unanswered = False  # the recovery under way is for reads unanswered after a failover
+        self._unanswered = False  # the recovery under way is for calls unanswered after a failover
         self._recovery: threading.Thread | None = None
         self._closed = False
         self._released = False  # the connection is closed
@@ -144,6 +144,8 @@ class RpcBridge:
         if remaining <= 0:
             return  # its caller has been answered with a timeout already
         headers: dict[str, object] = {names.HEADER_SENT_AT: time.time()}
+        if self._inflight.was_published(item.correlation_id):
+            headers[names.HEADER_RESENT] = True  # a stop sent again goes to its owner, which knows
         if self.door is not None:
             headers[names.HEADER_DOOR] = self.door
             if item.on_behalf_of is not None:
@@ -204,13 +206,14 @@ class RpcBridge:
     # -- recovery --------------------------------------------------------------------------
 
     def _check_unanswered(self) -> None:
-        """Shortly after a failover, reads unanswered for a quarter of their time go again on a
-        new connection; not while a control call waits, whose reply the old one would lose."""
+        """Shortly after a failover, calls unanswered for a quarter of their time go again on a
+        new connection; not while a call that may not be sent twice waits, whose reply the old
+        one would lose."""
         now = time.monotonic()
         inflight = self._inflight
         inflight.prune(now)
-        if inflight.resend_due(now) and not inflight.control_in_flight(now):
-            log.info("reads unanswered after a failover: sent again on a new connection")
+        if inflight.resend_due(now) and not inflight.once_only_in_flight(now):
+            log.info("calls unanswered after a failover: sent again on a new connection")
             self._unanswered = True
             self._start_recovery()
 
@@ -252,15 +255,15 @@ class RpcBridge:
         if not unanswered:
             self._inflight.failed_over(now)
         # A request on the lost connection may never have reached the RPC queue, and the reply
-        # queue (self-deleting) lost what it held: reads go again, control calls time out.
-        reads = self._inflight.reads_to_resend(now, unanswered=unanswered)
-        log.info("broker connection back; %d reads sent again, %d held requests", len(reads), len(self._held))
+        # queue (self-deleting) lost what it held: repeatable calls go again, others time out.
+        again = self._inflight.to_resend(now, unanswered=unanswered)
+        log.info("broker connection back; %d calls sent again, %d held requests", len(again), len(self._held))
         self._watch()
-        self._guarded(lambda: self._publish_held(reads))
+        self._guarded(lambda: self._publish_held(again))
         self._guarded(self._drain_ready)
 
-    def _publish_held(self, reads: list[Outgoing]) -> None:
-        for item in reads:
+    def _publish_held(self, again: list[Outgoing]) -> None:
+        for item in again:
             self._publish(item)  # one lost in a new loss: sent again after that recovery
         while self._held:
             self._publish(self._held.popleft())  # one lost in a new loss: its caller times out

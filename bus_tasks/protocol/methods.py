@@ -56,6 +56,22 @@ READS: frozenset[MethodName] = frozenset(
     }
 )
 
+# Methods a caller may send again after a failover (SPEC 17), every one: the reads change nothing,
+# and a change is named by its call key (correlation id and JSON-RPC id), which the aggregator
+# and the owning subsystem answer once: a repeat as the first was.
+REPEATABLE: frozenset[MethodName] = READS | {
+    MethodName.STOP,
+    MethodName.CLEAR,
+    MethodName.REVERT,
+    MethodName.RETAG,
+}
+
+# For this long after a failover, a call unanswered for a quarter of its time (at least
+# RESEND_AFTER_S) is sent again on a new connection (the client, a front door's bridge): a channel
+# that reached a quorum queue while it elected a leader can have its publishes dropped for ~30 s
+# (RabbitMQ 3.10), while a new one is served.
+FAILOVER_WINDOW_S, RESEND_AFTER_S = 60.0, 2.0
+
 
 def canonical(name: str) -> MethodName | None:
     """The method called ``name`` (its canonical name or its flat alias); None for no method."""

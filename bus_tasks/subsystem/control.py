@@ -21,6 +21,7 @@ from bus_tasks.errors import (
 from bus_tasks.identity import OFF, Speech, TrustPolicy, refusal
 from bus_tasks.protocol import jsonrpc
 from bus_tasks.protocol.control import ControlParams
+from bus_tasks.subsystem.repeats import Answered
 from bus_tasks.transport import Bus, Delivery, QueueInUse
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class SubsystemControl:
         self.on_stop: ControlHandler | None = None
         self.on_revert: ControlHandler | None = None
         self._listening: Bus | None = None
+        self.answered = Answered()  # what this process carried out, for repeats (SPEC 17)
         # Set by the first announce: until then the owner's tasks are not all known here, so a
         # resync waits for it and stop, revert and retag are refused (nothing is published).
         self.announced = threading.Event()
@@ -144,7 +146,7 @@ class SubsystemControl:
             request = jsonrpc.parse_request(delivery.body)
             request_id = jsonrpc.request_id_of(request)
             params = jsonrpc.bind(ControlParams, request.get("params"))
-            result = self.handle(request["method"], params.taskID, params.tags)
+            result = self._once(request["method"], params)
             body = jsonrpc.result_body(request_id, result)
         except ShutdownRequested:
             raise  # stopping while the broker is away: no answer to give
@@ -162,6 +164,19 @@ class SubsystemControl:
                 persistent=False,
             )
         delivery.ack()
+
+    def _once(self, method: str, params: ControlParams) -> Any:
+        """Carry out a command, or answer a repeat of one carried out as it was answered then."""
+        key = params.request
+        if key is None:
+            return self.handle(method, params.taskID, params.tags)
+        result = self.answered.get(key, method, params.taskID)
+        if result is not None:
+            log.info("control %s task=%s repeated by its caller: answered as before", method, params.taskID)
+            return result
+        result = self.handle(method, params.taskID, params.tags)
+        self.answered.remember(key, method, params.taskID, result)
+        return result
 
     def handle(self, method: str, task_id: str, tags: tuple[str, ...] | None = None) -> Any:
         """Carry out one command; ``true``, or for ``retag`` the task's new tags.

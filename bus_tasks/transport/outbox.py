@@ -57,6 +57,7 @@ class Outbox:
         self._unsent: deque[Outgoing] = deque()
         self._unconfirmed: dict[int, Outgoing] = {}  # delivery tag -> message, in tag order
         self._next_tag = 1
+        self._acked_up_to = 0  # the highest tag confirmed on the current channel
         self._returned: list[Returned] = []
         self._refused: list[Returned] = []
 
@@ -72,6 +73,13 @@ class Outbox:
     def unconfirmed(self) -> int:
         """Messages sent on the current channel and not yet confirmed."""
         return len(self._unconfirmed)
+
+    @property
+    def overtaken(self) -> bool:
+        """A message still unconfirmed was sent before one the broker confirmed since: its
+        confirm may never come (a stream or quorum queue whose leader died with it in flight)."""
+        unconfirmed = self._unconfirmed
+        return bool(unconfirmed) and next(iter(unconfirmed)) < self._acked_up_to
 
     def add(self, message: Outgoing) -> None:
         """Queue ``message`` behind every message not yet sent."""
@@ -101,6 +109,7 @@ class Outbox:
         message returned before its confirm is recorded for :meth:`take_returned` instead.
         """
         callbacks = []
+        self._acked_up_to = max(self._acked_up_to, delivery_tag)
         for tag in self._tags(delivery_tag, multiple):
             message = self._unconfirmed.pop(tag)
             if message.returned is not None:
@@ -172,6 +181,7 @@ class Outbox:
         self._unsent = deque(line)
         self._unconfirmed.clear()
         self._next_tag = 1
+        self._acked_up_to = 0
         return len(line)
 
     def _tags(self, delivery_tag: int, multiple: bool) -> list[int]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support.brokers import CI, Broker, SystemFactory
+from support.brokers import CI, Broker, System, SystemFactory
 from support.own_cluster import OwnCluster
 from support.own_rabbit import OwnRabbit, available
 from support.timing import LATE_S
@@ -78,6 +78,11 @@ def open_bus(url: str, *, confirm: bool = True, queue_type: str = "classic") -> 
 
 def node_of(cluster: OwnCluster, bus: Bus) -> OwnRabbit:
     return cluster.node_at(bus.link.node_url)  # type: ignore[attr-defined]  # the kombu bus's link
+
+
+def aborting(system: System, task_id: str) -> bool:
+    entry = system.aggregator.view.find(task_id)
+    return entry is not None and entry.state.is_aborting
 
 
 def stream_leader(cluster: OwnCluster, vhost: str) -> OwnRabbit:
@@ -221,20 +226,24 @@ class LoopingClient(threading.Thread):
         return sum(1 for at in self.successes if at > moment)
 
 
-def test_kill_of_the_aggregators_node_then_of_the_subsystems_fails_no_call_and_stop_works_again(
+def test_kill_of_the_aggregators_node_with_a_stop_in_flight_then_of_the_subsystems_fails_no_call(
     cluster: OwnCluster, vhost: str, start_system: SystemFactory
 ) -> None:
     n1, n2, n3 = cluster.nodes
     # Each process on a node of its own: the aggregator on n1, the client on n2, the subsystem on n3.
-    # The aggregator's test subsystem is on (its control queue, like every one, is quorum).
+    # The aggregator's test subsystem is on (its control queue, like every one, is quorum). The
+    # subsystem holds its answer to the first stop until n1 is killed: the answer goes to the
+    # aggregator's reply queue, gone with n1; the aggregator sends the command again once it has
+    # failed over, and the subsystem answers the repeat from memory (SPEC 17).
     system = start_system(
         Broker("rabbitmq", cluster.url(vhost)), options=TopologyOptions(queue_type="quorum")
     )
     aggregator_node = node_of(cluster, system.aggregator.connection)
     subsystem_url = cluster.url(vhost, [n3, n1, n2])
     publisher = TaskPublisher(open_bus(subsystem_url, queue_type="quorum"), "vdsm")
-    stopped: list[str] = []
-    publisher.on_stop(stopped.append)
+    held = HeldStops()
+    stopped = held.stopped
+    publisher.on_stop(held)
     control = open_bus(subsystem_url, confirm=False, queue_type="quorum")
     system.serve(publisher, control)
     looping = LoopingClient(cluster.url(vhost, [n2, n3, n1]), timeout_s=10.0)
@@ -247,11 +256,23 @@ def test_kill_of_the_aggregators_node_then_of_the_subsystems_fails_no_call_and_s
         wait_until(lambda: len(looping.successes) >= 20, timeout_s=30.0)
         assert (aggregator_node, cluster.queue_info(vhost, "type")[names.RPC_QUEUE]) == (n1, ["quorum"])
 
+        in_flight = ControlCall(lambda: caller.stop_task(first.id))
+        in_flight.start()
+        assert held.arrived.wait(10.0)  # forwarded by the aggregator, not answered yet
+        # Its "aborting" applied first: what is in flight at the kill is the subsystem's answer.
+        # (An event in flight to the stream's leader as it was killed left the stream without a
+        # confirmed write for over 60 s in 2 of 5 runs here, RabbitMQ 3.10: see docs/design.md.)
+        wait_until(lambda: aborting(system, first.id), timeout_s=10.0)
         killed_at = time.monotonic()
         cluster.kill(aggregator_node)
+        held.release.set()
+        in_flight.join(20.0)
+        assert (in_flight.is_alive(), in_flight.outcome) == (False, True)
+        assert in_flight.took_s <= 10.0 + LATE_S
         wait_until(lambda: looping.succeeded_after(killed_at) >= 20, timeout_s=60.0)
         assert looping.failures == []  # every call had 10 s: none failed
         assert node_of(cluster, system.aggregator.connection) is not aggregator_node
+        assert system.aggregator.counts["control_sent_again"] >= 1
 
         second = publisher.create("copyImage", task_id=str(uuid.uuid4()), state="running")
         publisher.flush(10.0)
@@ -278,6 +299,7 @@ def test_kill_of_the_aggregators_node_then_of_the_subsystems_fails_no_call_and_s
         wait_until(lambda: third.id in stopped, timeout_s=10.0)
         cluster.restart(n3)
         assert looping.failures == []
+        assert stopped == [first.id, second.id, third.id]  # each stop carried out once
     finally:
         looping.stop.set()
         looping.join(15.0)
@@ -445,14 +467,15 @@ def stomp_stop(door: RunningFrontDoor, task_id: str) -> object:
     return reply["result"] if "result" in reply else reply["error"]["code"]
 
 
-def test_kill_of_the_node_of_a_client_and_a_stomp_door_with_stops_in_flight_answers_in_time_stops_once_and_stop_works_again(
+def test_kill_of_the_node_of_a_client_and_a_stomp_door_with_stops_in_flight_answers_true_in_time_stops_once(
     cluster: OwnCluster, vhost: str, start_system: SystemFactory
 ) -> None:
     n1, n2, n3 = cluster.nodes
     # The aggregator on n1, two subsystems on n3, a client and the STOMP door on n2. Each
     # subsystem holds its answer to a stop: n2 is killed while a stop from the client (to vdsm)
-    # and one through the door (to gluster) are published and not answered. A control call is
-    # never sent twice: its caller hears the answer or code 100, by its deadline.
+    # and one through the door (to gluster) are published and not answered. Their replies would
+    # go to reply queues on n2: each is sent again from the new node, under its call key and
+    # marked resent, and its owner answers the repeat from memory (SPEC 17).
     quorum = TopologyOptions(queue_type="quorum")
     system = start_system(Broker("rabbitmq", cluster.url(vhost)), options=quorum)
     subsystem_url = cluster.url(vhost, [n3, n1, n2])
@@ -486,14 +509,12 @@ def test_kill_of_the_node_of_a_client_and_a_stomp_door_with_stops_in_flight_answ
             by_door.start()
             assert [stops.arrived.wait(10.0) for stops in held.values()] == [True, True]
             cluster.kill(n2)  # both stops reached their subsystems; neither is answered yet
-            by_client.join(20.0)  # the client hears of its lost connection at once
             for stops in held.values():
                 stops.release.set()
+            by_client.join(20.0)
             by_door.join(20.0)
             assert (by_client.is_alive(), by_door.is_alive()) == (False, False)
-            # Code 100 by the deadline: the client's at once (BrokerUnavailable: its reply queue
-            # went with n2); the door's the answer, if its new reply queue got it, or code 100.
-            assert (by_client.outcome, by_door.outcome in (True, 100)) == (100, True), by_door.outcome
+            assert (by_client.outcome, by_door.outcome) == (True, True)
             assert max(by_client.took_s, by_door.took_s) <= 10.0 + LATE_S
 
             # Stop works again within seconds, from the same client and through the same door.

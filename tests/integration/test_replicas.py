@@ -2,13 +2,15 @@
 
 Every replica reads the whole event log (a stream) from its own offset: one killed mid-stream
 costs no read, the survivors agree on one revision and one view, a clear answered by one is
-gone from all within 2 s, and a replica that was down or is new catches up from the log alone.
+gone from all within 2 s (and a repeat of that clear at another is answered as the first), and a
+replica that was down or is new catches up from the log alone.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +19,14 @@ import pytest
 from support.brokers import Broker
 from support.processes import Process
 from support.procs.stream import task_id
+from support.raw_rpc import RawCaller
 from support.replicas import answer, replica, rpc_queues
 from support.streams import SUBSYSTEMS, expected_view, start_stream, visible
 
 from bus_tasks import transport
 from bus_tasks.client import TasksClient
 from bus_tasks.errors import BusTasksError
+from bus_tasks.subsystem.publisher import TaskPublisher
 from bus_tasks.testing import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -154,3 +158,38 @@ def test_a_second_replica_is_listed_by_bus_tasks_aggregators_and_no_warning_is_l
             timeout_s=10,
             what="b gone from the list once stopped",
         )
+
+
+def test_a_clear_sent_again_to_the_other_replica_under_its_call_key_answers_true_a_new_one_401(
+    rabbitmq_broker: Broker, tmp_path: Path, started: list[Process]
+) -> None:
+    # A client's clear answered by a whose reply went with a broker node goes again, marked
+    # resent, and may reach b (SPEC 17): b knows from the cleared event which call buried it.
+    url = rabbitmq_broker.url
+    a, b = replica(url, tmp_path, "a"), replica(url, tmp_path, "b")
+    started += [a, b]
+    publisher = TaskPublisher(transport.open(url), "vdsm")
+    bus = transport.open(url)
+    try:
+        task = publisher.create("copyImage", ["spm"])
+        publisher.finish(task.id)
+        publisher.flush(10.0)
+        with TasksClient(transport.open(url), timeout_s=10.0) as client:
+            queues = rpc_queues(client, "a", "b")
+
+        def listed_by_both() -> bool:
+            return all(task.id in answer(url, queues[name])["tasks"] for name in ("a", "b"))
+
+        wait_until(listed_by_both, timeout_s=10, what="the task listed by both replicas")
+        caller = RawCaller(bus)
+        key = uuid.uuid4().hex
+        params = {"taskID": task.id}
+        assert caller.call(key, "Task.clear", params, rpc_queue=queues["a"])["result"] is True
+        wait_until(lambda: task.id not in answer(url, queues["b"])["tasks"], timeout_s=CLEAR_WITHIN_S)
+        again = caller.call(key, "Task.clear", params, resent=True, rpc_queue=queues["b"])
+        assert again.get("result") is True, again
+        other = caller.call(uuid.uuid4().hex, "Task.clear", params, rpc_queue=queues["b"])
+        assert other["error"]["code"] == 401
+    finally:
+        bus.close()
+        publisher.close()

@@ -27,18 +27,49 @@ class RawCaller:
         assert delivery.correlation_id is not None
         self.replies[delivery.correlation_id] = delivery.body
 
-    def send(self, body: bytes, *, sent_at: float | None = None, expiration_s: float = TIMEOUT_S) -> str:
-        correlation_id = uuid.uuid4().hex
+    def send(
+        self,
+        body: bytes,
+        *,
+        sent_at: float | None = None,
+        expiration_s: float = TIMEOUT_S,
+        correlation_id: str | None = None,
+        resent: bool = False,
+        rpc_queue: str = names.RPC_QUEUE,
+    ) -> str:
+        """Publish ``body`` (under ``correlation_id``, a new one by default; ``resent``: marked as
+        sent before, as a client marks a call it sends again after a failover)."""
+        correlation_id = uuid.uuid4().hex if correlation_id is None else correlation_id
+        headers: dict[str, Any] = {names.HEADER_SENT_AT: time.time() if sent_at is None else sent_at}
+        if resent:
+            headers[names.HEADER_RESENT] = True
         self.conn.publish(
             body,
-            routing_key=names.RPC_QUEUE,
+            routing_key=rpc_queue,
             reply_to=self.queue,
             correlation_id=correlation_id,
             expiration_s=expiration_s,
-            headers={names.HEADER_SENT_AT: time.time() if sent_at is None else sent_at},
+            headers=headers,
             persistent=False,
         )
         return correlation_id
+
+    def call(
+        self,
+        correlation_id: str,
+        method: str,
+        params: dict[str, Any],
+        *,
+        resent: bool = False,
+        rpc_queue: str = names.RPC_QUEUE,
+    ) -> dict[str, Any]:
+        """One request, its JSON-RPC id its correlation id as TasksClient makes it: the response
+        (taken, so that the same correlation id can be called again)."""
+        body = json.dumps({"jsonrpc": "2.0", "id": correlation_id, "method": method, "params": params})
+        self.send(body.encode(), correlation_id=correlation_id, resent=resent, rpc_queue=rpc_queue)
+        [response] = self.wait([correlation_id])
+        del self.replies[correlation_id]
+        return response
 
     def wait(
         self,

@@ -1,6 +1,6 @@
-"""The front doors' bridge across a failover (issue 25, SPEC 17): reads in flight are sent again on
-the new connection, and again while unanswered soon after it; control calls never are; a reply
-comes to the door once."""
+"""The front doors' bridge across a failover (issue 25, SPEC 17): repeatable calls in flight (reads,
+and changes named by their call keys) are sent again on the new connection, marked resent, and
+again while unanswered soon after it; any other call never is; a reply comes to the door once."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from support.brokers import Broker, System
 from bus_tasks import names
 from bus_tasks.frontdoors import inflight
 from bus_tasks.frontdoors.bridge import RpcBridge
-from bus_tasks.protocol import jsonrpc
+from bus_tasks.protocol import jsonrpc, methods
 from bus_tasks.transport.kombu.connection import BusConnection
 
 Scenario = Callable[["Door"], Awaitable[None]]
@@ -33,6 +33,7 @@ class Door:
         self.bus = bus
         self.replies: dict[str, list[Any]] = {}
         self.published: Counter[str] = Counter()  # RPC publishes by correlation id, dropped or not
+        self.resent: Counter[str] = Counter()  # of those, marked resent
         self.drop: dict[str, int] = {}  # correlation id -> how many of its publishes to drop
         self.duplicate = False  # every RPC publish goes out twice
         self.lose = False  # the next drain loses the connection
@@ -43,6 +44,7 @@ class Door:
             if kwargs.get("routing_key") == names.RPC_QUEUE:
                 cid = str(kwargs["correlation_id"])
                 self.published[cid] += 1
+                self.resent[cid] += bool(kwargs["headers"].get(names.HEADER_RESENT))
                 if self.drop.get(cid, 0) > 0:
                     self.drop[cid] -= 1
                     return  # lost with its connection, or by a queue electing its leader
@@ -95,19 +97,22 @@ def door(memory_system: System, memory_broker: Broker, monkeypatch: pytest.Monke
     return Door(memory_broker, monkeypatch)
 
 
-def test_a_read_in_flight_across_a_lost_connection_is_answered_after_recovery_and_a_stop_is_not_sent_again(
+def test_a_read_and_a_stop_in_flight_across_a_lost_connection_are_sent_again_marked_resent_and_answered(
     door: Door,
 ) -> None:
     async def scenario(door: Door) -> None:
-        # Both published on the connection that is dying:
+        # Published on the connection that is dying:
         read, read_deadline = door.call("Host.getAllTasks", 10.0, drop=1)
         stop, _ = door.call("Task.stop", 10.0, {"taskID": str(uuid.uuid4())}, drop=1)
+        other, _ = door.call("Host.noSuchMethod", 3.0, drop=1)  # nobody knows whether twice is safe
         door.lose = True
-        await door.until(lambda: read in door.replies, read_deadline)
+        await door.until(lambda: read in door.replies and stop in door.replies, read_deadline)
         assert door.replies[read] == [{}]
-        assert door.published[read] == 2
-        assert door.published[stop] == 1  # its caller hears code 100 at the deadline, as before
-        assert stop not in door.replies
+        assert door.replies[stop] == [{"code": 401, "message": door.replies[stop][0]["message"]}]
+        assert (door.published[read], door.resent[read]) == (2, 1)
+        assert (door.published[stop], door.resent[stop]) == (2, 1)
+        assert door.published[other] == 1  # its caller hears code 100 at the deadline, as before
+        assert other not in door.replies
         assert door.bus.reconnects == 1
 
     door.run(scenario)
@@ -126,7 +131,7 @@ def test_a_read_unanswered_soon_after_a_failover_is_sent_again_on_a_new_connecti
         assert read in door.replies  # UnknownTask, within its 4 s: sent a third time after 2 s
         assert door.published[read] == 3
         assert door.bus.reconnects == 2
-        assert "reads unanswered after a failover: sent again on a new connection" in caplog.text
+        assert "calls unanswered after a failover: sent again on a new connection" in caplog.text
 
     door.run(scenario)
 
@@ -154,7 +159,7 @@ def test_an_unanswered_read_is_sent_again_every_quarter_of_its_time_until_its_de
         assert door.bus.reconnects == door.published[read] - 1
         unanswered = sent_at[2:]
         assert all(
-            b - a >= inflight.RESEND_AFTER_S - 0.05 for a, b in zip(sent_at[1:], unanswered, strict=False)
+            b - a >= methods.RESEND_AFTER_S - 0.05 for a, b in zip(sent_at[1:], unanswered, strict=False)
         )
         assert unanswered[-1] < deadline  # nothing sent for a caller answered with a timeout
         assert read not in door.replies  # its caller gets code 100 from the door at its deadline
@@ -214,7 +219,7 @@ def test_a_read_long_after_the_failover_is_sent_once(door: Door, monkeypatch: py
 
 
 @pytest.mark.parametrize(
-    ("body", "read"),
+    ("body", "repeatable"),
     [
         (jsonrpc.request_body("1", "Host.getAllTasks", {}), True),
         (jsonrpc.request_body("1", "getTaskStatus", {"taskID": "x"}), True),
@@ -224,14 +229,20 @@ def test_a_read_long_after_the_failover_is_sent_once(door: Door, monkeypatch: py
         ),
         (
             b'[{"jsonrpc":"2.0","id":"1","method":"Task.getInfo"},{"jsonrpc":"2.0","id":"2","method":"stopTask"}]',
+            True,
+        ),
+        (
+            b'[{"jsonrpc":"2.0","id":"1","method":"Task.getInfo"},{"jsonrpc":"2.0","id":"2","method":"Host.x"}]',
             False,
         ),
-        (jsonrpc.request_body("1", "Task.clear", {"taskID": "x"}), False),
+        (jsonrpc.request_body("1", "Task.clear", {"taskID": "x"}), True),
+        (jsonrpc.request_body("1", "Task.revert", {"taskID": "x"}), True),
+        (jsonrpc.request_body("1", "Task.retag", {"taskID": "x", "tags": []}), True),
         (jsonrpc.request_body("1", "Host.noSuchMethod", {}), False),
         (b"[]", False),
         (b"not json", False),
         (b'{"method": 7}', False),
     ],
 )
-def test_only_requests_of_reads_alone_count_as_reads(body: bytes, read: bool) -> None:
-    assert inflight.is_read(body) is read
+def test_only_requests_of_repeatable_methods_alone_count_as_repeatable(body: bytes, repeatable: bool) -> None:
+    assert inflight.is_repeatable(body) is repeatable

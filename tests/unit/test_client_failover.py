@@ -1,6 +1,6 @@
-"""A client's read after a failover: a channel that reached a quorum queue while it elected a
-leader may have its publishes dropped (RabbitMQ 3.10, issue 25); the read is sent again on a new
-connection within its deadline instead of failing at it."""
+"""A client's call after a failover: a channel that reached a quorum queue while it elected a
+leader may have its publishes dropped (RabbitMQ 3.10, issue 25); the call is sent again on a new
+connection within its deadline instead of failing at it, a stop as a read (SPEC 17)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from support.brokers import Broker, System
 from bus_tasks import client as client_module
 from bus_tasks import names
 from bus_tasks.client import TasksClient
+from bus_tasks.core.model import State
 from bus_tasks.errors import DeadlineExceeded
+from bus_tasks.testing import wait_until
 from bus_tasks.transport.kombu.connection import BusConnection
 
 
@@ -117,4 +119,41 @@ def test_sending_a_read_again_does_not_reopen_the_failover_window(
         client.get_all_tasks()
     assert len(sent) == 1  # the window closed 3 s after the loss, not after the re-send
     assert bus.reconnects == 2
+    client.close()
+
+
+def test_a_stop_whose_connection_is_lost_before_its_reply_is_sent_again_marked_resent_and_stops_once(
+    memory_system: System, memory_broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publisher = memory_system.publisher("vdsm")
+    stopped: list[str] = []
+    publisher.on_stop(stopped.append)
+    memory_system.listen(publisher)
+    task = publisher.create("copyImage", state=State.RUNNING)
+    bus = memory_broker.connection(confirm_publish=False)
+    assert isinstance(bus, BusConnection)
+    client = TasksClient(bus, timeout_s=10.0)
+    wait_until(lambda: task.id in client.get_all_tasks(), timeout_s=10.0)
+    real_drain, real_publish = bus.drain, bus.publish
+    sent: list[tuple[str, bool]] = []  # (correlation id, marked resent) of each RPC publish
+
+    def publish_recorded(body: bytes, **kwargs: Any) -> None:
+        if kwargs.get("routing_key") == names.RPC_QUEUE:
+            sent.append((kwargs["correlation_id"], bool(kwargs["headers"].get(names.HEADER_RESENT))))
+        real_publish(body, **kwargs)
+
+    def drain_losing_after_the_stop(timeout_s: float) -> bool:
+        if len(sent) == 1:  # the stop went; its reply would come on the connection lost now
+            sent.append(("lost", False))
+            raise bus.link.lost_errors[0]("connection lost")
+        return real_drain(timeout_s)
+
+    monkeypatch.setattr(bus, "publish", publish_recorded)
+    monkeypatch.setattr(bus, "drain", drain_losing_after_the_stop)
+    assert client.stop_task(task.id) is True
+    assert [marked for _, marked in sent] == [False, False, True]
+    assert sent[0][0] == sent[2][0]  # the same call: its correlation id kept
+    assert bus.reconnects == 1
+    wait_until(lambda: memory_system.aggregator.counts["control_answered_stop"] == 2, timeout_s=10.0)
+    assert stopped == [task.id]  # the owner answered the repeat from memory
     client.close()

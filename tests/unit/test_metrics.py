@@ -121,6 +121,7 @@ def test_every_label_set_is_scraped_at_zero_before_anything_happens() -> None:
         "bus_tasks_rpc_expired_total",
         "bus_tasks_rpc_batches_total",
         "bus_tasks_control_late_replies_total",
+        "bus_tasks_control_sent_again_total",
         "bus_tasks_revision",
         "bus_tasks_tombstones",
     ):

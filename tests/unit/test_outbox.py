@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bus_tasks.transport.kombu import publishing
 from bus_tasks.transport.kombu.consumers import Inbox
 from bus_tasks.transport.kombu.publishing import NACKS_BEFORE_NEW_CONNECTION, Sender
 from bus_tasks.transport.outbox import Outbox, Outgoing, Returned
@@ -655,3 +656,67 @@ def test_an_ack_ends_a_run_of_nacks() -> None:
     sender.outbox.add(message("second"))
     refuse(sender, NACKS_BEFORE_NEW_CONNECTION - 1)
     assert not sender.broken
+
+
+# -- a message overtaken by later confirms: a new connection (issue 25) -------------------------
+
+
+def test_a_message_is_overtaken_once_a_later_one_is_confirmed_and_not_after_its_own_confirm() -> None:
+    outbox = Outbox()
+    for name in ("first", "second", "third"):
+        outbox.add(message(name))
+        outbox.sent()
+    assert not outbox.overtaken
+    outbox.ack(1)
+    assert not outbox.overtaken  # in order so far
+    outbox.ack(3)
+    assert outbox.overtaken  # 2 waits while 3 was confirmed
+    outbox.ack(2)
+    assert not outbox.overtaken
+    outbox.add(message("fourth"))
+    outbox.sent()
+    outbox.lost()  # a new channel: its tags count from 1 again, nothing overtaken on it yet
+    assert not outbox.overtaken
+    outbox.sent()
+    assert not outbox.overtaken
+
+
+def test_a_message_overtaken_for_a_while_is_sent_again_on_a_new_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Seen on a three-node cluster: the "aborting" event a subsystem published as the stream's
+    # leader was killed never got a confirm, while every later message did (RabbitMQ 3.10).
+    clock = [100.0]
+    sender = a_sender()
+    sender.clock = lambda: clock[0]
+    for name in ("lost with the leader", "later"):
+        sender.outbox.add(message(name))
+        sender.outbox.sent()
+    caplog.set_level(logging.WARNING, logger="bus_tasks.transport")
+    sender._on_ack(2, False)
+    clock[0] += publishing.OVERTAKEN_FOR_S - 0.1
+    sender._check_overtaken()
+    assert not sender.broken  # confirms may come out of order for a moment
+    clock[0] += 0.1
+    sender._check_overtaken()
+    assert sender.broken
+    assert sender.pending == 1  # kept, to be sent on the new connection
+    assert "later ones were confirmed" in caplog.text
+    assert "secret" not in caplog.text
+    sender._on_ack(7, False)  # the lost channel's: ignored, its tags are not the next one's
+    assert sender.pending == 1
+
+
+def test_a_message_confirmed_late_but_in_time_keeps_the_connection() -> None:
+    clock = [100.0]
+    sender = a_sender()
+    sender.clock = lambda: clock[0]
+    for name in ("slow", "fast"):
+        sender.outbox.add(message(name))
+        sender.outbox.sent()
+    sender._on_ack(2, False)
+    clock[0] += publishing.OVERTAKEN_FOR_S - 1.0
+    sender._on_ack(1, False)
+    clock[0] += 10.0
+    sender._check_overtaken()
+    assert (sender.broken, sender.pending) == (False, 0)

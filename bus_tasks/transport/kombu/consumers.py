@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from amqp.exceptions import AccessRefused, ChannelError
+from amqp.exceptions import AccessRefused
 from kombu.entity import Queue
 from kombu.exceptions import MessageStateError
 from kombu.message import Message
@@ -21,7 +21,7 @@ from bus_tasks.transport.bus import Delivery, Handler, Position, ReentrantDrain
 from bus_tasks.transport.kombu.exclusive import Claims
 from bus_tasks.transport.kombu.frames import Receiver
 from bus_tasks.transport.kombu.link import Link
-from bus_tasks.transport.kombu.readiness import when_ready
+from bus_tasks.transport.kombu.readiness import REFUSALS, when_ready
 
 EXCLUSIVE_RETRY_S = 0.5  # between attempts to take back an exclusive queue after a reconnect
 _STREAM_OFFSET = names.HEADER_STREAM_OFFSET
@@ -333,7 +333,7 @@ def start_claimed(
             return start_consumer(
                 channel, subscription, on_delivery, stale, amqp=link.is_amqp, declare=declare
             )
-        except ChannelError:  # the broker closed the channel (py-amqp reopened it): of no more use
+        except REFUSALS:  # the broker closed the channel (py-amqp reopened it): of no more use
             with contextlib.suppress(Exception):
                 channel.close()
             raise

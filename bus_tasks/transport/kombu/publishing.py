@@ -32,6 +32,9 @@ _EVENT_KEY_PREFIX = names.EVENTS_BINDING.removesuffix("#")  # "task.": what the 
 # Nacks in a row after which the connection is replaced: a channel that reached a quorum queue
 # while it elected a leader is refused for ~30 s (RabbitMQ 3.10); a new connection is served.
 NACKS_BEFORE_NEW_CONNECTION = 5
+# A message unconfirmed this long while later ones are confirmed is sent again on a new connection:
+# its confirm may never come (RabbitMQ 3.10: a stream whose leader was killed with it in flight).
+OVERTAKEN_FOR_S = 5.0
 
 log = logging.getLogger("bus_tasks.transport")
 
@@ -72,6 +75,8 @@ class Sender:
         self._exchanges_declared: set[str] = set()
         self._pumping = False
         self._nacks = 0  # in a row (an ack ends the run)
+        self._overtaken_since: float | None = None  # see OVERTAKEN_FOR_S
+        self.clock = time.monotonic
         self.max_message_bytes: int | None = None  # the broker's limit, once a refusal told it
 
     @property
@@ -192,6 +197,7 @@ class Sender:
                     self.pump()  # reconnects once if due; re-sends what was nacked
                 if not self.broken:
                     link.drain_events(0.1)
+                    self._check_overtaken()
             except link.errors as exc:
                 self.lost(exc)
 
@@ -217,9 +223,28 @@ class Sender:
     # -- the broker's answers (read during any wait: they only update the outbox) -----------
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        if self.broken:
+            return  # the lost channel's: its tags are not the next channel's
         self._nacks = 0
         for callback in self.outbox.ack(delivery_tag, multiple=multiple):
             self._inbox.put(_call, callback)
+        self._check_overtaken()
+
+    def _check_overtaken(self) -> None:
+        """A message overtaken by later confirms for ``OVERTAKEN_FOR_S``: a new connection."""
+        if not self.outbox.overtaken:
+            self._overtaken_since = None
+            return
+        now = self.clock()
+        if self._overtaken_since is None:
+            self._overtaken_since = now
+        elif now - self._overtaken_since >= OVERTAKEN_FOR_S and not self.broken:
+            log.warning(
+                "a message unconfirmed for %gs while later ones were confirmed (its queue's leader"
+                " lost?): re-sending on a new connection", OVERTAKEN_FOR_S,
+            )  # fmt: skip
+            self._overtaken_since = None
+            self.lost()  # the next drain, publish or flush recovers (to the next node of a cluster)
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
         refused = self.outbox.nack(delivery_tag, multiple=multiple)
