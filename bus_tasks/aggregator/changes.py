@@ -15,6 +15,7 @@ from typing import Any
 
 from bus_tasks import codec, names
 from bus_tasks.config import DEFAULT_MAX_REPLY_BYTES
+from bus_tasks.core.view import Entry
 from bus_tasks.errors import PublishRefused, RevisionGone
 from bus_tasks.protocol import changes
 from bus_tasks.transport import Bus
@@ -26,6 +27,8 @@ DEFAULT_HISTORY = 10_000  # changes kept for replay
 # out event by event, a flood in a few hundred messages a second, whatever the broker's chunks.
 COALESCE_S = 0.005
 MIN_MESSAGE_BYTES = 4096
+# Distinct tag combinations kept encoded (a few, shared by many tasks); past it, encoded each time.
+MAX_ENCODED_TAGS = 4096
 
 
 class ChangeFeed:
@@ -66,6 +69,7 @@ class ChangeFeed:
         # Tasks this aggregator removed itself (a clear, an expiry): their change goes out when
         # their ``cleared`` event comes back through the log, at its revision, as on every replica.
         self._awaiting: dict[str, tuple[str, ...]] = {}
+        self._encoded_tags: dict[tuple[str, ...], bytes] = {}
 
     def start(self, revision: int) -> None:
         """The view is loaded at ``revision``: history starts there (nothing before is kept)."""
@@ -77,6 +81,18 @@ class ChangeFeed:
 
     def changed(self, revision: int, task_id: str, details: bytes, tags: tuple[str, ...]) -> None:
         self._record(revision, tags, changes.encode_change(revision, task_id, details, tags))
+
+    def changed_entry(self, revision: int, entry: Entry) -> None:
+        """:meth:`changed` of a live entry of the view: the change made from its listing member."""
+        tags = entry.tags
+        encoded = self._encoded_tags.get(tags)
+        if encoded is None:
+            encoded = codec.dumps(list(tags))
+            if len(self._encoded_tags) < MAX_ENCODED_TAGS:
+                self._encoded_tags[tags] = encoded
+        self._record(
+            revision, tags, changes.encode_member_change(revision, entry.member, len(entry.id), encoded)
+        )
 
     def removed(self, revision: int, task_id: str, tags: Sequence[str]) -> None:
         tags = tuple(tags)

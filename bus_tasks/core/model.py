@@ -35,6 +35,7 @@ SUBSYSTEM_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 TAG_PATTERN = r"^[A-Za-z0-9_.:/-]{1,64}$"
 _TAG_RE = re.compile(TAG_PATTERN)
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_is_canonical_uuid = _CANONICAL_UUID.fullmatch
 
 
 class State(StrEnum):
@@ -93,12 +94,13 @@ def canonical_task_id(value: object) -> str:
     Raises:
         ValueError: when ``value`` is not a UUID string.
     """
-    if isinstance(value, uuid.UUID):
+    if isinstance(value, str):
+        if _is_canonical_uuid(value):
+            return value.lower()  # the hot path of every event: no uuid.UUID round trip
+    elif isinstance(value, uuid.UUID):
         return str(value)
-    if not isinstance(value, str):
+    else:
         raise ValueError(f"task id must be a UUID string, got {type(value).__name__}")  # noqa: TRY004
-    if _CANONICAL_UUID.fullmatch(value):
-        return value.lower()  # the hot path of every event: no uuid.UUID round trip
     try:
         uuid.UUID(value)
     except ValueError:
@@ -154,6 +156,8 @@ def check_encodable(value: Any) -> Any:
             and ``1e400`` as such floats, which the view would list as ``null``) or on an integer
             outside the signed 64-bit range (accepted, it could never be encoded again).
     """
+    if not value or type(value) is str:  # most results and data: "", {}, a plain string
+        return value
     stack = [value]
     while stack:
         item = stack.pop()
@@ -360,6 +364,9 @@ def decode_announced(body: bytes, *, max_bytes: int) -> Announced:
         raise EventRejected(f"invalid announce marker: {describe_validation(exc)}") from None
 
 
+_EVENT_VALIDATOR = Event.__pydantic_validator__
+
+
 def decode_event(body: bytes, *, max_bytes: int) -> Event:
     """Validate one event body.
 
@@ -370,7 +377,8 @@ def decode_event(body: bytes, *, max_bytes: int) -> Event:
     if len(body) > max_bytes:
         raise EventRejected(f"too large: {len(body)} bytes > {max_bytes}")
     try:
-        return Event.model_validate_json(body, context=WIRE)
+        # What Event.model_validate_json calls, without its Python wrapper (~7% of a decode).
+        return _EVENT_VALIDATOR.validate_json(body, context=WIRE)  # type: ignore[no-any-return]
     except ValidationError as exc:
         first = exc
     # The fast path failed: find the most useful reason.

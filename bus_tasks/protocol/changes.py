@@ -36,6 +36,18 @@ def encode_change(revision: int, task_id: str, details: bytes | None, tags: Sequ
     )
 
 
+def encode_member_change(revision: int, member: bytes, id_chars: int, tags: bytes) -> bytes:
+    """:func:`encode_change` of a live task from its listing member ``"<id>":{TaskDetails}`` (an
+    id of ``id_chars`` ASCII characters, as the view keeps it) and its tags encoded already: the
+    same bytes, without encoding the id and the tags again for every change."""
+    return b'{"revision":%d,"id":%b,"task":%b,"tags":%b}' % (
+        revision,
+        member[: id_chars + 2],
+        member[id_chars + 3 :],
+        tags,
+    )
+
+
 def feed_message(head: dict[str, Any], changes: Sequence[bytes]) -> bytes:
     """A feed message: ``head`` (aggregator, instance, log, rpcQueue, after, revision ...) and
     the encoded changes."""

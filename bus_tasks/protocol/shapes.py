@@ -10,30 +10,35 @@ from bus_tasks.core.model import LEGACY_STATE, State, TaskRecord
 
 def task_details(record: TaskRecord) -> dict[str, Any]:
     """The merged info-and-status of one task, as ``getAllTasks`` returns it."""
-    task_state, task_result = LEGACY_STATE[record.state]
+    # The fields from the model's __dict__ (where pydantic keeps them): an attribute of a model
+    # costs ~2.5x a dict's item (BaseModel's __getattr__ slows every attribute read), and this
+    # runs for every event applied.
+    fields = record.__dict__
+    task_id, tags, state = fields["id"], fields["tags"], fields["state"]
+    task_state, task_result = LEGACY_STATE[state]
     return {
-        "id": record.id,
-        "taskID": record.id,
-        "verb": record.verb,
-        "subsystem": record.subsystem,
-        "tags": list(record.tags),
-        "tag": record.tags[0] if record.tags else "",
-        "state": record.state,  # a StrEnum: encoded as its value
+        "id": task_id,
+        "taskID": task_id,
+        "verb": fields["verb"],
+        "subsystem": fields["subsystem"],
+        "tags": list(tags),
+        "tag": tags[0] if tags else "",
+        "state": state,  # a StrEnum: encoded as its value
         "taskState": task_state,
         "taskResult": task_result,
-        "code": record.code,
-        "message": record.message,
-        "result": record.result,
-        "progress": record.progress,
-        "data": record.data,
-        "createdAt": record.created_at,
-        "updatedAt": record.updated_at,
+        "code": fields["code"],
+        "message": fields["message"],
+        "result": fields["result"],
+        "progress": fields["progress"],
+        "data": fields["data"],
+        "createdAt": fields["created_at"],
+        "updatedAt": fields["updated_at"],
     }
 
 
 def task_details_member(record: TaskRecord) -> bytes:
     """The listing member ``"<id>":{TaskDetails}`` of a record: how the view keeps each task."""
-    return codec.dumps_member(record.id, task_details(record))
+    return codec.dumps_member(record.__dict__["id"], task_details(record))
 
 
 def task_status(task_id: str, state: State, code: int, message: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,3 +39,28 @@ def test_quick_bench_of_core_and_selectivity_exits_0_and_prints_each_figure() ->
         assert float(ratio) > 0, output
         assert target.startswith((">=", "<=")), output
         assert met in ("yes", "NO"), output
+
+
+def test_the_ingest_path_tool_reads_every_event_through_the_receivers_whole_delivery_path(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench import ingest_path
+    from bus_tasks.transport.kombu import frames
+
+    taken: list[int] = []
+    whole = frames._whole_delivery
+
+    def counted(*args: Any) -> Any:
+        found = whole(*args)
+        if found is not None:
+            taken.append(found[-1])  # its delivery tag
+        return found
+
+    monkeypatch.setattr(frames, "_whole_delivery", counted)
+
+    assert ingest_path.main(["--tasks", "40", "--reps", "1"]) == 0
+
+    assert capsys.readouterr().out.startswith("120 events: CPU ")
+    # each read of 16 KiB cuts one delivery at its end, which goes through py-amqp: the others go whole
+    assert len(taken) >= 110, taken
+    assert taken == sorted(set(taken))

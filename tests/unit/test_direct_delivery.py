@@ -17,7 +17,7 @@ from support.brokers import Broker
 from bus_tasks import names
 from bus_tasks.testing import wait_until
 from bus_tasks.transport import Delivery
-from bus_tasks.transport.kombu.consumers import delivery_of, direct_delivery
+from bus_tasks.transport.kombu.consumers import DirectReceiver, delivery_of, direct_delivery
 
 
 class AckingChannel:
@@ -79,6 +79,45 @@ def test_a_direct_delivery_carries_what_a_delivery_of_kombus_message_carries(
 
     assert fields(direct) == fields(kombus)
     assert isinstance(direct.body, bytes)
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        {},
+        {"application_headers": {}},
+        {"user_id": "bench", "application_headers": {names.HEADER_STREAM_OFFSET: 41}},
+        {"reply_to": "bus_tasks.reply.x", "expiration": "5000", "application_headers": {"a": [1]}},
+    ],
+)
+def test_the_receiver_hands_each_message_over_as_its_direct_delivery(properties: dict[str, Any]) -> None:
+    channel = AckingChannel()
+    delivered: list[Delivery] = []
+    to_kombu: list[Any] = []
+    receive = DirectReceiver(delivered.append, lambda: False, no_ack=False, kombus_own=to_kombu.append)
+
+    receive(amqp_message(b'{"schema":1}', channel, tag=3, **properties))
+
+    expected = direct_delivery(
+        amqp_message(b'{"schema":1}', channel, **properties), lambda: False, no_ack=False
+    )
+    assert [fields(d) for d in delivered] == [fields(expected)]
+    assert to_kombu == []
+    delivered[0].ack(multiple=True)
+    assert channel.acks == [(3, True)]
+
+
+def test_the_receiver_leaves_a_message_with_kombus_compression_header_to_kombu() -> None:
+    channel = AckingChannel()
+    delivered: list[Delivery] = []
+    to_kombu: list[Any] = []
+    receive = DirectReceiver(delivered.append, lambda: False, no_ack=False, kombus_own=to_kombu.append)
+    message = amqp_message(b"x\x9c", channel, application_headers={"compression": "application/x-gzip"})
+
+    receive(message)
+
+    assert to_kombu == [message]
+    assert delivered == []
 
 
 def test_a_direct_delivery_acks_its_tag_once_and_a_second_ack_raises_as_kombus_does() -> None:

@@ -15,12 +15,14 @@ from support.spec import SPEC_LEGACY_STATE
 from bus_tasks import codec
 from bus_tasks.core.model import (
     DONE_STATES,
+    INT64_MAX,
     LEGACY_STATE,
     MAX_TAGS,
     Event,
     State,
     TaskRecord,
     canonical_task_id,
+    check_encodable,
     check_tag,
     decode_event,
 )
@@ -423,3 +425,18 @@ def test_an_event_survives_encode_and_decode(record: TaskRecord) -> None:
     event = Event(event="updated", seq=42, task=record)
     body = event.model_dump_json(by_alias=True).encode()
     assert decode_event(body, max_bytes=1 << 20) == event
+
+
+@pytest.mark.parametrize(
+    "value", ["", "text", {}, [], None, 0, False, 0.0, 1.5, INT64_MAX, {"a": [1, "x", None]}]
+)
+def test_a_json_value_every_encoder_takes_is_returned_as_it_is(value: Any) -> None:
+    assert check_encodable(value) is value
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), INT64_MAX + 1, -(2**64), {"a": float("-inf")}, [0, [{"b": 2**70}]]]
+)
+def test_a_json_value_with_a_number_no_encoder_takes_at_any_depth_is_refused(value: Any) -> None:
+    with pytest.raises(ValueError, match=r"JSON number|64-bit"):
+        check_encodable(value)

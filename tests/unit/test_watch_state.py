@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.factories import make_event
 
 from bus_tasks import codec
-from bus_tasks.aggregator.changes import COALESCE_S, MIN_MESSAGE_BYTES, ChangeFeed
+from bus_tasks.aggregator import changes as feed_module
+from bus_tasks.aggregator.changes import COALESCE_S, MAX_ENCODED_TAGS, MIN_MESSAGE_BYTES, ChangeFeed
+from bus_tasks.core.view import TaskView
 from bus_tasks.errors import PublishRefused, RevisionGone
 from bus_tasks.protocol.changes import encode_change, selects
 from bus_tasks.watching import NeedFailover, NeedReplay, WatchState, decode_feed
@@ -149,6 +152,26 @@ def test_the_feed_publishes_once_per_turn_with_after_and_revision() -> None:
         {"revision": 7, "id": "t2", "task": None, "tags": ["pool"]},
     ]
     assert (beat["after"], beat["revision"], beat["changes"]) == (7, 7, [])
+
+
+@pytest.mark.parametrize("bound", [MAX_ENCODED_TAGS, 1])
+def test_a_change_made_from_an_entry_is_the_change_made_from_its_parts(
+    bound: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed_module, "MAX_ENCODED_TAGS", bound)  # 1: most tags encoded each time
+    view = TaskView()
+    for n, tags in enumerate([(), ("spm",), ("gluster", "volume:gv1", "a/b.c-d_e"), ("spm",), ()], 1):
+        view.apply(make_event(n, tags=tags, message='"quoted" \u00e9'))
+    by_entry, _ = make_feed()
+    by_parts, _ = make_feed()
+
+    for revision, entry in enumerate(view, 6):
+        by_entry.changed_entry(revision, entry)
+        by_parts.changed(revision, entry.id, entry.details, entry.tags)
+
+    assert list(by_entry._history) == list(by_parts._history)
+    assert by_entry._pending == by_parts._pending
+    assert len(by_entry._encoded_tags) == min(bound, 3)
 
 
 def test_a_clear_made_here_is_told_when_its_event_comes_back_at_that_revision() -> None:

@@ -19,10 +19,12 @@ from bus_tasks import names
 from bus_tasks.errors import QueueInUse
 from bus_tasks.transport.bus import Delivery, Handler, Position, ReentrantDrain
 from bus_tasks.transport.kombu.exclusive import Claims
+from bus_tasks.transport.kombu.frames import Receiver
 from bus_tasks.transport.kombu.link import Link
 from bus_tasks.transport.kombu.readiness import REFUSALS, when_ready
 
 EXCLUSIVE_RETRY_S = 0.5  # between attempts to take back an exclusive queue after a reconnect
+_STREAM_OFFSET = names.HEADER_STREAM_OFFSET
 
 
 def _delivery(
@@ -36,17 +38,18 @@ def _delivery(
     if isinstance(body, str):
         body = body.encode("utf-8", "surrogateescape")
     expiration = props.get("expiration")
-    position = headers.get(names.HEADER_STREAM_OFFSET)  # RabbitMQ's, on what it read from a stream
+    position = headers.get(_STREAM_OFFSET)  # RabbitMQ's, on what it read from a stream
+    # Positional, in the order of Delivery's fields: every delivery is made here (keywords cost).
     return Delivery(
-        body=body,
-        routing_key=routing_key,
-        headers=headers,
-        reply_to=props.get("reply_to"),
-        correlation_id=props.get("correlation_id"),
-        expiration_ms=int(expiration) if expiration not in (None, "") else None,
-        user_id=props.get("user_id"),
-        _ack=ack,
-        position=position if type(position) is int else None,
+        body,
+        routing_key,
+        headers,
+        props.get("reply_to"),
+        props.get("correlation_id"),
+        int(expiration) if expiration not in (None, "") else None,
+        props.get("user_id"),
+        ack,
+        position if type(position) is int else None,
     )
 
 
@@ -133,14 +136,23 @@ class Subscription:
     replay_from: Callable[[], Position] | None = None  # a log's: where to start, asked each time
 
 
-def direct_delivery(message: Any, stale: Callable[[], bool], *, no_ack: bool) -> Delivery:
+def direct_delivery(
+    message: Any, stale: Callable[[], bool], *, no_ack: bool, headers: dict[str, Any] | None = None
+) -> Delivery:
     """A :class:`Delivery` of a py-amqp message as its channel hands it over, without kombu's
     ``Message`` (which copies its properties and headers once more); the same fields as
     :func:`delivery_of`, and acked as kombu acks: not at all for a ``no_ack`` consumer, once.
+    ``headers``: the message's, when the caller has looked them up already.
     """
     info = message.delivery_info
-    headers = message.properties.get("application_headers") or {}  # py-amqp's own, new each time
-    channel, tag = message.channel, info["delivery_tag"]
+    if headers is None:
+        headers = message.properties.get("application_headers") or {}  # py-amqp's own, new each time
+    ack = _acker(message.channel, info["delivery_tag"], stale, no_ack=no_ack)
+    return _delivery(message.body, info.get("routing_key", ""), headers, message.properties, ack)
+
+
+def _acker(channel: Any, tag: int, stale: Callable[[], bool], *, no_ack: bool) -> Callable[[bool], None]:
+    """Acks delivery ``tag`` of ``channel`` as kombu acks: not at all for a ``no_ack`` consumer, once."""
     acked = False
 
     def ack(multiple: bool) -> None:
@@ -152,15 +164,65 @@ def direct_delivery(message: Any, stale: Callable[[], bool], *, no_ack: bool) ->
         channel.basic_ack(tag, multiple=multiple)
         acked = True
 
-    return _delivery(message.body, info.get("routing_key", ""), headers, message.properties, ack)
+    return ack
+
+
+class DirectReceiver(Receiver):
+    """The callback py-amqp calls with each message of a consumer: its :func:`direct_delivery`
+    to ``on_delivery``, or the message to ``kombus_own`` (kombu's own callback) when it has
+    kombu's ``compression`` header (kombu's Message decompresses it, or raises, as ever).
+
+    :func:`~bus_tasks.transport.kombu.frames.read_ready` hands it most deliveries in parts
+    instead (:meth:`deliver`): the same :class:`Delivery`, without py-amqp's ``Message``.
+    """
+
+    __slots__ = ("kombus_own", "no_ack", "on_delivery", "stale")
+
+    def __init__(
+        self,
+        on_delivery: Callable[[Delivery], None],
+        stale: Callable[[], bool],
+        *,
+        no_ack: bool,
+        kombus_own: Callable[[Any], None],
+    ) -> None:
+        self.on_delivery = on_delivery
+        self.stale = stale
+        self.no_ack = no_ack
+        self.kombus_own = kombus_own
+
+    def __call__(self, message: Any) -> None:
+        headers = message.properties.get("application_headers")
+        if not headers:
+            headers = {}
+        elif "compression" in headers:
+            self.kombus_own(message)
+            return
+        self.on_delivery(direct_delivery(message, self.stale, no_ack=self.no_ack, headers=headers))
+
+    def deliver(
+        self, body: bytes, routing_key: str, properties: dict[str, Any], channel: Any, tag: int
+    ) -> bool:
+        headers = properties.get("application_headers")
+        if not headers:
+            headers = {}
+        elif "compression" in headers:
+            return False  # py-amqp makes its Message, for kombu
+        ack = _acker(channel, tag, self.stale, no_ack=self.no_ack)
+        self.on_delivery(_delivery(body, routing_key, headers, properties, ack))
+        return True
 
 
 def _consumed_as(
-    queue: Queue, *, exclusive: bool, direct: Callable[[Any, Callable[[Any], None]], None] | None
+    queue: Queue,
+    *,
+    exclusive: bool,
+    direct: Callable[[Callable[[Any], None]], Callable[[Any], None]] | None,
 ) -> Queue:
     """``queue``, consumed with basic.consume ``exclusive`` (kombu's Queue does not pass the
-    flag), and with ``direct`` given, its deliveries handed to ``direct(message, kombus_own)``
-    as py-amqp's messages, ``kombus_own`` being the callback kombu's consumer would have had.
+    flag), and with ``direct`` given, its deliveries handed to ``direct(kombus_own)`` (called
+    once a consume) as py-amqp's messages, ``kombus_own`` being the callback kombu's consumer
+    would have had.
 
     A class of its own each time: kombu copies queues from their attributes (``as_dict``).
     """
@@ -175,8 +237,7 @@ def _consumed_as(
             on_cancel: Any = None,
         ) -> Any:
             if direct is not None and callback is not None:
-                kombus_own = callback
-                callback = lambda message: direct(message, kombus_own)  # noqa: E731
+                callback = direct(callback)
             return self.channel.basic_consume(
                 queue=self.name,
                 no_ack=self.no_ack if no_ack is None else no_ack,
@@ -224,12 +285,8 @@ def start_consumer(
             queue = Queue(**attributes)
         no_ack = subscription.no_ack
 
-        def direct(message: Any, kombus_own: Callable[[Any], None]) -> None:
-            headers = message.properties.get("application_headers")
-            if headers and "compression" in headers:
-                kombus_own(message)  # kombu's Message decompresses it (or raises, as ever)
-            else:
-                on_delivery(direct_delivery(message, stale, no_ack=no_ack))
+        def direct(kombus_own: Callable[[Any], None]) -> Callable[[Any], None]:
+            return DirectReceiver(on_delivery, stale, no_ack=no_ack, kombus_own=kombus_own)
 
         queue = _consumed_as(queue, exclusive=subscription.exclusive, direct=direct)
     consumer = Consumer(
