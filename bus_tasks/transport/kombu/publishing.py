@@ -34,7 +34,9 @@ _EVENT_KEY_PREFIX = names.EVENTS_BINDING.removesuffix("#")  # "task.": what the 
 NACKS_BEFORE_NEW_CONNECTION = 5
 # A message unconfirmed this long while later ones are confirmed is sent again on a new connection:
 # its confirm may never come (RabbitMQ 3.10: a stream whose leader was killed with it in flight).
-OVERTAKEN_FOR_S = 5.0
+# Long: the broker re-sends a channel's pending stream messages itself once a new leader is up,
+# and a new channel made every few seconds during an election may only prolong the stall.
+OVERTAKEN_FOR_S = 30.0
 
 log = logging.getLogger("bus_tasks.transport")
 
