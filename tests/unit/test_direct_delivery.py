@@ -13,6 +13,7 @@ from kombu.exceptions import MessageStateError
 from kombu.messaging import Producer
 from kombu.transport.pyamqp import Message as KombuMessage
 from support.brokers import Broker
+from support.deliveries import delivery_fields
 
 from bus_tasks import names
 from bus_tasks.testing import wait_until
@@ -45,19 +46,6 @@ def amqp_message(body: bytes | str, channel: AckingChannel, tag: int = 7, **prop
     return message
 
 
-def fields(delivery: Delivery) -> tuple[Any, ...]:
-    return (
-        delivery.body,
-        delivery.routing_key,
-        delivery.headers,
-        delivery.reply_to,
-        delivery.correlation_id,
-        delivery.expiration_ms,
-        delivery.user_id,
-        delivery.position,
-    )
-
-
 @pytest.mark.parametrize(
     "properties",
     [
@@ -77,7 +65,7 @@ def test_a_direct_delivery_carries_what_a_delivery_of_kombus_message_carries(
 
     direct = direct_delivery(amqp_message(body, channel, **properties), lambda: False, no_ack=False)
 
-    assert fields(direct) == fields(kombus)
+    assert delivery_fields(direct) == delivery_fields(kombus)
     assert isinstance(direct.body, bytes)
 
 
@@ -101,7 +89,7 @@ def test_the_receiver_hands_each_message_over_as_its_direct_delivery(properties:
     expected = direct_delivery(
         amqp_message(b'{"schema":1}', channel, **properties), lambda: False, no_ack=False
     )
-    assert [fields(d) for d in delivered] == [fields(expected)]
+    assert [delivery_fields(d) for d in delivered] == [delivery_fields(expected)]
     assert to_kombu == []
     delivered[0].ack(multiple=True)
     assert channel.acks == [(3, True)]

@@ -12,6 +12,7 @@ import pytest
 from amqp.exceptions import UnexpectedFrame
 from amqp.method_framing import frame_handler
 from amqp.serialization import dumps
+from support.deliveries import delivery_fields
 
 from bus_tasks.transport import Delivery
 from bus_tasks.transport.kombu.consumers import DirectReceiver
@@ -272,19 +273,6 @@ def read_all(connection: Any, *, take: bool) -> Read:
         if connection.transport._read_buffer and not connection.transport.sock.chunks:
             break
     return Read(delivered, to_kombu, others, in_parts)
-
-
-def delivery_fields(delivery: Delivery) -> tuple[Any, ...]:
-    return (
-        delivery.body,
-        delivery.routing_key,
-        delivery.headers,
-        delivery.reply_to,
-        delivery.correlation_id,
-        delivery.expiration_ms,
-        delivery.user_id,
-        delivery.position,
-    )
 
 
 @pytest.mark.parametrize("cut", [len(DELIVERY_STREAM), 16384, 1000, 97, 5])
