@@ -90,7 +90,10 @@ class Sender:
     def lost(self, error: BaseException | None = None) -> None:
         """The connection is gone: keep every unconfirmed message for the next one, but those
         its close says the broker refused for good (see transport/refusals)."""
-        refusal = refusals.classify(error or self._link.take_closed_with())
+        # What the last read found the channel closed with, unless ``error`` says why itself: a
+        # publish on a channel the broker closed fails as "closed", and the close told why.
+        closed_with = self._link.take_closed_with()
+        refusal = refusals.classify(error) or refusals.classify(closed_with)
         if refusal is not None:
             self._drop_refused(refusal)
         if not self.broken and self._link.ever_connected:  # else the link said it is unreachable
