@@ -20,6 +20,7 @@ from support.brokers import (
     rabbitmqctl,
     require_service,
 )
+from support.vhosts import VhostPool
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.store import Store
@@ -38,6 +39,17 @@ def rabbitmq_vhost() -> Iterator[str]:
         yield vhost
     finally:
         rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_vhosts() -> Iterator[VhostPool]:
+    """Fresh vhosts on the machine's RabbitMQ, one per test that asks (see support/vhosts.py)."""
+    require_service("RabbitMQ", RABBITMQ)
+    pool = VhostPool(rabbitmqctl, f"bus_tasks_test_{os.getpid()}")
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 @pytest.fixture(scope="session")
