@@ -78,14 +78,14 @@ class Pager:
         position = 0 if after is None else bisect.bisect_right(ids, after)
         end = len(ids)
         budget = sys.maxsize if max_bytes is None else max_bytes
-        live = self.view.live.get
+        lookup = self.view.lookup
         entries: list[Entry] = []
         members: list[bytes] = []
         size = 0
         while position < end and len(entries) < limit:
             walked = ids[position : position + min(limit - len(entries), self._walk)]
             # gone, or changed since the snapshot: it did not exist (match) for the whole listing
-            found = [entry for entry in map(live, walked) if entry is not None]
+            found = [entry for entry in map(lookup, walked) if entry is not None]
             if tags:
                 found = [entry for entry in found if matches(entry, tags, match_all=match_all)]
             got = [entry.member for entry in found]

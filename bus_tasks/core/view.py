@@ -120,7 +120,8 @@ class TaskView:
             encode_member = task_details_member
         self.encode_member = encode_member
         self._entries: dict[str, Entry] = {}
-        self.live: Mapping[str, Entry] = MappingProxyType(self._entries)  # id -> entry, read-only
+        # The live entry of an id, or None: the dict's own get, for walks over many ids (a page).
+        self.lookup: Callable[[str], Entry | None] = self._entries.get
         self._order = IdOrder()  # the ids in sorted order, for pages (kept once first asked)
         self.member_bytes = 0  # the live entries' members added up: a listing's size, unbuilt
         self._tombstones: dict[str, Tombstone] = {}
