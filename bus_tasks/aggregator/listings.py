@@ -9,7 +9,7 @@ from typing import Any
 
 from bus_tasks import codec
 from bus_tasks.aggregator.changes import ChangeFeed
-from bus_tasks.aggregator.paged import answer_page, check_reply_size
+from bus_tasks.aggregator.paged import answer_page, check_listing_size, check_reply_size
 from bus_tasks.config import DEFAULT_MAX_REPLY_BYTES
 from bus_tasks.core.paging import Pager
 from bus_tasks.core.view import Entry, TaskView
@@ -61,6 +61,8 @@ class Listings:
                 revision=self.view.revision,
                 max_reply_bytes=self.max_reply_bytes,
             )
+        if not tags:  # every task: refused from the view's own sums, before anything is built
+            check_listing_size(len(self.view), self.view.member_bytes, self.max_reply_bytes)
         listing = self._listing(
             ("tasks", tuple(tags), match_all),
             lambda: [e.member for e in self.view.select(tags, match_all=match_all)],

@@ -23,9 +23,19 @@ def check_reply_size(members: Sequence[bytes], max_reply_bytes: int) -> None:
     Raises:
         ReplyTooLarge: with the number of tasks and the bytes they would take.
     """
-    size = sum(map(len, members)) + len(members)  # and their commas
+    check_listing_size(len(members), sum(map(len, members)), max_reply_bytes)
+
+
+def check_listing_size(count: int, member_bytes: int, max_reply_bytes: int) -> None:
+    """Refuse a listing of ``count`` members of ``member_bytes`` in all (the view keeps that sum
+    for a listing of every task: it is refused without being built).
+
+    Raises:
+        ReplyTooLarge: with the number of tasks and the bytes they would take.
+    """
+    size = member_bytes + count  # and their commas
     if size + ENVELOPE_BYTES > max_reply_bytes:
-        raise ReplyTooLarge(len(members), size)
+        raise ReplyTooLarge(count, size)
 
 
 def refuse_oversize(method: str, request_id: RequestId, body: bytes, max_reply_bytes: int) -> bytes | None:
@@ -76,5 +86,4 @@ def answer_page(
     next_token = None
     if page.last_id is not None:
         next_token = paging.encode_token(paging.Cursor(listing, first_revision, page.last_id, digest))
-    members = [entry.member for entry in page.entries]
-    return EncodedObject(paging.page_members(first_revision, members, next_token))
+    return EncodedObject(paging.page_members(first_revision, page.members, next_token))

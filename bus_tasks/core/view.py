@@ -11,6 +11,7 @@ from enum import Enum
 from types import MappingProxyType
 
 from bus_tasks.core.model import Announced, Event, State, TaskRecord
+from bus_tasks.core.order import IdOrder
 from bus_tasks.errors import EventRejected, TaskStateError, UnknownTask
 
 MemberEncoder = Callable[[TaskRecord], bytes]
@@ -119,6 +120,10 @@ class TaskView:
             encode_member = task_details_member
         self.encode_member = encode_member
         self._entries: dict[str, Entry] = {}
+        # The live entry of an id, or None: the dict's own get, for walks over many ids (a page).
+        self.lookup: Callable[[str], Entry | None] = self._entries.get
+        self._order = IdOrder()  # the ids in sorted order, for pages (kept once first asked)
+        self.member_bytes = 0  # the live entries' members added up: a listing's size, unbuilt
         self._tombstones: dict[str, Tombstone] = {}
         # tag -> id -> the entry: a query by tag reads its entries without a lookup per task.
         self._by_tag: dict[str, dict[str, Entry]] = {}
@@ -216,6 +221,11 @@ class TaskView:
         """The live entry of ``task_id``, or None."""
         return self._entries.get(task_id)
 
+    def sorted_ids(self) -> list[str]:
+        """Every live id in sorted order, and perhaps a few gone since (look each up): see
+        :mod:`~bus_tasks.core.order`. The list is not changed afterwards; do not change it."""
+        return self._order.ids(self._entries)
+
     def clear(self, task_id: str, *, force: bool = False, by: str | None = None) -> Tombstone:
         """Remove a done task (with ``force``, any task), leaving a tombstone (made ``by`` a call).
 
@@ -306,7 +316,10 @@ class TaskView:
         if current is None:
             entry.tags = self._shared_tags(entry.tags)
             self._index(entry)
+            self._order.add(entry.id)
+            self.member_bytes += len(entry.member)
         else:
+            self.member_bytes += len(entry.member) - len(current.member)
             entry.id = current.id  # the one copy the dict key and the tag index already hold
             if current.tags == entry.tags:
                 entry.tags = current.tags
@@ -347,6 +360,7 @@ class TaskView:
         entry = self._entries.pop(task_id, None)
         if entry is not None:
             self._unindex(entry)
+            self.member_bytes -= len(entry.member)
             self._by_state[entry.subsystem, entry.state] -= 1
 
     def _index(self, entry: Entry) -> None:

@@ -66,7 +66,9 @@ Response = ResultResponse | ErrorResponse
 
 @dataclass(frozen=True, slots=True)
 class EncodedObject:
-    """A JSON object result, already encoded member by member (``"key":value``).
+    """A JSON object result, already encoded: pieces that, joined with commas inside braces,
+    make the object (each a member ``"key":value``, or a run of a member's value: an object's
+    members may stand among them, its opening on the first and its closing on the last).
 
     It is joined once, straight into the reply: a listing of 100,000 tasks costs one copy of
     its members, not an encoding of every task and then a copy into the envelope.

@@ -102,12 +102,19 @@ def decode_token(token: Any, tags: Sequence[str], *, match_all: bool) -> Cursor:
 
 
 def page_members(revision: int, tasks: list[bytes], token: str | None) -> list[bytes]:
-    """The members of a page object ``{"revision", "tasks", "continue"}``."""
-    return [
-        b'"revision":%d' % revision,
-        b'"tasks":{' + b",".join(tasks) + b"}",
-        b'"continue":' + codec.dumps(token),
-    ]
+    """A page object ``{"revision", "tasks", "continue"}`` as the pieces of an
+    :class:`~bus_tasks.protocol.jsonrpc.EncodedObject`: the tasks' members stand among them as
+    they are (the object's brace on the first and last), so the reply is one join of them all,
+    not a join into "tasks" and then another into the envelope."""
+    pieces = [b'"revision":%d' % revision]
+    if tasks:
+        pieces.append(b'"tasks":{' + tasks[0])
+        pieces += tasks[1:]
+        pieces[-1] += b"}"
+    else:
+        pieces.append(b'"tasks":{}')
+    pieces.append(b'"continue":' + codec.dumps(token))
+    return pieces
 
 
 def _shown(token: Any) -> Any:

@@ -40,6 +40,7 @@ def _put(view: TaskView, seqs: dict[int, int], n: int, tags: list[str]) -> None:
         st.integers(0, IDS - 1), st.lists(st.sampled_from(TAGS), max_size=2, unique=True)
     ),
     limit=st.integers(1, IDS + 2),
+    walk=st.integers(1, 5),
     query=st.lists(st.sampled_from(TAGS), max_size=2, unique=True),
     match_all=st.booleans(),
     between=st.lists(st.tuples(st.lists(ops, max_size=4), st.booleans()), max_size=IDS + 2),
@@ -47,6 +48,8 @@ def _put(view: TaskView, seqs: dict[int, int], n: int, tags: list[str]) -> None:
 def test_paging_lists_every_stable_task_exactly_once_in_id_order_whatever_changes_between_pages(
     initial: dict[int, list[str]],
     limit: int,
+    *,
+    walk: int,
     query: list[str],
     match_all: bool,
     between: list[tuple[list[tuple[str, int, list[str]]], bool]],
@@ -60,7 +63,7 @@ def test_paging_lists_every_stable_task_exactly_once_in_id_order_whatever_change
         return {e.id for e in view.select(query, match_all=match_all)}
 
     stable = matching()  # narrowed to what matches before and after every change
-    pager = Pager(view)
+    pager = Pager(view, walk=walk)
     listed: list[str] = []
     after: str | None = None
     rounds = iter(between)
@@ -79,7 +82,7 @@ def test_paging_lists_every_stable_task_exactly_once_in_id_order_whatever_change
                 view.clear(task_id(n), force=True)
             stable &= matching()
         if other_process:  # the next page is asked of a process that never saw this listing
-            pager = Pager(view)
+            pager = Pager(view, walk=walk)
     assert listed == sorted(set(listed))  # id order, none twice
     assert stable <= set(listed)
 
@@ -92,6 +95,24 @@ def test_a_page_ends_early_when_the_next_task_would_not_fit_its_bytes() -> None:
     page = Pager(view).page("l", [], match_all=False, after=None, limit=5, max_bytes=2 * size + 1)
     assert [e.id for e in page.entries] == [task_id(0), task_id(1)]
     assert page.last_id == task_id(1)
+
+
+@pytest.mark.parametrize("walk", [1, 2, 3, 100])
+def test_a_page_cut_by_its_bytes_lists_what_fits_whatever_ids_it_walks_at_a_time(walk: int) -> None:
+    view = TaskView()
+    for n in range(9):
+        view.apply(make_event(n))
+    view.sorted_ids()
+    view.clear(task_id(1), force=True)  # still in the sorted ids: skipped
+    size = len(view.get(task_id(0)).member) + 1
+    pager = Pager(view, walk=walk)
+    page = pager.page("l", [], match_all=False, after=None, limit=5, max_bytes=3 * size)
+    assert [e.id for e in page.entries] == [task_id(0), task_id(2), task_id(3)]
+    assert page.members == [e.member for e in page.entries]
+    assert page.last_id == task_id(3)
+    rest = pager.page("l", [], match_all=False, after=page.last_id, limit=5, max_bytes=9 * size)
+    assert [e.id for e in rest.entries] == [task_id(n) for n in range(4, 9)]
+    assert rest.last_id is None
 
 
 def test_a_page_too_small_for_one_task_is_refused() -> None:
@@ -191,9 +212,24 @@ def test_get_all_tasks_with_a_token_of_other_tags_is_invalid_parameter() -> None
     assert reply["error"]["code"] == 1000
 
 
-def test_a_listing_over_max_reply_bytes_answers_reply_too_large() -> None:
+@pytest.mark.parametrize("count", [0, 1, 2, 5])
+def test_a_page_of_any_length_is_one_json_object(count: int) -> None:
+    dispatcher = _dispatcher(count)
+    page = _call(dispatcher, "Host.getAllTasks", {"options": {"limit": 3}})["result"]
+    assert list(page["tasks"]) == [task_id(n) for n in range(min(count, 3))]
+    assert all(task["taskID"] == key for key, task in page["tasks"].items())
+    assert page["revision"] == 42
+    assert (page["continue"] is None) == (count <= 3)
+
+
+def test_a_listing_over_max_reply_bytes_answers_reply_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
     dispatcher = _dispatcher(100, max_reply_bytes=16_384)
     size = sum(len(e.member) + 1 for e in dispatcher.view)
+
+    def select(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a listing of every task refused is not built: the view keeps its size")
+
+    monkeypatch.setattr(dispatcher.view, "select", select)
     reply = _call(dispatcher, "Host.getAllTasks", {})
     assert reply["error"] == {
         "code": -32012,
