@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from types import MappingProxyType
@@ -195,6 +195,35 @@ class TaskView:
             return
         self._put(entry, current)
         self.log_time = max(self.log_time, entry.updated_at)
+
+    def restore_all(self, entries: Iterable[Entry]) -> None:
+        """Put back the entries a store reads, each as :meth:`restore` would. A load is a million
+        of these into a view that holds none of them: an entry whose id the view holds neither
+        live nor buried goes the short way here, the others through :meth:`restore`."""
+        live = self._entries
+        tombstones = self._tombstones
+        by_tag = self._by_tag
+        shared_tags = self._shared_tags
+        by_state = self._by_state
+        log_time = self.log_time
+        for entry in entries:
+            task_id = entry.id
+            if task_id in live or task_id in tombstones:
+                self.restore(entry)
+                continue
+            entry.tags = tags = shared_tags(entry.tags)
+            for tag in tags:
+                tagged = by_tag.get(tag)
+                if tagged is None:
+                    by_tag[tag] = {task_id: entry}
+                else:
+                    tagged[task_id] = entry
+            live[task_id] = entry
+            by_state[entry.subsystem, entry.state] += 1
+            if entry.updated_at > log_time:  # noqa: PLR1730 - no call on the hot path
+                log_time = entry.updated_at
+        self.version += 1
+        self.log_time = max(self.log_time, log_time)
 
     def restore_tombstone(self, task_id: str, tombstone: Tombstone) -> None:
         self._drop(task_id)
