@@ -197,31 +197,32 @@ class TaskView:
         self.log_time = max(self.log_time, entry.updated_at)
 
     def restore_all(self, entries: Iterable[Entry]) -> None:
-        """Put back the entries a store reads, each as :meth:`restore` would. A load is a million
-        of these into a view that holds none of them: an entry whose id the view holds neither
-        live nor buried goes the short way here, the others through :meth:`restore`."""
-        live = self._entries
+        """Put back entries a store reads (new objects), each as :meth:`restore` would: one whose id
+        the view holds neither live nor buried (a load's million) the short way, others by it."""
+        put = self._entries.setdefault
         tombstones = self._tombstones
         by_tag = self._by_tag
-        shared_tags = self._shared_tags
-        by_state = self._by_state
+        tag_tuples = self._tag_tuples
+        counts: dict[tuple[str, State], int] = {}  # a dict's get and set: ~1/3 of a Counter's +=
         log_time = self.log_time
         for entry in entries:
             task_id = entry.id
-            if task_id in live or task_id in tombstones:
+            # One lookup in the (large) dict of entries: put it in unless the id is there.
+            if task_id in tombstones or put(task_id, entry) is not entry:
                 self.restore(entry)
                 continue
-            entry.tags = tags = shared_tags(entry.tags)
+            entry.tags = tags = tag_tuples.get(entry.tags) or self._shared_tags(entry.tags)
             for tag in tags:
                 tagged = by_tag.get(tag)
                 if tagged is None:
                     by_tag[tag] = {task_id: entry}
                 else:
                     tagged[task_id] = entry
-            live[task_id] = entry
-            by_state[entry.subsystem, entry.state] += 1
+            key = (entry.subsystem, entry.state)
+            counts[key] = counts.get(key, 0) + 1
             if entry.updated_at > log_time:  # noqa: PLR1730 - no call on the hot path
                 log_time = entry.updated_at
+        self._by_state.update(counts)
         self.version += 1
         self.log_time = max(self.log_time, log_time)
 
