@@ -119,7 +119,12 @@ def migrate_from_1(db: sqlite3.Connection, store: str) -> None:
         StoreUnusable: when a row's TaskDetails cannot be read (nothing is changed then).
     """
     count = db.execute("SELECT count(*) FROM tasks").fetchone()[0]
-    log.info("%s: migrating %d tasks from schema 1 to schema %d (once, in one transaction)", store, count, 2)
+    log.info(
+        "%s: migrating %d tasks from schema 1 to schema %d (once, in one transaction)",
+        store,
+        count,
+        SCHEMA_VERSION,
+    )
     began = time.monotonic()
     db.execute("ALTER TABLE tasks RENAME TO tasks_schema_1")
     db.execute(TASKS_TABLE.format(name="tasks"))
@@ -129,7 +134,9 @@ def migrate_from_1(db: sqlite3.Connection, store: str) -> None:
         (_migrated(task_id, seq, bytes(details), store) for task_id, seq, details in rows),
     )
     db.execute("DROP TABLE tasks_schema_1")
-    log.info("%s: %d tasks migrated to schema 2 in %.1f s", store, count, time.monotonic() - began)
+    log.info(
+        "%s: %d tasks migrated to schema %d in %.1f s", store, count, SCHEMA_VERSION, time.monotonic() - began
+    )
 
 
 def _migrated(task_id: str, seq: int, details: bytes, store: str) -> Row:
