@@ -20,6 +20,7 @@ from support.brokers import (
     rabbitmqctl,
     require_service,
 )
+from support.vhosts import VhostPool
 
 from bus_tasks.aggregator import Aggregator, AggregatorPolicy
 from bus_tasks.store import Store
@@ -38,6 +39,17 @@ def rabbitmq_vhost() -> Iterator[str]:
         yield vhost
     finally:
         rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_vhosts() -> Iterator[VhostPool]:
+    """Fresh vhosts on the machine's RabbitMQ, one per test that asks (see support/vhosts.py)."""
+    require_service("RabbitMQ", RABBITMQ)
+    pool = VhostPool(rabbitmqctl, f"bus_tasks_test_{os.getpid()}")
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 @pytest.fixture(scope="session")
@@ -135,9 +147,32 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist, hand out the integration modules first: they are the long ones (a module runs
-    whole on one worker, ``--dist loadfile --no-loadscope-reorder``), and a long one started last
-    would end the run alone. A serial run keeps the collection order."""
+    """Under xdist, hand out the longest modules first (``LONGEST_MODULES``), then the other
+    integration modules: a module runs whole on one worker (``--dist loadfile
+    --no-loadscope-reorder``), and a long one started last would end the run alone. A serial
+    run keeps the collection order."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    items.sort(key=lambda item: "integration" not in item.nodeid.split("::")[0].split("/"))
+    items.sort(key=_handed_out)
+
+
+# The modules that take longest on one worker, longest first (their wall times in a CI run of
+# 2026-12-07, 90 to 385 s): handed out before any other, so that none of them starts last.
+LONGEST_MODULES = (
+    "tests/integration/test_cluster.py",
+    "tests/integration/test_cli.py",
+    "tests/integration/test_restarts.py",
+    "tests/integration/test_gluster.py",
+    "tests/contract/test_watch.py",
+    "tests/integration/test_cli_edges.py",
+    "tests/integration/test_store_faults.py",
+    "tests/integration/test_broker_tls.py",
+    "tests/contract/test_bad_input.py",
+)
+
+
+def _handed_out(item: pytest.Item) -> tuple[int, int]:
+    module = item.nodeid.split("::")[0]
+    if module in LONGEST_MODULES:
+        return (0, LONGEST_MODULES.index(module))
+    return (1 if "integration" in module.split("/") else 2, 0)  # a stable sort keeps the rest's order

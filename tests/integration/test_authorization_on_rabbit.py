@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import trustme
-from support.brokers import Broker, System, rabbitmqctl
+from support.brokers import Broker, System, delete_rabbitmq_queues, rabbitmqctl
 from support.metrics import metric
 from support.vdsm_stomp import RawVdsmClient
 
@@ -123,6 +123,16 @@ class Scene:
 
     def task_state(self, task_id: str) -> State:
         return self.aggregator.view.get(task_id).state
+
+
+@pytest.fixture
+def rabbitmq_broker(users: Users) -> Iterator[Broker]:
+    """This module's broker is the vhost its users may use (the run's vhost, emptied after each
+    test), not a fresh one of each test: their permissions are set once, for the module."""
+    broker = Broker("rabbitmq", f"amqp://guest:guest@127.0.0.1:5672/{users.vhost}")
+    yield broker
+    broker.close_all()
+    delete_rabbitmq_queues(users.vhost)
 
 
 @pytest.fixture

@@ -115,10 +115,10 @@ def _queues(vhost: str) -> list[str]:
 
 
 def test_an_event_published_right_after_the_ready_line_is_in_the_view(
-    rabbitmq_broker: Broker, rabbitmq_vhost: str, serve: Serve
+    rabbitmq_broker: Broker, serve: Serve
 ) -> None:
     # The event queue does not exist yet: only the aggregator's start creates and binds it.
-    assert names.EVENT_LOG not in _queues(rabbitmq_vhost)
+    assert names.EVENT_LOG not in _queues(rabbitmq_broker.url.rsplit("/", 1)[1])
     # The publisher is connected beforehand, so its event leaves the moment the line is read.
     connection = rabbitmq_broker.connection()
     connection.topology.declare_exchanges()

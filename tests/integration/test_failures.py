@@ -7,17 +7,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.brokers import RABBITMQ, Broker, System, admin_of, rabbitmqctl, require_service
+from support.brokers import RABBITMQ, Broker, System, admin_of, require_service
 from support.cli_helpers import run_cli
 from support.deliveries import collect_into
 from support.ports import free_port
 from support.processes import start_serve, without_start_warnings
 from support.timing import Stopwatch, assert_ended_by
+from support.vhosts import VhostPool
 
 from bus_tasks import codec, names, transport
 from bus_tasks.aggregator import Aggregator
@@ -37,16 +37,13 @@ def transport_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 @pytest.fixture
-def fresh_vhost() -> Iterator[str]:
+def fresh_vhost(rabbitmq_vhosts: VhostPool) -> Iterator[str]:
     """The URL of a vhost no aggregator (nor any other test) ever touched: not even an exchange."""
-    require_service("RabbitMQ", RABBITMQ)
-    vhost = f"bus_tasks_fresh_{uuid.uuid4().hex[:10]}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    vhost = rabbitmq_vhosts.take()
     try:
         yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     finally:
-        rabbitmqctl("delete_vhost", vhost)
+        rabbitmq_vhosts.done(vhost)
 
 
 # -- publishers declare the events queue ---------------------------------------------------

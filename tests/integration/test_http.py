@@ -12,7 +12,6 @@ import re
 import threading
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +19,11 @@ from typing import Any
 
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
-from support.brokers import RABBITMQ, Broker, rabbitmqctl, require_service
+from support.brokers import RABBITMQ, Broker
 from support.cli_helpers import run_cli
 from support.faultproxy import FaultProxy
 from support.processes import BIN, Process
+from support.vhosts import VhostPool
 
 from bus_tasks import transport
 from bus_tasks.client import TasksClient
@@ -54,18 +54,15 @@ Serve = Callable[..., Served]
 
 
 @pytest.fixture
-def vhost_broker() -> Iterator[Broker]:
+def vhost_broker(rabbitmq_vhosts: VhostPool) -> Iterator[Broker]:
     """A RabbitMQ vhost of this test alone, deleted after it."""
-    require_service("RabbitMQ", RABBITMQ)
-    vhost = f"bus_tasks_http_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    vhost = rabbitmq_vhosts.take()
     broker = Broker("rabbitmq", f"amqp://guest:guest@127.0.0.1:5672/{vhost}")
     try:
         yield broker
     finally:
         broker.close_all()
-        rabbitmqctl("delete_vhost", vhost)
+        rabbitmq_vhosts.done(vhost)
 
 
 @pytest.fixture

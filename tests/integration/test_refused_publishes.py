@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 from support.brokers import Broker, System, SystemFactory
 from support.own_rabbit import OwnRabbit, available
+from support.vhosts import VhostPool
 
 from bus_tasks import names, transport
 from bus_tasks.client import TasksClient
@@ -47,16 +48,21 @@ def small_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRabbit]:
         node.stop()
 
 
+@pytest.fixture(scope="session")
+def small_vhosts(small_node: OwnRabbit) -> Iterator[VhostPool]:
+    pool = VhostPool(small_node.ctl, "bt_refused")
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-def small_broker(small_node: OwnRabbit) -> Iterator[Broker]:
+def small_broker(small_node: OwnRabbit, small_vhosts: VhostPool) -> Iterator[Broker]:
     """A vhost of this test alone on the small node."""
-    vhost = f"bt_refused_{uuid.uuid4().hex[:8]}"
-    small_node.ctl("add_vhost", vhost)
-    small_node.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    vhost = small_vhosts.take()
     broker = Broker("rabbitmq", f"amqp://guest:guest@127.0.0.1:{small_node.port}/{vhost}")
     yield broker
     broker.close_all()
-    small_node.ctl("delete_vhost", vhost)
+    small_vhosts.done(vhost)
 
 
 def _reconnects(system: System) -> int:

@@ -116,7 +116,8 @@ def purge_redis_prefix(url: str, prefix: str) -> None:
         client.close()
 
 
-def _delete_rabbitmq_queues(vhost: str) -> None:
+def delete_rabbitmq_queues(vhost: str) -> None:
+    """Delete every queue of ``vhost`` on the machine's RabbitMQ (a shared vhost, emptied after a test)."""
     listed = rabbitmqctl("list_queues", "-p", vhost, "name", "--no-table-headers")
     queues = [line.strip() for line in listed.splitlines() if line.strip()]
     if not queues:
@@ -161,11 +162,14 @@ def make_broker(transport: str, request: pytest.FixtureRequest) -> Iterator[Brok
         broker.close_all()
         purge_redis_prefix(broker.url, prefix)
     elif transport == "rabbitmq":
-        vhost = request.getfixturevalue("rabbitmq_vhost")
+        # A vhost of this test alone (made in batches: support/vhosts.py), so nothing of an
+        # earlier test is left in it and none of this test's queues needs deleting after it.
+        pool = request.getfixturevalue("rabbitmq_vhosts")
+        vhost = pool.take()
         broker = Broker("rabbitmq", f"amqp://guest:guest@127.0.0.1:5672/{vhost}")
         yield broker
         broker.close_all()
-        _delete_rabbitmq_queues(vhost)
+        pool.done(vhost)
     else:  # pragma: no cover - a typo in a parametrization
         raise ValueError(transport)
 

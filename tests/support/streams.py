@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Set
 from typing import Any
@@ -33,6 +34,12 @@ def start_stream(
     if listen:
         argv.append("--listen")
     return Process(argv)
+
+
+def hurry(publisher: Process) -> None:
+    """The rest of ``publisher``'s stream unpaced: for a test whose paced part has done its work."""
+    if publisher.popen.poll() is None:
+        publisher.popen.send_signal(signal.SIGUSR1)
 
 
 def visible(task: dict[str, Any]) -> dict[str, Any]:

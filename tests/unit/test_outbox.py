@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from amqp.exceptions import ChannelError, RecoverableConnectionError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -720,3 +721,22 @@ def test_a_message_confirmed_late_but_in_time_keeps_the_connection() -> None:
     clock[0] += 10.0
     sender._check_overtaken()
     assert (sender.broken, sender.pending) == (False, 0)
+
+
+def test_a_publish_that_only_saw_the_channel_closed_still_drops_what_the_close_refused() -> None:
+    # A publish on a channel the broker closed fails as "connection closed" (py-amqp); why it
+    # closed is what the read that found the close kept (the link's closed_with).
+    text = "PRECONDITION_FAILED - message size 133667 is larger than configured max size 65536"
+    refused = ChannelError(text, reply_code=406)  # as py-amqp raises a channel's close
+    closes: list[BaseException | None] = [refused]
+    link: Any = SimpleNamespace(
+        url="amqp://h/v", ever_connected=True, take_closed_with=lambda: closes.pop() if closes else None
+    )
+    sender = Sender(link, Inbox(), cast(Any, None), confirming=True, max_unconfirmed=10, window=10)
+    sender.outbox.add(message("x" * 133667))
+    sender.outbox.sent()
+    sender.outbox.add(message("small"))
+    sender.lost(RecoverableConnectionError("basic_publish: connection closed"))
+    assert sender.pending == 1  # the small one, kept for the new connection; the large one dropped
+    assert sender.max_message_bytes == 65536  # and the next one over it is refused before sending
+    assert closes == []  # taken once

@@ -26,6 +26,7 @@ from bus_tasks.errors import PublishError, PublishRefused, PublishUnreachable
 from bus_tasks.transport.kombu import refusals
 from bus_tasks.transport.kombu.consumers import Inbox
 from bus_tasks.transport.kombu.link import Link, Retries, describe
+from bus_tasks.transport.kombu.sending import Frames
 from bus_tasks.transport.outbox import Outbox, Outgoing, Returned
 
 _EVENT_KEY_PREFIX = names.EVENTS_BINDING.removesuffix("#")  # "task.": what the log keeps
@@ -74,6 +75,7 @@ class Sender:
         self.outbox = Outbox()
         self.broken = False  # the connection was lost and is not yet recovered
         self._producer: Producer | None = None
+        self._frames: Frames | None = None  # AMQP: publishes written by us (see sending.py)
         self._exchanges_declared: set[str] = set()
         self._pumping = False
         self._nacks = 0  # in a row (an ack ends the run)
@@ -88,7 +90,10 @@ class Sender:
     def lost(self, error: BaseException | None = None) -> None:
         """The connection is gone: keep every unconfirmed message for the next one, but those
         its close says the broker refused for good (see transport/refusals)."""
-        refusal = refusals.classify(error or self._link.take_closed_with())
+        # What the last read found the channel closed with, unless ``error`` says why itself: a
+        # publish on a channel the broker closed fails as "closed", and the close told why.
+        closed_with = self._link.take_closed_with()
+        refusal = refusals.classify(error) or refusals.classify(closed_with)
         if refusal is not None:
             self._drop_refused(refusal)
         if not self.broken and self._link.ever_connected:  # else the link said it is unreachable
@@ -111,6 +116,7 @@ class Sender:
     def reset(self) -> None:
         """A new connection replaces the lost one: a new producer, exchanges declared afresh."""
         self._producer = None
+        self._frames = None
         self._exchanges_declared.clear()
 
     # -- publishing -----------------------------------------------------------------------
@@ -274,6 +280,7 @@ class Sender:
             channel: Any = self._link.channel  # py-amqp's channel: confirms are its extension
             if self._link.is_amqp:
                 channel.events["basic_return"].add(self._on_return)
+                self._frames = Frames(channel, self._host.user_id)
             if self.confirming:
                 channel.confirm_select()
                 channel.events["basic_ack"].add(self._on_ack)
@@ -285,6 +292,25 @@ class Sender:
             if self._producer is None:  # the declare met a lost connection and recovered it
                 self._send(message)  # on the new one (the exchange is declared there: once)
                 return
+        # Events must reach the log; heartbeats (presence) may find nobody listening.
+        mandatory = (
+            self._link.is_amqp
+            and message.routing_key.startswith(_EVENT_KEY_PREFIX)
+            and message.exchange == names.EVENTS_EXCHANGE
+        )
+        if self._frames is not None:
+            self._frames.publish(
+                message.body,
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                mandatory=mandatory,
+                persistent=message.persistent,
+                headers=message.headers,
+                correlation_id=message.correlation_id,
+                reply_to=message.reply_to,
+                expiration_s=message.expiration_s,
+            )
+            return
         self._producer.publish(
             message.body,
             exchange=message.exchange,
@@ -297,10 +323,7 @@ class Sender:
             correlation_id=message.correlation_id,
             expiration=message.expiration_s,
             user_id=self._host.user_id,
-            # Events must reach the log; heartbeats (presence) may find nobody listening.
-            mandatory=self._link.is_amqp
-            and message.routing_key.startswith(_EVENT_KEY_PREFIX)
-            and message.exchange == names.EVENTS_EXCHANGE,
+            mandatory=mandatory,
             retry=False,
         )
 

@@ -55,7 +55,10 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, required=True)
     parser.add_argument("--updates", type=int, default=3, help="progress events between create and finish")
     parser.add_argument(
-        "--events-per-s", type=float, default=0.0, help="pace of the stream (0: as fast as it goes)"
+        "--events-per-s",
+        type=float,
+        default=0.0,
+        help="pace of the stream (0: as fast as it goes; SIGUSR1 drops the pace for the rest)",
     )
     parser.add_argument(
         "--listen",
@@ -68,7 +71,15 @@ def main() -> int:
         transport.open(args.broker, BusOptions(confirm_publish=True, topology=TOPOLOGY)), args.subsystem
     )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    hurry = threading.Event()  # SIGUSR1: the rest unpaced (the test has done what needed a stream)
+    wake = threading.Event()  # ends a pacing wait early, on either signal
+
+    def on_signal(signum: int, frame: object) -> None:
+        (stop if signum == signal.SIGTERM else hurry).set()
+        wake.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGUSR1, on_signal)
     control: threading.Thread | None = None
     if args.listen:
         control = threading.Thread(
@@ -99,11 +110,13 @@ def main() -> int:
                 progress=final["progress"],
             )
         events += len(chunk) * (args.updates + 2)
-        if args.events_per_s:
+        if args.events_per_s and not hurry.is_set():
             # Pacing of the workload (so that a test can act while the stream runs), not a wait.
             ahead_s = began + events / args.events_per_s - time.monotonic()
-            if ahead_s > 0 and stop.wait(ahead_s):
-                break
+            if ahead_s > 0:
+                wake.wait(ahead_s)
+        if stop.is_set():
+            break
     publisher.flush(120.0)
     print(f"{args.subsystem}: {events} events published and confirmed", file=sys.stderr, flush=True)
     if control is not None:
