@@ -11,7 +11,7 @@ import redis
 
 from bus_tasks import codec, names
 from bus_tasks.config import DEFAULT_CONNECT_TIMEOUT_S
-from bus_tasks.core.view import TaskView, Tombstone
+from bus_tasks.core.view import Entry, TaskView, Tombstone
 from bus_tasks.errors import StoreUnavailable
 from bus_tasks.store.base import BufferedStore
 from bus_tasks.store.form import STORED_FORM, check_form, entry_from_details
@@ -113,13 +113,16 @@ class RedisStore(BufferedStore):
                 subsystem=fields["subsystem"], seq=fields["seq"], cleared_at=fields["cleared_at"]
             )
             view.restore_tombstone(_text(task_id), tombstone)
-        for _, value in self._scan(self.tasks_key):
-            payload = _bytes(value)
-            view.restore(entry_from_details(payload[SEQ_DIGITS + 1 :], int(payload[:SEQ_DIGITS])))
+        view.restore_all(self._entries())
         revision = self._client.hget(self.meta_key, "revision")
         if revision is not None:
             view.revision = max(view.revision, int(revision))
         return len(view) - before
+
+    def _entries(self) -> Iterator[Entry]:
+        for _, value in self._scan(self.tasks_key):
+            payload = _bytes(value)
+            yield entry_from_details(payload[SEQ_DIGITS + 1 :], int(payload[:SEQ_DIGITS]))
 
     def _scan(self, key: str) -> Iterator[tuple[Any, Any]]:
         # HSCAN rather than HGETALL: a large view does not block Redis in one reply.

@@ -12,38 +12,25 @@ from bus_tasks import codec
 from bus_tasks.core.view import TaskView, Tombstone
 from bus_tasks.errors import StoreUnavailable, StoreUnusable
 from bus_tasks.store.base import BufferedStore
-from bus_tasks.store.form import STORED_FORM, check_form, entry_from_details
+from bus_tasks.store.form import STORED_FORM, check_form
+from bus_tasks.store.sqlite_rows import (
+    OTHER_TABLES,
+    PUT,
+    SCHEMA_1_COLUMNS,
+    SCHEMA_VERSION,
+    SELECT,
+    TASKS_COLUMNS,
+    TASKS_TABLE,
+    columns,
+    entries,
+    migrate_from_1,
+    row_of,
+)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 MAX_SEQ = (1 << 63) - 1  # SQLite's INTEGER
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    details BLOB NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tombstones (
-    id TEXT PRIMARY KEY,
-    subsystem TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    cleared_at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-) WITHOUT ROWID;
-"""
-
-# The same rules as the Redis store: a tombstone blocks the put, a lower seq never replaces a higher.
-_PUT = """
-INSERT INTO tasks (id, seq, details)
-SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE id = ?1)
-ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, details = excluded.details
-WHERE excluded.seq > tasks.seq
-"""
 _BURY = "INSERT OR REPLACE INTO tombstones (id, subsystem, seq, cleared_at) VALUES (?, ?, ?, ?)"
 _DROP_TASK = "DELETE FROM tasks WHERE id = ?"
 _FORGET = "DELETE FROM tombstones WHERE id = ?"
@@ -123,11 +110,31 @@ class SqliteStore(BufferedStore):
         # the subsystems heals the view from that.
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # One transaction: a file is made, or migrated, whole or not at all.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._prepare(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        """Make the tables of a new file, or migrate those of a schema-1 file (see ``sqlite_rows``)."""
+        for statement in OTHER_TABLES:
+            db.execute(statement)
         row = db.execute("SELECT value FROM meta WHERE key = 'form'").fetchone()
         check_form(None if row is None else int(row[0]), str(self))
+        found = columns(db)
+        if not found:
+            db.execute(TASKS_TABLE.format(name="tasks"))
+        elif found == SCHEMA_1_COLUMNS:
+            migrate_from_1(db, str(self))
+        elif found != TASKS_COLUMNS:
+            raise StoreUnusable(str(self), f"its tasks table has columns {found}, not a bus_tasks store's")
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('form', ?)", (STORED_FORM,))
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def load(self, view: TaskView) -> int:
         """Fill ``view`` from the file; returns the number of live tasks loaded."""
@@ -140,8 +147,7 @@ class SqliteStore(BufferedStore):
                 view.restore_tombstone(
                     task_id, Tombstone(subsystem=subsystem, seq=seq, cleared_at=cleared_at)
                 )
-            for seq, details in db.execute("SELECT seq, details FROM tasks"):
-                view.restore(entry_from_details(bytes(details), seq))
+            view.restore_all(entries(db.execute(SELECT)))
             row = db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
             if row is not None:
                 view.revision = max(view.revision, int(row[0]))
@@ -164,7 +170,7 @@ class SqliteStore(BufferedStore):
                     db.executemany(_BURY, [(i, t.subsystem, t.seq, t.cleared_at) for i, t in buried])
                     db.executemany(_DROP_TASK, [(i,) for i, _ in buried])
                     db.executemany(_FORGET, [(i,) for i in self._buffer.forgotten()])
-                    db.executemany(_PUT, [(e.id, e.seq, e.details) for e in self._buffer.puts.values()])
+                    db.executemany(PUT, [row_of(e) for e in self._buffer.puts.values()])
                     if self._buffer.revision is not None:
                         db.execute(_MARK, (self._buffer.revision,))
                     db.execute("COMMIT")

@@ -38,8 +38,9 @@ ONE_PROCESS_COMMANDS = frozenset({"serve", "demo"})
 SERVICE_COMMANDS = frozenset({"serve", "stomp", "simulate", "gluster"})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line: each command, its summary and its function, written once here."""
+def build_parser(*, with_plugins: bool = True) -> argparse.ArgumentParser:
+    """The whole command line: each command, its summary and its function, written once here;
+    the installed plugins' commands too unless ``with_plugins`` is False."""
     parser = argparse.ArgumentParser(
         prog="bus-tasks",
         description="Task-status service for message-bus driven systems: one merged view of every "
@@ -283,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     setup = command("broker-setup", broker_setup.SUMMARY, broker_setup.cmd_broker_setup)
     options.global_options(setup, broker=True)
     broker_setup.add_arguments(setup)
-    for name, plugin in installed_plugins().items():
+    for name, plugin in (installed_plugins() if with_plugins else {}).items():
         if name in sub.choices:
             log.warning("plugin %r is not added: bus-tasks has a command of that name", name)
             continue
@@ -338,7 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
+    # Loading the plugins imports their code (gluster's CLI runner and XML parsers): a built-in
+    # command, serve above all (its start is timed, docs/performance.md), goes without them.
+    parser = build_parser(with_plugins=False)
+    if options.command_named(sys.argv[1:] if argv is None else argv) not in _commands(parser):
+        parser = build_parser()
     args = parser.parse_args(argv)
     _check(parser, args)
     log_level = getattr(args, "log_level", None)

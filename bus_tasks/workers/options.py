@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,18 @@ def from_setting(name: str) -> str:
     default = Settings.model_fields[name].default
     shown = redact_url(default.get_secret_value()) if name == "broker_url" else default
     return f"setting {name}: ${ENV_PREFIX}{name.upper()}, else {CONFIG_FILE_NAME}, else {shown}"
+
+
+def command_named(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names: its first word that is neither an option nor the value of
+    ``--log-level`` or ``--broker`` given before it (:func:`global_options`); None if none."""
+    words = iter(argv)
+    for word in words:
+        if word in ("--log-level", "--broker"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def global_options(parser: argparse.ArgumentParser, *, broker: bool) -> None:

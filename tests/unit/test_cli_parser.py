@@ -9,10 +9,13 @@ import json
 import re
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bus_tasks.plugins import installed
 from bus_tasks.workers.cli import build_parser, main, summaries
+from bus_tasks.workers.options import command_named
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 TAG_RULE = "a tag matches [A-Za-z0-9_.:/-]{1,64}; repeat --tag for each tag"
@@ -293,3 +296,48 @@ def test_call_refuses_a_parameter_given_twice() -> None:
         stderr.getvalue().splitlines()[-1]
         == "bus-tasks call: error: parameter 'taskID' is given more than once"
     )
+
+
+# -- plugins ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["serve", "--data-dir", "gluster"], "serve"),
+        (["--log-level", "INFO", "--broker", "memory://", "tasks", "--json"], "tasks"),
+        (["--log-level", "serve", "gluster"], "gluster"),  # an option's value is no command
+        (["--version"], None),
+        ([], None),
+    ],
+)
+def test_the_command_is_the_first_word_that_is_no_option_nor_a_value(
+    argv: list[str], named: str | None
+) -> None:
+    assert command_named(argv) == named
+
+
+def plugin_loads(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> int:
+    """How often ``bus-tasks ARGV`` (which must exit 0 at its help) loaded the installed plugins."""
+    loads: list[None] = []
+
+    def counted() -> dict[str, Any]:
+        loads.append(None)
+        return installed()
+
+    monkeypatch.setattr("bus_tasks.workers.cli.installed_plugins", counted)
+    with contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 0
+    return len(loads)
+
+
+def test_a_built_in_command_runs_without_loading_the_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert plugin_loads(monkeypatch, ["--log-level", "INFO", "serve", "--help"]) == 0
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["gluster", "--help"]], ids=["help", "plugin"])
+def test_the_help_and_a_plugins_command_load_the_plugins(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    assert plugin_loads(monkeypatch, argv) == 1

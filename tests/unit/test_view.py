@@ -543,6 +543,76 @@ def test_restore_tombstone_drops_the_live_entry(view: TaskView) -> None:
     assert (list(view), view.select(["spm"])) == ([], [])
 
 
+RESTORE_TAGS = ["spm", "gluster", "volume:gv1", "rare"]
+RestoreSpec = tuple[int, int, str, State, tuple[str, ...]]  # task, seq, subsystem, state, tags
+
+restore_specs = st.lists(
+    st.tuples(
+        st.integers(1, 6),
+        st.integers(1, 30),
+        st.sampled_from(["vdsm", "gluster"]),
+        st.sampled_from([State.RUNNING, State.FINISHED, State.FAILED]),
+        st.lists(st.sampled_from(RESTORE_TAGS), max_size=3, unique=True).map(tuple),
+    ),
+    max_size=25,
+)
+
+
+def restored_view(
+    before: list[Event], graves: list[int], specs: list[RestoreSpec], *, bulk: bool
+) -> TaskView:
+    """A view holding ``before`` and tombstones of ``graves``, then the entries of ``specs``
+    restored all at once (``bulk``) or one by one."""
+    view = TaskView(clock=Clock())
+    for event in before:
+        view.apply(event)
+    for n in graves:
+        view.restore_tombstone(task_id(n), Tombstone(subsystem="vdsm", seq=1, cleared_at=1.0))
+    entries = [
+        entry_of(make_record(n, subsystem=s, state=state, tags=tags, updated_at=at(seq * 10.0)), seq)
+        for n, seq, s, state, tags in specs
+    ]
+    if bulk:
+        view.restore_all(iter(entries))
+    else:
+        for entry in entries:
+            view.restore(entry)
+    return view
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.lists(st.integers(1, 6), max_size=3, unique=True),
+    graves=st.lists(st.integers(1, 6), max_size=2, unique=True),
+    specs=restore_specs,
+)
+def test_restore_all_makes_the_view_restore_of_each_entry_makes(
+    before: list[int], graves: list[int], specs: list[RestoreSpec]
+) -> None:
+    live = [
+        make_event(n, seq=15, tags=("spm", "rare"), updated_at=at(5.0)) for n in before if n not in graves
+    ]
+    one_by_one = restored_view(live, graves, specs, bulk=False)
+    bulk = restored_view(live, graves, specs, bulk=True)
+
+    fields = Entry.__slots__
+    assert [tuple(getattr(e, f) for f in fields) for e in bulk] == [
+        tuple(getattr(e, f) for f in fields) for e in one_by_one
+    ]
+    assert by_tag(bulk, RESTORE_TAGS) == by_tag(one_by_one, RESTORE_TAGS)
+    assert +Counter(bulk.tasks_by_state) == +Counter(one_by_one.tasks_by_state)
+    assert (bulk.tombstones, bulk.log_time) == (one_by_one.tombstones, one_by_one.log_time)
+    assert len({id(e.tags) for e in bulk if e.tags == ("spm", "gluster")}) <= 1  # shared tuples
+    assert bulk.version > 0
+
+
+def test_restore_all_of_nothing_leaves_the_view_as_it_was(view: TaskView) -> None:
+    view.apply(make_event(1, seq=2))
+    before = (list(view), dict(view.tasks_by_state), view.log_time)
+    view.restore_all([])
+    assert (list(view), dict(view.tasks_by_state), view.log_time) == before
+
+
 # -- the law: any order, any duplication, same view --------------------------------------
 
 PROPERTY_TASKS = [task_id(n) for n in range(1, 5)]
