@@ -75,6 +75,8 @@ def _pause_and_resume(broker: Broker, start_system: SystemFactory, caplog: pytes
 
     store.broken = False
     wait_until(lambda: set(during) <= set(store.tasks), timeout_s=TIMEOUT_S, what="held events stored")
+    # The line is logged once the commit that stored them returned: a moment after they show.
+    wait_until(lambda: len(_store_lines(caplog)) >= 2, timeout_s=TIMEOUT_S, what="the store's back line")
     lines = _store_lines(caplog)
     assert len(lines) == 2, lines
     assert lines[1].startswith("store switchable test store is back after ")
