@@ -15,6 +15,7 @@ from kombu.transport.pyamqp import Channel
 
 from bus_tasks import names
 from bus_tasks.transport.kombu.sending import Frames
+from bus_tasks.transport.outbox import Outgoing
 
 FRAME_MAX = 4096  # small, so that a body of a few KiB is cut into frames as on the wire
 
@@ -80,9 +81,14 @@ def by_frames(body: bytes, user_id: str | None, times: int = 1, **message: Any) 
     connection = Connection()
     frames = Frames(channel_on(connection), user_id)
     for _ in range(times):  # again: from what it keeps of the first
-        frames.publish(body, **message)
+        frames.publish(outgoing(body, message), mandatory=message["mandatory"])
     assert connection.transport is not None
     return connection.transport.wire(), connection.bytes_sent
+
+
+def outgoing(body: bytes, message: dict[str, Any]) -> Outgoing:
+    """``message``'s fields (all but ``mandatory``, which is the sender's to decide) as an outbox entry."""
+    return Outgoing(body, **{key: value for key, value in message.items() if key != "mandatory"})
 
 
 EVENT: dict[str, Any] = {
@@ -136,10 +142,10 @@ def test_each_property_alone_is_kombus(change: dict[str, Any]) -> None:
 def test_what_it_keeps_of_one_message_does_not_leak_into_the_next() -> None:
     connection = Connection()
     frames = Frames(channel_on(connection), None)
-    frames.publish(b"one", **REQUEST)
-    frames.publish(b"two", **EVENT)
-    frames.publish(b"three", **{**EVENT, "persistent": False})
-    frames.publish(b"four", **REQUEST)
+    frames.publish(outgoing(b"one", REQUEST), mandatory=REQUEST["mandatory"])
+    frames.publish(outgoing(b"two", EVENT), mandatory=EVENT["mandatory"])
+    frames.publish(outgoing(b"three", {**EVENT, "persistent": False}), mandatory=True)
+    frames.publish(outgoing(b"four", REQUEST), mandatory=REQUEST["mandatory"])
     assert connection.transport is not None
     expected = b"".join(
         by_kombu(body, None, **message)[0]
@@ -159,6 +165,6 @@ def test_a_closed_channel_is_refused_as_py_amqp_refuses_it() -> None:
     frames = Frames(channel, None)
     channel.connection = None  # what py-amqp's close of a channel leaves
     with pytest.raises(RecoverableConnectionError):
-        frames.publish(b"late", **EVENT)
+        frames.publish(outgoing(b"late", EVENT), mandatory=EVENT["mandatory"])
     assert connection.transport is not None
     assert connection.transport.writes == []

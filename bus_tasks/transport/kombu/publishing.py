@@ -299,17 +299,7 @@ class Sender:
             and message.exchange == names.EVENTS_EXCHANGE
         )
         if self._frames is not None:
-            self._frames.publish(
-                message.body,
-                exchange=message.exchange,
-                routing_key=message.routing_key,
-                mandatory=mandatory,
-                persistent=message.persistent,
-                headers=message.headers,
-                correlation_id=message.correlation_id,
-                reply_to=message.reply_to,
-                expiration_s=message.expiration_s,
-            )
+            self._frames.publish(message, mandatory=mandatory)
             return
         self._producer.publish(
             message.body,

@@ -22,6 +22,7 @@ from amqp.exceptions import RecoverableConnectionError
 from amqp.serialization import dumps
 
 from bus_tasks import names
+from bus_tasks.transport.outbox import Outgoing
 
 _FRAME_END = b"\xce"
 _FRAME = struct.Struct(">BHI")  # frame type, channel, payload size
@@ -58,23 +59,14 @@ class Frames:
         self._methods: dict[tuple[str, str, bool], bytes] = {}
         self._plain: dict[bool, tuple[int, bytes]] = {}  # properties of a message with the usual ones only
 
-    def publish(
-        self,
-        body: bytes,
-        *,
-        exchange: str,
-        routing_key: str,
-        mandatory: bool,
-        persistent: bool,
-        headers: dict[str, Any] | None,
-        correlation_id: str | None,
-        reply_to: str | None,
-        expiration_s: float | None,
-    ) -> None:
-        """Send one message; raises what py-amqp's publish raises for a closed channel, and the
+    def publish(self, message: Outgoing, *, mandatory: bool) -> None:
+        """Send ``message``; raises what py-amqp's publish raises for a closed channel, and the
         transport's errors for a lost connection."""
         if self._channel.connection is None or self._connection.transport is None:
             raise RecoverableConnectionError("basic_publish: connection closed")
+        body, exchange, routing_key = message.body, message.exchange, message.routing_key
+        persistent, headers, expiration_s = message.persistent, message.headers, message.expiration_s
+        correlation_id, reply_to = message.correlation_id, message.reply_to
         method = self._methods.get((exchange, routing_key, mandatory))
         if method is None:
             method = self._method(exchange, routing_key, mandatory)
