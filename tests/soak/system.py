@@ -38,6 +38,7 @@ class Child:
     def __init__(self, role: str, incarnation: int, argv: Sequence[str], log_dir: Path, env: dict[str, str]):
         self.role = role
         self.incarnation = incarnation
+        self.ended_on_purpose = False  # stopped or killed by the soak: its exit is no failure
         self.log_path = log_dir / f"{role}.{incarnation}.log"
         with self.log_path.open("wb") as out:
             self.popen = subprocess.Popen(
@@ -78,6 +79,7 @@ class Child:
 
     def stop(self, *, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM and wait; SIGKILL and raise if it does not stop in time."""
+        self.ended_on_purpose = True
         self.signal(signal.SIGTERM)
         try:
             return self.popen.wait(timeout_s)
@@ -86,6 +88,7 @@ class Child:
             raise ChildFailed(f"{self.series} did not stop within {timeout_s:g}s") from None
 
     def kill(self) -> None:
+        self.ended_on_purpose = True
         self.signal(signal.SIGKILL)
         self.popen.wait(30.0)
 
@@ -167,8 +170,13 @@ class System:
             return list(self.children.values())
 
     def exited(self) -> list[str]:
-        """The processes that exited on their own (each a failure of the soak)."""
-        return [f"{c.series} exited {c.popen.returncode}" for c in self.live() if c.popen.poll() is not None]
+        """The processes that exited on their own (each a failure of the soak). One the chaos
+        killed is not among them, even before its next incarnation takes its role."""
+        return [
+            f"{c.series} exited {c.popen.returncode}"
+            for c in self.live()
+            if c.popen.poll() is not None and not c.ended_on_purpose
+        ]
 
     def note(self, what: str) -> None:
         with self.lock:
