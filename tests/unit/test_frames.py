@@ -181,6 +181,43 @@ def test_the_socket_reads_without_blocking_and_gets_its_time_out_back_after(clos
     assert connection.transport.sock.timeout == 5.0
 
 
+CHANNEL_CLOSE: Frame = (1, 1, b"\x00\x14\x00\x28" + dumps("BsBB", (406, "PRECONDITION_FAILED", 60, 40)))
+OPEN_OK: Frame = (1, 1, b"\x00\x14\x00\x0b" + dumps("s", ("",)))
+
+
+AFTER_CLOSE = len(wire(*FRAMES[3])) + len(wire(*CHANNEL_CLOSE))
+
+
+@pytest.mark.parametrize("cut", [AFTER_CLOSE - 1, AFTER_CLOSE + 3, AFTER_CLOSE + 100])
+def test_a_close_is_handed_over_with_the_socket_blocking_and_the_rest_in_py_amqps_buffer(cut: int) -> None:
+    # py-amqp answers a channel.close by opening the channel again and waiting for the broker's
+    # open-ok with its own blocking reads: from its buffer first, then from the socket.
+    stream = wire(*FRAMES[3]) + wire(*CHANNEL_CLOSE) + wire(*OPEN_OK) + STREAM
+    read = cut if cut >= AFTER_CLOSE else len(stream)  # the close cut in two: both chunks read
+    connection = Connection([stream[:cut], stream[cut:]])
+    transport = connection.transport
+    seen: list[tuple[float | None, bytes]] = []
+
+    def handler(frame: Frame) -> Any:
+        connection.frames.append(frame)
+        if frame == CHANNEL_CLOSE:
+            seen.append((transport.sock.timeout, transport._read_buffer))
+            transport._read_buffer = transport._read_buffer[len(wire(*OPEN_OK)) :]  # its read of open-ok
+            raise amqp.PreconditionFailed("PRECONDITION_FAILED", (60, 40), 406)
+        return False
+
+    connection.on_inbound_frame = handler  # type: ignore[method-assign]
+    with pytest.raises(amqp.PreconditionFailed):
+        read_ready(connection, lambda: True)
+
+    assert connection.frames == [FRAMES[3], CHANNEL_CLOSE]
+    timeout, held = seen[0]
+    assert timeout == 5.0
+    assert held == stream[AFTER_CLOSE:read]  # what was read past the close, and no more
+    assert transport._read_buffer == stream[AFTER_CLOSE + len(wire(*OPEN_OK)) : read]  # as it left it
+    assert transport.sock.timeout == 5.0
+
+
 # -- deliveries taken whole -----------------------------------------------------------------------
 
 

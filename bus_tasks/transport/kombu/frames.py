@@ -32,6 +32,10 @@ _METHOD = 1  # a method frame's type (a content header is 2, a body 3, a heart-b
 _HEADER = struct.Struct(">BHI")  # frame type, channel, payload size
 _HEADER_BYTES = _HEADER.size
 _DELIVER = b"\x00\x3c\x00\x3c"  # a method frame's payload starting so is a basic.deliver
+# A channel.close (20, 40) or connection.close (10, 50) from the broker: py-amqp answers it in its
+# handler, and for a channel opens it again and *waits* for the broker's open-ok with reads of its
+# own, which need the socket blocking (with its time-out) and the bytes after the close.
+_CLOSES = (b"\x00\x14\x00\x28", b"\x00\x0a\x00\x32")
 _DELIVER_SIG = (60, 60)
 _BASIC = 60  # the content class of basic's messages
 _CONTENT_HEADER, _BODY = 2, 3
@@ -78,6 +82,7 @@ def read_ready(connection: Any, more: Callable[[], bool]) -> None:
     start = 0
     was = sock.gettimeout()
     sock.settimeout(0)
+    handed_back = False  # the socket and the bytes left are py-amqp's again (a close)
     try:
         ask = True
         while not ask or more():
@@ -100,6 +105,16 @@ def read_ready(connection: Any, more: Callable[[], bool]) -> None:
                             connection.bytes_recv -= frames
                     payload = buffer[start + _HEADER_BYTES : end]
                     start = end + 1  # taken before it is handled, as py-amqp's read takes it
+                    if frame_type == _METHOD and payload[:4] in _CLOSES:
+                        # Handled as py-amqp's own read would hand it over: the socket blocking,
+                        # the rest in its buffer. It raises why the broker closed; a channel
+                        # unable to reopen on a non-blocking socket raised a time-out instead,
+                        # and the refusal the close told of (transport/refusals) was lost.
+                        transport._read_buffer = buffer[start:]
+                        handed_back = True
+                        sock.settimeout(was)
+                        on_frame((frame_type, channel, payload))
+                        return
                     on_frame((frame_type, channel, payload))
                     # A delivery ends with its content header or body frame, never with its
                     # method frame: more() (how many deliveries are in) is not asked after one.
@@ -112,9 +127,10 @@ def read_ready(connection: Any, more: Callable[[], bool]) -> None:
             buffer = buffer[start:] + chunk
             start = 0
     finally:
-        transport._read_buffer = buffer[start:]
-        with contextlib.suppress(OSError):  # closed meanwhile: its own error tells why
-            sock.settimeout(was)
+        if not handed_back:  # else py-amqp's reads may have taken from it meanwhile
+            transport._read_buffer = buffer[start:]
+            with contextlib.suppress(OSError):  # closed meanwhile: its own error tells why
+                sock.settimeout(was)
 
 
 def _receive(transport: Any, sock: Any) -> bytes | None:
