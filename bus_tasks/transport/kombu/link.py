@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from amqp.exceptions import AccessRefused, NotAllowed
 from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
@@ -28,48 +27,12 @@ from bus_tasks.broker_login import NO_LOGIN, BrokerLogin
 from bus_tasks.errors import BrokerRefused, ShutdownRequested
 from bus_tasks.transport.backoff import Backoff
 from bus_tasks.transport.kombu import frames
+from bus_tasks.transport.kombu.schemes import REDIS_SCHEMES, refusal, transport_class, transport_options
 from bus_tasks.urls import broker_urls, redact_url
 
 log = logging.getLogger("bus_tasks.transport")
 
 Retries = int | Literal["default"] | None
-
-REDIS_SCHEMES = ("redis", "rediss")
-
-
-def transport_options(url: str, *, redis_key_prefix: str = "") -> dict[str, Any]:
-    scheme = url.split("://", 1)[0]
-    if scheme == "memory":
-        return {"polling_interval": 0.002}
-    if scheme in REDIS_SCHEMES:
-        # No polling_interval: kombu would sleep that long after every BRPOP that came back
-        # empty (an idle queue's time-out), with deliveries waiting on the other channels.
-        options: dict[str, Any] = {}
-        if redis_key_prefix:
-            options["global_keyprefix"] = redis_key_prefix
-        return options
-    return {}
-
-
-def _transport_class(scheme: str) -> type | None:
-    """kombu's transport for ``scheme`` (None: by the URL), but Redis with fewer round trips."""
-    if scheme not in REDIS_SCHEMES:
-        return None
-    from bus_tasks.transport.kombu.redis_tuning import Transport  # noqa: PLC0415 - only Redis loads it
-
-    return Transport
-
-
-def refusal(exc: BaseException) -> str | None:
-    """Why the broker refused a login for good (user, password, vhost), or None if it did not."""
-    if isinstance(exc, AccessRefused | NotAllowed):
-        return f"{exc.code} {exc.reply_text}"  # e.g. "403 ACCESS_REFUSED - Login was refused ..."
-    if type(exc).__module__.startswith("redis.") and type(exc).__name__ in (
-        "AuthenticationError",
-        "AuthorizationError",
-    ):
-        return str(exc)
-    return None
 
 
 def describe(exc: BaseException | None) -> str:
@@ -104,7 +67,7 @@ class Link:
         self._connection_options: dict[str, Any] = {
             "heartbeat": heartbeat_s if self.is_amqp else 0,
             "transport_options": transport_options(url, redis_key_prefix=redis_key_prefix),
-            "transport": _transport_class(self.scheme),
+            "transport": transport_class(self.scheme),
             "login_method": login.method if self.is_amqp else None,
             **({"ssl": tls} if tls is not None else {}),
         }
@@ -333,11 +296,7 @@ class Link:
     def drain_events(self, timeout_s: float) -> bool:
         """Read what the broker sent within ``timeout_s`` (callbacks only queue it); False if nothing."""
         self._unless_lost()
-        if self.is_amqp:
-            now = time.monotonic()
-            if now - self._last_heartbeat >= 1.0:
-                self.conn.heartbeat_check()
-                self._last_heartbeat = now
+        self._heartbeat_check()
         try:
             self.conn.drain_events(timeout=timeout_s)
         except TimeoutError:
@@ -347,15 +306,24 @@ class Link:
             raise
         return True
 
-    def drain_ready(self, more: Callable[[], bool]) -> None:
-        """Read what the broker has sent already, without waiting, while ``more()`` and something
-        was there (callbacks only queue it).
+    def _heartbeat_check(self) -> None:
+        """Send and check AMQP heart-beats, at most once a second (it may write: socket blocking)."""
+        if self.is_amqp:
+            now = time.monotonic()
+            if now - self._last_heartbeat >= 1.0:
+                self.conn.heartbeat_check()
+                self._last_heartbeat = now
 
-        On AMQP the socket is made non-blocking once for the whole loop: each read of py-amqp
-        with a time-out of its own (``drain_events(0)``) makes it non-blocking and back for every
-        frame, two system calls a frame, six a message, a tenth of an aggregator's ingest CPU.
-        The frames are read in chunks (:func:`~bus_tasks.transport.kombu.frames.read_ready`),
-        not in py-amqp's three reads each. On Redis it reads nothing more (see below).
+    def drain_ready(self, more: Callable[[], bool]) -> bool:
+        """Read what the broker has sent already, without waiting, while ``more()`` and something
+        was there (callbacks only queue it); False when nothing was.
+
+        On AMQP the socket is made non-blocking once for the whole loop and read in chunks
+        (:func:`~bus_tasks.transport.kombu.frames.read_ready`), not by py-amqp, whose reads
+        with a time-out of their own (``drain_events(0)``) take three reads a frame and make the
+        socket non-blocking and back for each: two system calls a frame, six a message, a tenth
+        of an aggregator's ingest CPU, and most of a front door's reading of a lone reply. On
+        Redis it reads nothing (see below).
 
         Raises:
             the transport's connection errors, as :meth:`drain_events`.
@@ -365,21 +333,24 @@ class Link:
             # RPOP after the BRPOP); another queue's messages come at the next drain, at once. One
             # more read is a whole kombu poll of every channel: 50-70 us of CPU that mostly finds
             # nothing, paid by each request and each reply (docs/performance.md, round 3).
-            return
-        amqp_conn = getattr(self.conn, "_connection", None) if self.is_amqp else None
-        sock = getattr(amqp_conn, "sock", None)
-        if sock is None:
+            return False
+        amqp_conn: Any = getattr(self.conn, "_connection", None) if self.is_amqp else None
+        if getattr(amqp_conn, "sock", None) is None:
+            got = False
             while more() and self.drain_events(0):
-                pass
-            return
-        # The first read as usual: the heartbeat's check, which may write, while the socket blocks.
-        if not (more() and self.drain_events(0)):
-            return
+                got = True
+            return got
+        if not more():
+            return False
+        self._unless_lost()
+        self._heartbeat_check()
+        before = amqp_conn.bytes_recv  # py-amqp's count of frames, which read_ready keeps too
         try:
             frames.read_ready(amqp_conn, more)
         except Exception as exc:
             self.closed_with = exc  # as drain_events
             raise
+        return bool(amqp_conn.bytes_recv != before)
 
     def fileno(self) -> int | None:
         """The AMQP socket's descriptor while connected; None otherwise (or on other brokers)."""
