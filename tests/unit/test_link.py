@@ -16,7 +16,7 @@ from bus_tasks.config import redact_url
 from bus_tasks.errors import PublishUnreachable
 from bus_tasks.transport import BusOptions
 from bus_tasks.transport.backoff import Backoff
-from bus_tasks.transport.kombu.link import refusal
+from bus_tasks.transport.kombu.schemes import refusal
 
 
 def closed_port_url() -> str:
