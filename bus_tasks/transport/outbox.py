@@ -35,6 +35,7 @@ class Outgoing:
     persistent: bool
     on_confirm: Callback | None = None
     returned: str | None = None  # why the broker returned it, until its confirm settles it
+    refusals: int = 0  # nacks in a row on this channel (others' acks do not end the run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,16 +143,15 @@ class Outbox:
         returned, self._returned = self._returned, []
         return returned
 
-    def nack(self, delivery_tag: int, *, multiple: bool = False) -> int:
-        """The broker refused these messages: they go back to the front of the line, in order.
-
-        Returns how many.
-        """
+    def nack(self, delivery_tag: int, *, multiple: bool = False) -> list[Outgoing]:
+        """The broker refused these messages: they go back to the front of the line, in order,
+        each with one more refusal counted. Returns them."""
         refused = [self._unconfirmed.pop(tag) for tag in self._tags(delivery_tag, multiple)]
         for message in refused:
             message.returned = None  # sent again, it is routed afresh
+            message.refusals += 1
         self._unsent.extendleft(reversed(refused))
-        return len(refused)
+        return refused
 
     def refuse(self, refused: Callable[[Outgoing], bool], reason: str) -> list[Outgoing]:
         """The broker refused for good the messages ``refused`` picks (sent or not): they leave
@@ -178,6 +178,7 @@ class Outbox:
         for message in line:
             message.on_confirm = None
             message.returned = None  # sent again, it is routed afresh
+            message.refusals = 0  # a new channel, maybe to another node: a new run
         self._unsent = deque(line)
         self._unconfirmed.clear()
         self._next_tag = 1

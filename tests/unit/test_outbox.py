@@ -226,7 +226,7 @@ def test_a_nack_puts_the_message_back_at_the_front_of_the_line_ahead_of_messages
     outbox.sent()  # a: 1
     outbox.sent()  # b: 2
 
-    assert outbox.nack(1) == 1
+    assert len(outbox.nack(1)) == 1
 
     assert counts(outbox) == (4, 3, 1)
     assert send_all(outbox) == [(3, b"a"), (4, b"c"), (5, b"d")]
@@ -239,7 +239,7 @@ def test_a_multiple_nack_puts_every_refused_message_back_in_their_original_order
     for _ in range(4):
         outbox.sent()  # a..d: tags 1..4; "e" never sent
 
-    assert outbox.nack(3, multiple=True) == 3
+    assert len(outbox.nack(3, multiple=True)) == 3
 
     assert counts(outbox) == (5, 4, 1)
     assert send_all(outbox) == [(5, b"a"), (6, b"b"), (7, b"c"), (8, b"e")]
@@ -254,7 +254,7 @@ def test_a_nack_only_refuses_tags_still_unconfirmed() -> None:
     send_all(outbox)
     outbox.ack(2)
 
-    assert outbox.nack(3, multiple=True) == 2  # "a" and "c"; "b" was confirmed already
+    assert len(outbox.nack(3, multiple=True)) == 2  # "a" and "c"; "b" was confirmed already
 
     assert counts(outbox) == (2, 2, 0)
     assert send_all(outbox) == [(4, b"a"), (5, b"c")]
@@ -265,9 +265,9 @@ def test_a_nack_for_an_unknown_or_already_confirmed_tag_is_a_no_op() -> None:
     outbox.sent()
     outbox.ack(1)
 
-    assert outbox.nack(1) == 0
-    assert outbox.nack(1, multiple=True) == 0
-    assert outbox.nack(2) == 0  # "b" not sent yet
+    assert len(outbox.nack(1)) == 0
+    assert len(outbox.nack(1, multiple=True)) == 0
+    assert len(outbox.nack(2)) == 0  # "b" not sent yet
     assert counts(outbox) == (1, 1, 0)
     assert send_all(outbox) == [(2, b"b")]
 
@@ -278,8 +278,8 @@ def test_a_second_nack_of_a_re_sent_message_puts_it_back_again() -> None:
     outbox.nack(1)
     assert send_all(outbox) == [(2, b"a"), (3, b"b")]
 
-    assert outbox.nack(2) == 1
-    assert outbox.nack(2) == 0  # tag 2 is gone now: it names no message
+    assert len(outbox.nack(2)) == 1
+    assert len(outbox.nack(2)) == 0  # tag 2 is gone now: it names no message
 
     assert send_all(outbox) == [(4, b"a")]
     assert counts(outbox) == (2, 0, 2)
@@ -555,7 +555,7 @@ class Run:
     def nack(self, tag: int, multiple: bool) -> None:
         tags = self.settled_by(tag, multiple)
         refused = [self.in_flight.pop(t) for t in tags]
-        assert self.outbox.nack(tag, multiple=multiple) == len(refused)
+        assert len(self.outbox.nack(tag, multiple=multiple)) == len(refused)
         self.line[:0] = refused
 
     def lost(self) -> None:
@@ -657,6 +657,33 @@ def test_an_ack_ends_a_run_of_nacks() -> None:
     sender.outbox.add(message("second"))
     refuse(sender, NACKS_BEFORE_NEW_CONNECTION - 1)
     assert not sender.broken
+
+
+def test_acks_of_other_messages_do_not_end_a_messages_run_of_nacks() -> None:
+    # A command to a quorum queue electing its leader is refused while the heartbeats beside it,
+    # to a stream, are confirmed: the command's run goes on, and the connection is replaced.
+    sender = a_sender()
+    sender.outbox.add(message("command"))
+    for _ in range(NACKS_BEFORE_NEW_CONNECTION):
+        assert not sender.broken
+        refused_tag = sender.outbox.sent()  # the command, back at the head after each nack
+        sender.outbox.add(message("beat"))
+        beat_tag = sender.outbox.sent()
+        sender._on_ack(beat_tag, False)
+        sender._on_nack(refused_tag, False)
+    assert sender.broken
+    assert sender.pending == 1  # the command, kept for the new connection
+
+
+def test_a_new_connection_starts_a_new_run_of_nacks() -> None:
+    sender = a_sender()
+    sender.outbox.add(message("command"))
+    refuse(sender, NACKS_BEFORE_NEW_CONNECTION)
+    assert sender.broken
+    sender.broken = False  # recovered: the outbox was told the channel is lost, see Sender.lost
+    refuse(sender, NACKS_BEFORE_NEW_CONNECTION - 1)
+    assert not sender.broken
+
 
 
 # -- a message overtaken by later confirms: a new connection (issue 25) -------------------------

@@ -30,7 +30,7 @@ from bus_tasks.transport.kombu.sending import Frames
 from bus_tasks.transport.outbox import Outbox, Outgoing, Returned
 
 _EVENT_KEY_PREFIX = names.EVENTS_BINDING.removesuffix("#")  # "task.": what the log keeps
-# Nacks in a row after which the connection is replaced: a channel that reached a quorum queue
+# Nacks in a row of one message after which the connection is replaced: a channel that reached a quorum queue
 # while it elected a leader is refused for ~30 s (RabbitMQ 3.10); a new connection is served.
 NACKS_BEFORE_NEW_CONNECTION = 5
 # A message unconfirmed this long while later ones are confirmed is sent again on a new connection:
@@ -78,7 +78,6 @@ class Sender:
         self._frames: Frames | None = None  # AMQP: publishes written by us (see sending.py)
         self._exchanges_declared: set[str] = set()
         self._pumping = False
-        self._nacks = 0  # in a row (an ack ends the run)
         self._overtaken_since: float | None = None  # see OVERTAKEN_FOR_S
         self.clock = time.monotonic
         self.max_message_bytes: int | None = None  # the broker's limit, once a refusal told it
@@ -233,7 +232,6 @@ class Sender:
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
         if self.broken:
             return  # the lost channel's: its tags are not the next channel's
-        self._nacks = 0
         for callback in self.outbox.ack(delivery_tag, multiple=multiple):
             self._inbox.put(_call, callback)
         self._check_overtaken()
@@ -256,14 +254,17 @@ class Sender:
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
         refused = self.outbox.nack(delivery_tag, multiple=multiple)
-        self._nacks += 1
-        if self._nacks & (self._nacks - 1) == 0:  # at 1, 2, 4, 8... in a row: not a line per nack
+        if not refused:
+            return
+        # Counted per message: the acks of other messages (to a stream, say) while one queue
+        # refuses this one do not end its run, or it would be re-sent to the same channel for good.
+        in_a_row = max(message.refusals for message in refused)
+        if in_a_row & (in_a_row - 1) == 0:  # at 1, 2, 4, 8... in a row: not a line per nack
             log.warning(
-                "broker refused %d messages (%d nacks in a row); re-sending them", refused, self._nacks
+                "broker refused %d messages (%d nacks in a row); re-sending them", len(refused), in_a_row
             )
-        if self._nacks >= NACKS_BEFORE_NEW_CONNECTION and not self.broken:
-            log.warning("%d nacks in a row: re-sending on a new connection", self._nacks)
-            self._nacks = 0
+        if in_a_row >= NACKS_BEFORE_NEW_CONNECTION and not self.broken:
+            log.warning("%d nacks in a row: re-sending on a new connection", in_a_row)
             self.lost()  # the next drain, publish or flush recovers (to the next node of a cluster)
 
     def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
