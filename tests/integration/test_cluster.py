@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.brokers import CI, Broker, System, SystemFactory
@@ -227,14 +228,15 @@ class LoopingClient(threading.Thread):
 
 
 def test_kill_of_the_aggregators_node_with_a_stop_in_flight_then_of_the_subsystems_fails_no_call(
-    cluster: OwnCluster, vhost: str, start_system: SystemFactory
+    cluster: OwnCluster, vhost: str, start_system: SystemFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     n1, n2, n3 = cluster.nodes
     # Each process on a node of its own: the aggregator on n1, the client on n2, the subsystem on n3.
     # The aggregator's test subsystem is on (its control queue, like every one, is quorum). The
-    # subsystem holds its answer to the first stop until n1 is killed: the answer goes to the
-    # aggregator's reply queue, gone with n1; the aggregator sends the command again once it has
-    # failed over, and the subsystem answers the repeat from memory (SPEC 17).
+    # subsystem holds its answer to the first stop until n1 is killed and the aggregator has seen
+    # its connection lost: the answer goes to the aggregator's reply queue, gone with n1; the
+    # aggregator sends the command again once it has failed over, and the subsystem answers the
+    # repeat from memory (SPEC 17).
     system = start_system(
         Broker("rabbitmq", cluster.url(vhost)), options=TopologyOptions(queue_type="quorum")
     )
@@ -263,9 +265,14 @@ def test_kill_of_the_aggregators_node_with_a_stop_in_flight_then_of_the_subsyste
         # (An event in flight to the stream's leader as it was killed left the stream without a
         # confirmed write for over 60 s in 2 of 5 runs here, RabbitMQ 3.10: see docs/design.md.)
         wait_until(lambda: aborting(system, first.id), timeout_s=10.0)
+        recovery = HeldRecovery(
+            monkeypatch, system.aggregator.connection, control, system.aggregator.relay.replies
+        )
         killed_at = time.monotonic()
         cluster.kill(aggregator_node)
+        assert recovery.lost.wait(10.0)
         held.release.set()
+        assert recovery.answered.wait(10.0)  # into the lost queue: the aggregator recovers after
         in_flight.join(20.0)
         assert (in_flight.is_alive(), in_flight.outcome) == (False, True)
         assert in_flight.took_s <= 10.0 + LATE_S
@@ -435,6 +442,33 @@ class HeldStops:
         self.stopped.append(task_id)
         self.arrived.set()
         self.release.wait(30.0)
+
+
+class HeldRecovery:
+    """Holds an aggregator's reconnection until the subsystem has published its answer to the
+    aggregator's reply queue: that answer then goes to the queue lost with its node. (Unheld, an
+    answer published after the aggregator declared its queue again on another node reaches it,
+    and nothing needs to be sent again.)"""
+
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, aggregator: Bus, subsystem: Bus, replies: str
+    ) -> None:
+        self.lost = threading.Event()  # the aggregator saw its connection lost
+        self.answered = threading.Event()  # the subsystem published an answer to ``replies``
+        recover, publish = aggregator.recover, subsystem.publish
+
+        def held_recover(*args: Any, **kwargs: Any) -> None:
+            self.lost.set()
+            self.answered.wait(20.0)
+            recover(*args, **kwargs)
+
+        def watched_publish(body: bytes, **kwargs: Any) -> None:
+            publish(body, **kwargs)
+            if kwargs.get("routing_key") == replies:
+                self.answered.set()
+
+        monkeypatch.setattr(aggregator, "recover", held_recover)
+        monkeypatch.setattr(subsystem, "publish", watched_publish)
 
 
 class ControlCall(threading.Thread):
