@@ -264,7 +264,8 @@ class BusConnection:
                 self._sender.lost()
             self._live.clear()
             self._generation += 1
-            self._inbox.clear()  # deliveries of the lost connection come again on the new one
+            # Deliveries of the lost connection come again on the new one; confirms stand.
+            self._inbox.clear(keep_confirmed=True)
             self._dead_letters_unconfirmed = 0
             self._sender.reset()
             link.renew()

@@ -76,6 +76,10 @@ def acks_batched(channels: Iterable[Any]) -> Iterator[None]:
         yield
 
 
+def _run_confirmed(callback: Callable[[], None]) -> None:
+    callback()
+
+
 class Inbox:
     """Work that arrived while the connection was busy, run later, one item at a time, in order.
 
@@ -100,8 +104,18 @@ class Inbox:
     def put(self, handler: Callable[[Any], None], item: Any) -> None:
         self._work.append((handler, item))
 
-    def clear(self) -> None:
-        self._work.clear()
+    def confirmed(self, callback: Callable[[], None]) -> None:
+        """The callback of a message the broker took: it runs even if the connection is lost
+        before the loop gets to it (see :meth:`clear`), for the broker has the message."""
+        self._work.append((_run_confirmed, callback))
+
+    def clear(self, *, keep_confirmed: bool = False) -> None:
+        """Drop what waits; with ``keep_confirmed`` (a connection lost, not closed), the
+        callbacks of :meth:`confirmed` messages stay: only deliveries come again."""
+        if keep_confirmed:
+            self._work = deque(work for work in self._work if work[0] is _run_confirmed)
+        else:
+            self._work.clear()
 
     def run(self) -> int:
         """Run what waits (and what it adds) until empty; returns how many items ran.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from kombu.messaging import Producer
@@ -40,10 +39,6 @@ NACKS_BEFORE_NEW_CONNECTION = 5
 OVERTAKEN_FOR_S = 30.0
 
 log = logging.getLogger("bus_tasks.transport")
-
-
-def _call(callback: Callable[[], None]) -> None:
-    callback()
 
 
 class Host(Protocol):
@@ -139,7 +134,7 @@ class Sender:
                 self._host.recover()
             self._send(message)
             if message.on_confirm is not None:
-                self._inbox.put(_call, message.on_confirm)
+                self._inbox.confirmed(message.on_confirm)
             return
         if self.pending >= self.max_unconfirmed:
             self.await_confirms(self.max_unconfirmed - 1, deadline=time.monotonic() + 1.0)
@@ -233,7 +228,7 @@ class Sender:
         if self.broken:
             return  # the lost channel's: its tags are not the next channel's
         for callback in self.outbox.ack(delivery_tag, multiple=multiple):
-            self._inbox.put(_call, callback)
+            self._inbox.confirmed(callback)
         self._check_overtaken()
 
     def _check_overtaken(self) -> None:
