@@ -685,7 +685,6 @@ def test_a_new_connection_starts_a_new_run_of_nacks() -> None:
     assert not sender.broken
 
 
-
 # -- a message overtaken by later confirms: a new connection (issue 25) -------------------------
 
 

@@ -264,8 +264,7 @@ class BusConnection:
                 self._sender.lost()
             self._live.clear()
             self._generation += 1
-            # Deliveries of the lost connection come again on the new one; confirms stand.
-            self._inbox.clear(keep_confirmed=True)
+            self._inbox.clear(keep_confirmed=True)  # deliveries come again; confirms stand
             self._dead_letters_unconfirmed = 0
             self._sender.reset()
             link.renew()
