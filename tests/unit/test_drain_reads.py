@@ -31,9 +31,9 @@ def test_what_a_read_brought_is_handled_before_the_drain_reads_on(
     bus.consume(names.RPC_QUEUE, on_request)
     real_drain_ready = bus.link.drain_ready
 
-    def drain_ready(more: Any) -> None:
+    def drain_ready(more: Any) -> bool:
         order.append("read on")
-        real_drain_ready(more)
+        return real_drain_ready(more)
 
     monkeypatch.setattr(bus.link, "drain_ready", drain_ready)
     bus.publish(b'{"n": 1}', routing_key=names.RPC_QUEUE)

@@ -29,8 +29,8 @@ from bus_tasks.transport.kombu.sending import Frames
 from bus_tasks.transport.outbox import Outbox, Outgoing, Returned
 
 _EVENT_KEY_PREFIX = names.EVENTS_BINDING.removesuffix("#")  # "task.": what the log keeps
-# Nacks in a row of one message after which the connection is replaced: a channel that reached a quorum queue
-# while it elected a leader is refused for ~30 s (RabbitMQ 3.10); a new connection is served.
+# Nacks in a row of one message after which the connection is replaced: a channel that reached a
+# quorum queue while it elected a leader is refused for ~30 s (RabbitMQ 3.10); a new one is served.
 NACKS_BEFORE_NEW_CONNECTION = 5
 # A message unconfirmed this long while later ones are confirmed is sent again on a new connection:
 # its confirm may never come (RabbitMQ 3.10: a stream whose leader was killed with it in flight).
